@@ -1,0 +1,299 @@
+"""`make demo`: boot the local control plane, run the operator on it and show one chaos test end to end.
+
+Steps: boot the cluster (or reuse a running one), install the CRDs, deploy the sample workload
+(examples/workload.yaml), start the operator in the background (its log goes to .cluster/operator.log), apply
+examples/pod-kill.yaml and follow the TestRun to its end, show what happened, stop the operator. The cluster keeps
+running afterwards. Re-running the demo replaces the previous TestRun.
+
+Run with the project's virtualenv (``make demo`` does). Everything happens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER = [sys.executable, str(REPO / "hack" / "cluster")]
+CRD_DIR = REPO / "crds"
+WORKLOAD = REPO / "examples" / "workload.yaml"
+EXAMPLE = REPO / "examples" / "pod-kill.yaml"
+NAMESPACE = "demo"
+APP = "web"
+REPLICAS = 3
+TESTRUN = "pod-kill-run"  # the TestRun in examples/pod-kill.yaml
+TERMINAL = ("Passed", "Failed", "Error", "Cancelled", "TimedOut")
+POLL_SECONDS = 0.5
+# The console script installed next to this interpreter (.venv/bin/coordinator), to tell the user how to run it.
+COORDINATOR = Path(sys.executable).parent / "coordinator"
+
+T = TypeVar("T")
+
+
+class DemoError(Exception):
+    """A demo step failed; the message says which and why."""
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def kubectl(kubeconfig: Path, *args: str, show: bool = False, stdin: str | None = None) -> str:
+    """Run kubectl; with ``show`` echo the command and let its output through (the parts the user should see)."""
+    if show:
+        say(f"\n$ kubectl {' '.join(args)}")
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=not show,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout or "").strip() if not show else "(see the output above)"
+        raise DemoError(f"kubectl {' '.join(args)} failed with exit code {proc.returncode}: {detail}")
+    return proc.stdout or ""
+
+
+def get_json(kubeconfig: Path, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(kubectl(kubeconfig, "get", *args, "-o", "json"))
+    return result
+
+
+def poll(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Call ``check`` every POLL_SECONDS until it returns something other than None; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(POLL_SECONDS)
+
+
+# --- cluster, CRDs, workload ---------------------------------------------------------------------------------
+
+
+def boot_cluster() -> Path:
+    if subprocess.run([*CLUSTER, "up"], check=False).returncode != 0:
+        raise DemoError("could not boot the local control plane (see the output above)")
+    out = subprocess.run([*CLUSTER, "kubeconfig"], capture_output=True, text=True, check=False)
+    kubeconfig = Path(out.stdout.strip())
+    if out.returncode != 0 or not kubeconfig.is_file():
+        raise DemoError(f"the cluster is up but its kubeconfig was not found: {out.stderr.strip() or kubeconfig}")
+    return kubeconfig
+
+
+def install_crds(kubeconfig: Path) -> None:
+    crds = sorted(CRD_DIR.glob("*.yaml"))
+    if not crds:
+        raise DemoError(f"no CRDs in {CRD_DIR}; run `make crds`")
+    kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=coordinator-demo",
+        "-f",
+        str(CRD_DIR),
+    )
+    names = [f"crd/{path.name.removesuffix('.yaml')}" for path in crds]
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    say(f"CRDs installed and established: {', '.join(n.removeprefix('crd/') for n in names)}")
+
+
+def ready_pods(kubeconfig: Path) -> list[str]:
+    pods = get_json(kubeconfig, "pods", "-n", NAMESPACE, "-l", f"app={APP}")["items"]
+    ready = []
+    for pod in pods:
+        conditions = pod.get("status", {}).get("conditions") or []
+        if (
+            not pod["metadata"].get("deletionTimestamp")
+            and pod.get("status", {}).get("phase") == "Running"
+            and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        ):
+            ready.append(pod["metadata"]["name"])
+    return ready
+
+
+def deploy_workload(kubeconfig: Path) -> None:
+    kubectl(kubeconfig, "apply", "-f", str(WORKLOAD), show=True)
+    poll(
+        lambda: True if len(ready_pods(kubeconfig)) == REPLICAS else None,
+        timeout=90,
+        what=f"{REPLICAS} ready pods of deployment/{APP} in namespace {NAMESPACE}",
+    )
+    say(f"{REPLICAS} pods of deployment/{APP} are Running and Ready")
+
+
+# --- the operator --------------------------------------------------------------------------------------------
+
+
+class Operator:
+    """``coordinator run`` as a background process, its output in a log file."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Port 0: the demo's operator must not collide with anything already serving metrics on 8080.
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "COORDINATOR_METRICS_PORT": "0"}
+        # Only TestRuns in the demo namespace: the demo never competes with another operator (a test session's,
+        # say) for other namespaces' runs.
+        command = [
+            sys.executable,
+            "-m",
+            "coordinator.cli.main",
+            "run",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--namespace",
+            NAMESPACE,
+        ]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        say(f"\noperator started (pid {self.proc.pid}), log: {self.log_path}")
+        poll(self._ready, timeout=60, what="the operator to log 'operator ready'")
+        say("operator ready")
+
+    def _ready(self) -> bool | None:
+        self.check_alive()
+        return True if "operator ready" in self.log_path.read_text(errors="replace") else None
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise DemoError(f"the operator exited with code {self.proc.returncode}; its log ends:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGINT (kopf's graceful stop), then SIGKILL if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        say(f"\noperator stopped (exit code {self.proc.returncode})")
+
+
+# --- the chaos test ------------------------------------------------------------------------------------------
+
+
+def run_example(kubeconfig: Path, operator: Operator) -> dict[str, Any]:
+    """Apply the pod-kill example (replacing a previous run of it) and follow the TestRun to a terminal phase."""
+    # A finished TestRun is never run again: delete the previous one (the running operator releases its finalizer).
+    kubectl(kubeconfig, "delete", "testrun", TESTRUN, "-n", NAMESPACE, "--ignore-not-found", "--timeout=60s")
+    kubectl(kubeconfig, "apply", "-f", str(EXAMPLE), show=True)
+    say("")
+    seen: list[str] = []
+
+    def finished() -> dict[str, Any] | None:
+        operator.check_alive()
+        status: dict[str, Any] = get_json(kubeconfig, "testrun", TESTRUN, "-n", NAMESPACE).get("status") or {}
+        phase = status.get("phase") or "Pending"
+        progress = " ".join([phase, *(f"{s['name']}={s.get('outcome', 'Pending')}" for s in status.get("steps", []))])
+        if not seen or seen[-1] != progress:
+            seen.append(progress)
+            say(f"  testrun/{TESTRUN}: {progress}")
+        return status if phase in TERMINAL else None
+
+    return poll(finished, timeout=120, what=f"testrun/{TESTRUN} to finish")
+
+
+def describe(status: dict[str, Any]) -> None:
+    say(f"\nTestRun {NAMESPACE}/{TESTRUN}: {status.get('phase')} ({status.get('reason')}) - {status.get('message')}")
+    if status.get("scenario"):
+        say(f"  scenario: {status['scenario']}, duration: {status.get('durationSeconds', '-')}s")
+    for index, step in enumerate(status.get("steps") or []):
+        say(f"  step {index} {step['name']}: {step.get('outcome')}")
+        say(f"    targets ({step.get('targetCount', 0)}):")
+        for target in step.get("targets") or []:
+            where = f"{target['namespace']}/" if target.get("namespace") else ""
+            say(f"      {target['kind']} {where}{target['name']}")
+        say(f"    injected at: {step.get('injectedAt', '-')}")
+        say(f"    reverted at: {step.get('revertedAt', '-')}")
+        if step.get("message"):
+            say(f"    message: {step['message']}")
+    injections = status.get("injections") or []
+    if injections:
+        say("  changes (the rollback ledger):")
+    for injection in injections:
+        note = f" ({injection['message']})" if injection.get("message") else ""
+        say(f"    {injection['id']}: {injection['state']}{note}")
+
+
+def show_history_report(kubeconfig: Path) -> None:
+    """Wait for the run to reach the history store (the embedded SQLite file, as no database URL is set), then
+    print `coordinator report` over the demo's runs: every demo run so far, since the history outlives them."""
+
+    def mirrored() -> bool | None:
+        status = get_json(kubeconfig, "testrun", TESTRUN, "-n", NAMESPACE).get("status") or {}
+        return True if (status.get("history") or {}).get("synced") else None
+
+    poll(mirrored, timeout=30, what=f"testrun/{TESTRUN} to be written to the history store")
+    say(f"\n$ coordinator report --namespace {NAMESPACE}")
+    command = [sys.executable, "-m", "coordinator.cli.main", "report", "--namespace", NAMESPACE]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise DemoError("coordinator report failed (see the output above)")
+
+
+def main() -> int:
+    operator: Operator | None = None
+    try:
+        kubeconfig = boot_cluster()
+        kubectl(kubeconfig, "get", "nodes", "-o", "wide", show=True)
+        install_crds(kubeconfig)
+        deploy_workload(kubeconfig)
+        operator = Operator(kubeconfig, kubeconfig.parent / "operator.log")
+        operator.start()
+        status = run_example(kubeconfig, operator)
+        kubectl(kubeconfig, "get", "testruns", "-n", NAMESPACE, show=True)
+        kubectl(kubeconfig, "get", "pods", "-n", NAMESPACE, "-o", "wide", show=True)
+        describe(status)
+        if status.get("phase") != "Passed":
+            raise DemoError(
+                f"testrun/{TESTRUN} ended {status.get('phase')}: {status.get('message')}\n"
+                f"operator log ({operator.log_path}) ends:\n{operator.log_tail()}"
+            )
+        show_history_report(kubeconfig)
+    except DemoError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if operator is not None:
+            operator.stop()
+    say(
+        "\nThe demo passed. The cluster keeps running; use it with:\n"
+        f"  export KUBECONFIG={kubeconfig}\n"
+        f"  {COORDINATOR} run    # the operator, in another terminal\n"
+        "  kubectl apply -f examples/scale.yaml    # any example, see examples/README.md\n"
+        f"  kubectl get testruns -n {NAMESPACE}\n"
+        "Run the demo again with: make demo\n"
+        "Stop the cluster with:   make cluster-down"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

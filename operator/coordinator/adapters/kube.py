@@ -1,0 +1,289 @@
+"""A small async JSON client for the Kubernetes API, with client-side rate limiting.
+
+kubernetes_asyncio resolves credentials (kubeconfig, exec plugins, in-cluster service account); requests go over
+one aiohttp session as plain JSON, which is both faster than model deserialisation for large lists and exactly the
+shape the pure domain code works on. Nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import Configuration
+
+JSON = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class ApiError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = dict(body or {})
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+class RateLimiter:
+    """A token bucket: ``qps`` sustained, ``burst`` at once. Waits (asynchronously) instead of failing."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._lock = asyncio.Lock()
+        self.throttled_seconds = 0.0  # total time spent waiting, for benchmarks and logs
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            if self._tokens < 1:
+                wait = (1 - self._tokens) / self.qps
+                self.throttled_seconds += wait
+                await asyncio.sleep(wait)
+                self._last = time.monotonic()
+                self._tokens = 0.0
+            else:
+                self._tokens -= 1
+
+
+@dataclass(frozen=True)
+class Credentials:
+    host: str
+    ssl_context: ssl.SSLContext | bool
+    token: str | None
+    token_file: Path | None
+
+
+def _home_kubeconfig_exists() -> bool:
+    return Path("~/.kube/config").expanduser().exists()
+
+
+async def load_credentials(kubeconfig: str | None = None) -> Credentials:
+    """From an explicit kubeconfig, ``KUBECONFIG``/~/.kube/config, or the in-cluster service account."""
+    cfg = Configuration()
+    token_file: Path | None = None
+    explicit = kubeconfig or os.environ.get("KUBECONFIG")
+    home_config = await asyncio.to_thread(_home_kubeconfig_exists)
+    if explicit or home_config:
+        await kube_config.load_kube_config(config_file=explicit, client_configuration=cfg)
+    else:
+        kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        token_file = IN_CLUSTER_TOKEN
+    ctx: ssl.SSLContext | bool
+    if cfg.verify_ssl:
+        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
+    else:
+        ctx = False
+    if cfg.cert_file and isinstance(ctx, ssl.SSLContext):
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+    token = None
+    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if auth:
+        token = auth.removeprefix("Bearer ").strip()
+    return Credentials(host=str(cfg.host).rstrip("/"), ssl_context=ctx, token=token, token_file=token_file)
+
+
+class KubeClient:
+    """JSON in, JSON out. Paths are API paths (``/api/v1/namespaces/x/pods``)."""
+
+    def __init__(self, credentials: Credentials, qps: float = 50.0, burst: int = 100, timeout: float = 30.0) -> None:
+        self._creds = credentials
+        self._limiter = RateLimiter(qps, burst)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._token_cache: tuple[float, str] | None = None
+        self.requests = 0
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, qps: float = 50.0, burst: int = 100) -> KubeClient:
+        return cls(await load_credentials(kubeconfig), qps=qps, burst=burst)
+
+    @property
+    def throttled_seconds(self) -> float:
+        return self._limiter.throttled_seconds
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        token = self._creds.token
+        if self._creds.token_file is not None:
+            # Bound service-account tokens rotate; re-read the file at most once a minute.
+            now = time.monotonic()
+            if self._token_cache is None or now - self._token_cache[0] > 60:
+                self._token_cache = (now, self._creds.token_file.read_text().strip())
+            token = self._token_cache[1]
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._creds.ssl_context, limit=64)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        await self._limiter.acquire()
+        self.requests += 1
+        headers = self._headers()
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        session = self._get_session()
+        async with session.request(
+            method, self._creds.host + path, data=data, params=dict(params or {}), headers=headers
+        ) as resp:
+            text = await resp.text()
+            payload: JSON = json.loads(text) if text else {}
+            if resp.status >= 400:
+                raise ApiError(
+                    resp.status, str(payload.get("reason", resp.reason)), str(payload.get("message", text)), payload
+                )
+            return payload
+
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> JSON:
+        return await self.request("GET", path, params=params)
+
+    async def get_or_none(self, path: str) -> JSON | None:
+        try:
+            return await self.get(path)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def list(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> list[JSON]:
+        """Every item of a collection, following ``continue`` tokens."""
+        items: list[JSON] = []
+        params: dict[str, str | int] = {"limit": page_size}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        while True:
+            page = await self.get(path, params=params)
+            items.extend(page.get("items", []))
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return items
+            params["continue"] = token
+
+    async def create(self, path: str, body: JSON) -> JSON:
+        return await self.request("POST", path, body=body)
+
+    async def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> JSON:
+        return await self.request("PATCH", path, body=body, content_type=content_type)
+
+    async def delete(self, path: str, body: JSON | None = None) -> JSON:
+        return await self.request("DELETE", path, body=body)
+
+    async def watch(
+        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
+    ) -> AsyncIterator[JSON]:
+        """Stream watch events (``{"type": ..., "object": ...}``) until the server closes the watch."""
+        params: dict[str, str | int] = {"watch": "true", "timeoutSeconds": timeout_seconds}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
+        await self._limiter.acquire()
+        session = self._get_session()
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds + 30)
+        async with session.get(
+            self._creds.host + path, params=params, headers=self._headers(), timeout=timeout
+        ) as resp:
+            if resp.status >= 400:
+                raise ApiError(resp.status, resp.reason or "", await resp.text())
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
+
+
+# --- paths ---------------------------------------------------------------------------------------------------
+
+_RESOURCES: dict[str, tuple[str, str]] = {
+    # kind -> (API prefix, plural)
+    "Pod": ("/api/v1", "pods"),
+    "Node": ("/api/v1", "nodes"),
+    "Namespace": ("/api/v1", "namespaces"),
+    "Event": ("/api/v1", "events"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "ChaosScenario": ("/apis/chaos.coordinator.dev/v1alpha1", "chaosscenarios"),
+    "TestRun": ("/apis/chaos.coordinator.dev/v1alpha1", "testruns"),
+}
+
+CLUSTER_SCOPED = frozenset({"Node", "Namespace"})
+
+
+def resource_path(kind: str, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:
+    """The API path of a kind's collection, or of one object (and its subresource)."""
+    prefix, plural = _RESOURCES[kind]
+    path = prefix
+    if namespace and kind not in CLUSTER_SCOPED:
+        path += f"/namespaces/{quote(namespace)}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{quote(name)}"
+        if subresource:
+            path += f"/{subresource}"
+    return path
+
+
+def api_version_of(kind: str) -> str:
+    prefix = _RESOURCES[kind][0]
+    return prefix.removeprefix("/apis/").removeprefix("/api/")

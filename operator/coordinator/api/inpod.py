@@ -1,0 +1,112 @@
+"""Options of the in-pod faults (network shaping, stress, container kill), run by an ephemeral container.
+
+See docs/inpod-faults.md for the mechanism and what each fault needs from the node's kernel.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from coordinator.api.base import Model
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class TrafficDirection(StrEnum):
+    EGRESS = "egress"
+    INGRESS = "ingress"
+    BOTH = "both"
+
+
+class TrafficScopeOptions(Model):
+    interface: str = Field(
+        default="eth0", pattern=r"^[A-Za-z0-9_.@-]{1,15}$", description="The pod's network interface to shape."
+    )
+    cidrs: list[Annotated[str, Field(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]] = Field(
+        default_factory=list, max_length=32, description="Only traffic to (or from) these IP blocks; all when empty."
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, max_length=32, description="Only traffic to these TCP/UDP ports; all when empty."
+    )
+    direction: TrafficDirection = Field(
+        default=TrafficDirection.EGRESS,
+        description="egress, ingress or both (tc-based faults shape egress only; loss and partition use nftables).",
+    )
+
+
+class NetworkDelayOptions(Model):
+    latencyMs: int = Field(ge=1, le=60000, description="Added latency in milliseconds.")
+    jitterMs: int = Field(default=0, ge=0, le=60000, description="Random variation of the latency in milliseconds.")
+    correlationPercent: Percent = Field(default=0, description="How much each delay depends on the previous one.")
+    scope: TrafficScopeOptions = Field(default_factory=TrafficScopeOptions, description="Which traffic.")
+
+
+class NetworkPercentOptions(Model):
+    percent: Percent = Field(description="Share of packets affected, 0-100.")
+    correlationPercent: Percent = Field(default=0, description="How much each decision depends on the previous one.")
+    scope: TrafficScopeOptions = Field(default_factory=TrafficScopeOptions, description="Which traffic.")
+
+
+class NetworkBandwidthOptions(Model):
+    rate: str = Field(
+        pattern=r"^[0-9]+(\.[0-9]+)?([kmgtKMGT]i?)?(bit|bps)$",
+        max_length=32,
+        description="The rate limit, e.g. 1mbit or 500kbit (tc syntax).",
+    )
+    burstBytes: int | None = Field(default=None, ge=1, le=1 << 30, description="Bucket size in bytes.")
+    limitBytes: int | None = Field(default=None, ge=1, le=1 << 30, description="Queue size in bytes.")
+    scope: TrafficScopeOptions = Field(default_factory=TrafficScopeOptions, description="Which traffic.")
+
+
+class CpuStressOptions(Model):
+    workers: int = Field(default=1, ge=1, le=64, description="CPU workers (stress-ng --cpu).")
+    loadPercent: int = Field(default=100, ge=1, le=100, description="Load per worker in percent.")
+
+
+class MemoryStressOptions(Model):
+    size: str = Field(
+        default="256m", pattern=r"^([0-9]+[bkmgBKMG]?|[0-9]+(\.[0-9]+)?%)$", description="Memory per worker, e.g. 256m."
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Memory workers (stress-ng --vm).")
+
+
+class IoStressOptions(Model):
+    workers: int = Field(default=1, ge=1, le=64, description="IO workers (stress-ng --hdd).")
+    size: str = Field(default="1g", pattern=r"^[0-9]+[bkmgBKMG]?$", description="Bytes written per worker.")
+
+
+class ContainerKillOptions(Model):
+    containerName: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="The container whose process is killed."
+    )
+    signal: str = Field(
+        default="SIGTERM",
+        pattern=r"^SIG[A-Z0-9]+$",
+        description="The signal. SIGKILL cannot reach a container's PID 1 from another container unless the pod "
+        "shares its process namespace (shareProcessNamespace: true); SIGTERM works for most servers.",
+    )
+
+
+INPOD_OPTION_FIELDS: dict[str, str] = {
+    "network-delay": "networkDelay",
+    "network-loss": "networkLoss",
+    "network-duplicate": "networkDuplicate",
+    "network-corrupt": "networkCorrupt",
+    "network-bandwidth": "networkBandwidth",
+    "cpu-stress": "cpuStress",
+    "memory-stress": "memoryStress",
+    "io-stress": "ioStress",
+    "container-kill": "containerKill",
+}
+# Faults whose options have required fields, so the options object itself is required.
+INPOD_REQUIRED_OPTIONS = (
+    "network-delay",
+    "network-loss",
+    "network-duplicate",
+    "network-corrupt",
+    "network-bandwidth",
+    "container-kill",
+)

@@ -1,0 +1,687 @@
+"""The ChaosScenario and TestRun resources as pydantic models: the one source of truth.
+
+The CRDs in ``crds/`` are generated from these classes (``coordinator crds``); field descriptions become
+``kubectl explain`` text, so they are written for users. Field names are the camelCase names users write in YAML.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import ConfigDict, Field, WithJsonSchema
+
+from coordinator.api.base import (  # re-exported: models is the API's entry point
+    API_VERSION as API_VERSION,
+)
+from coordinator.api.base import (
+    DNS_LABEL_PATTERN as DNS_LABEL_PATTERN,
+)
+from coordinator.api.base import (
+    DNS_SUBDOMAIN_PATTERN as DNS_SUBDOMAIN_PATTERN,
+)
+from coordinator.api.base import (
+    DURATION_PATTERN as DURATION_PATTERN,
+)
+from coordinator.api.base import (
+    FINALIZER as FINALIZER,
+)
+from coordinator.api.base import (
+    GROUP as GROUP,
+)
+from coordinator.api.base import (
+    VERSION as VERSION,
+)
+from coordinator.api.base import (
+    Duration as Duration,
+)
+from coordinator.api.base import (
+    LabelSelector as LabelSelector,
+)
+from coordinator.api.base import (
+    LabelSelectorRequirement as LabelSelectorRequirement,
+)
+from coordinator.api.base import (
+    Model as Model,
+)
+from coordinator.api.base import (
+    SelectorOperator as SelectorOperator,
+)
+from coordinator.api.inpod import (
+    INPOD_OPTION_FIELDS,
+    INPOD_REQUIRED_OPTIONS,
+    ContainerKillOptions,
+    CpuStressOptions,
+    IoStressOptions,
+    MemoryStressOptions,
+    NetworkBandwidthOptions,
+    NetworkDelayOptions,
+    NetworkPercentOptions,
+)
+from coordinator.api.probes import Assertion, AssertionResult, ProbeResult, SteadyState
+
+# --- parameter references ------------------------------------------------------------------------------------
+
+# "{{ params.NAME }}" in a scenario field is replaced by the TestRun's parameter value when the run starts
+# (coordinator.domain.parameters). The CRD schema lets references through in templatable fields; the rendered spec
+# is then validated by these models, whose integer fields accept only integers.
+PARAM_REFERENCE = r"\{\{ *params\.[A-Za-z_][A-Za-z0-9_]* *\}\}"
+
+
+def templatable(pattern: str) -> str:
+    """The anchored ``pattern`` widened to also accept any string holding a parameter reference."""
+    return f"^(({pattern.removeprefix('^').removesuffix('$')})|.*{PARAM_REFERENCE}.*)$"
+
+
+def _int_or_reference(minimum: int, maximum: int) -> WithJsonSchema:
+    # JSON-schema semantics: the bounds apply to an integer, the pattern to a string.
+    return WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "minimum": minimum,
+            "maximum": maximum,
+            "pattern": f"^{PARAM_REFERENCE}$",
+        }
+    )
+
+
+# Integer fields that may hold one parameter reference: int-or-string in the CRD, int once rendered.
+SelectionValue = Annotated[int, Field(ge=1, le=100000), _int_or_reference(1, 100000)]
+ReplicaCount = Annotated[int, Field(ge=0, le=10000), _int_or_reference(0, 10000)]
+ReplicaPercent = Annotated[int, Field(ge=0, le=1000), _int_or_reference(0, 1000)]
+TemplatedDuration = Annotated[str, Field(pattern=templatable(DURATION_PATTERN), max_length=128)]
+
+# --- target selection ----------------------------------------------------------------------------------------
+
+
+class TargetKind(StrEnum):
+    POD = "Pod"
+    DEPLOYMENT = "Deployment"
+    STATEFULSET = "StatefulSet"
+    DAEMONSET = "DaemonSet"
+    NODE = "Node"
+
+
+class SelectionMode(StrEnum):
+    ONE = "one"
+    ALL = "all"
+    FIXED = "fixed"
+    FIXED_PERCENT = "fixed-percent"
+    RANDOM_MAX_PERCENT = "random-max-percent"
+
+
+class Target(Model):
+    kind: TargetKind = Field(
+        default=TargetKind.POD,
+        description="What the faults act on: Pod, Deployment, StatefulSet, DaemonSet or Node.",
+    )
+    namespaces: list[Annotated[str, Field(pattern=templatable(DNS_LABEL_PATTERN), max_length=63)]] = Field(
+        default_factory=list,
+        description=(
+            "Namespaces to select from; empty means the ChaosScenario's own namespace. Ignored for Node targets. "
+            "A namespace must carry the label chaos.coordinator.dev/allow=true unless the operator allows "
+            "cluster-wide targeting; protected namespaces are never touched."
+        ),
+    )
+    labelSelector: LabelSelector | None = Field(
+        default=None, description="Label query over the targets; all of the target kind when omitted."
+    )
+    fieldSelector: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="A Kubernetes field selector passed to the API server, e.g. spec.nodeName=node-1.",
+    )
+    annotationSelector: dict[str, str] = Field(
+        default_factory=dict, description="Annotations a target must carry, with these exact values."
+    )
+    names: list[Annotated[str, Field(pattern=templatable(DNS_SUBDOMAIN_PATTERN), max_length=253)]] = Field(
+        default_factory=list, description="Explicit target names; only these are candidates when given."
+    )
+
+
+# --- faults --------------------------------------------------------------------------------------------------
+
+
+class FaultType(StrEnum):
+    POD_KILL = "pod-kill"
+    POD_FAILURE = "pod-failure"
+    ROLLOUT_RESTART = "rollout-restart"
+    SCALE = "scale"
+    NODE_CORDON = "node-cordon"
+    NODE_DRAIN = "node-drain"
+    NETWORK_PARTITION = "network-partition"
+    NETWORK_DELAY = "network-delay"
+    NETWORK_LOSS = "network-loss"
+    NETWORK_DUPLICATE = "network-duplicate"
+    NETWORK_CORRUPT = "network-corrupt"
+    NETWORK_BANDWIDTH = "network-bandwidth"
+    CPU_STRESS = "cpu-stress"
+    MEMORY_STRESS = "memory-stress"
+    IO_STRESS = "io-stress"
+    CONTAINER_KILL = "container-kill"
+
+
+class PodKillOptions(Model):
+    gracePeriodSeconds: int = Field(
+        default=0, ge=0, le=3600, description="Grace period of the pod deletion; 0 kills at once."
+    )
+
+
+class PodFailureOptions(Model):
+    image: str = Field(
+        default="coordinator.invalid/pod-failure:unstartable",
+        min_length=1,
+        max_length=512,
+        description=(
+            "The image swapped into every container for the step's duration. The default names a reserved, "
+            "unresolvable domain, so the containers cannot start; the original images are restored afterwards."
+        ),
+    )
+    containerNames: list[str] = Field(
+        default_factory=list, description="Containers to break; all containers of the pod when empty."
+    )
+
+
+class RolloutRestartOptions(Model):
+    pass
+
+
+class ScaleOptions(Model):
+    replicas: ReplicaCount | None = Field(default=None, description="Scale the workload to this many replicas.")
+    percent: ReplicaPercent | None = Field(
+        default=None,
+        description="Scale to this percentage of the current replicas (rounded down).",
+    )
+
+    cel_rules = (("has(self.replicas) != has(self.percent)", "exactly one of replicas or percent must be set"),)
+
+
+class NodeCordonOptions(Model):
+    pass
+
+
+class NodeDrainOptions(Model):
+    ignorePodDisruptionBudgets: bool = Field(
+        default=False,
+        description="Delete pods instead of evicting them, so PodDisruptionBudgets cannot block the drain.",
+    )
+    gracePeriodSeconds: int | None = Field(
+        default=None, ge=0, le=3600, description="Grace period for evicted pods; the pod's own when omitted."
+    )
+
+
+class NetworkPartitionDirection(StrEnum):
+    BOTH = "both"
+    INGRESS = "ingress"
+    EGRESS = "egress"
+
+
+class NetworkPeer(Model):
+    podSelector: LabelSelector | None = Field(default=None, description="Pods (in namespaceSelector's namespaces).")
+    namespaceSelector: LabelSelector | None = Field(default=None, description="Namespaces whose pods are peers.")
+    cidr: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
+        description="An IP block in CIDR notation, e.g. 10.0.0.0/16.",
+    )
+
+    cel_rules = (
+        (
+            "has(self.podSelector) || has(self.namespaceSelector) || has(self.cidr)",
+            "a peer needs podSelector, namespaceSelector or cidr",
+        ),
+        (
+            "!has(self.cidr) || (!has(self.podSelector) && !has(self.namespaceSelector))",
+            "cidr cannot be combined with podSelector or namespaceSelector",
+        ),
+    )
+
+
+class NetworkPartitionOptions(Model):
+    direction: NetworkPartitionDirection = Field(
+        default=NetworkPartitionDirection.BOTH,
+        description="Which traffic is cut: ingress, egress or both.",
+    )
+    allowedPeers: list[NetworkPeer] = Field(
+        default_factory=list,
+        description=(
+            "Peers the targets may still reach (and be reached by) during the partition, e.g. DNS. "
+            "Everything else is cut. Enforced by the cluster's NetworkPolicy implementation."
+        ),
+    )
+
+
+class Fault(Model):
+    type: FaultType = Field(description="The fault to inject. Its options go in the field of the same name.")
+    podKill: PodKillOptions | None = Field(default=None, description="Options for pod-kill.")
+    podFailure: PodFailureOptions | None = Field(default=None, description="Options for pod-failure.")
+    rolloutRestart: RolloutRestartOptions | None = Field(default=None, description="Options for rollout-restart.")
+    scale: ScaleOptions | None = Field(default=None, description="Options for scale (required for scale).")
+    nodeCordon: NodeCordonOptions | None = Field(default=None, description="Options for node-cordon.")
+    nodeDrain: NodeDrainOptions | None = Field(default=None, description="Options for node-drain.")
+    networkPartition: NetworkPartitionOptions | None = Field(default=None, description="Options for network-partition.")
+    networkDelay: NetworkDelayOptions | None = Field(default=None, description="Options for network-delay (netem).")
+    networkLoss: NetworkPercentOptions | None = Field(default=None, description="Options for network-loss (nftables).")
+    networkDuplicate: NetworkPercentOptions | None = Field(
+        default=None, description="Options for network-duplicate (netem)."
+    )
+    networkCorrupt: NetworkPercentOptions | None = Field(
+        default=None, description="Options for network-corrupt (netem)."
+    )
+    networkBandwidth: NetworkBandwidthOptions | None = Field(
+        default=None, description="Options for network-bandwidth (tbf)."
+    )
+    cpuStress: CpuStressOptions | None = Field(default=None, description="Options for cpu-stress (stress-ng).")
+    memoryStress: MemoryStressOptions | None = Field(default=None, description="Options for memory-stress (stress-ng).")
+    ioStress: IoStressOptions | None = Field(default=None, description="Options for io-stress (stress-ng).")
+    containerKill: ContainerKillOptions | None = Field(default=None, description="Options for container-kill.")
+
+    # Options for a fault type other than the chosen one are a mistake worth rejecting up front.
+    OPTION_FIELDS: ClassVar[dict[str, str]] = {
+        "pod-kill": "podKill",
+        "pod-failure": "podFailure",
+        "rollout-restart": "rolloutRestart",
+        "scale": "scale",
+        "node-cordon": "nodeCordon",
+        "node-drain": "nodeDrain",
+        "network-partition": "networkPartition",
+        **INPOD_OPTION_FIELDS,
+    }
+    cel_rules = (
+        ("self.type != 'scale' || has(self.scale)", "scale faults need spec.steps[].faults[].scale", ".scale"),
+        *(
+            (
+                f"self.type != '{fault}' || has(self.{INPOD_OPTION_FIELDS[fault]})",
+                f"{fault} faults need {INPOD_OPTION_FIELDS[fault]} options",
+                f".{INPOD_OPTION_FIELDS[fault]}",
+            )
+            for fault in INPOD_REQUIRED_OPTIONS
+        ),
+        *(
+            (
+                f"!has(self.{option}) || self.type == '{fault}'",
+                f"{option} is only valid when type is {fault}",
+                f".{option}",
+            )
+            for fault, option in OPTION_FIELDS.items()
+        ),
+    )
+
+
+class Step(Model):
+    name: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=63, description="A name for the step, unique in the scenario."
+    )
+    duration: TemplatedDuration = Field(
+        default="30s",
+        description="How long the faults stay injected before they are reverted, e.g. 30s or 2m.",
+    )
+    faults: list[Fault] = Field(
+        min_length=1, max_length=16, description="Faults injected together (a combined step when several)."
+    )
+
+
+class ScenarioType(StrEnum):
+    SERVICE_RESTART = "service_restart"
+    NETWORK_PARTITION = "network_partition"
+    NETWORK_LATENCY = "network_latency"
+    RESOURCE_EXHAUSTION = "resource_exhaustion"
+    DATA_CORRUPTION = "data_corruption"
+    COMBINED = "combined"
+
+
+class ParameterType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DURATION = "duration"
+
+
+class Parameter(Model):
+    name: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=63, description="The parameter's name.")
+    type: ParameterType = Field(default=ParameterType.STRING, description="The value's type.")
+    default: int | str | None = Field(
+        default=None, description="The value used when a TestRun does not set it; required when omitted."
+    )
+    description: str | None = Field(default=None, max_length=1024, description="What the parameter means.")
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+# Five cron fields, a macro, or "@every <duration>" (coordinator.domain.schedule parses them exactly).
+SCHEDULE_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every ([0-9]+(\.[0-9]+)?(ms|s|m|h))+"
+    r"|[^@ ]+( +[^ ]+){4})$"
+)
+
+
+class RunTemplate(Model):
+    """The spec of the TestRuns a schedule creates (scenarioRef is the scenario itself)."""
+
+    parameters: dict[str, int | str] = Field(
+        default_factory=dict, description="Parameter values for every scheduled run, overriding the defaults."
+    )
+    timeout: Duration | None = Field(
+        default=None, description="spec.timeout of each scheduled run; the TestRun default when omitted."
+    )
+    dryRun: bool = Field(default=False, description="Create the scheduled runs as dry runs.")
+
+
+class ScenarioScheduling(Model):
+    """The fields that run a ChaosScenario on a schedule, the way a CronJob runs Jobs."""
+
+    schedule: str | None = Field(
+        default=None,
+        pattern=SCHEDULE_PATTERN,
+        max_length=128,
+        description=(
+            "Create a TestRun on this schedule: five cron fields (minute hour day month weekday, e.g. "
+            "'*/10 * * * *'), @hourly, @daily, @weekly, @monthly, @yearly, or '@every <duration>' (e.g. '@every "
+            "10m'; ticks are whole multiples of the duration since the Unix epoch). No runs are scheduled when "
+            "omitted."
+        ),
+    )
+    timeZone: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_+/-]*$",
+        description="The IANA time zone of a cron schedule, e.g. Europe/Berlin; UTC when omitted.",
+    )
+    startingDeadlineSeconds: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "A run that could not start within this many seconds of its scheduled time is skipped. Missed times "
+            "are never caught up in a burst: at most the most recent one runs."
+        ),
+    )
+    suspend: bool = Field(default=False, description="Stop creating scheduled runs; runs already started go on.")
+    concurrencyPolicy: ConcurrencyPolicy = Field(
+        default=ConcurrencyPolicy.ALLOW,
+        description=(
+            "When a scheduled time comes while an earlier scheduled run is active: Allow starts another, Forbid "
+            "waits for it to end, Replace aborts it (every fault reverted) and starts the new run."
+        ),
+    )
+    successfulRunsHistoryLimit: int = Field(
+        default=3, ge=0, le=1000, description="Passed scheduled runs to keep; older ones are deleted."
+    )
+    failedRunsHistoryLimit: int = Field(
+        default=1, ge=0, le=1000, description="Scheduled runs that did not pass to keep; older ones are deleted."
+    )
+    runTemplate: RunTemplate | None = Field(default=None, description="How the scheduled TestRuns are created.")
+
+
+class ChaosScenarioSpec(ScenarioScheduling):
+    """The experiment: which targets to hit, how many of them, and the steps of faults to inject."""
+
+    description: str | None = Field(default=None, max_length=4096, description="What this scenario tests and why.")
+    type: ScenarioType = Field(
+        default=ScenarioType.COMBINED,
+        description=(
+            "The kind of resilience question asked: service_restart, network_partition, network_latency, "
+            "resource_exhaustion, data_corruption or combined."
+        ),
+    )
+    target: Target = Field(description="Which workloads the faults hit.")
+    mode: SelectionMode = Field(
+        default=SelectionMode.ONE,
+        description=(
+            "How many of the matching targets are hit: one, all, fixed (value targets), fixed-percent (value% "
+            "of them, at least one) or random-max-percent (a random share up to value%)."
+        ),
+    )
+    value: SelectionValue | None = Field(
+        default=None,
+        description="The count or percentage for fixed, fixed-percent and random-max-percent.",
+    )
+    steps: list[Step] = Field(
+        min_length=1, max_length=32, description="Steps run in order; each injects, holds, reverts."
+    )
+    parameters: list[Parameter] = Field(
+        default_factory=list, description="Parameters a TestRun may set (see TestRun spec.parameters)."
+    )
+    allowConcurrentTargets: bool = Field(
+        default=False,
+        description="Let this scenario inject into targets another run is injecting into; by default a run waits. "
+        "Overlapping changes to one target restore in the order the runs end, so the last revert wins.",
+    )
+    steadyState: SteadyState | None = Field(
+        default=None, description="Probes that say whether the system is healthy, before, during and after faults."
+    )
+    assertions: list[Assertion] = Field(
+        default_factory=list, max_length=32, description="Verdicts computed from the probes and the run."
+    )
+
+    cel_rules = (
+        (
+            "self.mode in ['one', 'all'] || has(self.value)",
+            "value is required for modes fixed, fixed-percent and random-max-percent",
+            ".value",
+        ),
+        (
+            "!(self.mode in ['fixed-percent', 'random-max-percent']) || !has(self.value)"
+            " || type(self.value) == string || self.value <= 100",
+            "value is a percentage (1-100) for fixed-percent and random-max-percent",
+            ".value",
+        ),
+        (
+            "self.steps.all(s, self.steps.exists_one(t, t.name == s.name))",
+            "step names must be unique",
+            ".steps",
+        ),
+    )
+
+
+class RunSummary(Model):
+    name: str | None = Field(default=None, description="The TestRun's name.")
+    phase: str | None = Field(default=None, description="Its phase.")
+    completedAt: str | None = Field(default=None, description="When it ended.")
+
+
+class ActiveRun(Model):
+    name: str = Field(description="The TestRun's name.")
+    uid: str | None = Field(default=None, description="Its UID.")
+    scheduledTime: str | None = Field(default=None, description="The scheduled time it was created for.")
+
+
+class ChaosScenarioStatus(Model):
+    """Statistics over the scenario's finished runs and its schedule, maintained by the operator."""
+
+    model_config = ConfigDict(extra="allow")
+    lastScheduleTime: str | None = Field(default=None, description="The last time a run was scheduled for.")
+    nextScheduleTime: str | None = Field(default=None, description="The next time a run is scheduled for.")
+    active: list[ActiveRun] = Field(default_factory=list, description="Scheduled runs not yet finished.")
+    lastRun: RunSummary | None = Field(default=None, description="The most recently finished run.")
+    totalRuns: int = Field(default=0, description="Finished runs of this scenario.")
+    passedRuns: int = Field(default=0, description="Finished runs that passed.")
+    passRate: str | None = Field(default=None, description="passedRuns / totalRuns as a percentage, e.g. 75%.")
+    observedGeneration: int | None = Field(default=None, description="The generation last looked at.")
+
+
+# --- TestRun -------------------------------------------------------------------------------------------------
+
+
+class ScenarioRef(Model):
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="The ChaosScenario to run.")
+    namespace: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Its namespace; the TestRun's own when omitted.",
+    )
+
+
+class TestRunSpec(Model):
+    """Which scenario to run, with which parameters, and for how long at most."""
+
+    __test__ = False  # not a pytest class
+
+    scenarioRef: ScenarioRef = Field(description="The scenario this run executes.")
+    parameters: dict[str, int | str] = Field(
+        default_factory=dict,
+        description="Values for the scenario's declared parameters, overriding their defaults.",
+    )
+    dryRun: bool = Field(
+        default=False,
+        description="Resolve the targets and record what would be done, without changing anything.",
+    )
+    timeout: Duration = Field(
+        default="10m", description="The run ends TimedOut, with every fault reverted, when it lasts longer."
+    )
+    abort: bool = Field(default=False, description="Set to true to stop the run: faults are reverted, phase Cancelled.")
+    seed: int | None = Field(
+        default=None, ge=0, description="Seed for target selection; the same seed picks the same targets."
+    )
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    ERROR = "Error"
+    CANCELLED = "Cancelled"
+    TIMED_OUT = "TimedOut"
+
+
+TERMINAL_PHASES = frozenset({Phase.PASSED, Phase.FAILED, Phase.ERROR, Phase.CANCELLED, Phase.TIMED_OUT})
+
+
+class TargetRef(Model):
+    kind: str = Field(description="The target's kind.")
+    namespace: str | None = Field(default=None, description="Its namespace (none for Nodes).")
+    name: str = Field(description="Its name.")
+    uid: str | None = Field(default=None, description="Its UID when selected.")
+
+
+class InjectionState(StrEnum):
+    RECORDED = "Recorded"  # written down, not yet known to be applied
+    APPLIED = "Applied"
+    REVERTED = "Reverted"
+    IRREVERSIBLE = "Irreversible"  # applied and nothing to undo (a deleted pod, a restart)
+    FAILED = "Failed"
+
+
+class Injection(Model):
+    """One change to one target: the rollback ledger. Written to status before the change is made."""
+
+    id: str = Field(description="Unique within the run: <step>/<fault>/<target>.")
+    step: int = Field(description="Index of the step that made it.")
+    faultIndex: int = Field(default=0, description="Index of the fault within its step.")
+    fault: FaultType = Field(description="The fault type.")
+    target: TargetRef = Field(description="What was changed.")
+    state: InjectionState = Field(description="Recorded, Applied, Reverted, Irreversible or Failed.")
+    original: str | None = Field(default=None, description="What to restore, as JSON.")
+    appliedAt: str | None = Field(default=None, description="When it was applied.")
+    revertedAt: str | None = Field(default=None, description="When it was reverted.")
+    message: str | None = Field(default=None, description="Why it failed, if it did.")
+
+
+class StepOutcome(StrEnum):
+    PENDING = "Pending"
+    INJECTED = "Injected"
+    REVERTED = "Reverted"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    DRY_RUN = "DryRun"
+
+
+class StepRecord(Model):
+    name: str = Field(description="The step's name.")
+    outcome: StepOutcome = Field(default=StepOutcome.PENDING, description="What happened in this step.")
+    targets: list[TargetRef] = Field(default_factory=list, description="The targets chosen (at most 100 listed).")
+    targetCount: int = Field(default=0, description="How many targets were chosen.")
+    injectedAt: str | None = Field(default=None, description="When the step's faults were applied.")
+    endsAt: str | None = Field(default=None, description="When the step's faults are due to be reverted.")
+    revertedAt: str | None = Field(default=None, description="When they were reverted.")
+    recoveryTimeSeconds: float | None = Field(
+        default=None, description="From injection to the first moment every steady-state probe passed again."
+    )
+    message: str | None = Field(default=None, description="A human-readable account of the step.")
+
+
+class Condition(Model):
+    type: str = Field(description="TargetsSelected, FaultsInjected, FaultsReverted or Completed.")
+    status: str = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase reason.")
+    message: str = Field(default="", description="A human-readable message.")
+    lastTransitionTime: str = Field(description="When the status last changed.")
+    observedGeneration: int | None = Field(default=None, description="The generation this condition describes.")
+
+
+class HistorySync(Model):
+    """Whether the finished run has been written to the history store (which outlives the TestRun object)."""
+
+    synced: bool = Field(default=False, description="True once the run is in the history store.")
+    syncedAt: str | None = Field(default=None, description="When it was written.")
+    store: str | None = Field(default=None, description="The kind of store it went to: postgresql or sqlite.")
+
+
+class TestRunStatus(Model):
+    """The run's progress and outcome, and the ledger of every change it made, written by the operator."""
+
+    __test__ = False
+
+    model_config = ConfigDict(extra="allow")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Running, Passed, Failed, Error, Cancelled or TimedOut."
+    )
+    reason: str | None = Field(default=None, description="Why the run is in its phase, CamelCase.")
+    message: str | None = Field(default=None, description="A human-readable account of the outcome.")
+    scenario: str | None = Field(default=None, description="The scenario, as namespace/name.")
+    scenarioGeneration: int | None = Field(default=None, description="The scenario generation the run uses.")
+    startedAt: str | None = Field(default=None, description="When the run started.")
+    completedAt: str | None = Field(default=None, description="When it ended.")
+    durationSeconds: float | None = Field(default=None, description="completedAt - startedAt in seconds.")
+    deadline: str | None = Field(default=None, description="startedAt + spec.timeout.")
+    targets: int | None = Field(default=None, description="How many targets the run chose, over all steps.")
+    currentStep: int | None = Field(default=None, description="Index of the step in progress.")
+    steps: list[StepRecord] = Field(default_factory=list, description="One record per scenario step.")
+    injections: list[Injection] = Field(default_factory=list, description="Every change made, for rollback.")
+    recoveryTimeSeconds: float | None = Field(
+        default=None, description="The slowest step's recovery time in seconds (0 when no impact was seen)."
+    )
+    resilienceScore: int | None = Field(
+        default=None, description="0-100: sum(probe weight x success %) / sum(weights), like Litmus."
+    )
+    probes: list[ProbeResult] = Field(default_factory=list, description="One summary per probe (bounded).")
+    assertions: list[AssertionResult] = Field(default_factory=list, description="One result per assertion.")
+    conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
+    observedGeneration: int | None = Field(default=None, description="The generation last acted on.")
+    history: HistorySync | None = Field(
+        default=None,
+        description="Set once the finished run is in the history store; history limits delete only such runs.",
+    )
+
+
+class Resource(Model):
+    """Common top-level fields; the generator emits only spec and status schemas."""
+
+    model_config = ConfigDict(extra="allow")
+    apiVersion: str = API_VERSION
+    kind: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChaosScenario(Resource):
+    """A reusable chaos experiment: faults injected into selected targets, step by step. A TestRun runs it."""
+
+    kind: str = "ChaosScenario"
+    spec: ChaosScenarioSpec
+    status: ChaosScenarioStatus | None = None
+
+
+class TestRun(Resource):
+    """One execution of a ChaosScenario: faults are injected, held and reverted; the status records the outcome."""
+
+    __test__ = False
+
+    kind: str = "TestRun"
+    spec: TestRunSpec
+    status: TestRunStatus | None = None

@@ -1,0 +1,114 @@
+"""``coordinator run``: the operator, kopf embedded beside our own tasks (the fault sweeper).
+
+Around them, ``Supervisor`` (cli/supervision.py) serves /metrics, /healthz and /readyz, registers the metrics and
+log observers and, with leader election on, keeps a standby waiting until it holds the Lease: everything in
+``_operate`` runs on the leader only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import kopf
+
+from coordinator.adapters.kube import KubeClient
+from coordinator.cli.supervision import Supervisor
+from coordinator.engine import observers
+from coordinator.engine.scheduler import release_deleted_scenarios
+from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
+from coordinator.history.redis import ProgressObserver, redis_services
+from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
+from coordinator.settings import Settings
+
+log = logging.getLogger("coordinator")
+
+
+async def sweep_forever(client: KubeClient, settings: Settings) -> None:
+    """Revert orphaned faults at start-up (crash recovery), then every ``sweep_interval`` seconds."""
+    while True:
+        try:
+            scope = sweep_scope(settings)
+            await release_stuck_deletions(client, settings, namespaces=scope)
+            await release_deleted_scenarios(client, scope)
+            reverted = await sweep(client, scope)
+            if reverted:
+                log.warning("sweep reverted %d orphaned fault(s)", len(reverted))
+        except Exception:
+            log.exception("sweep failed; trying again in %.0fs", settings.sweep_interval)
+        await asyncio.sleep(settings.sweep_interval)
+
+
+async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: str | None) -> int:
+    """Run until stopped; the exit status is 1 when leadership was lost (restart as a standby), else 0."""
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it
+    import coordinator.handlers.registry  # noqa: F401 - registers the handlers
+
+    client = await KubeClient.connect(kubeconfig, qps=settings.api_qps, burst=settings.api_burst)
+    history = await open_history(settings)
+    redis = redis_services(
+        settings.redis_url.get_secret_value() if settings.redis_url else None, settings.instance_name
+    )
+    progress = ProgressObserver(redis.progress)
+    observers.register(progress)
+    memo = kopf.Memo(client=client, settings=settings, history=history, redis=redis)
+    try:
+        async with Supervisor(settings, client, memo, kubeconfig) as supervisor:
+            if await supervisor.lead():
+                await _operate(settings, namespaces, client, history, memo, supervisor)
+        return supervisor.exit_code
+    finally:
+        observers.unregister(progress)
+        await progress.drain()
+        await redis.close()
+        await history.close()
+        await client.close()
+
+
+async def _operate(
+    settings: Settings,
+    namespaces: list[str],
+    client: KubeClient,
+    history: HistoryStore,
+    memo: kopf.Memo,
+    supervisor: Supervisor,
+) -> None:
+    """The leader's work: kopf and our periodic tasks, until kopf stops (a signal, or leadership lost)."""
+    ready = asyncio.Event()
+    sweeper = asyncio.create_task(sweep_forever(client, settings))
+    purger = asyncio.create_task(purge_expired_forever(history, settings.history_retention_days))
+    announcer = asyncio.create_task(_announce(ready, namespaces, supervisor))
+    try:
+        await kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            memo=memo,
+            ready_flag=ready,
+            stop_flag=supervisor.stop_flag,
+        )
+    finally:
+        for task in (sweeper, announcer, purger):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def open_history(settings: Settings) -> HistoryStore:
+    """The history store, migrated if the database answers; if it does not, runs go on and are mirrored once it
+    is back (the store migrates on first use)."""
+    history = HistoryStore.from_settings(settings)
+    try:
+        await asyncio.wait_for(history.upgrade(), timeout=15)
+    except (HistoryUnavailable, TimeoutError) as exc:
+        log.warning("history store %s unavailable at start-up, will retry: %s", history.description, exc)
+    return history
+
+
+async def _announce(ready: asyncio.Event, namespaces: list[str], supervisor: Supervisor) -> None:
+    await ready.wait()
+    supervisor.operator_ready()
+    log.info("operator ready, watching %s", ", ".join(namespaces) if namespaces else "all namespaces")

@@ -1,0 +1,57 @@
+"""``coordinator validate FILE|DIR...``: offline checks for GitOps pre-merge pipelines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from coordinator.settings import DEFAULT_PROTECTED_NAMESPACES, ConfigurationError, load_settings
+from coordinator.validation import validate_paths
+
+
+def protected_namespaces() -> frozenset[str]:
+    """The namespaces the operator would refuse, from the same COORDINATOR_* variables it reads."""
+    try:
+        return load_settings().protected
+    except ConfigurationError as exc:
+        print(f"warning: {exc}; checking against the default protected namespaces", file=sys.stderr)
+        return frozenset({*DEFAULT_PROTECTED_NAMESPACES, "test-coordinator"})
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Print every finding as ``file:line: field: message`` (or JSON); exit 1 when there is any."""
+    report = validate_paths([Path(p) for p in args.paths], protected_namespaces())
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "files": report.files,
+                    "documents": report.documents,
+                    "errors": [finding.to_json() for finding in report.findings],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for finding in report.findings:
+            print(finding)
+        summary = f"{report.documents} document(s) in {report.files} file(s)"
+        if report.ok:
+            print(f"ok: {summary}", file=sys.stderr)
+        else:
+            print(f"{len(report.findings)} error(s) in {summary}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "validate",
+        help="check ChaosScenario/TestRun YAML offline (schema, CEL rules, semantic checks)",
+        description="Check ChaosScenario and TestRun YAML offline, without a cluster; exits 1 on any error.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="YAML files, or directories searched for them")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.set_defaults(handler=validate)

@@ -1,0 +1,184 @@
+"""Probe statistics, assertions, the resilience score and the run's verdict (pure)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from coordinator.api.probes import (
+    Assertion,
+    AssertionResult,
+    AssertionType,
+    Comparison,
+    Probe,
+    ProbeMode,
+    ProbeResult,
+)
+from coordinator.probes.base import Sample, compare
+
+KEEP = 1000  # latencies and values kept per probe for percentiles: bounded memory, bounded status
+
+
+def percentile(values: Iterable[float], pct: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class ProbeStats:
+    """Everything the verdict needs about one probe, accumulated sample by sample."""
+
+    name: str
+    type: str
+    mode: str
+    weight: int = 1
+    failure_threshold: int = 1
+    samples: int = 0
+    passed: int = 0
+    failed: int = 0
+    consecutive_failures: int = 0
+    tripped: bool = False  # failureThreshold consecutive failures happened at some point
+    checked: bool | None = None  # outcome of a before/after point check
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
+    values: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
+    last_value: str | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, probe: Probe) -> ProbeStats:
+        return cls(
+            name=probe.name,
+            type=str(probe.type),
+            mode=str(probe.mode),
+            weight=probe.weight,
+            failure_threshold=probe.failureThreshold,
+        )
+
+    def record(self, sample: Sample) -> None:
+        self.samples += 1
+        if sample.ok:
+            self.passed += 1
+            self.consecutive_failures = 0
+        else:
+            self.failed += 1
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.failure_threshold:
+                self.tripped = True
+            self.last_error = sample.error
+        if sample.latency_ms is not None:
+            self.latencies.append(sample.latency_ms)
+        if sample.value is not None:
+            self.last_value = sample.value
+            with contextlib.suppress(ValueError):
+                self.values.append(float(sample.value))
+
+    @property
+    def success_percent(self) -> float | None:
+        return round(100 * self.passed / self.samples, 2) if self.samples else None
+
+    @property
+    def verdict(self) -> str | None:
+        if self.checked is False or self.tripped:
+            return "Failed"
+        if self.checked is True or (self.samples and not self.tripped):
+            return "Passed"
+        return None
+
+    def to_result(self) -> ProbeResult:
+        p50 = percentile(self.latencies, 50)
+        p95 = percentile(self.latencies, 95)
+        return ProbeResult(
+            name=self.name,
+            type=self.type,
+            mode=self.mode,
+            samples=self.samples,
+            passed=self.passed,
+            failed=self.failed,
+            successPercent=self.success_percent,
+            latencyP50Ms=round(p50, 2) if p50 is not None else None,
+            latencyP95Ms=round(p95, 2) if p95 is not None else None,
+            lastValue=self.last_value,
+            lastError=self.last_error,
+            verdict=self.verdict,
+        )
+
+    def restore(self, result: ProbeResult) -> None:
+        """Carry counts over from a status written by an earlier operator process (samples themselves are gone)."""
+        self.samples, self.passed, self.failed = result.samples, result.passed, result.failed
+        self.tripped = result.verdict == "Failed" and self.mode in (ProbeMode.DURING, ProbeMode.CONTINUOUS)
+        self.last_value, self.last_error = result.lastValue, result.lastError
+
+
+def default_operator(kind: AssertionType | str) -> Comparison:
+    return Comparison.GE if str(kind) in (AssertionType.AVAILABILITY, AssertionType.THROUGHPUT) else Comparison.LE
+
+
+def evaluate_assertion(
+    assertion: Assertion, stats: Mapping[str, ProbeStats], recovery_seconds: float | None
+) -> AssertionResult:
+    """Expected vs actual for one assertion."""
+    kind = AssertionType(assertion.type)
+    op = Comparison(assertion.operator) if assertion.operator else default_operator(kind)
+    expected_text = f"{op.value} {assertion.expected:g}" if assertion.expected is not None else "Passed"
+    base = {"name": assertion.name, "type": kind.value, "expected": expected_text}
+    if kind == AssertionType.RECOVERY_TIME:
+        if recovery_seconds is None:
+            return AssertionResult(**base, passed=False, message="no recovery time: the scenario has no probes")
+        ok = compare(recovery_seconds, op, assertion.expected)
+        return AssertionResult(
+            **base, actual=f"{recovery_seconds:g}s", passed=ok, message=None if ok else "recovery too slow"
+        )
+    probe = stats.get(assertion.probe or "")
+    if probe is None:
+        return AssertionResult(**base, passed=False, message=f"probe {assertion.probe!r} is not declared")
+    if kind in (AssertionType.SERVICE_HEALTH, AssertionType.DATA_CONSISTENCY):
+        verdict = probe.verdict or "NoSamples"
+        ok = verdict == "Passed"
+        return AssertionResult(
+            **base, actual=verdict, passed=ok, message=None if ok else f"probe {probe.name}: {probe.last_error}"
+        )
+    if not probe.samples:
+        return AssertionResult(**base, passed=False, message=f"probe {probe.name} took no samples")
+    actual: float | None
+    unit = ""
+    if kind == AssertionType.AVAILABILITY:
+        actual, unit = probe.success_percent, "%"
+    elif kind == AssertionType.ERROR_RATE:
+        actual, unit = round(100 * probe.failed / probe.samples, 2), "%"
+    elif kind in (AssertionType.LATENCY, AssertionType.RESPONSE_TIME):
+        actual, unit = percentile(probe.latencies, assertion.percentile), "ms"
+        if actual is None:
+            return AssertionResult(**base, passed=False, message=f"probe {probe.name} recorded no latencies")
+        actual = round(actual, 2)
+    else:  # throughput: the mean of the values the (prometheus) probe returned
+        if not probe.values:
+            return AssertionResult(**base, passed=False, message=f"probe {probe.name} returned no numbers")
+        actual = round(sum(probe.values) / len(probe.values), 4)
+    assert actual is not None
+    ok = compare(actual, op, assertion.expected)
+    return AssertionResult(
+        **base,
+        actual=f"{actual:g}{unit}",
+        passed=ok,
+        message=None if ok else f"{actual:g}{unit} is not {expected_text}",
+    )
+
+
+def resilience_score(stats: Iterable[ProbeStats]) -> int | None:
+    """Like Litmus: sum(weight x success%) / sum(weight) over probes that took samples; None without probes."""
+    weighted = [(s.weight, s.success_percent) for s in stats if s.success_percent is not None]
+    total = sum(w for w, _ in weighted)
+    if not weighted or total == 0:
+        return None
+    return round(sum(w * (pct or 0.0) for w, pct in weighted) / total)
+
+
+def failed_probe(stats: Iterable[ProbeStats]) -> ProbeStats | None:
+    return next((s for s in stats if s.verdict == "Failed"), None)

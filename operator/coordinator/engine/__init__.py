@@ -1,0 +1,1 @@
+"""The run engine: resolves a TestRun against the cluster and drives its resumable state machine."""

@@ -1,0 +1,147 @@
+"""Running a scenario's steady-state probes: point checks, sampling while faults hold, recovery tracking."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from coordinator.adapters.kube import KubeClient
+from coordinator.api.probes import Probe, ProbeMode, ProbeType
+from coordinator.domain.durations import parse_duration
+from coordinator.domain.verdict import ProbeStats
+from coordinator.observability import metrics
+from coordinator.probes import http as http_probe
+from coordinator.probes import k8s as k8s_probe
+from coordinator.probes import prometheus as prometheus_probe
+from coordinator.probes.base import Sample
+
+SAMPLED_MODES = {
+    # mode -> sampled while faults are active / for the whole run
+    ProbeMode.DURING: "active",
+    ProbeMode.CONTINUOUS: "always",
+}
+
+
+@dataclass
+class PointCheck:
+    probe: Probe
+    ok: bool
+    message: str
+
+
+@dataclass
+class RecoveryTracker:
+    """From the first applied change to the first moment every probe passes again (after one was seen failing)."""
+
+    started: float  # epoch seconds
+    impact_seen: bool = False
+    recovered_at: float | None = None
+
+    def observe(self, all_ok: bool, now: float) -> None:
+        if not all_ok:
+            self.impact_seen = True
+        elif self.impact_seen and self.recovered_at is None:
+            self.recovered_at = now
+
+    @property
+    def done(self) -> bool:
+        return not self.impact_seen or self.recovered_at is not None
+
+    @property
+    def seconds(self) -> float | None:
+        if not self.impact_seen:
+            return 0.0
+        if self.recovered_at is None:
+            return None
+        return round(max(0.0, self.recovered_at - self.started), 3)
+
+
+class ProbeSession:
+    """The probes of one run, with their statistics; one HTTP session for the http and prometheus probes."""
+
+    def __init__(
+        self, client: KubeClient, probes: list[Probe], namespace: str, prometheus_url: str | None = None
+    ) -> None:
+        self.client = client
+        self.probes = probes
+        self.namespace = namespace
+        self.prometheus_url = prometheus_url
+        self.stats = {p.name: ProbeStats.of(p) for p in probes}
+        self._next_due: dict[str, float] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def sample(self, probe: Probe) -> Sample:
+        limit = parse_duration(probe.timeout)
+        if probe.type == ProbeType.K8S:
+            assert probe.k8s is not None
+            return await asyncio.wait_for(k8s_probe.sample(self.client, probe.k8s, self.namespace), limit + 1)
+        if probe.type == ProbeType.HTTP:
+            assert probe.http is not None
+            return await http_probe.sample(self._http(), probe.http, limit)
+        assert probe.prometheus is not None
+        return await prometheus_probe.sample(self._http(), probe.prometheus, self.prometheus_url, limit)
+
+    async def point_check(self, modes: set[ProbeMode]) -> list[PointCheck]:
+        """before/after checks: sample until successThreshold passes in a row, or failureThreshold failures."""
+        chosen = [p for p in self.probes if p.mode in modes]
+        return list(await asyncio.gather(*(self._check(p) for p in chosen)))
+
+    async def _check(self, probe: Probe) -> PointCheck:
+        await asyncio.sleep(parse_duration(probe.initialDelay))
+        interval = parse_duration(probe.interval)
+        stats = self.stats[probe.name]
+        passes = fails = 0
+        while True:
+            sample = await self.sample(probe)
+            stats.record(sample)
+            metrics.probe_result(probe.name, "pass" if sample.ok else "fail")
+            if sample.ok:
+                passes, fails = passes + 1, 0
+            else:
+                passes, fails = 0, fails + 1
+            if passes >= probe.successThreshold:
+                stats.checked = True
+                return PointCheck(probe, True, sample.value or "ok")
+            if fails >= probe.failureThreshold:
+                stats.checked = False
+                return PointCheck(probe, False, sample.error or "failed")
+            await asyncio.sleep(interval)
+
+    async def tick(self, faults_active: bool, started: float) -> Probe | None:
+        """Take the samples that are due; return a probe that has just failed and wants the run stopped."""
+        now = time.time()
+        due = []
+        for probe in self.probes:
+            when = SAMPLED_MODES.get(ProbeMode(probe.mode))
+            if when is None or (when == "active" and not faults_active):
+                continue
+            first = started + parse_duration(probe.initialDelay)
+            if now >= self._next_due.get(probe.name, first):
+                due.append(probe)
+                self._next_due[probe.name] = now + parse_duration(probe.interval)
+        samples = await asyncio.gather(*(self.sample(p) for p in due))
+        stopping = None
+        for probe, sample in zip(due, samples, strict=True):
+            stats = self.stats[probe.name]
+            stats.record(sample)
+            metrics.probe_result(probe.name, "pass" if sample.ok else "fail")
+            if probe.stopOnFailure and stats.tripped and stopping is None:
+                stopping = probe
+        return stopping
+
+    async def all_pass(self) -> bool:
+        """One unrecorded sample of every probe: is the system in its steady state right now?"""
+        samples = await asyncio.gather(*(self.sample(p) for p in self.probes))
+        return all(s.ok for s in samples)

@@ -1,0 +1,303 @@
+"""Scheduled ChaosScenarios: create their TestRuns on time, apply the concurrency policy, prune old runs.
+
+A ChaosScenario with ``spec.schedule`` behaves like a CronJob and its TestRuns like Jobs. Every reconcile starts from
+what the API server holds (the scenario, and the TestRuns it controls), never from memory, so a restarted operator
+or a second replica reaches the same decisions; the deterministic run name of each scheduled time
+(``coordinator.domain.schedule.run_name``) turns a repeated creation into 409 AlreadyExists, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.api.models import API_VERSION, GROUP, TERMINAL_PHASES, Phase, ScenarioScheduling
+from coordinator.domain.conditions import parse_iso
+from coordinator.domain.schedule import (
+    Action,
+    ScheduleError,
+    decide,
+    due_time,
+    label_value,
+    parse_schedule,
+    run_name,
+)
+from coordinator.engine.events import post_event
+from coordinator.engine.sweeper import list_scoped, release_our_finalizer, stuck_on_our_finalizer
+
+log = logging.getLogger(__name__)
+
+# On every scheduled TestRun: the scenario's name (cut to a label value) and the time it was scheduled for.
+SCENARIO_LABEL = f"{GROUP}/scenario"
+SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC, to the second, as Kubernetes writes times (CronJob's lastScheduleTime)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def prunable(run: Mapping[str, Any]) -> bool:
+    """Whether a finished scheduled TestRun may be deleted by the history limits: only once it is mirrored.
+
+    The history store is always on (an embedded SQLite file when no database is configured), so a run without
+    ``status.history.synced: true`` has simply not been mirrored yet; deleting it would lose it.
+    """
+    history = (run.get("status") or {}).get("history")
+    return isinstance(history, Mapping) and history.get("synced") is True
+
+
+@dataclass(frozen=True)
+class OwnedRun:
+    """A TestRun the scenario's schedule created, as the scheduler sees it."""
+
+    name: str
+    uid: str
+    phase: str | None
+    scheduled: str | None
+    created: str
+    body: Mapping[str, Any]
+
+    @property
+    def active(self) -> bool:
+        return self.phase not in TERMINAL_PHASES
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> OwnedRun:
+        meta = body["metadata"]
+        return cls(
+            name=meta["name"],
+            uid=meta["uid"],
+            phase=(body.get("status") or {}).get("phase"),
+            scheduled=(meta.get("annotations") or {}).get(SCHEDULED_AT_ANNOTATION),
+            created=meta.get("creationTimestamp") or "",
+            body=body,
+        )
+
+
+def needs_reconcile(scenario: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a timer tick has anything to do, judged from the (possibly slightly stale) cached object.
+
+    Ticks are frequent; most of them find nothing due and no run to watch, and cost no API call.
+    """
+    meta = scenario.get("metadata") or {}
+    status = scenario.get("status") or {}
+    spec = scenario.get("spec") or {}
+    if status.get("observedGeneration") != meta.get("generation") or status.get("active"):
+        return True
+    if spec.get("suspend"):
+        return False
+    try:
+        parse_schedule(str(spec.get("schedule") or ""), spec.get("timeZone"))
+    except ScheduleError:
+        return False  # reported once (an Event) when this generation was observed; nothing to do until it changes
+    upcoming = status.get("nextScheduleTime")
+    return upcoming is None or now >= parse_iso(upcoming)
+
+
+def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in body["metadata"].get("ownerReferences") or [])
+
+
+def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, scheduled: datetime) -> dict[str, Any]:
+    meta = scenario["metadata"]
+    spec: dict[str, Any] = {"scenarioRef": {"name": meta["name"]}}
+    template = scheduling.runTemplate
+    if template is not None:
+        if template.parameters:
+            spec["parameters"] = dict(template.parameters)
+        if template.timeout:
+            spec["timeout"] = template.timeout
+        if template.dryRun:
+            spec["dryRun"] = True
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TestRun",
+        "metadata": {
+            "name": run_name(meta["name"], scheduled),
+            "namespace": meta["namespace"],
+            # The scenario's labels too: a sharded operator (--selector) then runs them where it schedules them.
+            "labels": {**(meta.get("labels") or {}), SCENARIO_LABEL: label_value(meta["name"])},
+            "annotations": {SCHEDULED_AT_ANNOTATION: format_time(scheduled)},
+            # The scenario controls its scheduled runs: deleting it deletes them (Kubernetes' garbage collector).
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "ChaosScenario",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+class Scheduler:
+    """One reconcile of one scheduled scenario, from a fresh read of the API server."""
+
+    def __init__(self, client: KubeClient, scenario: Mapping[str, Any]) -> None:
+        self.client = client
+        self.scenario = scenario
+        meta = scenario["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str = meta["uid"]
+
+    @property
+    def ref(self) -> str:
+        return f"ChaosScenario {self.namespace}/{self.name}"
+
+    async def owned_runs(self) -> list[OwnedRun]:
+        items = await self.client.list(
+            resource_path("TestRun", self.namespace), label_selector=f"{SCENARIO_LABEL}={label_value(self.name)}"
+        )
+        runs = [OwnedRun.of(item) for item in items if _owned_by(item, self.uid)]
+        return sorted(runs, key=lambda run: (run.scheduled or run.created, run.name))
+
+    async def prune(self, runs: list[OwnedRun], scheduling: ScenarioScheduling) -> list[str]:
+        """Delete the oldest finished runs beyond the history limits (Passed, and the rest); returns their names."""
+        passed = [r for r in runs if r.phase == Phase.PASSED]
+        failed = [r for r in runs if r.phase in TERMINAL_PHASES and r.phase != Phase.PASSED]
+        doomed: list[OwnedRun] = []
+        for finished, limit in (
+            (passed, scheduling.successfulRunsHistoryLimit),
+            (failed, scheduling.failedRunsHistoryLimit),
+        ):
+            excess = len(finished) - limit
+            doomed += [run for run in finished[: max(excess, 0)] if prunable(run.body)]
+        deleted = []
+        for run in doomed:
+            try:
+                await self.client.delete(resource_path("TestRun", self.namespace, run.name))
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+            deleted.append(run.name)
+        return deleted
+
+    async def create(self, scheduling: ScenarioScheduling, scheduled: datetime) -> str:
+        """Create the run of ``scheduled``; an existing one (another replica, an earlier process) counts as done."""
+        body = _run_body(self.scenario, scheduling, scheduled)
+        name: str = body["metadata"]["name"]
+        try:
+            await self.client.create(resource_path("TestRun", self.namespace), body)
+        except ApiError as exc:
+            if exc.status == 409:
+                log.info("%s: TestRun %s exists already (created by an earlier or another operator)", self.ref, name)
+                return name
+            raise
+        await post_event(
+            self.client, self.scenario, "Scheduled", f"created TestRun {name} for {format_time(scheduled)}"
+        )
+        return name
+
+    async def abort(self, runs: list[OwnedRun]) -> None:
+        """Concurrency policy Replace: abort the active runs (their faults are reverted, they end Cancelled)."""
+        for run in runs:
+            try:
+                await self.client.patch(resource_path("TestRun", self.namespace, run.name), {"spec": {"abort": True}})
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+            await post_event(self.client, self.scenario, "Replaced", f"aborted TestRun {run.name} (Replace policy)")
+
+    async def reconcile(self, now: datetime) -> None:
+        """Bring the scenario's scheduled runs and schedule status up to date with ``now``."""
+        spec = self.scenario.get("spec") or {}
+        status = self.scenario.get("status") or {}
+        generation = self.scenario["metadata"].get("generation")
+        try:
+            scheduling = ScenarioScheduling.model_validate(
+                {key: value for key, value in spec.items() if key in ScenarioScheduling.model_fields}
+            )
+            schedule = parse_schedule(scheduling.schedule or "", scheduling.timeZone)
+        except (ValidationError, ScheduleError) as exc:
+            if status.get("observedGeneration") != generation:  # report once per change, not every tick
+                await post_event(self.client, self.scenario, "InvalidSchedule", f"spec.schedule: {exc}", "Warning")
+                await self.write_status(status, {"observedGeneration": generation, "nextScheduleTime": None})
+            return
+        runs = await self.owned_runs()
+        await self.prune(runs, scheduling)
+        active = [run for run in runs if run.active]
+        last = status.get("lastScheduleTime")
+        update: dict[str, Any] = {"observedGeneration": generation}
+        if scheduling.suspend:
+            update["nextScheduleTime"] = None
+        else:
+            due = due_time(
+                schedule,
+                now,
+                parse_iso(last) if last else None,
+                parse_iso(self.scenario["metadata"]["creationTimestamp"]),
+                scheduling.startingDeadlineSeconds,
+            )
+            exists = due is not None and run_name(self.name, due) in {run.name for run in runs}
+            action = decide(due, exists, scheduling.concurrencyPolicy, len(active))
+            if due is not None and action in (Action.CREATE, Action.REPLACE):
+                if action == Action.REPLACE:
+                    await self.abort(active)
+                name = await self.create(scheduling, due)
+                active.append(OwnedRun(name, "", Phase.PENDING, format_time(due), "", {}))
+            if due is not None and action != Action.WAIT:
+                update["lastScheduleTime"] = format_time(due)
+            update["nextScheduleTime"] = format_time(schedule.next_after(now))
+        update["active"] = [
+            {"name": run.name, **({"uid": run.uid} if run.uid else {}), "scheduledTime": run.scheduled}
+            for run in active
+            if run.scheduled
+        ]
+        await self.write_status(status, update)
+
+    async def write_status(self, current: Mapping[str, Any], update: dict[str, Any]) -> None:
+        """Merge ``update`` into the scenario's status, skipping the write when nothing changes."""
+        if all(current.get(key) == value for key, value in update.items()):
+            return
+        try:
+            await self.client.patch(
+                resource_path("ChaosScenario", self.namespace, self.name, "status"), {"status": update}
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
+
+async def reconcile_schedule(client: KubeClient, cached: Mapping[str, Any], now: datetime | None = None) -> None:
+    """Reconcile one scheduled scenario if the cached object says there may be something to do."""
+    now = now or datetime.now(UTC)
+    if not needs_reconcile(cached, now):
+        return
+    meta = cached["metadata"]
+    # The cached object may lag behind our own last status write; decisions are taken on what is stored.
+    fresh = await client.get_or_none(resource_path("ChaosScenario", meta["namespace"], meta["name"]))
+    if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
+        return
+    await Scheduler(client, fresh).reconcile(now)
+
+
+async def release_deleted_scenarios(
+    client: KubeClient, namespaces: Sequence[str] | None = None, grace: float = 10.0
+) -> list[str]:
+    """Remove our finalizer from ChaosScenarios whose deletion has waited on it for more than ``grace`` seconds.
+
+    kopf keeps that finalizer on a scheduled scenario while its scheduler daemon runs, and removes it as soon as
+    the scenario is deleted. It cannot when it no longer watches the namespace — kopf stops watching a namespace
+    being deleted when it serves namespaces by pattern — and a namespace must never hang on our finalizer. The
+    scenario holds nothing to clean up: its runs go with it (owner references).
+    """
+    released = []
+    now = datetime.now(UTC)
+    for scenario in await list_scoped(client, "ChaosScenario", namespaces):
+        meta = scenario["metadata"]
+        if stuck_on_our_finalizer(meta, now, grace) and await release_our_finalizer(client, "ChaosScenario", meta):
+            released.append(f"{meta['namespace']}/{meta['name']}")
+            log.warning("released deleted ChaosScenario %s/%s", meta["namespace"], meta["name"])
+    return released

@@ -1,0 +1,213 @@
+"""The safety net: find every object carrying a fault record whose run is finished, gone or expired, and revert it.
+
+Runs at operator start-up (the crash-recovery path: a previous process may have died mid-run) and then
+periodically. A record belongs to an active run when that TestRun still exists with the same UID and a
+non-terminal phase; the run's own executor is responsible for those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from coordinator.adapters.kube import CLUSTER_SCOPED, JSON, ApiError, KubeClient, resource_path
+from coordinator.api.models import FINALIZER, TERMINAL_PHASES, FaultType, Injection, InjectionState, TargetRef
+from coordinator.domain.conditions import now_iso, parse_iso
+from coordinator.engine.executor import RetryLater, revert_run
+from coordinator.faults import driver_for
+from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL, clear_on_target
+from coordinator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SWEPT_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "Node", "NetworkPolicy")
+GLOB_CHARS = frozenset("*?[]!")
+
+
+def sweep_scope(settings: Settings) -> list[str] | None:
+    """The namespaces to sweep when the operator watches an exact list of them (a single-namespace install has
+    no right to list cluster-wide), or None for cluster-wide (no list, or glob patterns that need the whole view)."""
+    watched = settings.watched
+    if not watched or any(GLOB_CHARS & set(pattern) for pattern in watched):
+        return None
+    return watched
+
+
+async def list_scoped(
+    client: KubeClient, kind: str, namespaces: Sequence[str] | None, label_selector: str | None = None
+) -> list[JSON]:
+    """List ``kind`` cluster-wide, or in each of ``namespaces``. In namespaced mode a cluster-scoped kind the
+    operator may not read (nodes, in a single-namespace install) is skipped rather than failing the sweep."""
+    if namespaces is None:
+        return await client.list(resource_path(kind), label_selector=label_selector)
+    if kind in CLUSTER_SCOPED:
+        try:
+            return await client.list(resource_path(kind), label_selector=label_selector)
+        except ApiError as exc:
+            if exc.status == 403:
+                return []
+            raise
+    items: list[JSON] = []
+    for namespace in namespaces:
+        items += await client.list(resource_path(kind, namespace), label_selector=label_selector)
+    return items
+
+
+@dataclass(frozen=True)
+class Orphan:
+    target: TargetRef
+    key: str
+    run: str
+    injection: Injection
+
+
+KNOWN_FAULTS = frozenset(str(f) for f in FaultType)
+
+
+def records_of(kind: str, obj: JSON) -> list[tuple[str, dict[str, str]]]:
+    """The (annotation key, record) pairs on an object that this operator can act on.
+
+    A record that is not ours to read (not JSON, missing fields, a fault type this version does not know) is
+    logged and skipped: one bad annotation must never stop the sweep for everything else.
+    """
+    out = []
+    for key, value in (obj.get("metadata", {}).get("annotations") or {}).items():
+        if not key.startswith(ANNOTATION_PREFIX):
+            continue
+        try:
+            record = json.loads(value)
+        except (ValueError, TypeError):
+            record = None
+        valid = (
+            isinstance(record, dict)
+            and all(isinstance(record.get(f), str) for f in ("run", "runUid", "fault"))
+            and record["fault"] in KNOWN_FAULTS
+            and record["run"].count("/") == 1
+            and all(record["run"].split("/"))
+        )
+        if not valid:
+            log.warning("skipping unreadable fault record %s on %s %s", key, kind, obj["metadata"].get("name"))
+            continue
+        out.append((key, record))
+    return out
+
+
+async def _run_is_active(client: KubeClient, run_ref: str, run_uid: str, cache: dict[str, bool]) -> bool:
+    if run_uid not in cache:
+        namespace, name = run_ref.split("/", 1)
+        try:
+            run = await client.get(resource_path("TestRun", namespace, name))
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            cache[run_uid] = False
+        else:
+            same = run["metadata"]["uid"] == run_uid
+            phase = (run.get("status") or {}).get("phase")
+            cache[run_uid] = same and phase not in TERMINAL_PHASES and not run["metadata"].get("deletionTimestamp")
+    return cache[run_uid]
+
+
+async def find_orphans(client: KubeClient, namespaces: Sequence[str] | None = None) -> list[Orphan]:
+    orphans: list[Orphan] = []
+    active: dict[str, bool] = {}
+    for kind in SWEPT_KINDS:
+        for obj in await list_scoped(client, kind, namespaces, label_selector=INJECTED_LABEL):
+            meta = obj["metadata"]
+            for key, record in records_of(kind, obj):
+                if await _run_is_active(client, record["run"], record["runUid"], active):
+                    continue
+                target = TargetRef(kind=kind, namespace=meta.get("namespace"), name=meta["name"], uid=meta.get("uid"))
+                injection = Injection(
+                    id=record.get("id", key),
+                    step=0,
+                    fault=FaultType(record["fault"]),
+                    target=target,
+                    state=InjectionState.APPLIED,
+                    original=record.get("original"),
+                )
+                orphans.append(Orphan(target=target, key=key, run=record.get("run", "?"), injection=injection))
+    return orphans
+
+
+def stuck_on_our_finalizer(meta: JSON, now: datetime, grace: float) -> bool:
+    """Whether an object's deletion has waited on our finalizer for more than ``grace`` seconds."""
+    deleted_at = meta.get("deletionTimestamp")
+    if not deleted_at or FINALIZER not in (meta.get("finalizers") or []):
+        return False
+    return (now - parse_iso(deleted_at)).total_seconds() >= grace
+
+
+async def release_our_finalizer(client: KubeClient, kind: str, meta: JSON) -> bool:
+    """Drop our finalizer (only if the object is unchanged since read); False when it changed or is gone."""
+    remaining = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+    try:
+        await client.patch(
+            resource_path(kind, meta["namespace"], meta["name"]),
+            {"metadata": {"finalizers": remaining, "resourceVersion": meta["resourceVersion"]}},
+        )
+    except ApiError as exc:
+        if not (exc.not_found or exc.conflict):
+            raise
+        return False
+    return True
+
+
+async def release_stuck_deletions(
+    client: KubeClient, settings: Settings, grace: float = 10.0, namespaces: Sequence[str] | None = None
+) -> list[str]:
+    """Revert and release TestRuns whose deletion has waited on our finalizer for more than ``grace`` seconds.
+
+    Normally the deletion handler does this at once. It cannot when nobody watches the TestRun any more — kopf
+    stops watching a namespace that is being deleted when it serves namespaces by pattern — and a namespace must
+    never hang on our finalizer.
+    """
+    released = []
+    now = parse_iso(now_iso())
+    for run in await list_scoped(client, "TestRun", namespaces):
+        meta = run["metadata"]
+        if not stuck_on_our_finalizer(meta, now, grace):
+            continue
+        try:
+            await revert_run(client, settings, run)
+        except RetryLater as exc:
+            log.error("TestRun %s/%s: cannot revert yet: %s", meta["namespace"], meta["name"], exc)
+            continue
+        if await release_our_finalizer(client, "TestRun", meta):
+            released.append(f"{meta['namespace']}/{meta['name']}")
+            log.warning("released deleted TestRun %s/%s after reverting it", meta["namespace"], meta["name"])
+    return released
+
+
+async def sweep(client: KubeClient, namespaces: Sequence[str] | None = None) -> list[Orphan]:
+    """Revert every orphaned fault record (cluster-wide, or in ``namespaces``); returns what was reverted.
+    Failures are logged and retried next sweep."""
+    reverted = []
+    for orphan in await find_orphans(client, namespaces):
+        driver = driver_for(orphan.injection.fault)
+        try:
+            await driver.revert(client, orphan.injection)
+            if not driver.creates_object(orphan.injection):
+                await clear_on_target(client, orphan.target, orphan.key)
+        except ApiError as exc:
+            log.error(
+                "could not revert orphaned %s on %s %s: %s",
+                orphan.injection.fault,
+                orphan.target.kind,
+                orphan.target.name,
+                exc,
+            )
+            continue
+        log.warning(
+            "reverted orphaned %s on %s %s/%s (run %s is finished or gone)",
+            orphan.injection.fault,
+            orphan.target.kind,
+            orphan.target.namespace or "",
+            orphan.target.name,
+            orphan.run,
+        )
+        reverted.append(orphan)
+    return reverted

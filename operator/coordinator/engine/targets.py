@@ -1,0 +1,97 @@
+"""Reading candidate targets from the cluster and handing them to the pure selection code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.api.models import Target, TargetKind
+from coordinator.domain.selection import (
+    Candidate,
+    eligible,
+    label_selector_to_string,
+    namespace_allowed,
+    select_targets,
+)
+from coordinator.faults.base import PlannedTarget
+from coordinator.settings import Settings
+
+OPT_IN_LABEL = "chaos.coordinator.dev/allow"
+
+
+@dataclass
+class Selection:
+    targets: list[PlannedTarget]
+    matched: int
+    refused: list[str] = field(default_factory=list)  # namespaces skipped, with the reason
+
+
+class NamespacePolicy:
+    """Whether a namespace may be touched, cached for one run step (namespace labels rarely change mid-step)."""
+
+    def __init__(self, client: KubeClient, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._cache: dict[str, tuple[bool, str]] = {}
+
+    async def __call__(self, namespace: str) -> tuple[bool, str]:
+        if namespace not in self._cache:
+            labels: dict[str, str] = {}
+            if namespace not in self._settings.protected:
+                try:
+                    ns = await self._client.get(resource_path("Namespace", name=namespace))
+                    labels = ns.get("metadata", {}).get("labels") or {}
+                    if (ns.get("status") or {}).get("phase") == "Terminating":
+                        self._cache[namespace] = (False, f"namespace {namespace} is being deleted")
+                        return self._cache[namespace]
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
+                    self._cache[namespace] = (False, f"namespace {namespace} does not exist")
+                    return self._cache[namespace]
+            self._cache[namespace] = namespace_allowed(
+                namespace,
+                protected=self._settings.protected,
+                namespace_labels=labels,
+                require_opt_in=not self._settings.cluster_wide_targeting,
+                opt_in_label=OPT_IN_LABEL,
+            )
+        return self._cache[namespace]
+
+
+async def resolve_targets(
+    client: KubeClient,
+    policy: NamespacePolicy,
+    target: Target,
+    default_namespace: str,
+    mode: str,
+    value: int | None,
+    seed: int | None,
+) -> Selection:
+    """List what the target spec matches (label/field selectors server-side), filter and pick per mode."""
+    kind = str(target.kind)
+    label_selector = label_selector_to_string(target.labelSelector) or None
+    objects = []
+    refused: list[str] = []
+    if kind == TargetKind.NODE:
+        objects = await client.list(
+            resource_path(kind), label_selector=label_selector, field_selector=target.fieldSelector
+        )
+    else:
+        for namespace in target.namespaces or [default_namespace]:
+            allowed, reason = await policy(namespace)
+            if not allowed:
+                refused.append(reason)
+                continue
+            objects += await client.list(
+                resource_path(kind, namespace), label_selector=label_selector, field_selector=target.fieldSelector
+            )
+    by_uid = {obj["metadata"]["uid"]: obj for obj in objects}
+    candidates = [Candidate.from_object(kind, obj) for obj in objects]
+    matching = eligible(candidates, target)
+    chosen = select_targets(matching, mode, value, seed)
+    return Selection(
+        targets=[PlannedTarget(ref=c.to_ref(), obj=by_uid[c.uid]) for c in chosen],
+        matched=len(matching),
+        refused=refused,
+    )

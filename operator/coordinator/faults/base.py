@@ -1,0 +1,204 @@
+"""The interface every fault implements, and the bookkeeping they share.
+
+A fault is three steps, each idempotent so a restarted operator can repeat any of them safely:
+
+* ``plan`` (pure): which changes to which objects, with what to restore, as ``Injection`` ledger entries;
+* ``apply``: make one change. The executor has already written the entry to the TestRun's status and the record
+  annotation onto the target (``record_on_target``) before it calls ``apply``;
+* ``revert``: undo one change from the entry alone (the sweep reverts from the target's annotation, with no run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from coordinator.adapters.kube import JSON, ApiError, KubeClient, resource_path
+from coordinator.api.models import Fault, FaultType, Injection, InjectionState, TargetRef
+
+ANNOTATION_PREFIX = "chaos.coordinator.dev/injection-"
+INJECTED_LABEL = "chaos.coordinator.dev/injected"
+
+
+class FaultError(Exception):
+    """A fault cannot be planned or applied; the message names the target and the reason."""
+
+
+class ProtectedTargetError(FaultError):
+    """A write to a protected namespace was attempted. Never retried, never applied."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """The TestRun a change belongs to, as written into each target's record annotation."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PlannedTarget:
+    """A selected target and the object as it was read at selection time."""
+
+    ref: TargetRef
+    obj: Mapping[str, Any]
+
+
+@dataclass
+class FaultContext:
+    client: KubeClient
+    run: RunIdentity
+    protected: frozenset[str]
+    step_index: int = 0
+    notes: list[str] = field(default_factory=list)  # things worth telling the user in the step message
+    # Whether a namespace may be touched (protected? opted in?), for faults that reach beyond their targets.
+    namespace_policy: Callable[[str], Awaitable[tuple[bool, str]]] | None = None
+    step_duration: float | None = None  # seconds, for faults that hold themselves (in-pod agents)
+    agent_image: str | None = None  # image of the in-pod fault agent
+
+    async def may_touch(self, namespace: str) -> bool:
+        if namespace in self.protected:
+            return False
+        if self.namespace_policy is None:
+            return True
+        allowed, _ = await self.namespace_policy(namespace)
+        return allowed
+
+    def guard(self, target: TargetRef) -> None:
+        """The last line of defence: nothing is written into a protected namespace, whatever selected it."""
+        if target.namespace and target.namespace in self.protected:
+            raise ProtectedTargetError(
+                f"refusing to touch {target.kind} {target.namespace}/{target.name}: namespace is protected"
+            )
+
+
+def injection_id(step: int, fault_index: int, fault: str, target: TargetRef) -> str:
+    where = f"{target.namespace}/{target.name}" if target.namespace else target.name
+    return f"{step}.{fault_index}/{fault}/{target.kind}/{where}"
+
+
+def annotation_key(run_uid: str, inj_id: str) -> str:
+    digest = hashlib.sha256(inj_id.encode()).hexdigest()[:10]
+    return f"{ANNOTATION_PREFIX}{run_uid[:8]}-{digest}"
+
+
+def new_injection(
+    step: int, fault_index: int, fault: FaultType | str, target: TargetRef, original: Mapping[str, Any] | None
+) -> Injection:
+    return Injection(
+        id=injection_id(step, fault_index, str(fault), target),
+        step=step,
+        faultIndex=fault_index,
+        fault=FaultType(fault),
+        target=target,
+        state=InjectionState.RECORDED,
+        original=json.dumps(dict(original), sort_keys=True) if original is not None else None,
+    )
+
+
+def original_of(injection: Injection) -> dict[str, Any]:
+    return dict(json.loads(injection.original)) if injection.original else {}
+
+
+def target_path(target: TargetRef, subresource: str = "") -> str:
+    return resource_path(target.kind, target.namespace, target.name, subresource)
+
+
+def record_payload(run: RunIdentity, injection: Injection) -> str:
+    """The annotation value: enough to revert the change with no TestRun at hand."""
+    return json.dumps(
+        {
+            "run": run.ref,
+            "runUid": run.uid,
+            "id": injection.id,
+            "fault": str(injection.fault),
+            "original": injection.original,
+        },
+        sort_keys=True,
+    )
+
+
+async def record_on_target(ctx: FaultContext, injection: Injection) -> None:
+    """Annotate the target with the change about to be made (and label it so sweeps find it cheaply)."""
+    ctx.guard(injection.target)
+    key = annotation_key(ctx.run.uid, injection.id)
+    body = {
+        "metadata": {
+            "annotations": {key: record_payload(ctx.run, injection)},
+            "labels": {INJECTED_LABEL: "true"},
+        }
+    }
+    await ctx.client.patch(target_path(injection.target), body)
+
+
+async def clear_on_target(client: KubeClient, target: TargetRef, key: str) -> None:
+    """Remove a record annotation, and the label once no record is left. A vanished target is fine."""
+    try:
+        obj = await client.get(target_path(target))
+    except ApiError as exc:
+        if exc.not_found:
+            return
+        raise
+    annotations: dict[str, str] = obj.get("metadata", {}).get("annotations") or {}
+    remaining = [k for k in annotations if k.startswith(ANNOTATION_PREFIX) and k != key]
+    metadata: dict[str, Any] = {"annotations": {key: None}}
+    if not remaining:
+        metadata["labels"] = {INJECTED_LABEL: None}
+    try:
+        await client.patch(target_path(target), {"metadata": metadata})
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+
+
+class FaultDriver:
+    """Base class of the fault modules; subclasses set ``type``/``kinds`` and implement the three steps."""
+
+    type: ClassVar[FaultType]
+    kinds: ClassVar[frozenset[str]]
+    reversible: ClassVar[bool] = True
+
+    def options(self, fault: Fault) -> Any:
+        return getattr(fault, Fault.OPTION_FIELDS[str(self.type)])
+
+    def plan(
+        self, step: int, fault_index: int, fault: Fault, targets: Sequence[PlannedTarget], run: RunIdentity
+    ) -> list[Injection]:
+        """Pure: one ledger entry per change. The default is one change per target, restoring ``original``."""
+        return [new_injection(step, fault_index, self.type, t.ref, self.original(fault, t.obj)) for t in targets]
+
+    def creates_object(self, injection: Injection) -> bool:
+        """True when apply creates the target (which then carries its own record annotation)."""
+        return False
+
+    def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What to put back afterwards; None for changes that cannot be undone."""
+        return None
+
+    async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
+        """Make the change; return Applied, or Irreversible for changes that need no revert."""
+        raise NotImplementedError
+
+    async def revert(self, client: KubeClient, injection: Injection) -> None:
+        """Undo the change from the ledger entry alone; a target that is gone counts as reverted."""
+        raise NotImplementedError
+
+
+def is_gone(exc: ApiError) -> bool:
+    return exc.not_found
+
+
+def container_names(obj: Mapping[str, Any]) -> list[str]:
+    return [c["name"] for c in obj.get("spec", {}).get("containers", [])]
+
+
+def json_obj(value: Any) -> JSON:
+    return dict(value) if isinstance(value, Mapping) else {}

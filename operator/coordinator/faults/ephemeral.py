@@ -1,0 +1,187 @@
+"""In-pod faults: an ephemeral container added to the target pod runs the fault agent (faults/inpod/agent.py).
+
+The container shares the pod's network namespace (network faults need only NET_ADMIN, no privileged DaemonSet and
+no runtime socket) or, for container-kill, the target container's process namespace. The agent applies the fault,
+holds it for the step's duration and removes it on exit or SIGTERM: a dead man's switch, so the fault ends even if
+the operator never comes back. Ephemeral containers cannot be removed through the API; the ledger records which
+one ran where, and an early revert (abort, deletion) reports that the agent ends the fault at its deadline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeClient
+from coordinator.api.inpod import TrafficScopeOptions
+from coordinator.api.models import Fault, FaultType, Injection, InjectionState
+from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path
+from coordinator.faults.inpod import agent, commands
+
+NETWORK_FAULTS = frozenset(
+    {
+        FaultType.NETWORK_DELAY,
+        FaultType.NETWORK_LOSS,
+        FaultType.NETWORK_DUPLICATE,
+        FaultType.NETWORK_CORRUPT,
+        FaultType.NETWORK_BANDWIDTH,
+    }
+)
+DEFAULT_AGENT_IMAGE = "test-coordinator-tools:0.1.0"
+
+
+def _scope(options: TrafficScopeOptions) -> commands.TrafficScope:
+    return commands.TrafficScope(
+        interface=options.interface,
+        cidrs=tuple(options.cidrs),
+        ports=tuple(options.ports),
+        direction=str(options.direction),  # type: ignore[arg-type]
+    )
+
+
+def to_agent_fault(fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
+    """Map the CRD options onto the agent's fault description (pure); ValueError names a bad option."""
+    kind = FaultType(fault.type)
+    if kind == FaultType.NETWORK_DELAY:
+        d = fault.networkDelay
+        assert d is not None
+        return commands.NetworkDelay(d.latencyMs, d.jitterMs, d.correlationPercent, _scope(d.scope))
+    if kind in (FaultType.NETWORK_LOSS, FaultType.NETWORK_DUPLICATE, FaultType.NETWORK_CORRUPT):
+        p = fault.networkLoss or fault.networkDuplicate or fault.networkCorrupt
+        assert p is not None
+        scope = _scope(p.scope)
+        if kind == FaultType.NETWORK_LOSS:
+            return commands.NetworkLoss(p.percent, p.correlationPercent, scope)
+        if kind == FaultType.NETWORK_DUPLICATE:
+            return commands.NetworkDuplicate(p.percent, p.correlationPercent, scope)
+        return commands.NetworkCorrupt(p.percent, p.correlationPercent, scope)
+    if kind == FaultType.NETWORK_BANDWIDTH:
+        b = fault.networkBandwidth
+        assert b is not None
+        return commands.NetworkBandwidth(b.rate, b.burstBytes, b.limitBytes, scope=_scope(b.scope))
+    if kind == FaultType.CPU_STRESS:
+        c = fault.cpuStress
+        return commands.CpuStress(c.workers, c.loadPercent) if c else commands.CpuStress()
+    if kind == FaultType.MEMORY_STRESS:
+        m = fault.memoryStress
+        return commands.MemoryStress(m.size, m.workers) if m else commands.MemoryStress()
+    if kind == FaultType.IO_STRESS:
+        i = fault.ioStress
+        return commands.IoStress(i.workers, i.size) if i else commands.IoStress()
+    k = fault.containerKill
+    assert k is not None
+    container_id = None
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == k.containerName and status.get("containerID"):
+            container_id = str(status["containerID"]).split("://", 1)[-1]
+    return commands.ContainerKill(k.containerName, k.signal, container_id)
+
+
+def guard_pod(fault: Fault, pod: Mapping[str, Any]) -> None:
+    """Refuse pods where the agent would hit more than the pod: the node's network or the node's processes."""
+    spec = pod.get("spec", {})
+    name = pod.get("metadata", {}).get("name")
+    if FaultType(fault.type) in NETWORK_FAULTS and spec.get("hostNetwork"):
+        raise FaultError(f"pod {name} uses hostNetwork: a {fault.type} fault would shape the node itself")
+    if fault.type == FaultType.CONTAINER_KILL:
+        if spec.get("hostPID"):
+            raise FaultError(f"pod {name} uses hostPID: container-kill could signal the node's processes")
+        assert fault.containerKill is not None
+        names = {c.get("name") for c in spec.get("containers", [])}
+        if fault.containerKill.containerName not in names:
+            raise FaultError(
+                f"pod {name} has no container {fault.containerKill.containerName!r} (containerKill.containerName)"
+            )
+
+
+def ephemeral_container(
+    fault: Fault, pod: Mapping[str, Any], injection_id: str, duration_seconds: int, image: str
+) -> dict[str, Any]:
+    """The ephemeral container spec that runs the agent (pure)."""
+    guard_pod(fault, pod)
+    fault_id = commands.fault_id_for(injection_id)
+    try:
+        description = to_agent_fault(fault, pod)
+        command = agent.agent_command(description, duration_seconds, fault_id=fault_id)
+    except ValueError as exc:
+        raise FaultError(str(exc)) from exc
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if FaultType(fault.type) in NETWORK_FAULTS:
+        capabilities["add"] = ["NET_ADMIN"]
+    elif fault.type == FaultType.CONTAINER_KILL:
+        capabilities["add"] = ["KILL"]
+    container: dict[str, Any] = {
+        "name": f"coordinator-{fault_id}"[:63].rstrip("-_").replace("_", "-"),
+        "image": image,
+        "command": command,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": capabilities,
+        },
+    }
+    if fault.type == FaultType.CONTAINER_KILL:
+        assert fault.containerKill is not None
+        container["targetContainerName"] = fault.containerKill.containerName
+    return container
+
+
+class InPodFault(FaultDriver):
+    """One driver class for every in-pod fault type; ``type`` is set per instance."""
+
+    kinds: ClassVar[frozenset[str]] = frozenset({"Pod"})
+
+    def __init__(self, fault_type: FaultType, image: str = DEFAULT_AGENT_IMAGE) -> None:
+        self.type = fault_type  # type: ignore[misc]
+        self.image = image
+
+    def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        # Nothing of the pod changes but the ephemeral container list; the record names the agent's container.
+        return {"inPod": True}
+
+    async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
+        ctx.guard(injection.target)
+        pod = await ctx.client.get(target_path(injection.target))
+        if injection.target.uid and pod["metadata"]["uid"] != injection.target.uid:
+            raise FaultError(f"pod {injection.target.name} was replaced before injection")
+        duration = math.ceil(ctx.step_duration or 30)
+        container = ephemeral_container(fault, pod, injection.id, duration, ctx.agent_image or self.image)
+        existing = {c["name"] for c in pod.get("spec", {}).get("ephemeralContainers") or []}
+        if container["name"] not in existing:  # a repeated apply after a restart adds nothing
+            await ctx.client.patch(
+                target_path(injection.target, "ephemeralcontainers"),
+                {"spec": {"ephemeralContainers": [container]}},
+                STRATEGIC_PATCH,
+            )
+        ctx.notes.append(f"agent {container['name']} ({container['image']}) added to pod {injection.target.name}")
+        return InjectionState.APPLIED
+
+    async def revert(self, client: KubeClient, injection: Injection) -> None:
+        """The agent removes the fault itself when its duration ends (or on SIGTERM when the pod stops).
+
+        Ephemeral containers cannot be stopped or removed through the API, so there is nothing to call here;
+        what is checked is that the pod still exists (a deleted pod took the fault with it).
+        """
+        _ = original_of(injection)
+        try:
+            await client.get(target_path(injection.target))
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
+
+class OneShotInPodFault(InPodFault):
+    """container-kill: the signal is sent once and there is nothing to hold or undo."""
+
+    reversible = False
+
+    async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
+        await super().apply(ctx, fault, injection)
+        return InjectionState.IRREVERSIBLE
+
+
+def driver_for_type(fault_type: FaultType) -> InPodFault:
+    return OneShotInPodFault(fault_type) if fault_type == FaultType.CONTAINER_KILL else InPodFault(fault_type)

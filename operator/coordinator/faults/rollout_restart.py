@@ -1,0 +1,32 @@
+"""rollout-restart: what ``kubectl rollout restart`` does, the "service restart" of the seed scenarios."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from coordinator.adapters.kube import KubeClient
+from coordinator.api.models import Fault, FaultType, Injection, InjectionState
+from coordinator.faults.base import FaultContext, FaultDriver, target_path
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+class RolloutRestartFault(FaultDriver):
+    type = FaultType.ROLLOUT_RESTART
+    kinds: ClassVar[frozenset[str]] = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+    reversible = False
+
+    def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
+        ctx.guard(injection.target)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+        await ctx.client.patch(target_path(injection.target), body)
+        return InjectionState.IRREVERSIBLE
+
+    async def revert(self, client: KubeClient, injection: Injection) -> None:
+        return None

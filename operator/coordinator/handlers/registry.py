@@ -1,0 +1,125 @@
+"""Every kopf decorator of the operator. Each handler: a docstring, a guard, one call.
+
+Every handler is ``@instrumented`` (RED metrics, log context) and filtered with ``in_shard`` (``--selector``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import kopf
+
+from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
+from coordinator.domain.sharding import ShardSelector, parse_shard_selector
+from coordinator.handlers.history import handle_mirror_deleted_testrun, handle_mirror_testrun, needs_mirroring
+from coordinator.handlers.scenarios import handle_schedule_scenario
+from coordinator.handlers.testrun import handle_delete_testrun, handle_execute_testrun
+from coordinator.observability.instrumentation import instrumented
+from coordinator.settings import get_settings
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Apply our settings to kopf: finalizer name, progress storage, watch timeouts."""
+    ours = get_settings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Without both timeouts a silently dropped watch connection can leave the operator blind.
+    settings.watching.server_timeout = ours.watch_server_timeout
+    settings.watching.client_timeout = ours.watch_client_timeout
+    settings.posting.level = logging.WARNING
+    # An exact namespace list (the single-namespace install) needs no cluster-wide view of namespaces and CRDs,
+    # and its RBAC grants none: do not ask for it.
+    if ours.watched and not any(set("*?[]!") & set(pattern) for pattern in ours.watched):
+        settings.scanning.disabled = True
+
+
+@lru_cache(maxsize=1)
+def _shard() -> ShardSelector:
+    return parse_shard_selector(get_settings().selector)
+
+
+def in_shard(labels: kopf.Labels, **_: Any) -> bool:
+    """This instance's share of the objects (COORDINATOR_SELECTOR / --selector); all of them by default.
+
+    A filter rather than kopf's ``labels=``: decorator arguments are fixed at import, the selector is a setting.
+    """
+    return _shard().matches(labels)
+
+
+def _sharded(check: Callable[..., bool]) -> Callable[..., bool]:
+    """A filter that holds when ``check`` does and the object is in this instance's shard."""
+
+    def both(**kwargs: Any) -> bool:
+        return in_shard(**kwargs) and check(**kwargs)
+
+    return both
+
+
+def _active(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+# cancellation_backoff: a stop request (deletion, shutdown, the run's own terminal phase) is noticed through
+# ``stopped`` within one poll interval; cancelling at once would cut a run off between two of its writes.
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "testruns",
+    when=_sharded(_active),
+    cancellation_backoff=30.0,
+    cancellation_timeout=10.0,
+)
+@instrumented("testrun_daemon")
+async def testrun_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    """Execute a TestRun: one long-lived task per active run, resumable from its status."""
+    redis = getattr(memo, "redis", None)
+    await handle_execute_testrun(memo.client, memo.settings, body, stopped, redis.locks if redis else None)
+
+
+@kopf.on.delete(GROUP, VERSION, "testruns", when=in_shard)
+@instrumented("testrun_deleted")
+async def testrun_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, logger: kopf.Logger, **_: Any) -> None:
+    """Revert what a deleted TestRun still holds, then let its finalizer go."""
+    await handle_delete_testrun(memo.client, memo.settings, body, retry, logger)  # type: ignore[arg-type]
+
+
+def _mirror_due(status: kopf.Status, **_: Any) -> bool:
+    return needs_mirroring(status)
+
+
+# Finished runs are mirrored into the history store; the timer retries while the database is unreachable.
+@kopf.timer(GROUP, VERSION, "testruns", interval=1.0, when=_sharded(_mirror_due))
+@instrumented("testrun_history")
+async def testrun_history(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Mirror a finished TestRun into the history store, then mark it synced in its status."""
+    await handle_mirror_testrun(memo.history, memo.client, memo.redis.cache, body, logger)  # type: ignore[arg-type]
+
+
+@kopf.on.delete(GROUP, VERSION, "testruns", id="history", when=_sharded(_mirror_due))
+@instrumented("testrun_history_deleted")
+async def testrun_history_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, logger: kopf.Logger, **_: Any) -> None:
+    """Mirror a finished TestRun deleted before the timer wrote it; a few tries, then it is let go."""
+    await handle_mirror_deleted_testrun(memo.history, memo.redis.cache, body, retry, logger)  # type: ignore[arg-type]
+
+
+def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("schedule"))
+
+
+# A daemon rather than a timer: one quiet loop per scheduled scenario (a timer logs every tick). Like every daemon
+# it makes kopf hold a finalizer on the scenario; engine/scheduler.py release_deleted_scenarios covers the case
+# kopf cannot release it.
+@kopf.daemon(GROUP, VERSION, "chaosscenarios", when=_sharded(_scheduled), cancellation_timeout=5.0)
+@instrumented("scenario_scheduler")
+async def scenario_scheduler(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Run a scheduled ChaosScenario like a CronJob: due TestRuns, concurrency policy, history limits."""
+    await handle_schedule_scenario(memo.client, body, stopped, logger)  # type: ignore[arg-type]

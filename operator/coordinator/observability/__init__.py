@@ -1,0 +1,1 @@
+"""Watching the operator from outside: Prometheus metrics, health endpoints, structured logs."""

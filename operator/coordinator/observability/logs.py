@@ -1,0 +1,162 @@
+"""structlog for everything the process logs: our modules, kopf and any library using stdlib ``logging``.
+
+One ``ProcessorFormatter`` on the root logger renders every record, so kopf's own messages come out in the same
+format as ours: JSON lines (``--log-format json``, the default: one object per line with ``timestamp``,
+``level``, ``logger``, ``event`` and the context) or coloured console lines for humans (``--log-format
+console``).
+
+Context: the kopf handler wrapper binds ``namespace``, ``run`` and ``scenario`` with structlog's contextvars
+while a TestRun is handled (each kopf handler runs in its own task, so contexts never mix); kopf's per-object
+records carry the same fields from their ``k8s_ref``. :class:`RunLogger` logs the executor's run events.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Literal
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from coordinator.api.models import Injection, TestRunStatus
+from coordinator.engine.observers import RunInfo
+
+LogFormat = Literal["json", "console"]
+
+_QUIET_LOGGERS = ("asyncio", "aiohttp.access", "kubernetes_asyncio")
+
+
+def kopf_object_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Lift kopf's object reference (``record.k8s_ref``) into flat fields; TestRuns become ``run``."""
+    record = event_dict.get("_record")
+    ref = getattr(record, "k8s_ref", None) if record is not None else None
+    if isinstance(ref, Mapping):
+        if ref.get("namespace"):
+            event_dict.setdefault("namespace", ref["namespace"])
+        if ref.get("kind") == "TestRun":
+            event_dict.setdefault("run", ref.get("name"))
+        elif ref.get("name"):
+            event_dict.setdefault("object", f"{ref.get('kind') or '?'}/{ref['name']}")
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        kopf_object_fields,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def configure_logging(log_format: LogFormat = "json", level: int | str = logging.INFO) -> logging.Handler:
+    """Route structlog and stdlib logging to one handler on stderr, rendered as ``log_format``; return it."""
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    renderer: Processor
+    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if log_format == "json":
+        final += [structlog.processors.format_exc_info]
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[*final, renderer])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings become log records too: nothing bypasses the format
+    # Library chatter (asyncio debug, HTTP access lines) only when asked for with --verbose.
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+    return handler
+
+
+def run_context(body: Mapping[str, Any] | None) -> dict[str, str]:
+    """The log context of a kopf body: ``namespace`` and, for TestRuns, ``run`` and ``scenario``."""
+    if not body:
+        return {}
+    meta = body.get("metadata") or {}
+    context: dict[str, str] = {}
+    if meta.get("namespace"):
+        context["namespace"] = str(meta["namespace"])
+    if body.get("kind") == "TestRun" or "scenarioRef" in (body.get("spec") or {}):
+        context["run"] = str(meta.get("name"))
+        scenario = (body.get("status") or {}).get("scenario")
+        if not scenario:
+            ref = (body.get("spec") or {}).get("scenarioRef") or {}
+            if ref.get("name"):
+                scenario = f"{ref.get('namespace') or meta.get('namespace')}/{ref['name']}"
+        if scenario:
+            context["scenario"] = str(scenario)
+    elif body.get("kind") == "ChaosScenario" and meta.get("name"):
+        context["scenario"] = f"{meta.get('namespace')}/{meta['name']}"
+    return context
+
+
+class RunLogger:
+    """A RunObserver that logs what a run does, with the run's context as fields."""
+
+    def __init__(self) -> None:
+        self.log = structlog.get_logger("coordinator.runs")
+
+    def _context(self, run: RunInfo) -> MutableMapping[str, Any]:
+        return {"namespace": run.namespace, "run": run.name, "scenario": run.scenario}
+
+    def run_started(self, run: RunInfo) -> None:
+        self.log.info("run started", **self._context(run))
+
+    def fault_injected(self, run: RunInfo, injection: Injection) -> None:
+        self.log.info(
+            "fault injected",
+            **self._context(run),
+            fault=str(injection.fault),
+            target=_describe(injection),
+            step=injection.step,
+            injection=injection.id,
+        )
+
+    def fault_reverted(self, run: RunInfo, injection: Injection) -> None:
+        self.log.info(
+            "fault reverted",
+            **self._context(run),
+            fault=str(injection.fault),
+            target=_describe(injection),
+            step=injection.step,
+            injection=injection.id,
+        )
+
+    def run_finished(self, run: RunInfo, status: TestRunStatus) -> None:
+        level = logging.INFO if str(status.phase) == "Passed" else logging.WARNING
+        self.log.log(
+            level,
+            "run finished",
+            **self._context(run),
+            phase=str(status.phase),
+            reason=status.reason,
+            duration_seconds=status.durationSeconds,
+            recovery_seconds=getattr(status, "recoveryTimeSeconds", None),
+        )
+
+
+def _describe(injection: Injection) -> str:
+    target = injection.target
+    where = f"{target.namespace}/{target.name}" if target.namespace else target.name
+    return f"{target.kind} {where}"

@@ -1,0 +1,1 @@
+"""Steady-state probes: one module per probe type, each turning a probe spec into one ``Sample``."""

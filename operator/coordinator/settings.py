@@ -1,0 +1,238 @@
+"""Operator settings, read once from ``COORDINATOR_*`` environment variables.
+
+Bad values fail at start-up with a message naming the variable (``ConfigurationError``), never later.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from coordinator.domain.sharding import parse_shard_selector
+
+DEFAULT_PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+
+class ConfigurationError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the operator. The README's settings table mirrors this class."""
+
+    # allow_inf_nan=False: "inf" as an interval would silently switch the periodic sweep off.
+    model_config = SettingsConfigDict(env_prefix="COORDINATOR_", extra="ignore", frozen=True, allow_inf_nan=False)
+
+    instance_name: str = Field(
+        default="test-coordinator",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=40,
+        description="Name of this operator instance; prefixes its finalizer-independent keys and history tables.",
+    )
+    namespace: str = Field(default="test-coordinator", description="The namespace the operator itself runs in.")
+    watch_namespaces: str = Field(
+        default="", description="Comma-separated namespaces whose TestRuns are handled; empty means cluster-wide."
+    )
+    protected_namespaces: str = Field(
+        default=",".join(DEFAULT_PROTECTED_NAMESPACES),
+        description="Comma-separated namespaces never touched (the operator's own namespace is always added).",
+    )
+    cluster_wide_targeting: bool = Field(
+        default=False,
+        description="Allow targets in any unprotected namespace; by default a namespace must carry "
+        "the label chaos.coordinator.dev/allow=true.",
+    )
+    api_qps: float = Field(default=50.0, gt=0, description="Sustained Kubernetes API requests per second.")
+    api_burst: int = Field(default=100, ge=1, description="Kubernetes API requests allowed in a burst.")
+    watch_server_timeout: int = Field(default=300, ge=10, description="Seconds the API server keeps a watch open.")
+    watch_client_timeout: int = Field(default=330, ge=10, description="Seconds before the client gives up on a watch.")
+    sweep_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between sweeps for faults whose run is finished or gone."
+    )
+    poll_interval: float = Field(default=0.5, gt=0, le=10, description="Seconds between checks while a fault holds.")
+    recovery_interval: float = Field(
+        default=0.1, gt=0, le=10, description="Seconds between steady-state checks while measuring recovery time."
+    )
+    agent_image: str = Field(
+        default="test-coordinator-tools:0.1.0",
+        min_length=1,
+        description="Image of the in-pod fault agent (the Dockerfile's tools stage: iproute2, nftables, stress-ng).",
+    )
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus base URL for prometheus probes that name no endpoint."
+    )
+    # Secrets: pydantic masks SecretStr in repr(), so logging the settings never shows a password.
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the history database (postgresql+asyncpg://...); the embedded SQLite file "
+        "at history_path when unset.",
+    )
+    history_path: Path | None = Field(
+        default=None,
+        description="The embedded SQLite history file; default $XDG_DATA_HOME/test-coordinator/history.db.",
+    )
+    history_retention_days: int = Field(
+        default=90, ge=0, description="Runs that completed longer ago are purged from the history; 0 keeps them."
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (redis://...) for live progress, target locks and the report cache; in-process "
+        "equivalents when unset.",
+    )
+    report_cache_ttl: float = Field(
+        default=60.0, ge=0, description="Seconds a report's aggregates stay cached; 0 disables the cache."
+    )
+    max_concurrent_runs: int = Field(
+        default=0,
+        ge=0,
+        description="TestRuns allowed in phase Running at once, cluster-wide; more wait in Pending (reason Queued). "
+        "0 means no limit.",
+    )
+
+    # --- running it: health and metrics server, logs, sharding, leader election --------------------------------
+    environment: str = Field(
+        default="development",
+        max_length=63,
+        description="Where this instance runs (development, staging, production); reported by /healthz and /readyz.",
+    )
+    selector: str = Field(
+        default="",
+        description="Label selector (kubectl syntax): handle only the TestRuns and ChaosScenarios whose labels "
+        "match, to shard them across instances; empty handles all. Also coordinator run --selector.",
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="json: one JSON object per line; console: coloured lines for humans."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Lowest level logged.")
+    metrics_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0 serves none of them."
+    )
+    metrics_address: str = Field(
+        default="0.0.0.0",  # noqa: S104 - in a pod the kubelet and Prometheus reach it from outside
+        description="Address the metrics and health server binds to.",
+    )
+    leader_election: bool = Field(
+        default=False,
+        description="Run as one of several replicas: only the holder of the Lease executes runs (the install "
+        "manifests turn it on).",
+    )
+    leader_election_lease_name: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+        description="Name of the Lease in the operator's namespace; default <instance name>-leader.",
+    )
+    leader_election_lease_duration: float = Field(
+        default=15.0, gt=0, le=300, description="Seconds a standby waits after the last renewal before taking over."
+    )
+    leader_election_renew_deadline: float = Field(
+        default=10.0, gt=0, description="Seconds the leader keeps trying to renew before it gives up leading."
+    )
+    leader_election_retry_period: float = Field(
+        default=2.0, gt=0, description="Seconds between renewals (leader) and between attempts (standby)."
+    )
+    identity: str = Field(
+        default="",
+        max_length=128,
+        description="This replica's name in the Lease; default the host name plus a random suffix.",
+    )
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        return str(parse_shard_selector(value))
+
+    @model_validator(mode="after")
+    def _leader_election(self) -> Settings:
+        if not (
+            self.leader_election_retry_period
+            < self.leader_election_renew_deadline
+            < self.leader_election_lease_duration
+        ):
+            raise ValueError(
+                "COORDINATOR_LEADER_ELECTION_RETRY_PERIOD < COORDINATOR_LEADER_ELECTION_RENEW_DEADLINE < "
+                "COORDINATOR_LEADER_ELECTION_LEASE_DURATION must hold"
+            )
+        return self
+
+    @property
+    def lease_name(self) -> str:
+        return self.leader_election_lease_name or f"{self.instance_name}-leader"
+
+    @field_validator("watch_namespaces", "protected_namespaces")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return ",".join(part.strip() for part in value.split(",") if part.strip())
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the URL: it may hold a password.
+        if value is None or not value.get_secret_value():
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError("not a database URL (expected postgresql+asyncpg://user:password@host/db)") from None
+        if url.get_backend_name() not in ("postgresql", "sqlite"):
+            raise ValueError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("not a Redis URL (expected redis://host:port/db, rediss:// or unix://)")
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> Settings:
+        if self.watch_client_timeout <= self.watch_server_timeout:
+            raise ValueError("COORDINATOR_WATCH_CLIENT_TIMEOUT must exceed COORDINATOR_WATCH_SERVER_TIMEOUT")
+        return self
+
+    @property
+    def protected(self) -> frozenset[str]:
+        names = {n for n in self.protected_namespaces.split(",") if n}
+        names.add(self.namespace)
+        return frozenset(names)
+
+    @property
+    def watched(self) -> list[str]:
+        return [n for n in self.watch_namespaces.split(",") if n]
+
+    @property
+    def history_file(self) -> Path:
+        """Where the embedded SQLite history lives when no database URL is set."""
+        if self.history_path is not None:
+            return self.history_path
+        data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(data_home) / "test-coordinator" / "history.db"
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment, turning pydantic's error into one naming the variables."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"COORDINATOR_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()

@@ -1,0 +1,260 @@
+"""The checks the operator makes when a run starts, made offline: parameters, fault vs target kind, protected
+namespaces, selectors that can never match, schedules."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from coordinator.api.models import (
+    ChaosScenarioSpec,
+    LabelSelector,
+    Parameter,
+    ParameterType,
+    SelectorOperator,
+    TargetKind,
+    TestRunSpec,
+)
+from coordinator.domain.parameters import REFERENCE, ParameterError, Value, coerce, render, resolve_parameters
+from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zone
+from coordinator.domain.selection import SelectionError, label_selector_to_string
+from coordinator.faults import driver_for
+from coordinator.validation.source import Document, FieldPath, Finding, format_path
+
+# Stand-ins for parameters without a default, so the rest of the scenario can still be checked.
+_SAMPLES: dict[str, Value] = {
+    ParameterType.STRING: "sample",
+    ParameterType.INTEGER: 1,
+    ParameterType.NUMBER: 1,
+    ParameterType.BOOLEAN: True,
+    ParameterType.DURATION: "1s",
+}
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_path(text: str) -> FieldPath:
+    """``spec.steps[0].duration`` as ``("spec", "steps", 0, "duration")``."""
+    return tuple(int(index) if index else name for name, index in _PATH_PART.findall(text))
+
+
+def _at(data: Any, path: Sequence[str | int]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+# --- label selectors --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _KeyConstraint:
+    must_exist: bool = False
+    must_not_exist: bool = False
+    allowed: set[str] | None = None  # None: any value
+    excluded: set[str] = field(default_factory=set)
+    said: list[str] = field(default_factory=list)
+
+    def impossible(self) -> bool:
+        if self.must_exist and self.must_not_exist:
+            return True
+        return self.allowed is not None and not (self.allowed - self.excluded)
+
+
+def selector_contradictions(selector: LabelSelector) -> Iterator[tuple[FieldPath, str]]:
+    """Requirements no set of labels can satisfy together, each at the requirement that makes it impossible."""
+    keys: dict[str, _KeyConstraint] = {}
+    for key, value in selector.matchLabels.items():
+        keys[key] = _KeyConstraint(must_exist=True, allowed={value}, said=[f"matchLabels {key}={value}"])
+    for index, requirement in enumerate(selector.matchExpressions):
+        state = keys.setdefault(requirement.key, _KeyConstraint())
+        if state.impossible():
+            continue  # reported at the requirement that made it so
+        values = set(requirement.values)
+        operator = requirement.operator
+        shown = ", ".join(sorted(values))
+        if operator == SelectorOperator.IN:
+            state.must_exist = True
+            state.allowed = values if state.allowed is None else state.allowed & values
+            text = f"{requirement.key} in ({shown})"
+        elif operator == SelectorOperator.NOT_IN:
+            state.excluded |= values
+            text = f"{requirement.key} notin ({shown})"
+        elif operator == SelectorOperator.EXISTS:
+            state.must_exist = True
+            text = f"{requirement.key} exists"
+        else:
+            state.must_not_exist = True
+            text = f"{requirement.key} does not exist"
+        if state.impossible():
+            yield (
+                ("matchExpressions", index),
+                f"the selector can never match: {text} contradicts {' and '.join(state.said)}",
+            )
+        state.said.append(text)
+
+
+# --- ChaosScenario ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioFacts:
+    """What a TestRun in the same file set needs to know about its scenario."""
+
+    declared: list[Parameter]
+
+
+def _declared(document: Document, spec: Mapping[str, Any], findings: list[Finding]) -> list[Parameter]:
+    declared: list[Parameter] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(spec.get("parameters") or []):
+        try:
+            parameter = Parameter.model_validate(raw)
+        except ValidationError:
+            continue  # the schema findings cover it
+        if parameter.name in seen:
+            findings.append(
+                document.finding(("spec", "parameters", index, "name"), f"duplicate parameter {parameter.name!r}")
+            )
+        seen.add(parameter.name)
+        declared.append(parameter)
+    return declared
+
+
+def scenario_findings(document: Document, spec: Mapping[str, Any], protected: frozenset[str]) -> list[Finding]:
+    """Semantic problems of a schema-valid, defaulted ChaosScenario spec."""
+    findings: list[Finding] = []
+    declared = _declared(document, spec, findings)
+    values: dict[str, Value] = {}
+    sampled: set[str] = set()
+    for index, parameter in enumerate(declared):
+        if parameter.default is None:
+            values[parameter.name] = _SAMPLES[parameter.type]
+            sampled.add(parameter.name)
+            continue
+        try:
+            values[parameter.name] = coerce(parameter.type, parameter.default)
+        except ValueError as exc:
+            findings.append(
+                document.finding(("spec", "parameters", index, "default"), f"parameter {parameter.name}: {exc}")
+            )
+            values[parameter.name] = _SAMPLES[parameter.type]
+            sampled.add(parameter.name)
+    try:
+        rendered = render(spec, values)
+    except ParameterError as exc:
+        findings += [document.finding(parse_path(p.field), p.message) for p in exc.problems]
+        return findings
+    try:
+        scenario = ChaosScenarioSpec.model_validate(rendered)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = ("spec", *error["loc"])
+            raw = _at(spec, error["loc"])
+            names = REFERENCE.findall(raw) if isinstance(raw, str) else []
+            if any(name in sampled for name in names):
+                continue  # a stand-in value: only a TestRun can say
+            note = f" (the value of parameter {names[0]})" if names else ""
+            findings.append(document.finding(path, f"{error['msg']}{note}"))
+        return findings
+    findings += _scenario_rules(document, scenario, protected)
+    findings += _schedule_findings(document, scenario, declared)
+    return findings
+
+
+def _scenario_rules(document: Document, scenario: ChaosScenarioSpec, protected: frozenset[str]) -> list[Finding]:
+    findings = []
+    kind = str(scenario.target.kind)
+    for index, step in enumerate(scenario.steps):
+        for f_index, fault in enumerate(step.faults):
+            driver = driver_for(fault.type)
+            if kind not in driver.kinds:
+                findings.append(
+                    document.finding(
+                        ("spec", "steps", index, "faults", f_index, "type"),
+                        f"{fault.type} acts on {'/'.join(sorted(driver.kinds))}, not spec.target.kind {kind}",
+                    )
+                )
+    if kind != TargetKind.NODE:
+        for index, namespace in enumerate(scenario.target.namespaces):
+            if namespace in protected:
+                findings.append(
+                    document.finding(
+                        ("spec", "target", "namespaces", index),
+                        f"namespace {namespace!r} is protected: the operator never touches it",
+                    )
+                )
+        own = (document.data.get("metadata") or {}).get("namespace")
+        if not scenario.target.namespaces and own in protected:
+            findings.append(
+                document.finding(
+                    ("metadata", "namespace"),
+                    f"the targets are in the scenario's own namespace {own!r}, which is protected",
+                )
+            )
+    selector = scenario.target.labelSelector
+    if selector is not None:
+        base = ("spec", "target", "labelSelector")
+        try:
+            label_selector_to_string(selector)
+        except SelectionError as exc:
+            findings.append(document.finding(base, str(exc)))
+        findings += [document.finding((*base, *where), message) for where, message in selector_contradictions(selector)]
+    return findings
+
+
+def _schedule_findings(document: Document, scenario: ChaosScenarioSpec, declared: list[Parameter]) -> list[Finding]:
+    if not scenario.schedule:
+        return []
+    findings = []
+    try:
+        parse_zone(scenario.timeZone)
+    except ScheduleError as exc:
+        return [document.finding(("spec", "timeZone"), str(exc))]
+    try:
+        parse_schedule(scenario.schedule, scenario.timeZone)
+    except ScheduleError as exc:
+        findings.append(document.finding(("spec", "schedule"), str(exc)))
+    overrides = scenario.runTemplate.parameters if scenario.runTemplate else {}
+    try:
+        resolve_parameters(declared, overrides)
+    except ParameterError as exc:
+        index = {parameter.name: i for i, parameter in enumerate(declared)}
+        for problem in exc.problems:
+            path = parse_path(problem.field)
+            if path[:2] != ("spec", "parameters") or len(path) != 3 or not isinstance(path[2], str):
+                continue  # a bad default: reported with the declarations
+            field = ("spec", "runTemplate", "parameters", path[2])
+            # A value the template lacks is best shown at the declaration that has no default.
+            where = field if field in document.lines else ("spec", "parameters", index.get(path[2], 0))
+            message = problem.message.replace("the TestRun", "spec.runTemplate")
+            findings.append(Finding(document.file, document.line_of(where), message, format_path(field)))
+    return findings
+
+
+# --- TestRun ------------------------------------------------------------------------------------------------------
+
+
+def testrun_findings(document: Document, spec: Mapping[str, Any], scenario: ScenarioFacts | None) -> list[Finding]:
+    """Semantic problems of a schema-valid TestRun; its parameters are checked when its scenario is known."""
+    try:
+        run = TestRunSpec.model_validate(spec)
+    except ValidationError as exc:
+        return [document.finding(("spec", *error["loc"]), error["msg"]) for error in exc.errors()]
+    if scenario is None:
+        return []
+    findings = []
+    try:
+        resolve_parameters(scenario.declared, run.parameters)
+    except ParameterError as exc:
+        for problem in exc.problems:
+            path = parse_path(problem.field)
+            if len(path) == 3 and path[:2] == ("spec", "parameters"):
+                findings.append(document.finding(path, problem.message))
+    return findings

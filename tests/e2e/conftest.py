@@ -1,0 +1,157 @@
+"""Fixtures for the operator e2e tests: the CRDs, a running operator process, opted-in namespaces."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from support.chaos import Chaos
+from support.operator import OperatorProcess
+from support.servers import PostgresServer, RedisServer
+from support.waiting import wait_for
+
+OPT_IN = {"chaos.coordinator.dev/allow": "true"}
+# Every namespace this session makes starts with this prefix, and its operator watches only those: two test
+# sessions on one cluster (a developer's and CI's, or parallel workers) never execute each other's runs.
+SESSION_PREFIX = f"c{uuid.uuid4().hex[:4]}"
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorProcess]:
+    """One operator for the session; crash tests kill and restart it (it is restarted if a test left it dead).
+
+    Its logs go to .test-logs/<time>/ so a failure can be read after the session.
+    """
+    log_dir = Path(__file__).resolve().parents[2] / ".test-logs" / time.strftime("%Y%m%d-%H%M%S")
+    # The history of the session's runs goes beside the logs, never into the developer's own store.
+    proc = OperatorProcess(
+        kubeconfig,
+        log_dir,
+        namespaces=[f"{SESSION_PREFIX}-*"],
+        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db")},
+    )
+    proc.start()
+    yield proc
+    # Let the operator release the TestRuns of the namespaces this session deleted, so none is left Terminating.
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+    if proc.proc is None or proc.proc.poll() is not None:
+        proc.start()
+    wait_for(
+        lambda: not [ns for ns in core.list_namespace().items if ns.metadata.name.startswith(SESSION_PREFIX)],
+        timeout=90,
+        description=f"this session's namespaces ({SESSION_PREFIX}-*) deleted",
+    )
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 for the session (tests isolate themselves by instance name, i.e. table prefix)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis for the session (tests isolate themselves by key prefix)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def running_operator(operator: OperatorProcess) -> OperatorProcess:
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()
+    return operator
+
+
+def _new_namespace(core: client.CoreV1Api, request: pytest.FixtureRequest, labels: dict[str, str]) -> str:
+    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:36].strip("-")
+    name = f"{SESSION_PREFIX}-{base}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"test": "e2e", **labels})))
+    return name
+
+
+@pytest.fixture
+def chaos_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace that opted in to chaos (label chaos.coordinator.dev/allow=true)."""
+    name = _new_namespace(core, request, OPT_IN)
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture
+def make_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[Callable[[dict[str, str]], str]]:
+    made: list[str] = []
+
+    def make(labels: dict[str, str]) -> str:
+        made.append(_new_namespace(core, request, labels))
+        return made[-1]
+
+    yield make
+    for name in made:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def chaos(api_client: client.ApiClient, chaos_namespace: str, running_operator: OperatorProcess) -> Chaos:
+    return Chaos(api_client, chaos_namespace)
+
+
+def make_deployment(
+    apps: client.AppsV1Api,
+    namespace: str,
+    name: str,
+    replicas: int = 3,
+    node: str | None = None,
+    pod_annotations: dict[str, str] | None = None,
+) -> None:
+    labels = {"app": name}
+    spec = client.V1PodSpec(containers=[client.V1Container(name="app", image="nginx:1.27")])
+    if node:
+        spec.node_selector = {"kubernetes.io/hostname": node}
+    apps.create_namespaced_deployment(
+        namespace,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name=name, labels=labels),
+            spec=client.V1DeploymentSpec(
+                replicas=replicas,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels, annotations=pod_annotations), spec=spec
+                ),
+            ),
+        ),
+    )
+
+
+def ready_pods(core: client.CoreV1Api, namespace: str, app: str) -> dict[str, client.V1Pod]:
+    out = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector=f"app={app}").items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+        if pod.metadata.deletion_timestamp is None and pod.status.phase == "Running" and ready:
+            out[pod.metadata.uid] = pod
+    return out
+
+
+def wait_ready(core: client.CoreV1Api, namespace: str, app: str, count: int) -> dict[str, client.V1Pod]:
+    return wait_for(
+        lambda: pods if len(pods := ready_pods(core, namespace, app)) == count else None,
+        timeout=60,
+        description=f"{count} ready pods of {app}",
+    )

@@ -1,0 +1,445 @@
+"""Finished runs mirrored from the local cluster into a real PostgreSQL, through an outage, and reported on.
+
+This module runs its own operator (PostgreSQL + Redis configured, its own instance name) watching its own
+namespace prefix, so the session's operator never sees these runs and vice versa.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis.asyncio as aioredis
+import xmlschema
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from PIL import Image
+
+from conftest import OPT_IN, SESSION_PREFIX, make_deployment, wait_ready
+from coordinator.history.redis import RedisProgress
+from coordinator.history.store import HistoryStore
+from support.chaos import GROUP, TERMINAL, VERSION, Chaos, ready_probe
+from support.operator import OperatorProcess
+from support.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
+from support.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+JUNIT_XSD = REPO / "tests" / "data" / "junit.xsd"
+# Not matched by the session operator's "<prefix>-*": the character after the session prefix differs.
+NAMESPACE_PREFIX = f"{SESSION_PREFIX}h"
+LINE_RGB = (0x25, 0x63, 0xEB)  # the trend line (coordinator.history.report.LINE_COLOUR)
+GOOD_RGB = (0x16, 0xA3, 0x4A)  # passed-run markers
+SCREEN = (1200, 1400)
+
+T = TypeVar("T")
+
+
+@dataclass
+class HistoryEnv:
+    operator: OperatorProcess
+    instance: str
+    database_url: str
+    redis_url: str
+    namespaces: list[str]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "COORDINATOR_DATABASE_URL": self.database_url,
+            "COORDINATOR_REDIS_URL": self.redis_url,
+            "COORDINATOR_INSTANCE_NAME": self.instance,
+        }
+
+    def query(self, call: Callable[[HistoryStore], Awaitable[T]]) -> T:
+        async def run() -> T:
+            store = HistoryStore(self.database_url, self.instance)
+            try:
+                return await call(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(run())
+
+    def report(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "coordinator.cli.main", "report", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env()},
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def history(
+    kubeconfig: Path,
+    crds_installed: list[str],
+    core: client.CoreV1Api,
+    postgres: PostgresServer,
+    redis_server: RedisServer,
+) -> Iterator[HistoryEnv]:
+    log_dir = REPO / ".test-logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-history"
+    instance = f"mirror-{uuid.uuid4().hex[:6]}"
+    setup = HistoryEnv(
+        OperatorProcess(kubeconfig, log_dir, namespaces=[f"{NAMESPACE_PREFIX}-*"]),
+        instance,
+        postgres.url(),
+        redis_server.url,
+        [],
+    )
+    setup.operator.env = setup.env()
+    setup.operator.start()
+    yield setup
+    if not postgres.accepting():
+        postgres.start()
+    # This operator holds the finalizers of these namespaces' TestRuns: it lets them go before it stops. The
+    # namespaces themselves are deleted without waiting (that is the cluster's job).
+    custom = client.CustomObjectsApi(core.api_client)
+    for name in setup.namespaces:
+        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, name, "testruns")
+    wait_for(
+        lambda: (
+            not any(
+                custom.list_namespaced_custom_object(GROUP, VERSION, name, "testruns")["items"]
+                for name in setup.namespaces
+            )
+        ),
+        timeout=60,
+        description="the history tests' TestRuns deleted",
+    )
+    for name in setup.namespaces:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    setup.operator.stop()
+
+
+def _namespace(core: client.CoreV1Api, history: HistoryEnv, what: str) -> str:
+    name = f"{NAMESPACE_PREFIX}-{what}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"test": "e2e", **OPT_IN})))
+    history.namespaces.append(name)
+    return name
+
+
+def _scenario(duration: str = "1s") -> dict[str, Any]:
+    return {
+        "type": "service_restart",
+        "target": {"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}},
+        "mode": "one",
+        "steps": [{"name": "kill", "duration": duration, "faults": [{"type": "pod-kill"}]}],
+        "steadyState": {"probes": [ready_probe()]},
+        "assertions": [{"name": "fast", "type": "recovery_time", "expected": 30}],
+    }
+
+
+def _synced(chaos: Chaos, name: str) -> dict[str, Any] | None:
+    status = chaos.status(name)
+    return status if (status.get("history") or {}).get("synced") else None
+
+
+# --- one run, end to end -------------------------------------------------------------------------------------
+
+
+@dataclass
+class MirroredRun:
+    status: dict[str, Any]
+    uid: str
+    stored: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    results: list[dict[str, Any]]
+    progress: dict[str, Any] | None
+
+
+@pytest.fixture(scope="module")
+def mirrored(
+    history: HistoryEnv, api_client: client.ApiClient, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> MirroredRun:
+    ns = _namespace(core, history, "one")
+    chaos = Chaos(api_client, ns)
+    make_deployment(apps, ns, "web", replicas=3)
+    wait_ready(core, ns, "web", 3)
+    chaos.scenario("kill-web", _scenario())
+    run = chaos.run("kill-web")
+    chaos.wait_phase(run, "Passed", timeout=60)
+    status = wait_for(lambda: _synced(chaos, run), timeout=30, description=f"TestRun {run} synced to the history")
+    uid = chaos.get_run(run)["metadata"]["uid"]
+
+    async def progress() -> dict[str, Any] | None:
+        redis = aioredis.Redis.from_url(history.redis_url)
+        try:
+            return await RedisProgress(redis, history.instance).get(uid)
+        finally:
+            await redis.aclose()
+
+    return MirroredRun(
+        status=status,
+        uid=uid,
+        stored=history.query(lambda s: s.get_run(uid)),
+        events=history.query(lambda s: s.events(uid)),
+        results=history.query(lambda s: s.results(uid)),
+        progress=asyncio.run(progress()),
+    )
+
+
+def test_a_finished_run_is_in_postgresql(mirrored: MirroredRun) -> None:
+    assert mirrored.stored is not None
+    assert (mirrored.stored["phase"], mirrored.stored["scenario"]) == ("Passed", mirrored.status["scenario"])
+    assert mirrored.stored["recovery_seconds"] == mirrored.status["recoveryTimeSeconds"]
+
+
+def test_its_status_says_where_it_was_synced(mirrored: MirroredRun) -> None:
+    assert mirrored.status["history"]["store"] == "postgresql"
+    assert mirrored.status["history"]["syncedAt"]
+
+
+def test_its_chaos_events_name_the_killed_pod(mirrored: MirroredRun) -> None:
+    (event,) = mirrored.events
+    (target,) = mirrored.status["steps"][0]["targets"]
+    assert (event["fault"], event["target_kind"], event["target_name"]) == ("pod-kill", "Pod", target["name"])
+    assert event["injected_at"] is not None
+
+
+def test_its_events_record_when_the_target_recovered(mirrored: MirroredRun) -> None:
+    (event,) = mirrored.events
+    step = mirrored.status["steps"][0]
+    assert event["recovered_at"] is not None
+    recovered_after = (event["recovered_at"] - event["injected_at"]).total_seconds()
+    assert recovered_after == pytest.approx(step["recoveryTimeSeconds"], abs=1.0)
+
+
+def test_its_probe_and_assertion_results_are_stored(mirrored: MirroredRun) -> None:
+    results = {(r["kind"], r["name"]): r for r in mirrored.results}
+    assert set(results) == {("assertion", "fast"), ("probe", "web-ready")}
+    assert results[("assertion", "fast")]["passed"] is True
+    assert results[("assertion", "fast")]["actual"] == mirrored.status["assertions"][0]["actual"]
+
+
+def test_its_live_progress_is_in_redis(mirrored: MirroredRun) -> None:
+    assert mirrored.progress is not None
+    assert mirrored.progress["phase"] == "Passed"
+
+
+def test_no_password_reaches_the_operator_log(history: HistoryEnv, mirrored: MirroredRun) -> None:
+    text = history.operator.log_path.read_text(errors="replace")
+    assert "postgres:***@127.0.0.1" in text
+    assert PG_PASSWORD not in text
+    assert REDIS_PASSWORD not in text
+
+
+# --- a batch through a PostgreSQL outage ---------------------------------------------------------------------
+
+BATCH = 5
+
+
+@dataclass
+class Batch:
+    namespace: str
+    names: list[str]
+    phases: dict[str, str]
+    synced_during_outage: list[str]
+    stored: list[dict[str, Any]]
+    events: dict[str, int]
+    injections: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def batch(
+    history: HistoryEnv,
+    postgres: PostgresServer,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> Batch:
+    """Run 1 is mirrored; PostgreSQL stops; runs 2-5 start and finish; PostgreSQL comes back."""
+    ns = _namespace(core, history, "batch")
+    chaos = Chaos(api_client, ns)
+    make_deployment(apps, ns, "web", replicas=3)
+    wait_ready(core, ns, "web", 3)
+    chaos.scenario("kill-web", _scenario())
+    names = [chaos.run("kill-web", name="run-1")]
+    wait_for(lambda: _synced(chaos, names[0]), timeout=60, description="run-1 synced before the outage")
+    log_before = len(history.operator.log_path.read_text(errors="replace"))
+    postgres.stop()
+    try:
+        # One after another: each run's baseline must see the steady state, not the previous run's kill.
+        for i in range(2, BATCH + 1):
+            names.append(chaos.run("kill-web", name=f"run-{i}"))
+            chaos.wait_phase(names[-1], TERMINAL, timeout=90)
+        wait_for(
+            lambda: "not in the history yet" in history.operator.log_path.read_text(errors="replace")[log_before:],
+            timeout=30,
+            description="the operator retrying the mirror while PostgreSQL is down",
+        )
+        synced_during_outage = [n for n in names[1:] if _synced(chaos, n)]
+    finally:
+        postgres.start()
+    for name in names:
+        wait_for(lambda name=name: _synced(chaos, name), timeout=60, description=f"{name} synced after the outage")
+    stored = history.query(lambda s: s.list_runs(namespace=ns))
+    uids = {r["uid"]: r["name"] for r in stored}
+    events = {name: len(history.query(lambda s, uid=uid: s.events(uid))) for uid, name in uids.items()}
+    return Batch(
+        namespace=ns,
+        names=names,
+        phases={n: chaos.status(n)["phase"] for n in names},
+        synced_during_outage=synced_during_outage,
+        stored=stored,
+        events=events,
+        injections={n: len(chaos.status(n).get("injections") or []) for n in names},
+    )
+
+
+def test_runs_go_on_while_postgresql_is_down(batch: Batch) -> None:
+    assert batch.phases == dict.fromkeys(batch.names, "Passed")
+
+
+def test_nothing_is_marked_synced_while_postgresql_is_down(batch: Batch) -> None:
+    assert batch.synced_during_outage == []
+
+
+def test_after_the_outage_every_run_is_in_the_history(batch: Batch) -> None:
+    assert sorted(r["name"] for r in batch.stored) == sorted(batch.names)
+
+
+def test_no_run_is_in_the_history_twice(batch: Batch) -> None:
+    assert len(batch.stored) == len({r["uid"] for r in batch.stored}) == BATCH
+
+
+def test_no_chaos_event_is_stored_twice(batch: Batch) -> None:
+    assert batch.events == batch.injections
+
+
+# --- reports over the mirrored runs --------------------------------------------------------------------------
+
+
+def test_the_table_report_counts_the_batch(history: HistoryEnv, batch: Batch) -> None:
+    proc = history.report("--namespace", batch.namespace)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith(f"{batch.namespace}/kill-web"))
+    assert row.split()[1:4] == [str(BATCH), str(BATCH), "100.0%"]
+
+
+def test_the_junit_report_validates_against_the_schema(history: HistoryEnv, batch: Batch) -> None:
+    proc = history.report("--format", "junit", "--namespace", batch.namespace, "--since", "1h")
+    assert proc.returncode == 0, proc.stderr
+    xmlschema.XMLSchema(str(JUNIT_XSD)).validate(proc.stdout)
+    root = ET.fromstring(proc.stdout)  # noqa: S314 - our own report, not untrusted input
+    cases = [case.get("name") for case in root.iter("testcase")]
+    assert sorted(cases) == sorted(f"{batch.namespace}/{name}" for name in batch.names)
+
+
+def _colour_pixels(image: Image.Image, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
+    return sum(
+        count
+        for count, pixel in image.getcolors(maxcolors=image.width * image.height) or []
+        if all(abs(a - b) <= tolerance for a, b in zip(pixel, rgb, strict=False))
+    )
+
+
+@pytest.fixture(scope="module")
+def screenshot(history: HistoryEnv, batch: Batch, tmp_path_factory: pytest.TempPathFactory) -> Image.Image:
+    """The HTML report over the batch, opened in headless Chromium."""
+    workdir = tmp_path_factory.mktemp("html-report")
+    page, png = workdir / "report.html", workdir / "report.png"
+    proc = history.report("--format", "html", "--namespace", batch.namespace, "--output", str(page))
+    assert proc.returncode == 0, proc.stderr
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    assert browser, "chromium is not installed (apt-get install chromium); .ci/run installs it"
+    shot = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={workdir / 'profile'}",
+            f"--window-size={SCREEN[0]},{SCREEN[1]}",
+            f"--screenshot={png}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert png.exists(), f"no screenshot ({shot.returncode}): {shot.stderr[-2000:]}"
+    return Image.open(png).convert("RGB")
+
+
+def test_the_html_report_renders_in_chromium(screenshot: Image.Image) -> None:
+    assert screenshot.size == SCREEN
+    assert len(screenshot.getcolors(maxcolors=SCREEN[0] * SCREEN[1]) or []) > 50, "more than a blank page"
+
+
+def test_the_html_report_shows_the_trend_chart(screenshot: Image.Image) -> None:
+    assert _colour_pixels(screenshot, LINE_RGB) > 200, "the recovery-time line is drawn"
+    assert _colour_pixels(screenshot, GOOD_RGB) > 50, "the passed runs are marked"
+
+
+def test_the_report_names_the_store_without_its_password(history: HistoryEnv, batch: Batch) -> None:
+    proc = history.report("--format", "json", "--namespace", batch.namespace)
+    assert re.search(r'"source": "postgresql\+asyncpg://postgres:\*\*\*@127\.0\.0\.1:\d+/postgres"', proc.stdout)
+    assert PG_PASSWORD not in proc.stdout
+
+
+# --- target locks ------------------------------------------------------------------------------------------
+
+
+def _scale_scenario(replicas: int, duration: str, allow: bool = False) -> dict[str, Any]:
+    return {
+        "target": {"kind": "Deployment", "names": ["web"]},
+        "mode": "all",
+        "allowConcurrentTargets": allow,
+        "steps": [
+            {"name": "scale", "duration": duration, "faults": [{"type": "scale", "scale": {"replicas": replicas}}]}
+        ],
+    }
+
+
+def _window(status: dict[str, Any]) -> tuple[float, float]:
+    (entry,) = status["injections"]
+    stamp = lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()  # noqa: E731
+    return stamp(entry["appliedAt"]), stamp(entry["revertedAt"])
+
+
+@pytest.mark.parametrize("allow", [False, True], ids=["locked", "allowed"])
+def test_the_redis_lock_keeps_two_runs_off_one_target(
+    history: HistoryEnv, core: client.CoreV1Api, apps: client.AppsV1Api, api_client: client.ApiClient, allow: bool
+) -> None:
+    ns = _namespace(core, history, "lock")
+    make_deployment(apps, ns, "web", replicas=3)
+    wait_ready(core, ns, "web", 3)
+    chaos = Chaos(api_client, ns)
+    chaos.scenario("first", _scale_scenario(1, "4s"))
+    chaos.scenario("second", _scale_scenario(2, "1s", allow=allow))
+    first = chaos.run("first")
+    chaos.wait_step(first, 0, "Injected")
+    second = chaos.run("second")
+    a = _window(chaos.wait_phase(first, "Passed", timeout=60))
+    b = _window(chaos.wait_phase(second, "Passed", timeout=60))
+    overlap = min(a[1], b[1]) - max(a[0], b[0])
+    if allow:
+        assert overlap > 0, "allowConcurrentTargets lets the second run in while the first holds the target"
+    else:
+        assert overlap <= 0, f"two runs held web at once for {overlap:.2f}s"
+        assert b[0] >= a[1]
+        assert apps.read_namespaced_deployment("web", ns).spec.replicas == 3

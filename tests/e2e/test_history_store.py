@@ -1,0 +1,451 @@
+"""The history store against real databases: one repository suite, run on SQLite and on PostgreSQL 15;
+target locks, live progress and the report cache on real Redis and on their in-process twins."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import redis.asyncio as aioredis
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from coordinator.handlers.history import DELETE_MIRROR_RETRIES, handle_mirror_deleted_testrun
+from coordinator.history.records import run_record
+from coordinator.history.redis import (
+    LiveProgress,
+    LocalProgress,
+    LocalReportCache,
+    LocalTargetLocks,
+    LockRefused,
+    RedisProgress,
+    RedisReportCache,
+    RedisTargetLocks,
+    TargetLocks,
+)
+from coordinator.history.report import ReportFilters, nearest_rank_percentile
+from coordinator.history.store import HistoryStore, HistoryUnavailable, fetch_report
+from support.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer, free_port
+from support.testruns import T0, finished_testrun
+
+
+def _instance() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'history.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.url()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[HistoryStore]:
+    """A fresh instance's tables (unique prefix) in the backend under test."""
+    history = HistoryStore(database_url, _instance())
+    await history.upgrade()
+    yield history
+    await history.close()
+
+
+# --- schema --------------------------------------------------------------------------------------------------
+
+
+async def test_migrations_create_exactly_the_modelled_tables(store: HistoryStore) -> None:
+    def diff(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection)
+        names = set(store.tables.metadata.tables)
+        return [d for d in compare_metadata(context, store.tables.metadata) if _about(d, names)]
+
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+def _about(difference: Any, names: set[str]) -> bool:
+    """Differences that concern our tables (the database may hold other instances' tables)."""
+    flat = str(difference)
+    return any(name in flat for name in names) and "remove_table" not in flat
+
+
+async def test_upgrade_is_idempotent_and_reports_the_head_revision(store: HistoryStore) -> None:
+    assert await store.upgrade() == "0001"
+    assert await store.upgrade() == "0001"
+
+
+async def test_instances_sharing_a_database_keep_apart(store: HistoryStore, database_url: str) -> None:
+    other = HistoryStore(database_url, _instance())
+    try:
+        await store.upsert_run(finished_testrun())
+        assert await other.count_runs() == 0
+        assert await store.count_runs() == 1
+
+        def tables(connection: Connection) -> set[str]:
+            return set(inspect(connection).get_table_names())
+
+        async with store.engine.connect() as conn:
+            names = await conn.run_sync(tables)
+        assert {f"{other.tables.prefix}_test_runs", f"{store.tables.prefix}_test_runs"} <= names
+    finally:
+        await other.close()
+
+
+# --- writes --------------------------------------------------------------------------------------------------
+
+
+async def test_upserting_a_run_again_stores_it_once(store: HistoryStore) -> None:
+    run = finished_testrun(targets=("web-1", "web-2"))
+    for _ in range(3):
+        await store.upsert_run(run)
+    uid = run["metadata"]["uid"]
+    assert await store.count_runs() == 1
+    assert len(await store.events(uid)) == 2
+    assert len(await store.results(uid)) == 2
+
+
+async def test_an_upsert_replaces_a_changed_run_wholesale(store: HistoryStore) -> None:
+    run = finished_testrun(targets=("web-1", "web-2"))
+    await store.upsert_run(run)
+    changed = finished_testrun(uid=run["metadata"]["uid"], phase="Failed", targets=("web-3",))
+    await store.upsert_run(changed)
+    stored = await store.get_run(run["metadata"]["uid"])
+    assert stored is not None
+    assert stored["phase"] == "Failed"
+    assert stored["passed"] is False
+    assert [e["target_name"] for e in await store.events(run["metadata"]["uid"])] == ["web-3"]
+
+
+async def test_a_stored_run_keeps_its_status_and_columns(store: HistoryStore) -> None:
+    run = finished_testrun(recovery=2.5)
+    await store.upsert_run(run)
+    stored = await store.get_run(run["metadata"]["uid"])
+    assert stored is not None
+    assert (stored["namespace"], stored["name"], stored["scenario"]) == ("shop", "run-1", "shop/kill-web")
+    assert stored["completed_at"] == T0
+    assert stored["recovery_seconds"] == 2.5
+    assert stored["status"]["steps"][0]["name"] == "kill"
+
+
+async def test_events_carry_target_and_timestamps(store: HistoryStore) -> None:
+    run = finished_testrun(recovery=2.5)
+    await store.upsert_run(run)
+    (event,) = await store.events(run["metadata"]["uid"])
+    assert (event["fault"], event["target_kind"], event["target_namespace"], event["target_name"]) == (
+        "pod-kill",
+        "Pod",
+        "shop",
+        "web-1",
+    )
+    assert event["injected_at"] == T0 - timedelta(seconds=9)
+    assert event["recovered_at"] == T0 - timedelta(seconds=9) + timedelta(seconds=2.5)
+
+
+async def test_results_hold_assertions_and_probes(store: HistoryStore) -> None:
+    run = finished_testrun()
+    await store.upsert_run(run)
+    results = {(r["kind"], r["name"]): r for r in await store.results(run["metadata"]["uid"])}
+    assert results[("assertion", "fast")]["expected"] == "<= 10"
+    assert results[("assertion", "fast")]["actual"] == "2.5s"
+    assert results[("probe", "web-ready")]["passed"] is True
+
+
+async def test_bulk_writes_span_several_batches(store: HistoryStore) -> None:
+    records = [
+        run_record(finished_testrun(name=f"run-{i}", completed=T0 + timedelta(seconds=i), scenario=f"s{i % 3}"))
+        for i in range(1203)
+    ]
+    assert await store.upsert_records(records) == 1203
+    assert await store.count_runs() == 1203
+
+
+async def test_purge_deletes_old_runs_with_their_rows(store: HistoryStore) -> None:
+    old = finished_testrun(name="old", completed=T0 - timedelta(days=100))
+    new = finished_testrun(name="new", completed=T0)
+    await store.upsert_run(old)
+    await store.upsert_run(new)
+    assert await store.purge(T0 - timedelta(days=90)) == 1
+    assert [r["name"] for r in await store.list_runs()] == ["new"]
+    assert await store.events(old["metadata"]["uid"]) == []
+    assert await store.results(old["metadata"]["uid"]) == []
+
+
+# --- report aggregates ---------------------------------------------------------------------------------------
+
+RECOVERIES = [1.0, 2.0, 3.0, 4.0, 10.0]
+
+
+@pytest.fixture
+async def filled(store: HistoryStore) -> HistoryStore:
+    """shop/kill-web: 5 runs, 2 failed; shop/drain: 2 passed; ops/kill-web: 1 passed (another namespace)."""
+    for i, recovery in enumerate(RECOVERIES):
+        phase = "Failed" if i in (1, 3) else "Passed"
+        await store.upsert_run(
+            finished_testrun(name=f"kw-{i}", phase=phase, recovery=recovery, completed=T0 + timedelta(minutes=i))
+        )
+    for i in range(2):
+        await store.upsert_run(
+            finished_testrun(name=f"dr-{i}", scenario="drain", recovery=None, completed=T0 + timedelta(minutes=i))
+        )
+    await store.upsert_run(finished_testrun(name="other", namespace="ops", completed=T0 - timedelta(days=2)))
+    return store
+
+
+async def test_report_counts_runs_and_pass_rates_per_scenario(filled: HistoryStore) -> None:
+    report = await filled.report(ReportFilters())
+    counts = {s.scenario: (s.runs, s.passed) for s in report.scenarios}
+    assert counts == {"ops/kill-web": (1, 1), "shop/drain": (2, 2), "shop/kill-web": (5, 3)}
+
+
+async def test_report_computes_mean_and_p95_recovery(filled: HistoryStore) -> None:
+    report = await filled.report(ReportFilters(scenario="shop/kill-web"))
+    (stats,) = report.scenarios
+    assert stats.mean_recovery == pytest.approx(sum(RECOVERIES) / len(RECOVERIES))
+    assert stats.p95_recovery == nearest_rank_percentile(RECOVERIES) == 10.0
+
+
+async def test_report_has_no_recovery_where_none_was_measured(filled: HistoryStore) -> None:
+    report = await filled.report(ReportFilters(scenario="shop/drain"))
+    assert (report.scenarios[0].mean_recovery, report.scenarios[0].p95_recovery) == (None, None)
+
+
+async def test_report_flags_mixed_verdicts_as_flaky(filled: HistoryStore) -> None:
+    report = await filled.report(ReportFilters(namespace="shop"))
+    assert {s.scenario: s.flaky for s in report.scenarios} == {"shop/drain": False, "shop/kill-web": True}
+
+
+async def test_report_lists_last_failures_newest_first(filled: HistoryStore) -> None:
+    report = await filled.report(ReportFilters(scenario="shop/kill-web"))
+    assert [f.name for f in report.scenarios[0].last_failures] == ["kw-3", "kw-1"]
+
+
+async def test_report_trend_is_in_time_order(filled: HistoryStore) -> None:
+    report = await filled.report(ReportFilters(scenario="shop/kill-web"))
+    assert [r.recovery_seconds for r in report.scenarios[0].trend] == RECOVERIES
+
+
+@pytest.mark.parametrize(
+    ("filters", "scenarios"),
+    [
+        (ReportFilters(namespace="ops"), ["ops/kill-web"]),
+        (ReportFilters(scenario="kill-web"), ["ops/kill-web", "shop/kill-web"]),
+        (ReportFilters(scenario="shop/kill-web"), ["shop/kill-web"]),
+        (ReportFilters(scenario="nope"), []),
+        (ReportFilters(since=T0 - timedelta(days=1)), ["shop/drain", "shop/kill-web"]),
+    ],
+)
+async def test_report_filters(filled: HistoryStore, filters: ReportFilters, scenarios: list[str]) -> None:
+    report = await filled.report(filters)
+    assert [s.scenario for s in report.scenarios] == scenarios
+
+
+async def test_report_lists_runs_only_when_asked(filled: HistoryStore) -> None:
+    without = await filled.report(ReportFilters(namespace="shop"))
+    listed = await filled.report(ReportFilters(namespace="shop"), include_runs=True)
+    assert without.runs == ()
+    assert len(listed.runs) == 7
+
+
+async def test_report_is_served_from_the_cache_until_a_run_is_mirrored(filled: HistoryStore) -> None:
+    cache = LocalReportCache()
+    first = await fetch_report(filled, ReportFilters(namespace="shop"), cache)
+    await filled.upsert_run(finished_testrun(name="late", completed=T0 + timedelta(hours=1)))
+    cached = await fetch_report(filled, ReportFilters(namespace="shop"), cache)
+    await cache.bump()
+    fresh = await fetch_report(filled, ReportFilters(namespace="shop"), cache)
+    assert cached.total_runs == first.total_runs == 7
+    assert fresh.total_runs == 8
+
+
+# --- failures and secrets ------------------------------------------------------------------------------------
+
+
+async def test_an_unreachable_database_is_history_unavailable() -> None:
+    store = HistoryStore(f"postgresql+asyncpg://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/postgres", _instance())
+    try:
+        with pytest.raises(HistoryUnavailable) as caught:
+            await store.upsert_run(finished_testrun())
+    finally:
+        await store.close()
+    assert PG_PASSWORD not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+async def test_the_password_never_reaches_the_log(postgres: PostgresServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = HistoryStore(postgres.url(), _instance())
+    try:
+        await store.upgrade()
+        await store.upsert_run(finished_testrun())
+    finally:
+        await store.close()
+    assert PG_PASSWORD not in store.description
+    assert "history store postgresql+asyncpg://postgres:***@127.0.0.1" in caplog.text
+    assert PG_PASSWORD not in caplog.text
+
+
+# --- Redis and the in-process twins --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["redis", "in-process"])
+def locks(request: pytest.FixtureRequest) -> TargetLocks:
+    if request.param == "in-process":
+        return LocalTargetLocks()
+    client: aioredis.Redis = request.getfixturevalue("redis_client")
+    return RedisTargetLocks(client, _instance())
+
+
+async def test_a_second_holder_of_a_target_is_refused(locks: TargetLocks) -> None:
+    async with locks.hold(["Deployment/shop/web"], ttl=30, owner="shop/run-1"):
+        with pytest.raises(LockRefused) as refused:
+            async with locks.hold(["Deployment/shop/web"], ttl=30, owner="shop/run-2"):
+                pytest.fail("two holders of one target")
+    assert (refused.value.key, refused.value.holder) == ("Deployment/shop/web", "shop/run-1")
+
+
+async def test_two_concurrent_runs_never_hold_one_target_together(locks: TargetLocks) -> None:
+    held: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+
+    async def run(name: str) -> str:
+        try:
+            async with locks.hold(["Pod/shop/web-1"], ttl=30, owner=name):
+                held.append(name)
+                overlaps.append(tuple(held))
+                await asyncio.sleep(0.2)
+                held.remove(name)
+                return "ran"
+        except LockRefused:
+            return "refused"
+
+    outcomes = await asyncio.gather(run("a"), run("b"))
+    assert sorted(outcomes) == ["ran", "refused"]
+    assert all(len(o) == 1 for o in overlaps)
+
+
+async def test_a_released_target_can_be_held_again(locks: TargetLocks) -> None:
+    async with locks.hold(["Pod/shop/web-1"], ttl=30, owner="a"):
+        pass
+    async with locks.hold(["Pod/shop/web-1"], ttl=30, owner="b") as lease:
+        assert lease.owner == "b"
+
+
+async def test_locks_are_all_or_nothing(locks: TargetLocks) -> None:
+    async with locks.hold(["Pod/shop/b"], ttl=30, owner="first"):
+        with pytest.raises(LockRefused):
+            async with locks.hold(["Pod/shop/a", "Pod/shop/b"], ttl=30, owner="second"):
+                pass
+    async with locks.hold(["Pod/shop/a"], ttl=30, owner="third"):
+        pass  # "a" was not left held by the refused attempt
+
+
+async def test_a_held_lock_is_renewed_past_its_ttl(locks: TargetLocks) -> None:
+    async with locks.hold(["Pod/shop/x"], ttl=0.3, owner="long"):
+        await asyncio.sleep(1.0)
+        with pytest.raises(LockRefused):
+            async with locks.hold(["Pod/shop/x"], ttl=0.3, owner="other"):
+                pass
+
+
+async def test_a_crashed_holder_blocks_only_until_the_ttl(redis_client: aioredis.Redis) -> None:
+    prefix = _instance()
+    # What a crashed operator leaves: the key, with no process renewing it.
+    await redis_client.set(f"{prefix}:lock:Pod/shop/x", "token crashed-run", px=300)
+    locks = RedisTargetLocks(redis_client, prefix)
+    with pytest.raises(LockRefused):
+        async with locks.hold(["Pod/shop/x"], ttl=30, owner="next"):
+            pass
+    await asyncio.sleep(0.5)
+    async with locks.hold(["Pod/shop/x"], ttl=30, owner="next") as lease:
+        assert lease.owner == "next"
+
+
+async def test_without_redis_locks_fall_back_to_in_process(caplog: pytest.LogCaptureFixture) -> None:
+    client = aioredis.Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    locks = RedisTargetLocks(client, _instance())
+    try:
+        async with locks.hold(["Pod/shop/x"], ttl=30, owner="a"):
+            with pytest.raises(LockRefused):
+                async with locks.hold(["Pod/shop/x"], ttl=30, owner="b"):
+                    pass
+    finally:
+        await client.aclose()
+    assert caplog.text.count("target locks are in-process") == 1
+
+
+@pytest.fixture(params=["redis", "in-process"])
+def progress(request: pytest.FixtureRequest) -> LiveProgress:
+    if request.param == "in-process":
+        return LocalProgress()
+    return RedisProgress(request.getfixturevalue("redis_client"), _instance())
+
+
+async def test_live_progress_merges_updates(progress: LiveProgress) -> None:
+    await progress.put("uid-1", {"phase": "Running", "step": 0})
+    await progress.put("uid-1", {"step": 1})
+    assert await progress.get("uid-1") == {"phase": "Running", "step": 1}
+    assert await progress.get("uid-2") is None
+
+
+async def test_the_redis_report_cache_expires_and_is_retired_by_bump(redis_client: aioredis.Redis) -> None:
+    cache = RedisReportCache(redis_client, _instance())
+    generation = await cache.generation()
+    await cache.put("k", "v", ttl=0.3)
+    assert await cache.get("k") == "v"
+    await asyncio.sleep(0.5)
+    assert await cache.get("k") is None
+    await cache.bump()
+    assert await cache.generation() == generation + 1
+
+
+# --- the deletion handler's mirror ---------------------------------------------------------------------------
+
+
+async def test_a_run_deleted_before_its_mirror_is_written_on_deletion(store: HistoryStore) -> None:
+    run = finished_testrun()
+    cache = LocalReportCache()
+    await handle_mirror_deleted_testrun(store, cache, run, retry=0, logger=logging.getLogger("test"))
+    assert (await store.get_run(run["metadata"]["uid"])) is not None
+    assert await cache.generation() == 1, "the report cache is retired"
+
+
+async def test_deletion_retries_while_the_database_is_down_then_lets_go(caplog: pytest.LogCaptureFixture) -> None:
+    store = HistoryStore(f"postgresql+asyncpg://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/postgres", _instance())
+    run = finished_testrun(name="doomed")
+    logger = logging.getLogger("test")
+    try:
+        with pytest.raises(kopf.TemporaryError):
+            await handle_mirror_deleted_testrun(store, LocalReportCache(), run, retry=0, logger=logger)
+        await handle_mirror_deleted_testrun(
+            store, LocalReportCache(), run, retry=DELETE_MIRROR_RETRIES - 1, logger=logger
+        )
+    finally:
+        await store.close()
+    assert "shop/doomed was deleted before it reached the history" in caplog.text
+
+
+async def test_an_unwritable_sqlite_location_is_history_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = HistoryStore(f"sqlite+aiosqlite:///{blocker / 'history.db'}", _instance())
+    try:
+        with pytest.raises(HistoryUnavailable, match="history database sqlite"):
+            await store.upgrade()
+    finally:
+        await store.close()

@@ -1,0 +1,119 @@
+"""In-pod faults through the API: the ephemeral container, its image, capabilities and agent, and the bookkeeping.
+
+kwok runs no containers, so here the agent never starts; its real effect is tested in network namespaces
+(test_inpod_netns.py) and on kind in GitHub Actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from conftest import make_deployment, wait_ready
+from support.chaos import Chaos
+from support.waiting import wait_for
+
+
+def _scenario(fault: dict[str, Any], mode: str = "all", duration: str = "2s") -> dict[str, Any]:
+    return {
+        "target": {"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}},
+        "mode": mode,
+        "steps": [{"name": "s", "duration": duration, "faults": [fault]}],
+    }
+
+
+def _agents(core: client.CoreV1Api, ns: str, name: str) -> list[client.V1EphemeralContainer]:
+    return list(core.read_namespaced_pod(name, ns).spec.ephemeral_containers or [])
+
+
+@pytest.mark.parametrize(
+    ("fault", "capability", "tool"),
+    [
+        ({"type": "network-loss", "networkLoss": {"percent": 30, "scope": {"ports": [80]}}}, "NET_ADMIN", "nft"),
+        ({"type": "network-delay", "networkDelay": {"latencyMs": 100, "jitterMs": 10}}, "NET_ADMIN", "netem"),
+        ({"type": "network-bandwidth", "networkBandwidth": {"rate": "1mbit"}}, "NET_ADMIN", "tbf"),
+        ({"type": "cpu-stress", "cpuStress": {"workers": 2, "loadPercent": 50}}, None, "stress-ng"),
+        ({"type": "container-kill", "containerKill": {"containerName": "app"}}, "KILL", "kill"),
+    ],
+    ids=["loss", "delay", "bandwidth", "cpu", "kill"],
+)
+def test_agent_is_added_to_each_target_with_its_command(
+    chaos: Chaos,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    fault: dict[str, Any],
+    capability: str | None,
+    tool: str,
+) -> None:
+    ns = chaos.namespace
+    make_deployment(apps, ns, "web", replicas=2)
+    wait_ready(core, ns, "web", 2)
+    chaos.scenario("inpod", _scenario(fault))
+    run = chaos.run("inpod")
+    status = chaos.wait_step(run, 0, "Injected")
+    names = [t["name"] for t in status["steps"][0]["targets"]]
+    assert len(names) == 2
+    for name in names:
+        (agent,) = _agents(core, ns, name)
+        assert agent.image == "test-coordinator-tools:0.1.0"
+        assert agent.command[:2] == ["/bin/sh", "-c"]
+        assert tool in agent.command[2]
+        if fault["type"] != "container-kill":  # one shot: nothing to hold or undo
+            assert "trap" in agent.command[2], "the agent reverts on TERM: a dead man's switch"
+        caps = agent.security_context.capabilities
+        assert caps.drop == ["ALL"]
+        assert (caps.add or []) == ([capability] if capability else [])
+        assert not agent.security_context.allow_privilege_escalation
+        if fault["type"] == "container-kill":
+            assert agent.target_container_name == "app"
+        annotations = core.read_namespaced_pod(name, ns).metadata.annotations or {}
+        recorded = any(k.startswith("chaos.coordinator.dev/injection-") for k in annotations)
+        # A held fault is recorded on its target; a one-shot kill only in the run's ledger (like pod-kill).
+        assert recorded == (fault["type"] != "container-kill")
+    status = chaos.wait_phase(run, "Passed")
+    expected = "Irreversible" if fault["type"] == "container-kill" else "Reverted"
+    assert [i["state"] for i in status["injections"]] == [expected, expected]
+    for name in names:
+        pod = core.read_namespaced_pod(name, ns)
+        assert len(pod.spec.ephemeral_containers) == 1, "no second agent"
+        assert not any(k.startswith("chaos.coordinator.dev/") for k in (pod.metadata.annotations or {}))
+    wait_for(
+        lambda: "ChaosInjected" in chaos.events(names[0]), timeout=10, description="ChaosInjected event on the pod"
+    )
+
+
+def test_container_kill_names_a_missing_container(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
+    make_deployment(apps, chaos.namespace, "web", replicas=1)
+    wait_ready(core, chaos.namespace, "web", 1)
+    chaos.scenario("kill", _scenario({"type": "container-kill", "containerKill": {"containerName": "sidecar"}}))
+    status = chaos.wait_phase(chaos.run("kill"), "Error")
+    assert "containerKill.containerName" in status["message"]
+    assert "sidecar" in status["message"]
+
+
+def test_host_network_pods_are_refused(chaos: Chaos, core: client.CoreV1Api) -> None:
+    core.create_namespaced_pod(
+        chaos.namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="hostnet", labels={"app": "web"}),
+            spec=client.V1PodSpec(host_network=True, containers=[client.V1Container(name="app", image="nginx:1.27")]),
+        ),
+    )
+    wait_ready(core, chaos.namespace, "web", 1)
+    chaos.scenario("loss", _scenario({"type": "network-loss", "networkLoss": {"percent": 10}}))
+    status = chaos.wait_phase(chaos.run("loss"), "Error")
+    assert "hostNetwork" in status["message"]
+    assert _agents(core, chaos.namespace, "hostnet") == []
+
+
+def test_schema_requires_the_options_of_in_pod_faults(chaos: Chaos) -> None:
+    with pytest.raises(ApiException) as err:
+        chaos.scenario("bad", _scenario({"type": "network-loss"}))
+    assert err.value.status == 422
+    assert "networkLoss" in err.value.body
+    with pytest.raises(ApiException) as err:
+        chaos.scenario("bad2", _scenario({"type": "network-loss", "networkLoss": {"percent": 130}}))
+    assert "percent" in err.value.body

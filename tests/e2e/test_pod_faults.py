@@ -1,0 +1,92 @@
+"""pod-kill and pod-failure through the real API server, per selection mode, with records and Events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+
+from conftest import make_deployment, wait_ready
+from support.chaos import Chaos, pod_kill_spec
+from support.waiting import wait_for
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [("one", None, 1), ("all", None, 3), ("fixed", 2, 2), ("fixed-percent", 34, 2), ("random-max-percent", 100, None)],
+)
+def test_pod_kill_hits_exactly_the_chosen_pods(
+    chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api, mode: str, value: int | None, expected: int | None
+) -> None:
+    ns = chaos.namespace
+    make_deployment(apps, ns, "web")
+    before = wait_ready(core, ns, "web", 3)
+    chaos.scenario("kill", pod_kill_spec({"app": "web"}, mode=mode, value=value))
+    run = chaos.run("kill", seed=7)
+    status = chaos.wait_phase(run, "Passed")
+
+    step = status["steps"][0]
+    chosen = {t["uid"] for t in step["targets"]}
+    assert chosen <= set(before), "only pods that existed and matched were chosen"
+    if expected is not None:
+        assert step["targetCount"] == expected == len(chosen)
+    else:
+        assert 1 <= step["targetCount"] <= 3
+    assert step["outcome"] == "Reverted"
+    assert step["injectedAt"]
+    assert step["revertedAt"]
+    assert status["targets"] == step["targetCount"]
+    assert status["durationSeconds"] > 0
+    assert [i["state"] for i in status["injections"]] == ["Irreversible"] * len(chosen)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Completed"]["status"] == "True"
+    assert conditions["TargetsSelected"]["status"] == "True"
+    assert conditions["FaultsInjected"]["status"] == "True"
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+
+    after = wait_ready(core, ns, "web", 3)
+    assert chosen.isdisjoint(after), "every chosen pod was killed and replaced"
+    assert set(before) - chosen <= set(after), "pods not chosen were left alone"
+    wait_for(
+        lambda: {"Started", "Injected", "Reverted", "Completed"} <= set(chaos.events(run)),
+        timeout=10,
+        description="Started/Injected/Reverted/Completed events on the TestRun",
+    )
+
+
+def test_pod_failure_swaps_images_and_restores_them(
+    chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    ns = chaos.namespace
+    make_deployment(apps, ns, "api", replicas=2)
+    wait_ready(core, ns, "api", 2)
+    chaos.scenario(
+        "fail",
+        {
+            "target": {"kind": "Pod", "labelSelector": {"matchLabels": {"app": "api"}}},
+            "mode": "all",
+            "steps": [{"name": "break", "duration": "3s", "faults": [{"type": "pod-failure"}]}],
+        },
+    )
+    run = chaos.run("fail")
+    status = chaos.wait_step(run, 0, "Injected")
+    names = [t["name"] for t in status["steps"][0]["targets"]]
+    for name in names:
+        pod = core.read_namespaced_pod(name, ns)
+        assert pod.spec.containers[0].image == "coordinator.invalid/pod-failure:unstartable"
+        key = next(k for k in pod.metadata.annotations if k.startswith("chaos.coordinator.dev/injection-"))
+        record = json.loads(pod.metadata.annotations[key])
+        assert json.loads(record["original"]) == {"images": {"app": "nginx:1.27"}}, "the record holds the original"
+        assert record["run"] == f"{ns}/{run}"
+    chaos.wait_phase(run, "Passed")
+    for name in names:
+        pod = core.read_namespaced_pod(name, ns)
+        assert pod.spec.containers[0].image == "nginx:1.27"
+        assert not any(k.startswith("chaos.coordinator.dev/") for k in (pod.metadata.annotations or {}))
+        assert "chaos.coordinator.dev/injected" not in (pod.metadata.labels or {})
+    wait_for(
+        lambda: {"ChaosInjected", "ChaosReverted"} <= set(chaos.events(names[0])),
+        timeout=10,
+        description="ChaosInjected/ChaosReverted events on the pod",
+    )

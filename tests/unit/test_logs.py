@@ -1,0 +1,139 @@
+"""Logs: JSON lines (or console lines) for our records, kopf's records and structlog's, with run context."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+import structlog
+
+from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
+from coordinator.engine.observers import RunInfo
+from coordinator.observability.logs import RunLogger, configure_logging, run_context
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    yield stream
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+def _configure(stream: io.StringIO, log_format: str = "json", level: int = logging.INFO) -> None:
+    handler = configure_logging(log_format, level)  # type: ignore[arg-type]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+
+
+def _records(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_stdlib_records_become_json_lines(captured: io.StringIO) -> None:
+    _configure(captured)
+    logging.getLogger("coordinator.engine").warning("sweep reverted %d orphaned fault(s)", 2)
+    (record,) = _records(captured)
+    assert record["event"] == "sweep reverted 2 orphaned fault(s)"
+    assert record["level"] == "warning"
+    assert record["logger"] == "coordinator.engine"
+    assert record["timestamp"].endswith("Z")
+
+
+def test_kopf_object_records_carry_namespace_and_run(captured: io.StringIO) -> None:
+    _configure(captured)
+    # What kopf's ObjectLogger attaches to each record about the object being handled.
+    ref = {"apiVersion": "chaos.coordinator.dev/v1alpha1", "kind": "TestRun", "name": "run-1", "namespace": "shop"}
+    logging.getLogger("kopf.objects").info("Handler 'testrun_deleted' succeeded.", extra={"k8s_ref": ref})
+    other = {"kind": "ChaosScenario", "name": "kill-web", "namespace": "shop"}
+    extras = {"k8s_ref": other, "settings": kopf.OperatorSettings(), "k8s_skip": True}
+    logging.getLogger("kopf.objects").info("Timer succeeded.", extra=extras)
+    first, second = _records(captured)
+    assert (first["namespace"], first["run"]) == ("shop", "run-1")
+    assert first["event"] == "Handler 'testrun_deleted' succeeded."
+    assert second["object"] == "ChaosScenario/kill-web"
+    assert "settings" not in second, "kopf's internal extras stay out of the line"
+
+
+def test_bound_context_reaches_stdlib_records_of_the_same_task(captured: io.StringIO) -> None:
+    _configure(captured)
+    with structlog.contextvars.bound_contextvars(namespace="shop", run="run-1", scenario="shop/kill-web"):
+        logging.getLogger("coordinator.engine.executor").info("step planned")
+    logging.getLogger("coordinator.engine.executor").info("outside")
+    inside, outside = _records(captured)
+    assert (inside["namespace"], inside["run"], inside["scenario"]) == ("shop", "run-1", "shop/kill-web")
+    assert "run" not in outside
+
+
+def test_exceptions_are_one_json_field(captured: io.StringIO) -> None:
+    _configure(captured)
+    try:
+        raise RuntimeError("api down")
+    except RuntimeError:
+        logging.getLogger("coordinator").exception("sweep failed")
+    (record,) = _records(captured)
+    assert record["level"] == "error"
+    assert "RuntimeError: api down" in record["exception"]
+
+
+def test_level_filters(captured: io.StringIO) -> None:
+    _configure(captured, level=logging.WARNING)
+    logging.getLogger("coordinator").info("quiet")
+    logging.getLogger("coordinator").warning("loud")
+    assert [r["event"] for r in _records(captured)] == ["loud"]
+
+
+def test_console_format_is_for_humans(captured: io.StringIO) -> None:
+    _configure(captured, "console")
+    logging.getLogger("coordinator").info("operator ready, watching %s", "shop")
+    line = captured.getvalue()
+    assert "operator ready, watching shop" in line
+    assert not line.lstrip().startswith("{")
+
+
+def test_run_logger_logs_run_events_with_context(captured: io.StringIO) -> None:
+    _configure(captured)
+    run = RunInfo(namespace="shop", name="run-1", uid="u", scenario="shop/kill-web")
+    target = TargetRef(kind="Deployment", namespace="shop", name="web")
+    injection = Injection(
+        id="0.0/scale/Deployment/shop/web", step=0, fault=FaultType.SCALE, target=target, state=InjectionState.APPLIED
+    )
+    logger = RunLogger()
+    logger.run_started(run)
+    logger.fault_injected(run, injection)
+    logger.fault_reverted(run, injection)
+    logger.run_finished(run, TestRunStatus(phase=Phase.FAILED, reason="ProbeFailed", durationSeconds=3.0))
+    records = _records(captured)
+    assert [r["event"] for r in records] == ["run started", "fault injected", "fault reverted", "run finished"]
+    for record in records:
+        assert (record["namespace"], record["run"], record["scenario"]) == ("shop", "run-1", "shop/kill-web")
+    assert records[1]["target"] == "Deployment shop/web"
+    assert records[1]["fault"] == "scale"
+    assert records[3]["level"] == "warning"
+    assert records[3]["phase"] == "Failed"
+
+
+def test_run_context_of_kopf_bodies() -> None:
+    run = {
+        "kind": "TestRun",
+        "metadata": {"namespace": "shop", "name": "run-1"},
+        "spec": {"scenarioRef": {"name": "kill-web"}},
+    }
+    assert run_context(run) == {"namespace": "shop", "run": "run-1", "scenario": "shop/kill-web"}
+    run["status"] = {"scenario": "other/kill-web"}
+    assert run_context(run)["scenario"] == "other/kill-web", "the snapshot's scenario wins once the run started"
+    scenario = {"kind": "ChaosScenario", "metadata": {"namespace": "shop", "name": "kill-web"}}
+    assert run_context(scenario) == {"namespace": "shop", "scenario": "shop/kill-web"}
+    assert run_context(None) == {}

@@ -1,0 +1,303 @@
+"""Report renderers from fixed aggregates: table, JSON, Markdown, JUnit XML (checked against the JUnit schema),
+and the self-contained HTML page with its trend charts."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import xmlschema
+
+from coordinator.history.report import (
+    FORMATS,
+    Report,
+    ReportFilters,
+    RunSummary,
+    ScenarioStats,
+    nearest_rank_percentile,
+    percentile_rank,
+    render,
+    render_html,
+    render_json,
+    render_junit,
+    render_markdown,
+    render_table,
+    trend_svg,
+)
+
+JUNIT_XSD = Path(__file__).resolve().parents[1] / "data" / "junit.xsd"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _run(name: str, phase: str, minutes: int, recovery: float | None, reason: str | None = None) -> RunSummary:
+    return RunSummary(
+        namespace="shop",
+        name=name,
+        scenario="shop/kill-web",
+        phase=phase,
+        completed_at=T0 + timedelta(minutes=minutes),
+        reason=reason,
+        message=f"{name} said <script>alert('x')</script> | piped" if phase != "Passed" else "1 step(s) completed",
+        duration_seconds=12.5,
+        recovery_seconds=recovery,
+    )
+
+
+KILL_RUNS = (
+    _run("kw-0", "Passed", 0, 1.0, "Completed"),
+    _run("kw-1", "Failed", 1, 2.0, "AssertionFailed"),
+    _run("kw-2", "Passed", 2, 3.0, "Completed"),
+    _run("kw-3", "TimedOut", 3, None, "TimedOut"),
+    _run("kw-4", "Error", 4, 10.0, "FaultError"),
+    _run("kw-5", "Cancelled", 5, None, "Aborted"),
+)
+DRAIN_RUNS = tuple(
+    RunSummary("shop", f"dr-{i}", "shop/drain", "Passed", T0 + timedelta(minutes=i), "Completed", None, 3.0, None)
+    for i in range(2)
+)
+KILL = ScenarioStats(
+    scenario="shop/kill-web",
+    type="service_restart",
+    runs=6,
+    passed=2,
+    first_run_at=KILL_RUNS[0].completed_at,
+    last_run_at=KILL_RUNS[-1].completed_at,
+    mean_recovery=4.0,
+    p95_recovery=10.0,
+    last_failures=(KILL_RUNS[5], KILL_RUNS[4], KILL_RUNS[3]),
+    trend=KILL_RUNS,
+)
+DRAIN = ScenarioStats(
+    scenario="shop/drain",
+    runs=2,
+    passed=2,
+    first_run_at=DRAIN_RUNS[0].completed_at,
+    last_run_at=DRAIN_RUNS[1].completed_at,
+    trend=DRAIN_RUNS,
+)
+REPORT = Report(
+    generated_at=T0 + timedelta(hours=1),
+    filters=ReportFilters(namespace="shop", since=T0 - timedelta(days=7)),
+    scenarios=(DRAIN, KILL),
+    runs=DRAIN_RUNS + KILL_RUNS,
+    source="postgresql+asyncpg://coordinator:***@db:5432/history",
+)
+EMPTY = Report(generated_at=T0, filters=ReportFilters(), scenarios=())
+
+
+# --- aggregates ----------------------------------------------------------------------------------------------
+
+
+def test_pass_rate_failed_and_flaky_follow_from_the_counts() -> None:
+    assert (KILL.pass_rate, KILL.failed, KILL.flaky) == (pytest.approx(100 * 2 / 6), 4, True)
+    assert (DRAIN.pass_rate, DRAIN.failed, DRAIN.flaky) == (100.0, 0, False)
+
+
+@pytest.mark.parametrize(("count", "rank"), [(1, 1), (10, 10), (20, 19), (100, 95), (101, 96)])
+def test_p95_is_the_nearest_rank(count: int, rank: int) -> None:
+    assert percentile_rank(count) == rank
+
+
+def test_nearest_rank_percentile_of_values() -> None:
+    assert nearest_rank_percentile([5.0, 1.0, 3.0]) == 5.0
+    assert nearest_rank_percentile([float(i) for i in range(1, 21)]) == 19.0
+    assert nearest_rank_percentile([]) is None
+
+
+def test_filters_describe_themselves() -> None:
+    assert REPORT.filters.describe() == "namespace shop, since 2026-02-22 12:00:00Z"
+    assert ReportFilters().describe() == "all runs"
+
+
+# --- table ---------------------------------------------------------------------------------------------------
+
+
+def test_table_has_one_row_per_scenario_with_its_numbers() -> None:
+    lines = render_table(REPORT).splitlines()
+    row = next(line for line in lines if line.startswith("shop/kill-web"))
+    assert row.split() == ["shop/kill-web", "6", "2", "33.3%", "4.00s", "10.00s", "yes", "2026-03-01", "12:05:00Z"]
+
+
+def test_table_headline_counts_everything() -> None:
+    assert render_table(REPORT).splitlines()[0] == (
+        "8 run(s) of 2 scenario(s), 4 passed (50.0%); namespace shop, since 2026-02-22 12:00:00Z"
+    )
+
+
+def test_table_lists_last_failures_newest_first() -> None:
+    text = render_table(REPORT)
+    failures = text.split("Last failures:\n", 1)[1].splitlines()
+    assert [line.split()[2] for line in failures] == ["shop/kw-5", "shop/kw-4", "shop/kw-3"]
+
+
+def test_table_of_nothing_says_so() -> None:
+    assert "no runs in the history match" in render_table(EMPTY)
+
+
+# --- JSON ----------------------------------------------------------------------------------------------------
+
+
+def test_json_carries_derived_numbers_and_totals() -> None:
+    data = json.loads(render_json(REPORT))
+    kill = next(s for s in data["scenarios"] if s["scenario"] == "shop/kill-web")
+    assert (kill["passRate"], kill["failed"], kill["flaky"]) == (33.33, 4, True)
+    assert data["totals"] == {"runs": 8, "passed": 4, "scenarios": 2}
+    assert kill["last_run_at"] == "2026-03-01T12:05:00Z"
+
+
+def test_json_round_trips_through_the_cache_format() -> None:
+    assert Report.from_dict(json.loads(render_json(REPORT))) == REPORT
+
+
+# --- Markdown ------------------------------------------------------------------------------------------------
+
+
+def test_markdown_table_has_a_row_per_scenario() -> None:
+    rows = [line for line in render_markdown(REPORT).splitlines() if line.startswith("| shop/")]
+    assert [row.split("|")[1].strip() for row in rows] == ["shop/drain", "shop/kill-web"]
+
+
+def test_markdown_escapes_pipes_in_messages() -> None:
+    failures = render_markdown(REPORT).split("## Last failures", 1)[1]
+    assert "\\| piped" in failures
+    assert " | piped" not in failures
+
+
+# --- JUnit ---------------------------------------------------------------------------------------------------
+
+
+def _junit(report: Report) -> ET.Element:
+    return ET.fromstring(render_junit(report))  # noqa: S314 - our own output, not untrusted input
+
+
+@pytest.fixture(scope="module")
+def junit_schema() -> xmlschema.XMLSchema:
+    return xmlschema.XMLSchema(str(JUNIT_XSD))
+
+
+def test_junit_validates_against_the_schema(junit_schema: xmlschema.XMLSchema) -> None:
+    junit_schema.validate(render_junit(REPORT))
+
+
+def test_junit_of_nothing_validates(junit_schema: xmlschema.XMLSchema) -> None:
+    junit_schema.validate(render_junit(EMPTY))
+
+
+def test_the_schema_rejects_a_malformed_report(junit_schema: xmlschema.XMLSchema) -> None:
+    broken = render_junit(REPORT).replace('tests="6"', 'tests="six"', 1)
+    assert not junit_schema.is_valid(broken)
+
+
+def test_junit_has_one_testcase_per_run() -> None:
+    root = _junit(REPORT)
+    names = [case.get("name") for case in root.iter("testcase")]
+    assert sorted(names) == sorted(f"shop/{r.name}" for r in REPORT.runs)
+
+
+def test_junit_maps_phases_to_failure_error_and_skipped() -> None:
+    root = _junit(REPORT)
+    kinds = {}
+    for case in root.iter("testcase"):
+        children = [child.tag for child in case if child.tag != "system-out"]
+        kinds[case.get("name")] = children
+    assert kinds["shop/kw-0"] == []
+    assert kinds["shop/kw-1"] == ["failure"]
+    assert kinds["shop/kw-3"] == ["failure"]
+    assert kinds["shop/kw-4"] == ["error"]
+    assert kinds["shop/kw-5"] == ["skipped"]
+
+
+def test_junit_failures_carry_the_reason_and_message() -> None:
+    root = _junit(REPORT)
+    case = next(c for c in root.iter("testcase") if c.get("name") == "shop/kw-1")
+    failure = case.find("failure")
+    assert failure is not None
+    assert (failure.get("message"), failure.get("type")) == ("AssertionFailed", "Failed")
+    assert failure.text == "kw-1 said <script>alert('x')</script> | piped"
+
+
+def test_junit_suite_counts_match_its_cases() -> None:
+    root = _junit(REPORT)
+    suite = next(s for s in root.iter("testsuite") if s.get("name") == "shop/kill-web")
+    counts = {key: suite.get(key) for key in ("tests", "failures", "errors", "skipped", "time")}
+    assert counts == {"tests": "6", "failures": "2", "errors": "1", "skipped": "1", "time": "75.000"}
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("8", "2", "1")
+
+
+# --- HTML ----------------------------------------------------------------------------------------------------
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
+    collector = _Collector()
+    collector.feed(page)
+    return collector.tags
+
+
+def test_html_has_a_trend_chart_per_scenario() -> None:
+    charts = [attrs for tag, attrs in _tags(render_html(REPORT)) if tag == "svg"]
+    assert [c["class"] for c in charts] == ["trend", "trend"]
+
+
+def test_html_chart_draws_every_run_and_a_line_through_the_measured_ones() -> None:
+    tags = _tags(trend_svg(KILL))
+    circles = [attrs for tag, attrs in tags if tag == "circle"]
+    (line,) = [attrs for tag, attrs in tags if tag == "polyline"]
+    assert len(circles) == len(KILL_RUNS)
+    assert len((line["points"] or "").split()) == sum(1 for r in KILL_RUNS if r.recovery_seconds is not None)
+
+
+def test_html_chart_puts_slower_recoveries_higher() -> None:
+    tags = _tags(trend_svg(KILL))
+    (line,) = [attrs for tag, attrs in tags if tag == "polyline"]
+    ys = [float(point.split(",")[1]) for point in (line["points"] or "").split()]
+    measured = [r.recovery_seconds for r in KILL_RUNS if r.recovery_seconds is not None]
+    assert [y for _, y in sorted(zip(measured, ys, strict=True))] == sorted(ys, reverse=True)
+
+
+def test_html_chart_marks_verdicts() -> None:
+    classes = [attrs["class"] for tag, attrs in _tags(trend_svg(KILL)) if tag == "circle"]
+    assert classes == ["run passed", "run failed", "run passed", "run failed", "run failed", "run failed"]
+
+
+def test_html_chart_without_measurements_says_so() -> None:
+    assert "no recovery time measured" in trend_svg(DRAIN)
+
+
+def test_html_is_self_contained() -> None:
+    page = render_html(REPORT)
+    assert not any(tag in ("script", "link", "img", "iframe") for tag, _ in _tags(page))
+    references = re.findall(r'(?:href|src)="([^"]*)"', page)
+    assert all(ref.startswith("#") for ref in references)
+
+
+def test_html_escapes_what_runs_said() -> None:
+    page = render_html(REPORT)
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert" in page
+
+
+# --- dispatch ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_renders(fmt: str) -> None:
+    assert render(REPORT, fmt).endswith("\n")
+
+
+def test_an_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown report format 'pdf'"):
+        render(REPORT, "pdf")

@@ -1,0 +1,130 @@
+"""``coordinator validate``: the examples pass, and every file of the broken corpus yields its expected error.
+
+Each file in tests/data/invalid/ starts with ``# expect: LINE: FIELD: MESSAGE``: the validator must report an error
+at that line whose ``field: message`` text starts with what follows the line number.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from coordinator.api.models import LabelSelector
+from coordinator.cli.main import main
+from coordinator.settings import DEFAULT_PROTECTED_NAMESPACES
+from coordinator.validation import validate_paths
+from coordinator.validation.semantics import selector_contradictions
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INVALID = REPO_ROOT / "tests" / "data" / "invalid"
+CORPUS = sorted(INVALID.glob("*.yaml"))
+PROTECTED = frozenset({*DEFAULT_PROTECTED_NAMESPACES, "test-coordinator"})
+EXPECT = re.compile(r"^# expect: (\d+): (.+)$")
+
+
+def expectation(path: Path) -> tuple[int, str]:
+    match = EXPECT.match(path.read_text().splitlines()[0])
+    assert match, f"{path.name} must start with '# expect: LINE: MESSAGE'"
+    return int(match.group(1)), match.group(2)
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CORPUS) >= 15
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[path.stem for path in CORPUS])
+def test_each_broken_file_yields_its_error_line(path: Path) -> None:
+    line, expected = expectation(path)
+    report = validate_paths([path], PROTECTED)
+    assert not report.ok
+    seen = [f"{f.line}: {f.field + ': ' if f.field else ''}{f.message}" for f in report.findings]
+    assert any(text.startswith(f"{line}: {expected}") for text in seen), "\n".join(seen)
+    assert all(f.file == str(path) for f in report.findings)
+
+
+def test_the_examples_pass() -> None:
+    report = validate_paths([REPO_ROOT / "examples"], PROTECTED)
+    assert report.findings == []
+    scenarios = sum(1 for path in (REPO_ROOT / "examples").glob("*.yaml") if "kind: ChaosScenario" in path.read_text())
+    assert report.documents > scenarios, "every example's scenario (and runs) was checked"
+
+
+def test_cli_text_output_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    path = INVALID / "bad-mode.yaml"
+    assert main(["validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith(f"{path}:8: spec.mode: Unsupported value")
+    assert "1 error(s) in 1 document(s) in 1 file(s)" in err
+    assert main(["validate", str(REPO_ROOT / "examples")]) == 0
+    assert "ok:" in capsys.readouterr().err
+
+
+def test_cli_json_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--format", "json", str(INVALID / "protected-namespace.yaml")]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is False
+    assert result["errors"] == [
+        {
+            "file": str(INVALID / "protected-namespace.yaml"),
+            "line": 10,
+            "field": "spec.target.namespaces[1]",
+            "message": "namespace 'kube-system' is protected: the operator never touches it",
+        }
+    ]
+
+
+def test_a_missing_path_is_an_error(tmp_path: Path) -> None:
+    report = validate_paths([tmp_path / "nope.yaml"], PROTECTED)
+    assert [f.message for f in report.findings] == ["no such file or directory"]
+
+
+def test_documents_of_other_kinds_are_skipped(tmp_path: Path) -> None:
+    manifest = tmp_path / "mixed.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\napiVersion: apps/v1\nkind: X\n")
+    report = validate_paths([tmp_path], PROTECTED)
+    assert report.ok
+    assert (report.files, report.documents) == (1, 0)
+
+
+def test_one_mistake_gives_one_finding() -> None:
+    """Schema errors stop the later layers, so a typo is not also reported as a CEL or semantic failure."""
+    report = validate_paths([INVALID / "bad-mode.yaml"], PROTECTED)
+    assert len(report.findings) == 1
+
+
+@pytest.mark.parametrize(
+    ("selector", "contradicts"),
+    [
+        (
+            {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "app", "operator": "In", "values": ["api"]}]},
+            True,
+        ),
+        ({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}, True),
+        (
+            {
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                    {"key": "tier", "operator": "In", "values": ["c"]},
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                    {"key": "tier", "operator": "NotIn", "values": ["a"]},
+                ]
+            },
+            False,
+        ),
+        ({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["x"]}]}, False),
+    ],
+)
+def test_selector_contradictions(selector: dict[str, object], contradicts: bool) -> None:
+    found = list(selector_contradictions(LabelSelector.model_validate(selector)))
+    assert bool(found) is contradicts, found

@@ -1,0 +1,170 @@
+"""Probe comparisons, response checks, assertions, the score and recovery tracking (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.api.probes import Assertion, HttpProbe, K8sProbe, Probe
+from coordinator.domain.verdict import ProbeStats, evaluate_assertion, percentile, resilience_score
+from coordinator.engine.probing import RecoveryTracker
+from coordinator.probes.base import ProbeError, Sample, compare, lookup
+from coordinator.probes.http import check_response
+from coordinator.probes.k8s import collection_path, evaluate
+from coordinator.probes.prometheus import query_value
+
+
+@pytest.mark.parametrize(
+    ("actual", "op", "expected", "result"),
+    [
+        (3, ">=", 3, True),
+        ("2", ">=", 3, False),
+        (1.5, "<", "2", True),
+        ("up", "==", "up", True),
+        ("a", "!=", "b", True),
+    ],
+)
+def test_compare(actual: object, op: str, expected: object, result: bool) -> None:
+    assert compare(actual, op, expected) is result
+
+
+def test_compare_refuses_ordering_strings() -> None:
+    with pytest.raises(ProbeError, match="not numbers"):
+        compare("abc", ">", "b")
+
+
+def test_lookup_paths() -> None:
+    doc = {"status": {"readyReplicas": 2}, "items": [{"name": "a"}]}
+    assert lookup(doc, "status.readyReplicas") == 2
+    assert lookup(doc, "items.0.name") == "a"
+    assert lookup(doc, "items[0].name") == "a"
+    with pytest.raises(KeyError):
+        lookup(doc, "status.missing")
+
+
+def _deployment(ready: int | None, replicas: int = 3, available: str = "True") -> dict[str, object]:
+    status: dict[str, object] = {"conditions": [{"type": "Available", "status": available}]}
+    if ready is not None:
+        status["readyReplicas"] = ready
+    return {"metadata": {"name": "web"}, "spec": {"replicas": replicas}, "status": status}
+
+
+def test_k8s_field_against_another_field() -> None:
+    spec = K8sProbe(name="web", fieldPath="status.readyReplicas", valueFromPath="spec.replicas")
+    assert evaluate(spec, [_deployment(3)])[0] is True
+    ok, observed = evaluate(spec, [_deployment(2)])
+    assert ok is False
+    assert "readyReplicas=2" in observed
+    assert evaluate(spec, [_deployment(None)])[0] is False, "an absent status counter counts as zero"
+
+
+def test_k8s_condition_and_count() -> None:
+    assert evaluate(K8sProbe(name="web", condition="Available"), [_deployment(3, available="False")])[0] is False
+    pods = [
+        {
+            "metadata": {"name": "a"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        },
+        {"metadata": {"name": "b"}, "status": {"phase": "Pending"}},
+    ]
+    spec = K8sProbe(kind="Pod", apiVersion="v1", labelSelector={"matchLabels": {"app": "web"}}, count=True, value=2)
+    assert evaluate(spec, pods) == (False, "count=1")
+    with pytest.raises(ProbeError, match="no Deployment"):
+        evaluate(K8sProbe(name="web", condition="Available"), [])
+
+
+def test_collection_paths() -> None:
+    assert collection_path("apps/v1", "Deployment", "shop") == "/apis/apps/v1/namespaces/shop/deployments"
+    assert collection_path("v1", "Node", "shop") == "/api/v1/nodes"
+    assert (
+        collection_path("networking.k8s.io/v1", "Ingress", "a") == "/apis/networking.k8s.io/v1/namespaces/a/ingresses"
+    )
+
+
+def test_http_response_checks() -> None:
+    spec = HttpProbe(
+        url="http://127.0.0.1/", expectedStatus=[200, 204], bodyRegex="ok", jsonPath="data.count", operator=">", value=1
+    )
+    assert check_response(spec, 200, '{"ok": 1, "data": {"count": 2}}') == (True, "status 200")
+    assert check_response(spec, 500, "")[1] == "status 500, want [200, 204]"
+    assert "does not match" in check_response(spec, 200, '{"data": {"count": 2}}')[1]
+    assert check_response(spec, 200, '{"ok": 1, "data": {"count": 1}}')[0] is False
+
+
+def test_prometheus_results() -> None:
+    vector = {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "0.25"]}]}}
+    assert query_value(vector) == 0.25
+    with pytest.raises(ProbeError, match="no series"):
+        query_value({"status": "success", "data": {"resultType": "vector", "result": []}})
+    with pytest.raises(ProbeError, match="2 series"):
+        query_value(
+            {"status": "success", "data": {"resultType": "vector", "result": [vector["data"]["result"][0]] * 2}}
+        )  # type: ignore[index]
+    with pytest.raises(ProbeError, match="bad_data"):
+        query_value({"status": "error", "errorType": "bad_data", "error": "parse error"})
+
+
+def _stats(name: str, oks: list[bool], weight: int = 1, latencies: list[float] | None = None) -> ProbeStats:
+    stats = ProbeStats.of(Probe(name=name, type="http", mode="continuous", weight=weight, http={"url": "http://x/"}))
+    for i, ok in enumerate(oks):
+        latency = latencies[i] if latencies else None
+        stats.record(Sample(ok=ok, at=float(i), error=None if ok else "500", latency_ms=latency))
+    return stats
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([], 95) is None
+    assert percentile([10, 20, 30, 40], 50) == 20
+    assert percentile(range(1, 101), 95) == 95
+
+
+def test_score_is_weighted_success() -> None:
+    api = _stats("api", [True, False, True, False], weight=2)  # 50 %
+    db = _stats("db", [True, True], weight=1)  # 100 %
+    assert resilience_score([api, db]) == round((2 * 50 + 100) / 3)
+    assert resilience_score([]) is None
+
+
+def test_assertions_expected_vs_actual() -> None:
+    stats = {"api": _stats("api", [True, True, True, False], latencies=[10, 20, 30, 400])}
+    availability = evaluate_assertion(Assertion(name="a", type="availability", probe="api", expected=70), stats, None)
+    assert availability.passed is True
+    assert availability.actual == "75%"
+    assert availability.expected == ">= 70"
+    errors = evaluate_assertion(Assertion(name="e", type="error_rate", probe="api", expected=10), stats, None)
+    assert errors.passed is False
+    assert errors.actual == "25%"
+    latency = evaluate_assertion(
+        Assertion(name="l", type="latency", probe="api", expected=100, percentile=95), stats, None
+    )
+    assert latency.actual == "400ms"
+    assert latency.passed is False
+    recovery = evaluate_assertion(Assertion(name="r", type="recovery_time", expected=5), stats, 2.1)
+    assert recovery.passed is True
+    assert recovery.actual == "2.1s"
+    missing = evaluate_assertion(Assertion(name="m", type="service_health", probe="nope"), stats, None)
+    assert missing.passed is False
+    assert "not declared" in (missing.message or "")
+
+
+def test_failure_threshold_trips_only_on_consecutive_failures() -> None:
+    probe = Probe(name="p", type="http", mode="during", failureThreshold=2, http={"url": "http://x/"})
+    stats = ProbeStats.of(probe)
+    for ok in (False, True, False, True):
+        stats.record(Sample(ok=ok, at=0.0))
+    assert stats.verdict == "Passed"
+    stats.record(Sample(ok=False, at=0.0))
+    stats.record(Sample(ok=False, at=0.0))
+    assert stats.verdict == "Failed"
+
+
+def test_recovery_tracker() -> None:
+    tracker = RecoveryTracker(started=100.0)
+    tracker.observe(True, 100.1)
+    assert tracker.seconds == 0.0, "no impact seen: nothing to recover from"
+    tracker.observe(False, 100.2)
+    assert tracker.seconds is None
+    assert not tracker.done
+    tracker.observe(False, 101.0)
+    tracker.observe(True, 102.05)
+    tracker.observe(False, 103.0)  # a later blip does not move the first recovery
+    assert tracker.seconds == 2.05
