@@ -84,6 +84,10 @@ def test_metrics_health_and_logs_after_a_run(
     probe_checks = [v for labels, v in samples["coordinator_probe_results_total"] if labels["probe"] == "web-ready"]
     assert sum(probe_checks) >= 2, "the edge probe was checked before and after the fault"
     assert "# TYPE coordinator_handler_errors_total counter" in text
+    # The run read its scenario and targets and patched its status through the counted client.
+    assert _value(samples, "coordinator_kube_api_requests_total", method="GET") >= 2
+    assert _value(samples, "coordinator_kube_api_requests_total", method="PATCH") >= 2
+    assert "# TYPE coordinator_kube_api_throttled_seconds_total counter" in text
 
     code, body = _get(f"{url}/healthz")
     assert code == 200

@@ -187,3 +187,22 @@ def test_overdue_measures_active_faults_past_their_steps_end() -> None:
     live.reverted(RUN, injection(FaultType.NODE_CORDON))
     with live.executing("uid-1", _body(ended_iso)):
         assert metrics.overdue(live, time.time()) == {}, "reverted faults are never overdue"
+
+
+class _CountingStub:
+    """The two counters KubeApiCollector reads (a KubeClient needs credentials and a server)."""
+
+    def __init__(self) -> None:
+        self.requests_by_method = {"GET": 7, "PATCH": 3}
+        self.throttled_seconds = 1.25
+
+
+def test_kube_api_requests_and_throttling_are_exported() -> None:
+    stub = _CountingStub()
+    metrics.watch_kube_client(stub)
+    assert value("coordinator_kube_api_requests_total", method="GET") == 7
+    assert value("coordinator_kube_api_requests_total", method="PATCH") == 3
+    assert value("coordinator_kube_api_throttled_seconds_total") == 1.25
+    stub.requests_by_method["DELETE"] = 2
+    metrics.watch_kube_client(stub)  # registering again replaces, never duplicates, the collector
+    assert value("coordinator_kube_api_requests_total", method="DELETE") == 2

@@ -8,6 +8,7 @@ shape the pure domain code works on. Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import ssl
@@ -123,6 +124,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self._token_cache: tuple[float, str] | None = None
         self.requests = 0
+        # Requests by HTTP method (watches count as GET): /metrics and the benchmarks read these.
+        self.requests_by_method: collections.Counter[str] = collections.Counter()
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, qps: float = 50.0, burst: int = 100) -> KubeClient:
@@ -167,6 +170,7 @@ class KubeClient:
     ) -> JSON:
         await self._limiter.acquire()
         self.requests += 1
+        self.requests_by_method[method] += 1
         headers = self._headers()
         data = None
         if body is not None:
@@ -237,6 +241,8 @@ class KubeClient:
         if label_selector:
             params["labelSelector"] = label_selector
         await self._limiter.acquire()
+        self.requests += 1
+        self.requests_by_method["GET"] += 1
         session = self._get_session()
         timeout = aiohttp.ClientTimeout(total=timeout_seconds + 30)
         async with session.get(

@@ -21,6 +21,7 @@ from coordinator.engine.scheduler import release_deleted_scenarios
 from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
 from coordinator.history.redis import ProgressObserver, redis_services
 from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
+from coordinator.observability import metrics
 from coordinator.settings import Settings
 
 log = logging.getLogger("coordinator")
@@ -48,6 +49,7 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     import coordinator.handlers.registry  # noqa: F401 - registers the handlers
 
     client = await KubeClient.connect(kubeconfig, qps=settings.api_qps, burst=settings.api_burst)
+    metrics.watch_kube_client(client)
     history = await open_history(settings)
     redis = redis_services(
         settings.redis_url.get_secret_value() if settings.redis_url else None, settings.instance_name

@@ -14,6 +14,7 @@ The series (README "Metrics" lists them for users):
 * ``coordinator_faults_injected_total{type}``, ``coordinator_faults_active{type}``,
   ``coordinator_fault_overdue_seconds{type}`` (how long the most overdue active fault has outlived its step);
 * ``coordinator_probe_results_total{probe,result}``;
+* ``coordinator_kube_api_requests_total{method}``, ``coordinator_kube_api_throttled_seconds_total``;
 * ``coordinator_leader`` (1 on the replica that executes runs), ``coordinator_build_info``.
 """
 
@@ -25,10 +26,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -267,6 +268,53 @@ class FaultCollector(Collector):
 
 
 REGISTRY.register(FaultCollector(LIVE))
+
+
+class CountingClient(Protocol):
+    """What :class:`KubeApiCollector` reads from the Kubernetes client (``adapters.kube.KubeClient``)."""
+
+    @property
+    def requests_by_method(self) -> Mapping[str, int]: ...
+
+    @property
+    def throttled_seconds(self) -> float: ...
+
+
+class KubeApiCollector(Collector):
+    """``coordinator_kube_api_requests_total{method}`` and ``coordinator_kube_api_throttled_seconds_total``.
+
+    The requests of the operator's own Kubernetes client (kopf's watches and its finalizer/progress patches go
+    through kopf's client and are not counted), and the time they waited for the client-side rate limiter
+    (COORDINATOR_API_QPS / COORDINATOR_API_BURST): a growing throttle total means the limits are too low.
+    """
+
+    def __init__(self, client: CountingClient) -> None:
+        self.client = client
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "coordinator_kube_api_requests", "Kubernetes API requests sent by the operator's client.", labels=["method"]
+        )
+        for method, count in sorted(self.client.requests_by_method.items()):
+            requests.add_metric([method], count)
+        yield requests
+        yield CounterMetricFamily(
+            "coordinator_kube_api_throttled_seconds",
+            "Seconds requests waited for the client-side rate limiter.",
+            value=round(self.client.throttled_seconds, 3),
+        )
+
+
+_kube_collector: KubeApiCollector | None = None
+
+
+def watch_kube_client(client: CountingClient) -> None:
+    """Export ``client``'s request counters (the operator calls this once with its client)."""
+    global _kube_collector  # one client per process; registering again replaces the old one
+    if _kube_collector is not None:
+        REGISTRY.unregister(_kube_collector)
+    _kube_collector = KubeApiCollector(client)
+    REGISTRY.register(_kube_collector)
 
 
 # --- the observer ----------------------------------------------------------------------------------------------
