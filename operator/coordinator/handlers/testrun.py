@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,8 @@ from coordinator.history.redis import TargetLocks
 from coordinator.settings import Settings
 
 DELETE_RETRIES = 8
+FINALIZER_WAIT = 5.0  # seconds the daemon waits for kopf's finalizer patch before it backs off to a retry
+FINALIZER_POLL = 0.01
 
 # One lock per TestRun: the deletion handler never reverts while the run's daemon is still applying.
 _locks: dict[str, asyncio.Lock] = {}
@@ -23,6 +26,23 @@ _locks: dict[str, asyncio.Lock] = {}
 
 def _lock(uid: str) -> asyncio.Lock:
     return _locks.setdefault(uid, asyncio.Lock())
+
+
+async def wait_for_finalizer(
+    body: Mapping[str, Any], stopped: kopf.DaemonStopped, within: float = FINALIZER_WAIT
+) -> None:
+    """Return once our finalizer is on the TestRun: nothing is injected before it is.
+
+    kopf spawns the daemon in the same processing cycle in which it sends the finalizer patch, so the first call
+    nearly always comes a few milliseconds too early. ``body`` is kopf's live view of the object: wait for the
+    patch to show there, briefly, instead of raising a retry at once (a kopf retry costs its whole delay, which
+    was most of a run's injection latency). If it does not come, retry later as before.
+    """
+    deadline = time.monotonic() + within
+    while FINALIZER not in (body["metadata"].get("finalizers") or []):
+        if stopped or time.monotonic() >= deadline:
+            raise kopf.TemporaryError("waiting for the finalizer before injecting anything", delay=0.5)
+        await asyncio.sleep(FINALIZER_POLL)
 
 
 async def handle_execute_testrun(
@@ -33,9 +53,7 @@ async def handle_execute_testrun(
     locks: TargetLocks | None = None,
 ) -> None:
     """Run (or resume) a TestRun until it ends, the operator stops, or the TestRun is deleted."""
-    if FINALIZER not in (body["metadata"].get("finalizers") or []):
-        # kopf adds the finalizer in its own patch; nothing is injected before it is visible on the object.
-        raise kopf.TemporaryError("waiting for the finalizer before injecting anything", delay=0.5)
+    await wait_for_finalizer(body, stopped)
     uid = body["metadata"]["uid"]
     async with _lock(uid):
         try:
