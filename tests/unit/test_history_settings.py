@@ -76,3 +76,16 @@ def test_bad_values_name_the_variable_without_the_secret(
     assert variable in str(raised.value)
     assert message in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+def test_schema_head_names_the_newest_migration() -> None:
+    """``ensure_schema`` skips Alembic when the version table holds SCHEMA_HEAD: it must be the scripts' head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from coordinator.history.migrations import MIGRATIONS_DIR
+    from coordinator.history.models import SCHEMA_HEAD
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]

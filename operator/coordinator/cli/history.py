@@ -75,14 +75,18 @@ def report(args: argparse.Namespace) -> int:
 
 
 async def _render_report(settings: Settings, filters: ReportFilters, fmt: str) -> str:
-    from coordinator.history.redis import redis_services
     from coordinator.history.report import needs_runs, render
     from coordinator.history.store import HistoryStore, fetch_report
 
     store = HistoryStore.from_settings(settings)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    # Without Redis the in-process cache would live only as long as this command: no cache at all then.
-    services = redis_services(redis_url, settings.instance_name, announce=False) if redis_url else None
+    # Without Redis the in-process cache would live only as long as this command: no cache at all then (and no
+    # Redis client to import: start-up time is most of a report's latency).
+    services = None
+    if redis_url:
+        from coordinator.history.redis import redis_services
+
+        services = redis_services(redis_url, settings.instance_name, announce=False)
     try:
         result = await fetch_report(
             store,

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coordinator import __version__
-from coordinator.api.crd import drifted_crds, write_crds
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def crds(args: argparse.Namespace) -> int:
     """Write the CRDs generated from the API models, or with ``--check`` report the files that drifted."""
+    from coordinator.api.crd import drifted_crds, write_crds
+
     directory: Path = args.output_dir
     if args.check:
         drifted = drifted_crds(directory)

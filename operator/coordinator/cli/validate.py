@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from coordinator.settings import DEFAULT_PROTECTED_NAMESPACES, ConfigurationError, load_settings
-from coordinator.validation import validate_paths
 
 
 def protected_namespaces() -> frozenset[str]:
@@ -22,6 +21,9 @@ def protected_namespaces() -> frozenset[str]:
 
 def validate(args: argparse.Namespace) -> int:
     """Print every finding as ``file:line: field: message`` (or JSON); exit 1 when there is any."""
+    # Imported here: the checks load the CRD schemas and every fault driver, which other commands never need.
+    from coordinator.validation import validate_paths
+
     report = validate_paths([Path(p) for p in args.paths], protected_namespaces())
     if args.format == "json":
         print(

@@ -53,6 +53,10 @@ def table_prefix(instance_name: str) -> str:
     return prefix
 
 
+# The newest migration's revision (migrations/versions/); tests/unit/test_history_settings.py checks they agree.
+SCHEMA_HEAD = "0001"
+
+
 def version_table(prefix: str) -> str:
     """Alembic's bookkeeping table for this instance."""
     return f"{prefix}_alembic_version"

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     CompoundSelect,
+    MetaData,
     Select,
+    String,
     Table,
     and_,
     case,
@@ -40,8 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from coordinator.history import migrations
-from coordinator.history.models import HistoryTables, history_tables, table_prefix
+from coordinator.history.models import SCHEMA_HEAD, HistoryTables, history_tables, table_prefix, version_table
 from coordinator.history.records import RunRecord, run_record
 from coordinator.history.report import (
     LAST_FAILURES,
@@ -157,6 +159,9 @@ class HistoryStore:
         try:
             if self._sqlite_folder is not None:
                 await asyncio.to_thread(self._sqlite_folder.mkdir, parents=True, exist_ok=True)
+            # Alembic and the migration scripts load only when a schema may need them (a tenth of a second or more).
+            from coordinator.history import migrations
+
             async with self.engine.begin() as conn:
                 revision = await conn.run_sync(migrations.upgrade, self.tables.prefix)
         except (DBAPIError, OSError, TimeoutError) as exc:
@@ -174,7 +179,22 @@ class HistoryStore:
             return
         async with self._schema_lock:
             if not self._schema_ready:
-                await self.upgrade()
+                if await self._at_head():
+                    self._schema_ready = True
+                else:
+                    await self.upgrade()
+
+    async def _at_head(self) -> bool:
+        """Whether the schema is already at the newest revision: one query instead of starting Alembic, which
+        is most of the time a short-lived process (``coordinator report``) would otherwise spend. Any error
+        means "not known to be": the upgrade that follows reports it properly."""
+        try:
+            async with self.engine.connect() as conn:
+                versions = Table(version_table(self.tables.prefix), MetaData(), Column("version_num", String(32)))
+                found = await conn.execute(select(versions.c.version_num))
+                return [row[0] for row in found] == [SCHEMA_HEAD]
+        except (DBAPIError, OSError, TimeoutError):
+            return False
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
