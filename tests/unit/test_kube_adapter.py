@@ -272,3 +272,35 @@ def test_records_of_ignores_unreadable_records(caplog: pytest.LogCaptureFixture,
 def test_records_of_skips_records_it_cannot_act_on(value: str) -> None:
     obj = {"metadata": {"name": "web", "annotations": {f"{ANNOTATION_PREFIX}abc": value}}}
     assert records_of("Deployment", obj) == []
+
+
+# --- error bodies ------------------------------------------------------------------------------------------------
+
+
+async def test_a_plain_text_error_body_becomes_an_api_error() -> None:
+    """An API that is not installed answers "404 page not found" as text, not a Status object."""
+    from aiohttp import web
+
+    from coordinator.adapters.kube import Credentials, KubeClient
+
+    async def not_installed(_: web.Request) -> web.Response:
+        return web.Response(status=404, text="404 page not found\n")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", not_installed)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = KubeClient(Credentials(host=f"http://127.0.0.1:{port}", ssl_context=False, token=None, token_file=None))
+    try:
+        with pytest.raises(ApiError) as caught:
+            await client.create(resource_path("TestRun", "shop"), {"kind": "TestRun"})
+        assert caught.value.status == 404
+        assert caught.value.not_found
+        assert caught.value.message == "404 page not found"
+        assert client.requests_by_method["POST"] == 1
+    finally:
+        await client.close()
+        await runner.cleanup()

@@ -181,7 +181,11 @@ class KubeClient:
             method, self._creds.host + path, data=data, params=dict(params or {}), headers=headers
         ) as resp:
             text = await resp.text()
-            payload: JSON = json.loads(text) if text else {}
+            try:
+                payload: JSON = json.loads(text) if text else {}
+            except ValueError:
+                # Not a Status object: a proxy's or a missing API's plain-text answer ("404 page not found").
+                payload = {"message": text.strip()[:500]}
             if resp.status >= 400:
                 raise ApiError(
                     resp.status, str(payload.get("reason", resp.reason)), str(payload.get("message", text)), payload
