@@ -7,8 +7,8 @@ import json
 import pytest
 from kubernetes import client
 
-from conftest import make_deployment, wait_ready
-from support.chaos import Chaos, pod_kill_spec
+from conftest import make_deployment, ready_pods, wait_ready
+from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
 from support.waiting import wait_for
 
 
@@ -90,3 +90,29 @@ def test_pod_failure_swaps_images_and_restores_them(
         timeout=10,
         description="ChaosInjected/ChaosReverted events on the pod",
     )
+
+
+def test_scenario_status_counts_every_run_once(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
+    """Runs finishing together are each counted on the scenario (compare-and-swap writes, no lost update)."""
+    ns = chaos.namespace
+    make_deployment(apps, ns, "web", replicas=2)
+    wait_ready(core, ns, "web", 2)
+    chaos.scenario("kill", pod_kill_spec({"app": "web"}))
+    dry = [chaos.run("kill", dryRun=True) for _ in range(5)]
+    for run in dry:
+        chaos.wait_phase(run, "Passed")
+    apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 0}})
+    wait_for(lambda: not ready_pods(core, ns, "web"), timeout=60, description="web scaled to zero")
+    failed = chaos.run("kill")
+    chaos.wait_phase(failed, "Failed")
+
+    def counted() -> dict[str, object] | None:
+        scenario = chaos.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "chaosscenarios", "kill")
+        status = scenario.get("status") or {}
+        return status if status.get("totalRuns") == 6 else None
+
+    status = wait_for(counted, timeout=20, description="six runs counted on the scenario")
+    assert status["passedRuns"] == 5
+    assert status["passRate"] == "83%"
+    assert status["lastRun"]["name"] == failed
+    assert status["lastRun"]["phase"] == "Failed"

@@ -409,7 +409,11 @@ class Executor:
             # does not change this run.
             setattr(self.status, SNAPSHOT_KEY, json.dumps(scenario.model_dump(mode="json", exclude_none=True)))
             self._condition(cond.COMPLETED, False, "Running")
-            await self.persist()
+            # The Running write goes out at once when the concurrency cap counts it, or when probes will take a
+            # while before the first plan; otherwise it rides on the step's plan write, which comes next (one
+            # status write fewer per run; a crash before it leaves the run Pending, with nothing touched).
+            if self.settings.max_concurrent_runs or scenario.steadyState or not scenario.steps:
+                await self.persist()
         observers.notify("run_started", self.info)
         await self.event("Started", f"running scenario {namespace}/{ref.name}")
 
@@ -497,7 +501,10 @@ class Executor:
         await self.await_recovery(index)
         self._probe_results()
         self._condition(cond.FAULTS_REVERTED, True, "Reverted", f"step {step.name} reverted")
-        await self.persist()
+        # After the last step of a run without probes the final write follows at once and carries this too. A
+        # crash in between only means the (idempotent) revert runs again on resume.
+        if index < len(self.scenario.steps) - 1 or self.probes is not None:
+            await self.persist()
         await self.event("Reverted", f"step {step.name}: every fault reverted")
 
     @contextlib.asynccontextmanager
@@ -666,11 +673,16 @@ class Executor:
                     record.outcome = StepOutcome.SKIPPED
         self._probe_results()
         self._condition(cond.COMPLETED, True, end.reason, end.message)
+        # Counted on the scenario right after this write. A crash between the two loses the count (a resumed
+        # run that is already finished does nothing), which a summary can afford; counting twice it could not.
+        counted = bool((self.status.model_extra or {}).get("scenarioCounted"))
+        self.status.scenarioCounted = True  # type: ignore[attr-defined]
         await self.persist()
         observers.notify("run_finished", self.info, self.status)
         warning = end.phase != Phase.PASSED
         await self.event("Completed" if not warning else end.phase.value, end.message, warning=warning)
-        await self.update_scenario_summary(end.phase)
+        if not counted:
+            await self.update_scenario_summary(end.phase)
 
     def _summary(self) -> str:
         steps = len(self.status.steps)
@@ -686,40 +698,79 @@ class Executor:
         return "; ".join(parts)
 
     async def update_scenario_summary(self, phase: Phase) -> None:
-        """Count the finished run on its scenario (once: the run's status remembers it was counted)."""
-        extra = self.status.model_extra or {}
-        if extra.get("scenarioCounted") or not self.status.scenario:
+        """Count the finished run on its scenario's status (total, passed, pass rate, last run)."""
+        if not self.status.scenario:
             return
         namespace, name = self.status.scenario.split("/", 1)
-        path = resource_path("ChaosScenario", namespace, name)
-        for _attempt in range(5):
-            try:
-                scenario = await self.client.get(path)
-            except ApiError as exc:
-                if exc.not_found:
+        try:
+            await SUMMARIES.count(self.client, namespace, name, self.run.name, phase, self.status.completedAt)
+        except ApiError as exc:
+            # The run itself is finished and recorded; only the scenario's counters miss it.
+            log.warning("TestRun %s not counted on ChaosScenario %s: %s", self.run.ref, self.status.scenario, exc)
+
+
+class ScenarioSummaries:
+    """The run counters on ChaosScenario status, updated with compare-and-swap writes.
+
+    Runs of one scenario finishing together take turns (a lock per scenario) instead of racing into conflicts,
+    and the scenario's last known status and resourceVersion are kept, so counting a run usually costs one
+    PATCH and no GET. A stale copy (another writer, another replica, a re-created scenario) is refused by the
+    API server with 409 and read again.
+    """
+
+    ATTEMPTS = 5
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._known: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def count(
+        self, client: KubeClient, namespace: str, name: str, run: str, phase: Phase, completed_at: str | None
+    ) -> None:
+        key = (namespace, name)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            for _attempt in range(self.ATTEMPTS):
+                scenario = self._known.get(key)
+                if scenario is None:
+                    try:
+                        scenario = await client.get(resource_path("ChaosScenario", namespace, name))
+                    except ApiError as exc:
+                        if exc.not_found:
+                            self._forget(key)
+                            return
+                        raise
+                status = scenario.get("status") or {}
+                total = int(status.get("totalRuns") or 0) + 1
+                passed = int(status.get("passedRuns") or 0) + (1 if phase == Phase.PASSED else 0)
+                summary = {
+                    "lastRun": {"name": run, "phase": str(phase), "completedAt": completed_at},
+                    "totalRuns": total,
+                    "passedRuns": passed,
+                    "passRate": f"{round(100 * passed / total)}%",
+                }
+                try:
+                    self._known[key] = await client.patch(
+                        resource_path("ChaosScenario", namespace, name, "status"),
+                        {"metadata": {"resourceVersion": scenario["metadata"]["resourceVersion"]}, "status": summary},
+                    )
                     return
-                raise
-            status = scenario.get("status") or {}
-            total = int(status.get("totalRuns") or 0) + 1
-            passed = int(status.get("passedRuns") or 0) + (1 if phase == Phase.PASSED else 0)
-            summary = {
-                "lastRun": {"name": self.run.name, "phase": str(phase), "completedAt": self.status.completedAt},
-                "totalRuns": total,
-                "passedRuns": passed,
-                "passRate": f"{round(100 * passed / total)}%",
-            }
-            # resourceVersion makes this a compare-and-swap: two runs finishing together both count.
-            try:
-                await self.client.patch(
-                    resource_path("ChaosScenario", namespace, name, "status"),
-                    {"metadata": {"resourceVersion": scenario["metadata"]["resourceVersion"]}, "status": summary},
-                )
-                break
-            except ApiError as exc:
-                if not exc.conflict:
-                    raise
-        self.status.scenarioCounted = True  # type: ignore[attr-defined]
-        await self.persist()
+                except ApiError as exc:
+                    self._known.pop(key, None)
+                    if exc.not_found:
+                        self._forget(key)
+                        return
+                    if not exc.conflict:
+                        raise
+            raise ApiError(409, "Conflict", f"ChaosScenario {namespace}/{name} changed {self.ATTEMPTS} times meanwhile")
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._known.pop(key, None)
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            self._locks.pop(key, None)
+
+
+SUMMARIES = ScenarioSummaries()
 
 
 async def revert_run(client: KubeClient, settings: Settings, body: Mapping[str, Any]) -> int:
