@@ -39,8 +39,8 @@ def test_defaults() -> None:
     assert settings.watched == []
     assert settings.protected == frozenset({"kube-system", "kube-public", "kube-node-lease", "test-coordinator"})
     assert settings.cluster_wide_targeting is False
-    assert settings.api_qps == 50.0
-    assert settings.api_burst == 100
+    assert settings.api_qps == 300.0
+    assert settings.api_burst == 600
     assert settings.watch_server_timeout == 300
     assert settings.watch_client_timeout == 330
     assert settings.sweep_interval == 30.0
@@ -77,7 +77,7 @@ def test_variables_without_the_prefix_are_ignored(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("API_QPS", "1")
     monkeypatch.setenv("NAMESPACE", "elsewhere")
     settings = load_settings()
-    assert settings.api_qps == 50.0
+    assert settings.api_qps == 300.0
     assert settings.namespace == "test-coordinator"
 
 
@@ -167,7 +167,7 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValidationError):
         settings.api_qps = 1.0  # type: ignore[misc]
-    assert settings.api_qps == 50.0
+    assert settings.api_qps == 300.0
 
 
 def test_settings_class_reads_the_environment_directly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -327,7 +327,10 @@ class Executor:
                     )
                 if tracker is not None and tracker.recovered_at is None:
                     tracker.observe(await self.probes.all_pass(), time.time())
-            await asyncio.sleep(min(max(target - time.time(), 0), self.settings.recovery_interval))
+            # Probes are sampled and recovery timed every recovery_interval; a run without probes only needs to
+            # notice a stop, an abort or its deadline (poll_interval), so 100 runs holding faults stay cheap.
+            interval = self.settings.recovery_interval if self.probes else self.settings.poll_interval
+            await asyncio.sleep(min(max(target - time.time(), 0), interval))
 
     async def await_recovery(self, index: int) -> None:
         """After a step's revert, watch until every probe passes again (or the run's deadline passes).
