@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv lint crds manifests test test-unit test-e2e demo cluster-build cluster-up cluster-down cluster-status clean
+.PHONY: venv lint crds manifests test test-unit test-e2e demo bench cluster-build cluster-up cluster-down cluster-status clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ cluster-status:
 
 demo: venv
 	$(PY) hack/demo.py
+
+# Every benchmark (benchmarks/README.md): a 100-node kwok cluster of its own, PostgreSQL and Redis on loopback.
+# Not part of `make test`; about an hour on 2 cores. BENCH_ARGS=--quick for a short smoke run of the chain.
+BENCH_ARGS ?=
+bench: venv cluster-build
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

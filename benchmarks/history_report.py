@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +42,11 @@ from coordinator.history.report import ReportFilters, render_table  # noqa: E402
 from coordinator.history.store import HistoryStore  # noqa: E402
 from support.servers import PostgresServer  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "history.json"
+
+def default_output() -> Path:
+    return Path(os.environ.get("COORDINATOR_BENCH_RESULTS") or REPO / "benchmarks" / "results") / "history.json"
+
+
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 PHASES = ["Passed"] * 8 + ["Failed", "TimedOut"]
 
@@ -113,7 +119,8 @@ async def timed(call: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float,
 
 
 async def bench_backend(name: str, url: str, runs: int, scenarios: int, repeat: int) -> dict[str, Any]:
-    store = HistoryStore(url, f"bench-{uuid.uuid4().hex[:6]}")
+    instance = f"bench-{uuid.uuid4().hex[:6]}"
+    store = HistoryStore(url, instance)
     try:
         await store.upgrade()
         started = time.perf_counter()
@@ -131,6 +138,7 @@ async def bench_backend(name: str, url: str, runs: int, scenarios: int, repeat: 
             "runs_per_second": round(written / insert_seconds),
             "queries": {},
         }
+        result["cli"] = cli_latency(url, instance, repeat)
         for label, make in QUERIES.items():
             filters, include_runs = make(scenarios)
 
@@ -147,13 +155,36 @@ async def bench_backend(name: str, url: str, runs: int, scenarios: int, repeat: 
         await store.close()
 
 
+CLI_REPORTS: dict[str, list[str]] = {"coordinator report": [], "coordinator report --since 7d": ["--since", "7d"]}
+
+
+def cli_latency(url: str, instance: str, repeat: int) -> dict[str, Any]:
+    """Wall time of the ``coordinator report`` command itself (interpreter start-up and imports included)."""
+    env = {**os.environ, "COORDINATOR_DATABASE_URL": url, "COORDINATOR_INSTANCE_NAME": instance}
+    env.pop("COORDINATOR_REDIS_URL", None)  # a fresh process: the report's aggregates are computed, not cached
+    out: dict[str, Any] = {}
+    for label, extra in CLI_REPORTS.items():
+        command = [sys.executable, "-m", "coordinator.cli.main", "report", *extra]
+        subprocess.run(command, env=env, check=True, capture_output=True)  # warm-up: the OS page cache
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            subprocess.run(command, env=env, check=True, capture_output=True)
+            samples.append(time.perf_counter() - started)
+        out[label] = {"median_seconds": round(statistics.median(samples), 4), "samples": [round(x, 4) for x in samples]}
+    return out
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     labels = list(QUERIES)
-    width = max(len(label) for label in labels) + 2
+    width = max(len(label) for label in [*labels, *(f"{c} (process)" for c in CLI_REPORTS)]) + 2
     print(f"\n{'report (median of repeats)':<{width}}" + "".join(f"{r['backend']:>14}" for r in results))
     for label in labels:
         cells = "".join(f"{r['queries'][label]['median_seconds'] * 1000:>12.1f}ms" for r in results)
         print(f"{label:<{width}}{cells}")
+    for label in CLI_REPORTS:
+        cells = "".join(f"{r['cli'][label]['median_seconds'] * 1000:>12.1f}ms" for r in results)
+        print(f"{label + ' (process)':<{width}}{cells}")
     inserts = "".join(f"{r['bulk_insert_seconds']:>13.1f}s" for r in results)
     print(f"{'bulk insert of all runs':<{width}}{inserts}")
     rates = "".join(f"{r['runs_per_second']:>10} run/s" for r in results)
@@ -167,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--postgres-url", help="an existing PostgreSQL (postgresql+asyncpg://...); default: start one")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/results/history.json")
     args = parser.parse_args(argv)
+    args.output = args.output or default_output()
 
     results = []
     with ExitStack() as stack:

@@ -1,0 +1,190 @@
+"""The benchmark results (benchmarks/results/*.json) as one Markdown table against the goals of the project.
+
+    .venv/bin/python benchmarks/summary.py            # print the table
+    .venv/bin/python benchmarks/summary.py --write    # and put it into benchmarks/README.md between the markers
+
+A goal is "met" or "missed" only from a figure measured in the result files; a missing file shows as "not run".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("COORDINATOR_BENCH_RESULTS") or HERE / "results")
+
+
+README = HERE / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = results_dir() / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def level(doc: dict[str, Any] | None, concurrency: int, backend: str | None = None) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    if backend is not None:
+        doc = doc.get("backends", {}).get(backend)
+        if doc is None:
+            return None
+    return next((lv["median"] for lv in doc["levels"] if lv["concurrency"] == concurrency), None)
+
+
+@dataclass
+class Row:
+    figure: str
+    goal: str
+    measured: str
+    met: bool | None  # None: no goal, or not measured
+
+
+def _s(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f} s"
+
+
+def rows() -> list[Row]:
+    out: list[Row] = []
+    latency, throughput = load("latency"), load("throughput")
+    for c in (1, 10, 100):
+        m = level(latency, c)
+        if m is None:
+            out.append(Row(f"injection latency, {c} in flight", "", "not run", None))
+            continue
+        goal = "p50 ≤ 0.3 s, p95 ≤ 1 s" if c == 100 else ""
+        met = (m["latency_p50"] <= 0.3 and m["latency_p95"] <= 1.0) if c == 100 else None
+        out.append(
+            Row(
+                f"injection latency, {c} in flight",
+                goal,
+                f"p50 {_s(m['latency_p50'])}, p95 {_s(m['latency_p95'])}, p99 {_s(m['latency_p99'])}",
+                met,
+            )
+        )
+    for c in (100, 500):
+        m = level(throughput, c)
+        if m is None:
+            out.append(Row(f"throughput, {c} in flight", "≥ 20 runs/s", "not run", None))
+            continue
+        out.append(
+            Row(
+                f"throughput, {c} in flight",
+                "≥ 20 runs/s",
+                f"{m['runs_per_second']:.1f} runs/s ({m['api_requests_per_run']:.0f} API requests/run)",
+                m["runs_per_second"] >= 20,
+            )
+        )
+    selection = load("selection")
+    if selection is None:
+        out.append(Row("10,000-pod selection + 10 % kill", "≤ 5 s, no throttling", "not run", None))
+    else:
+        m = selection["median"]
+        out.append(
+            Row(
+                f"{selection['pods']:,}-pod selection + {selection['percent']} % kill",
+                "≤ 5 s, no throttling stalls",
+                f"{m['select_and_inject_seconds']:.2f} s to the last kill, {m['api_requests_total']:.0f} API "
+                f"requests, {m['throttled_seconds']:.1f} s throttled",
+                m["select_and_inject_seconds"] <= 5 and m["throttled_seconds"] < 0.5,
+            )
+        )
+    footprint = load("footprint")
+    if footprint is None:
+        out.append(Row("operator RSS after 1,000 / 2,000 runs", "≤ 200 MB, flat", "not run", None))
+    else:
+        idle = footprint["idle"]
+        out.append(
+            Row(
+                "operator idle",
+                "",
+                f"{idle['rss_mib']:.0f} MiB RSS, {idle['cpu_percent']:.1f} % of a core",
+                None,
+            )
+        )
+        settled = footprint["after_batches"]
+        rss = [p["rss_mib"] for p in settled]
+        growth = footprint["growth_last_batch_mib"]
+        mib_200mb = 200e6 / 2**20
+        out.append(
+            Row(
+                "operator RSS after " + " / ".join(f"{p['runs']:,}" for p in settled) + " runs",
+                "≤ 200 MB, flat across the second 1,000",
+                " / ".join(f"{r:.0f} MiB" for r in rss) + (f" (+{growth:.0f} MiB)" if growth is not None else ""),
+                bool(rss) and rss[0] <= mib_200mb and (growth is None or growth <= 10),
+            )
+        )
+    mirror = load("mirror")
+    for backend in ("postgres", "sqlite"):
+        m = level(mirror, 10, backend) if mirror else None
+        label = f"mirror lag ({backend}, 10 in flight)"
+        if m is None:
+            out.append(Row(label, "", "not run", None))
+        else:
+            out.append(Row(label, "", f"p50 {_s(m['mirror_lag_p50'])}, p95 {_s(m['mirror_lag_p95'])}", None))
+    history = load("history")
+    if history is None:
+        out.append(Row("report over 100k runs", "≤ 300 ms", "not run", None))
+    else:
+        for result in history["results"]:
+            slowest = max(q["median_seconds"] for q in result["queries"].values())
+            cli = result.get("cli", {}).get("coordinator report", {}).get("median_seconds")
+            cli_text = f"; `coordinator report` process {cli * 1000:.0f} ms" if cli else ""
+            out.append(
+                Row(
+                    f"report over {history['runs']:,} runs ({result['backend']})",
+                    "≤ 300 ms",
+                    f"slowest report {slowest * 1000:.0f} ms{cli_text}",
+                    slowest <= 0.3,
+                )
+            )
+    return out
+
+
+def markdown(table_rows: list[Row]) -> str:
+    verdict: Callable[[Row], str] = lambda r: "" if r.met is None else ("met" if r.met else "**missed**")  # noqa: E731
+    lines = ["| figure | goal | measured (median of rounds) | |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r.figure} | {r.goal} | {r.measured} | {verdict(r)} |" for r in table_rows]
+    machine = next((doc["machine"] for n in ("latency", "selection", "footprint") if (doc := load(n))), None)
+    dates = sorted({doc["date"] for n in NAMES if (doc := load(n)) and "date" in doc})
+    if machine:
+        lines.append("")
+        lines.append(
+            f"Measured {', '.join(dates)} on {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB; "
+            f"Python {machine['python']}, kopf {machine['kopf']}, Kubernetes {machine['kubernetes']}, "
+            f"etcd {machine['etcd']}, kwok {machine['kwok']} ({machine['kwok_nodes']} nodes); commit {machine['commit']}."
+        )
+    return "\n".join(lines)
+
+
+NAMES = ("latency", "throughput", "selection", "footprint", "mirror", "history")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help=f"update {README.name} between its markers")
+    args = parser.parse_args(argv)
+    text = markdown(rows())
+    print(text)
+    if args.write:
+        readme = README.read_text()
+        head, _, rest = readme.partition(START)
+        _, _, tail = rest.partition(END)
+        README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+        print(f"\nupdated {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
