@@ -63,6 +63,7 @@ demo: venv
 # Not part of `make test`; about an hour on 2 cores. BENCH_ARGS=--quick for a short smoke run of the chain.
 BENCH_ARGS ?=
 bench: venv cluster-build
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean: cluster-down
