@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+from typing import Any
 
 import kopf
 
@@ -42,8 +44,34 @@ async def sweep_forever(client: KubeClient, settings: Settings) -> None:
         await asyncio.sleep(settings.sweep_interval)
 
 
+def _await_chain(task: asyncio.Task[Any]) -> str:
+    """Where a task is suspended: its coroutine and everything it awaits, outermost first."""
+    parts: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(parts) < 40:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            parts.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return " -> ".join(parts) or "(not started)"
+
+
+def dump_tasks() -> None:
+    """Log every asyncio task and the await chain it is suspended in (``kill -USR1 <pid>``): what a stuck
+    operator is waiting for. Tasks suspended at the same place are counted once."""
+    chains: dict[str, int] = {}
+    for task in asyncio.all_tasks():
+        chain = _await_chain(task)
+        chains[chain] = chains.get(chain, 0) + 1
+    lines = [f"{sum(chains.values())} asyncio task(s):"]
+    lines += [f"  {count} x {chain}" for chain, count in sorted(chains.items(), key=lambda kv: -kv[1])]
+    log.warning("\n".join(lines))
+
+
 async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: str | None) -> int:
     """Run until stopped; the exit status is 1 when leadership was lost (restart as a standby), else 0."""
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers off the main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it
     import coordinator.handlers.registry  # noqa: F401 - registers the handlers

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_TTL = 24 * 3600.0  # seconds a run's live progress is kept after its last update
 SOCKET_TIMEOUT = 2.0  # seconds: Redis is for fast reads; a slow one must not stall the operator
+MAX_CONNECTIONS = 32  # per operator process; every command is a single round trip
 
 
 class LockRefused(Exception):
@@ -418,7 +419,16 @@ def redis_services(url: str | None, instance_name: str, announce: bool = True) -
                 "in-process (this operator process only)"
             )
         return in_process_services()
-    client = aioredis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+    # A blocking pool: with hundreds of runs in flight, commands wait (up to SOCKET_TIMEOUT) for one of
+    # MAX_CONNECTIONS connections instead of failing with "Too many connections" (redis-py's default pool).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=SOCKET_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=SOCKET_TIMEOUT,
+    )
+    client = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
     description = masked(url)
     if announce:
         log.info("live progress, target locks and the report cache in Redis at %s", description)
