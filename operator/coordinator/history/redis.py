@@ -224,9 +224,13 @@ class LocalProgress:
         self._records: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def put(self, uid: str, fields: dict[str, Any]) -> None:
+        now = time.monotonic()
         record = dict(self._records.get(uid, ({}, 0.0))[0])
         record.update(fields)
-        self._records[uid] = (record, time.monotonic() + PROGRESS_TTL)
+        self._records[uid] = (record, now + PROGRESS_TTL)
+        if len(self._records) % 256 == 0:  # now and then, forget expired runs: a long-lived operator must not grow
+            for key in [k for k, (_, expires) in self._records.items() if expires <= now]:
+                del self._records[key]
 
     async def get(self, uid: str) -> dict[str, Any] | None:
         found = self._records.get(uid)
