@@ -66,6 +66,7 @@ ABORT_ANNOTATION = "chaos.coordinator.dev/abort"
 # Held while a run checks the global cap and writes Running (see Executor.admit).
 _ADMISSION = asyncio.Lock()
 MAX_LISTED_TARGETS = 100
+APPLY_PARALLELISM = 32  # changes of one step applied at once (the client's QPS limit still applies)
 SNAPSHOT_KEY = "scenarioSnapshot"
 
 
@@ -577,46 +578,27 @@ class Executor:
         return planned
 
     async def apply_step(self, index: int, ctx: FaultContext) -> None:
+        """Apply the step's recorded changes, ``APPLY_PARALLELISM`` at a time (each is already in the ledger and
+        independent of the others: a step over 1,000 pods must not take 1,000 round trips in a row)."""
         assert self.scenario is not None
         step = self.scenario.steps[index]
         record = self.status.steps[index]
-        for injection in [i for i in self.status.injections if i.step == index]:
-            if injection.state != InjectionState.RECORDED:
-                continue
+        todo = [i for i in self.status.injections if i.step == index and i.state == InjectionState.RECORDED]
+        for first in range(0, len(todo), APPLY_PARALLELISM):
             self.check_stop()
-            driver = driver_for(injection.fault)
-            try:
-                if driver.reversible and not driver.creates_object(injection):
-                    await record_on_target(ctx, injection)
-                injection.state = await driver.apply(ctx, self._fault(injection), injection)
-            except (ProtectedTargetError, FaultError) as exc:
-                injection.state = InjectionState.FAILED
-                injection.message = str(exc)
-                await self.persist()
-                raise
-            except ApiError as exc:
-                if exc.not_found and injection.target.kind == "Pod":
-                    # The pod went away between selection and injection: nothing was changed.
-                    injection.state = InjectionState.FAILED
-                    injection.message = "target disappeared before injection"
-                    continue
-                if _is_transient(exc):
-                    raise
-                injection.state = InjectionState.FAILED
-                injection.message = f"{exc}"
-                await self.persist()
-                raise FaultError(
-                    f"step {step.name}: {injection.fault} on {describe(injection.target)} failed: {exc.message}"
-                ) from exc
-            injection.appliedAt = now_iso()
-            observers.notify("fault_injected", self.info, injection)
-            await post_event(
-                self.client,
-                target_object(injection.target),
-                "ChaosInjected",
-                f"{injection.fault} by TestRun {self.run.ref} (step {step.name})",
-                "Warning",
+            chunk = todo[first : first + APPLY_PARALLELISM]
+            outcomes = await asyncio.gather(
+                *(self._apply_one(ctx, step.name, i) for i in chunk), return_exceptions=True
             )
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            if errors:
+                cancelled = next((e for e in errors if isinstance(e, asyncio.CancelledError)), None)
+                if cancelled is not None:
+                    raise cancelled
+                # What did happen is written down before the run reacts to what did not.
+                with contextlib.suppress(ApiError):
+                    await self.persist()
+                raise next((e for e in errors if not isinstance(e, ApiError)), errors[0])
         duration = parse_duration(step.duration)
         injected = now_iso()
         record.outcome = StepOutcome.INJECTED
@@ -627,6 +609,41 @@ class Executor:
         self._condition(cond.FAULTS_INJECTED, True, "Injected", f"step {step.name}: {record.message}")
         await self.persist()
         await self.event("Injected", f"step {step.name}: {record.message}")
+
+    async def _apply_one(self, ctx: FaultContext, step_name: str, injection: Injection) -> None:
+        """One change: its record on the target, then the change itself; raises FaultError for a change that
+        failed for good (the injection says why), ApiError for a transient failure (retried later)."""
+        driver = driver_for(injection.fault)
+        try:
+            if driver.reversible and not driver.creates_object(injection):
+                await record_on_target(ctx, injection)
+            injection.state = await driver.apply(ctx, self._fault(injection), injection)
+        except (ProtectedTargetError, FaultError) as exc:
+            injection.state = InjectionState.FAILED
+            injection.message = str(exc)
+            raise
+        except ApiError as exc:
+            if exc.not_found and injection.target.kind == "Pod":
+                # The pod went away between selection and injection: nothing was changed.
+                injection.state = InjectionState.FAILED
+                injection.message = "target disappeared before injection"
+                return
+            if _is_transient(exc):
+                raise
+            injection.state = InjectionState.FAILED
+            injection.message = f"{exc}"
+            raise FaultError(
+                f"step {step_name}: {injection.fault} on {describe(injection.target)} failed: {exc.message}"
+            ) from exc
+        injection.appliedAt = now_iso()
+        observers.notify("fault_injected", self.info, injection)
+        await post_event(
+            self.client,
+            target_object(injection.target),
+            "ChaosInjected",
+            f"{injection.fault} by TestRun {self.run.ref} (step {step_name})",
+            "Warning",
+        )
 
     async def revert(self, which: Callable[[Injection], bool]) -> None:
         """Undo every matching change not yet undone, newest first. Failures are kept for a retry, never dropped."""
