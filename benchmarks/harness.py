@@ -371,7 +371,7 @@ def api_requests(metrics: Mapping[str, float]) -> dict[str, int]:
         for key, v in metrics.items()
         if key.startswith("coordinator_kube_api_requests_total{")
     }
-    counted["throttled_seconds"] = int(metrics.get("coordinator_kube_api_throttled_seconds_total", 0))
+    counted["throttled_seconds"] = round(metrics.get("coordinator_kube_api_throttled_seconds_total", 0.0), 2)  # type: ignore[assignment]
     return counted
 
 

@@ -5,13 +5,16 @@ create the TestRun (scenario ``kill-slot``, parameter ``slot``) -> the operator 
 benchmark puts a new pod in the slot -> the run ends and is mirrored into the history -> the TestRun is deleted
 (as history limits would) -> next run. Everything is observed through watches, timed on this process's clock:
 
-* **injection latency**: TestRun create request sent -> the target pod's deletion seen by the pod watch;
+* **injection latency**: TestRun create request sent -> the target pod's deletion seen by the pod watch, with
+  runs holding their step for ``--hold`` (10 s) and slots started spread over that time, so runs arrive steadily
+  (the ``burst`` benchmark instead creates N TestRuns at one instant);
 * **throughput**: runs completed (terminal phase written, then ``status.history.synced``) per second, in the
   steady part of the run (between the 10th and the 90th percentile of completion times);
 * **mirror lag**: ``status.history.syncedAt - status.completedAt`` (both written by the operator);
 * **footprint**: the operator's RSS and CPU seconds idle, then after every ``--footprint-runs`` runs.
 
     .venv/bin/python benchmarks/runs.py latency      # 1, 10, 100 runs in flight, 200+ runs each
+    .venv/bin/python benchmarks/runs.py burst        # 100 TestRuns created at one instant
     .venv/bin/python benchmarks/runs.py throughput   # 100 and 500 runs in flight
     .venv/bin/python benchmarks/runs.py footprint    # idle, then 2 x 1000 runs
     .venv/bin/python benchmarks/runs.py mirror       # mirror lag on PostgreSQL and on the embedded SQLite
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -79,7 +83,11 @@ SCENARIO = {
         "target": {"kind": "Pod", "labelSelector": {"matchLabels": {"bench-slot": "{{ params.slot }}"}}},
         "mode": "one",
         "steps": [
-            {"name": "kill", "duration": "0s", "faults": [{"type": "pod-kill", "podKill": {"gracePeriodSeconds": 0}}]}
+            {
+                "name": "kill",
+                "duration": "{{ params.hold }}",
+                "faults": [{"type": "pod-kill", "podKill": {"gracePeriodSeconds": 0}}],
+            }
         ],
     },
 }
@@ -120,6 +128,7 @@ class ClosedLoop:
         progress: Callable[[int], None] | None = None,
         run_timeout: float = 300.0,
         hold: str = "0s",
+        stagger: float = 0.0,
     ) -> None:
         self.client = client
         self.concurrency = concurrency
@@ -127,6 +136,7 @@ class ClosedLoop:
         self.tag = tag
         self.namespace = namespace
         self.hold = hold
+        self.stagger = stagger
         self.progress = progress
         self.run_timeout = run_timeout
         self.slots = {i: Slot() for i in range(concurrency)}
@@ -185,6 +195,10 @@ class ClosedLoop:
     async def worker(self, index: int) -> None:
         slot = self.slots[index]
         sequence = 0
+        if self.stagger:
+            # Slots start spread over one run's length, so runs arrive steadily (concurrency / hold per second)
+            # instead of all together: the steady state of N runs in flight, not N created at one instant.
+            await asyncio.sleep(random.uniform(0, self.stagger))  # noqa: S311 - load shape, not security
         while self.remaining > 0:
             self.remaining -= 1
             sequence += 1
@@ -290,6 +304,7 @@ async def one_level(
     tag: str,
     profile: bool = False,
     hold: str = "0s",
+    stagger: bool = False,
 ) -> dict[str, Any]:
     """A fresh namespace and operator; ``total`` runs at ``concurrency`` in flight."""
     client = await connect(cluster)
@@ -297,7 +312,8 @@ async def one_level(
     try:
         await _setup(client, namespace)
         with operator(cluster, [namespace], backend_env, name=f"runs-{tag}") as proc:
-            loop = ClosedLoop(client, concurrency, total, tag, namespace, hold=hold)
+            spread = parse_seconds(hold) + 0.5 if stagger else 0.0
+            loop = ClosedLoop(client, concurrency, total, tag, namespace, hold=hold, stagger=spread)
             await loop.prepare()
             before = api_requests(scrape(proc.metrics_url))
             assert proc.proc is not None
@@ -318,6 +334,7 @@ async def one_level(
             "concurrency": concurrency,
             "runs": total,
             "hold": hold,
+            "staggered": stagger,
             "wall_seconds": round(wall, 2),
             "injection_latency": summary(lat),
             "throughput_runs_per_second": round(loop.steady_throughput(), 2),
@@ -341,6 +358,30 @@ async def one_level(
         await client.close()
 
 
+async def seed_history(env: dict[str, str], runs: int) -> dict[str, Any]:
+    """Fill the operator's history store with ``runs`` synthetic finished runs before it starts."""
+    from history_report import synthetic_runs
+
+    from coordinator.history.store import HistoryStore
+
+    url = env.get("COORDINATOR_DATABASE_URL") or f"sqlite+aiosqlite:///{env['COORDINATOR_HISTORY_PATH']}"
+    store = HistoryStore(url)  # the operator's default instance name, so the same tables
+    try:
+        await store.upgrade()
+        started = time.monotonic()
+        print(f"  seeding the history with {runs} runs ...", flush=True)
+        written = await store.upsert_records(synthetic_runs(runs, 50))
+        return {"runs": written, "seconds": round(time.monotonic() - started, 1)}
+    finally:
+        await store.close()
+
+
+def parse_seconds(duration: str) -> float:
+    from coordinator.domain.durations import parse_duration
+
+    return parse_duration(duration)
+
+
 def settings_of(args: argparse.Namespace) -> dict[str, str]:
     """The operator settings a result was measured with (beyond the operator's defaults)."""
     return {**OPERATOR_SETTINGS, **args.operator_env}
@@ -356,6 +397,9 @@ async def bench_levels(
     results: list[dict[str, Any]] = []
     with BenchCluster(keep=args.keep_cluster) as cluster, stores(args.backend) as stored:
         env = {**stored, **args.operator_env}
+        seeded = await seed_history(stored, args.seed_runs) if args.seed_runs else None
+        if seeded is not None:
+            env["COORDINATOR_HISTORY_RETENTION_DAYS"] = "0"  # the synthetic runs are months old: keep them
         for concurrency in levels:
             rounds = []
             for rep in range(args.repeat):
@@ -368,6 +412,8 @@ async def bench_levels(
                     total,
                     tag=f"{name[:3]}{args.backend[0]}{concurrency}r{rep}",
                     profile=args.profile,
+                    hold=args.hold,
+                    stagger=args.what == "latency",
                 )
                 print(
                     f"  p50 {result['injection_latency']['p50']:.3f}s p95 {result['injection_latency']['p95']:.3f}s "
@@ -395,6 +441,7 @@ async def bench_levels(
         "backend": args.backend,
         "repeat": args.repeat,
         "hold": args.hold,
+        "stored_runs_before": seeded,
         "settings": settings_of(args),
         "levels": results,
     }
@@ -498,7 +545,7 @@ async def _delete_slot_pods(client: KubeClient, namespace: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["latency", "throughput", "footprint", "mirror"])
+    parser.add_argument("what", choices=["latency", "burst", "throughput", "footprint", "mirror"])
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per level; the table shows their median")
     parser.add_argument("--levels", default="", help="runs in flight, comma-separated (default per benchmark)")
@@ -508,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--footprint-runs", type=int, default=1000)
     parser.add_argument("--footprint-concurrency", type=int, default=100)
     parser.add_argument("--keep-cluster", action="store_true", help="leave the benchmark cluster running")
+    parser.add_argument(
+        "--seed-runs", type=int, default=None, help="runs stored in the history first (mirror: 100000, else 0)"
+    )
     parser.add_argument("--hold", default=None, help="each run's step duration (default: 10s for latency, else 0s)")
     parser.add_argument(
         "--profile", action="store_true", help="sample the operator with py-spy (the JSON gets the top)"
@@ -518,12 +568,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.operator_env = dict(item.split("=", 1) for item in args.set)
     args.hold = args.hold or ("10s" if args.what == "latency" else "0s")
+    if args.seed_runs is None:
+        args.seed_runs = 100_000 if args.what == "mirror" else 0
 
     if args.what == "latency":
         levels = _levels(args.levels or "1,10,100")
         payload = asyncio.run(bench_levels(args, "latency", levels, lambda c: args.runs or max(200, 3 * c)))
         print_levels("Injection latency: TestRun created -> target pod deleted", payload)
         print(f"\nwrote {write_result('latency', payload)}")
+    elif args.what == "burst":
+        levels = _levels(args.levels or "100")
+        payload = asyncio.run(bench_levels(args, "burst", levels, lambda c: c))
+        print_levels("Burst: N TestRuns created at one instant -> target pod deleted", payload)
+        print(f"\nwrote {write_result('burst', payload)}")
     elif args.what == "throughput":
         levels = _levels(args.levels or "100,500")
         payload = asyncio.run(bench_levels(args, "throughput", levels, lambda c: args.runs or 5 * c))

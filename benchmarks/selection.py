@@ -26,9 +26,11 @@ from harness import (
     NODES,
     BenchCluster,
     KubeClient,
+    Profiler,
     api_requests,
     connect,
     create_pods,
+    delete_namespace,
     fresh_namespace,
     iso_to_epoch,
     median,
@@ -42,7 +44,7 @@ from harness import (
     write_result,
 )
 
-NAMESPACE = "bench-scale"
+NAMESPACE = f"bench-scale-{int(time.time()) % 100000}"  # its own per invocation, deleted at the end
 PERCENT = 10
 TERMINAL = {"Passed", "Failed", "Error", "Cancelled", "TimedOut"}
 
@@ -148,6 +150,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     before = api_requests(scrape(proc.metrics_url))
                     mark = len(fleet.deleted)
                     name = f"scale-{rep}"
+                    assert proc.proc is not None
+                    profiler = Profiler(proc.proc.pid, f"selection-{rep}") if args.profile else None
                     t0 = time.monotonic()
                     await client.create(
                         resource_path("TestRun", NAMESPACE),
@@ -171,6 +175,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
                     await fleet.until(finished, 600, f"TestRun {name} finished")
                     t_end = time.monotonic()
+                    hot = profiler.stop() if profiler else None
                     status = fleet.runs[name]["status"]
                     after = api_requests(scrape(proc.metrics_url))
                     step = (status.get("steps") or [{}])[0]
@@ -190,6 +195,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "api_requests": requests,
                         "api_requests_total": sum(requests.values()),
                         "throttled_seconds": after.get("throttled_seconds", 0) - before.get("throttled_seconds", 0),
+                        **({"profile": hot} if hot else {}),
                     }
                     print(
                         f"  round {rep + 1}/{args.repeat}: {expected} of {args.pods} pods killed "
@@ -202,6 +208,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for task in watchers:
                 task.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
+            await delete_namespace(client, NAMESPACE)
             await client.close()
     return {
         "pods": args.pods,
@@ -228,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qps", type=float, default=0, help="COORDINATOR_API_QPS for the operator (default: its own)")
     parser.add_argument("--burst", type=int, default=0, help="COORDINATOR_API_BURST for the operator")
     parser.add_argument("--keep-cluster", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="sample the operator with py-spy during each round")
     args = parser.parse_args(argv)
     payload = asyncio.run(bench(args))
     m = payload["median"]

@@ -67,6 +67,9 @@ ABORT_ANNOTATION = "chaos.coordinator.dev/abort"
 _ADMISSION = asyncio.Lock()
 MAX_LISTED_TARGETS = 100
 APPLY_PARALLELISM = 32  # changes of one step applied at once (the client's QPS limit still applies)
+# Events on the targets themselves (ChaosInjected/ChaosReverted), per step: a step over 1,000 pods would otherwise
+# double its API requests with Events nobody reads one by one. The TestRun's own Events give the totals.
+MAX_TARGET_EVENTS = 100
 SNAPSHOT_KEY = "scenarioSnapshot"
 
 
@@ -583,12 +586,15 @@ class Executor:
         assert self.scenario is not None
         step = self.scenario.steps[index]
         record = self.status.steps[index]
-        todo = [i for i in self.status.injections if i.step == index and i.state == InjectionState.RECORDED]
+        ours = [i for i in self.status.injections if i.step == index]
+        announced = {i.id for i in ours[:MAX_TARGET_EVENTS]}
+        todo = [i for i in ours if i.state == InjectionState.RECORDED]
         for first in range(0, len(todo), APPLY_PARALLELISM):
             self.check_stop()
             chunk = todo[first : first + APPLY_PARALLELISM]
             outcomes = await asyncio.gather(
-                *(self._apply_one(ctx, step.name, i) for i in chunk), return_exceptions=True
+                *(self._apply_one(ctx, step.name, i, announce=i.id in announced) for i in chunk),
+                return_exceptions=True,
             )
             errors = [o for o in outcomes if isinstance(o, BaseException)]
             if errors:
@@ -605,12 +611,14 @@ class Executor:
         record.injectedAt = injected
         record.endsAt = (parse_iso(injected) + timedelta(seconds=duration)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         notes = f"; {'; '.join(ctx.notes)}" if ctx.notes else ""
+        if len(ours) > MAX_TARGET_EVENTS:
+            notes += f"; Events on the first {MAX_TARGET_EVENTS} targets only"
         record.message = f"{len(step.faults)} fault(s) on {record.targetCount} target(s) for {step.duration}{notes}"
         self._condition(cond.FAULTS_INJECTED, True, "Injected", f"step {step.name}: {record.message}")
         await self.persist()
         await self.event("Injected", f"step {step.name}: {record.message}")
 
-    async def _apply_one(self, ctx: FaultContext, step_name: str, injection: Injection) -> None:
+    async def _apply_one(self, ctx: FaultContext, step_name: str, injection: Injection, announce: bool) -> None:
         """One change: its record on the target, then the change itself; raises FaultError for a change that
         failed for good (the injection says why), ApiError for a transient failure (retried later)."""
         driver = driver_for(injection.fault)
@@ -637,6 +645,8 @@ class Executor:
             ) from exc
         injection.appliedAt = now_iso()
         observers.notify("fault_injected", self.info, injection)
+        if not announce:
+            return
         await post_event(
             self.client,
             target_object(injection.target),
@@ -648,6 +658,7 @@ class Executor:
     async def revert(self, which: Callable[[Injection], bool]) -> None:
         """Undo every matching change not yet undone, newest first. Failures are kept for a retry, never dropped."""
         failures: list[str] = []
+        announced = 0
         for injection in reversed(self.status.injections):
             if not which(injection) or injection.state in (InjectionState.REVERTED, InjectionState.IRREVERSIBLE):
                 continue
@@ -664,6 +675,9 @@ class Executor:
             injection.state = InjectionState.REVERTED
             injection.revertedAt = now_iso()
             observers.notify("fault_reverted", self.info, injection)
+            announced += 1
+            if announced > MAX_TARGET_EVENTS:
+                continue
             await post_event(
                 self.client,
                 target_object(injection.target),
