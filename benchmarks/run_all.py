@@ -35,7 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     steps = [
         ("history", lambda: history_report.main(["--runs", "10000"] if args.quick else [])),
         ("latency", lambda: runs.main(["latency", "--keep-cluster", *quick_runs])),
-        ("throughput", lambda: runs.main(["throughput", "--keep-cluster", *(["--repeat", "1"] if args.quick else [])])),
+        ("burst", lambda: runs.main(["burst", "--keep-cluster", *(["--repeat", "1"] if args.quick else [])])),
+        (
+            "throughput",
+            lambda: runs.main(
+                [
+                    "throughput",
+                    "--keep-cluster",
+                    "--profile",
+                    *(["--repeat", "1"] if args.quick else []),
+                ]
+            ),
+        ),
         ("mirror", lambda: runs.main(["mirror", "--keep-cluster", *quick_runs])),
         (
             "footprint",
@@ -45,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (
             "selection",
-            lambda: selection.main(["--keep-cluster", *(["--pods", "2000", "--repeat", "1"] if args.quick else [])]),
+            lambda: selection.main(
+                ["--keep-cluster", "--profile", *(["--pods", "2000", "--repeat", "1"] if args.quick else [])]
+            ),
         ),
     ]
     started = time.monotonic()

@@ -5,9 +5,9 @@ create the TestRun (scenario ``kill-slot``, parameter ``slot``) -> the operator 
 benchmark puts a new pod in the slot -> the run ends and is mirrored into the history -> the TestRun is deleted
 (as history limits would) -> next run. Everything is observed through watches, timed on this process's clock:
 
-* **injection latency**: TestRun create request sent -> the target pod's deletion seen by the pod watch, with
-  runs holding their step for ``--hold`` (10 s) and slots started spread over that time, so runs arrive steadily
-  (the ``burst`` benchmark instead creates N TestRuns at one instant);
+* **injection latency**: TestRun create request sent -> the target pod's deletion seen by the pod watch, at N
+  runs in flight: each run holds its step N / 10 seconds and the slots start spread over that time, so runs
+  arrive steadily at about 10 per second (the ``burst`` benchmark instead creates N TestRuns at one instant);
 * **throughput**: runs completed (terminal phase written, then ``status.history.synced``) per second, in the
   steady part of the run (between the 10th and the 90th percentile of completion times);
 * **mirror lag**: ``status.history.syncedAt - status.completedAt`` (both written by the operator);
@@ -69,6 +69,9 @@ from harness import (
 # live (not from its cache) for every write in it during the next 30 s, a cost no real cluster pays.
 NAMESPACE_PREFIX = "bench-runs"
 TERMINAL = {"Passed", "Failed", "Error", "Cancelled", "TimedOut"}
+# The latency benchmark's load: runs arrive at about this rate at every level, each holding its step for
+# N / rate seconds so that N are in flight (1 -> 0.1 s, 10 -> 1 s, 100 -> 10 s).
+ARRIVALS_PER_SECOND = 10
 SCENARIO = {
     "apiVersion": "chaos.coordinator.dev/v1alpha1",
     "kind": "ChaosScenario",
@@ -412,7 +415,7 @@ async def bench_levels(
                     total,
                     tag=f"{name[:3]}{args.backend[0]}{concurrency}r{rep}",
                     profile=args.profile,
-                    hold=args.hold,
+                    hold=args.hold or f"{concurrency / ARRIVALS_PER_SECOND:g}s",
                     stagger=args.what == "latency",
                 )
                 print(
@@ -558,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed-runs", type=int, default=None, help="runs stored in the history first (mirror: 100000, else 0)"
     )
-    parser.add_argument("--hold", default=None, help="each run's step duration (default: 10s for latency, else 0s)")
+    parser.add_argument("--hold", default=None, help="each run's step duration (default: N/10 s for latency, else 0s)")
     parser.add_argument(
         "--profile", action="store_true", help="sample the operator with py-spy (the JSON gets the top)"
     )
@@ -567,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.operator_env = dict(item.split("=", 1) for item in args.set)
-    args.hold = args.hold or ("10s" if args.what == "latency" else "0s")
+    if args.what != "latency":
+        args.hold = args.hold or "0s"  # latency: N / ARRIVALS_PER_SECOND seconds per level unless given
     if args.seed_runs is None:
         args.seed_runs = 100_000 if args.what == "mirror" else 0
 
@@ -583,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {write_result('burst', payload)}")
     elif args.what == "throughput":
         levels = _levels(args.levels or "100,500")
-        payload = asyncio.run(bench_levels(args, "throughput", levels, lambda c: args.runs or 5 * c))
+        payload = asyncio.run(bench_levels(args, "throughput", levels, lambda c: args.runs or max(500, 3 * c)))
         print_levels("Throughput: pod-kill runs completed (status written, history mirrored)", payload)
         print(f"\nwrote {write_result('throughput', payload)}")
     elif args.what == "mirror":

@@ -95,7 +95,10 @@ class Fleet:
     async def watch_runs(self) -> None:
         async for event in watch_events(self.client, resource_path("TestRun", NAMESPACE)):
             obj = event["object"]
-            self.runs[obj["metadata"]["name"]] = obj
+            if event["type"] == "DELETED":
+                self.runs.pop(obj["metadata"]["name"], None)
+            else:
+                self.runs[obj["metadata"]["name"]] = obj
             self.changed.set()
 
     async def until(self, check: Any, within: float, what: str) -> None:
@@ -204,6 +207,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
                     rounds.append(result)
+                # The finished TestRuns go while the operator still runs: it releases their finalizers.
+                await client.request("DELETE", resource_path("TestRun", NAMESPACE))
+                await fleet.until(lambda: not fleet.runs, 120, "the TestRuns deleted")
         finally:
             for task in watchers:
                 task.cancel()
