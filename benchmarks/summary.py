@@ -73,6 +73,16 @@ def rows() -> list[Row]:
                 met,
             )
         )
+    burst = level(load("burst"), 100)
+    if burst is not None:
+        out.append(
+            Row(
+                "injection latency, 100 TestRuns created at one instant",
+                "",
+                f"p50 {_s(burst['latency_p50'])}, p95 {_s(burst['latency_p95'])}, p99 {_s(burst['latency_p99'])}",
+                None,
+            )
+        )
     for c in (100, 500):
         m = level(throughput, c)
         if m is None:
@@ -168,7 +178,7 @@ def markdown(table_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-NAMES = ("latency", "throughput", "selection", "footprint", "mirror", "history")
+NAMES = ("latency", "burst", "throughput", "selection", "footprint", "mirror", "history")
 
 
 def main(argv: list[str] | None = None) -> int:
