@@ -1,7 +1,7 @@
 """What every cluster benchmark shares: the simulated cluster, the operator process, the data stores, the
 machine description, statistics and the JSON result files.
 
-The benchmarks run against their own control plane (``.cluster-bench/``, ports shifted by 1000, 100 kwok nodes),
+The benchmarks run against their own control plane (``.cluster-bench/``, ports shifted by 2000, 100 kwok nodes),
 so a test session's cluster is left alone; it is booted when not running and stopped afterwards unless
 ``--keep-cluster``. The operator is a real ``coordinator run`` process (tests/support/operator.py), configured
 like a production install: PostgreSQL 15 and Redis started on 127.0.0.1 (tests/support/servers.py), default
@@ -46,7 +46,7 @@ LOGS = REPO / ".bench-logs"
 CLUSTER_SCRIPT = REPO / "hack" / "cluster"
 CLUSTER_ENV = {
     "COORDINATOR_CLUSTER_DIR": str(REPO / ".cluster-bench"),
-    "COORDINATOR_CLUSTER_PORT_OFFSET": "1000",
+    "COORDINATOR_CLUSTER_PORT_OFFSET": "2000",  # tests/e2e/test_cluster_lifecycle.py uses +1000
     "COORDINATOR_CLUSTER_NODES": "100",
 }
 NODES = int(CLUSTER_ENV["COORDINATOR_CLUSTER_NODES"])
