@@ -63,6 +63,9 @@ demo: venv
 # Not part of `make test`; about an hour on 2 cores. BENCH_ARGS=--quick for a short smoke run of the chain.
 BENCH_ARGS ?=
 bench: venv cluster-build
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } || \
+	  { echo "make bench needs redis-server (Debian package redis-server)" >&2; exit 1; }
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
