@@ -52,13 +52,14 @@ def _await_chain(task: asyncio.Task[Any]) -> str:
         frame = next((f for a in ("cr_frame", "gi_frame", "ag_frame") if (f := getattr(awaited, a, None))), None)
         if frame is not None:
             parts.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
-        following = next(
+        generator = None
+        if frame is not None and frame.f_code.co_name in ("__aenter__", "__aexit__"):
+            # An async context manager built with contextlib awaits its generator through an asend/athrow object
+            # that leads nowhere: go on into the generator itself.
+            generator = getattr(frame.f_locals.get("self"), "gen", None)
+        awaited = generator or next(
             (w for a in ("cr_await", "gi_yieldfrom", "ag_await") if (w := getattr(awaited, a, None)) is not None), None
         )
-        if following is None and frame is not None and frame.f_code.co_name in ("__aenter__", "__aexit__"):
-            # An async context manager built with contextlib: go on into its generator.
-            following = getattr(frame.f_locals.get("self"), "gen", None)
-        awaited = following
     return " -> ".join(parts) or "(not started)"
 
 
