@@ -365,14 +365,33 @@ def counter_delta(before: Mapping[str, float], after: Mapping[str, float], per: 
     return {k: round(v, 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
-def api_requests(metrics: Mapping[str, float]) -> dict[str, int]:
-    counted = {
-        re.search(r'method="(\w+)"', key).group(1): int(v)  # type: ignore[union-attr]
-        for key, v in metrics.items()
-        if key.startswith("coordinator_kube_api_requests_total{")
-    }
-    counted["throttled_seconds"] = round(metrics.get("coordinator_kube_api_throttled_seconds_total", 0.0), 2)  # type: ignore[assignment]
-    return counted
+@dataclass(frozen=True)
+class ApiUse:
+    """The operator's Kubernetes API requests by method, and the seconds they waited for its rate limiter."""
+
+    requests: dict[str, int]
+    throttled_seconds: float
+
+    @classmethod
+    def scrape(cls, url: str) -> ApiUse:
+        """From the operator's /metrics (``coordinator_kube_api_*``), counted since it started."""
+        metrics = scrape(url)
+        requests = {
+            re.search(r'method="(\w+)"', key).group(1): int(v)  # type: ignore[union-attr]
+            for key, v in metrics.items()
+            if key.startswith("coordinator_kube_api_requests_total{")
+        }
+        return cls(requests, metrics.get("coordinator_kube_api_throttled_seconds_total", 0.0))
+
+    def since(self, before: ApiUse) -> ApiUse:
+        return ApiUse(
+            {m: n - before.requests.get(m, 0) for m, n in self.requests.items() if n > before.requests.get(m, 0)},
+            round(self.throttled_seconds - before.throttled_seconds, 2),
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
 
 
 # --- Kubernetes objects -------------------------------------------------------------------------------------------

@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
     OPERATOR_SETTINGS,
+    ApiUse,
     BenchCluster,
     KubeClient,
     Profiler,
     Usage,
-    api_requests,
     apiserver_requests,
     connect,
     counter_delta,
@@ -56,7 +56,6 @@ from harness import (
     operator,
     pod_manifest,
     resource_path,
-    scrape,
     stores,
     summary,
     table,
@@ -318,7 +317,7 @@ async def one_level(
             spread = parse_seconds(hold) + 0.5 if stagger else 0.0
             loop = ClosedLoop(client, concurrency, total, tag, namespace, hold=hold, stagger=spread)
             await loop.prepare()
-            before = api_requests(scrape(proc.metrics_url))
+            before = ApiUse.scrape(proc.metrics_url)
             assert proc.proc is not None
             cpu_before = cpu_by_component(proc.proc.pid)
             server_before = await apiserver_requests(cluster.kubeconfig)
@@ -327,7 +326,7 @@ async def one_level(
             hot = profiler.stop() if profiler else None
             server = counter_delta(server_before, await apiserver_requests(cluster.kubeconfig), per=total)
             cpu = cpu_delta(cpu_before, cpu_by_component(proc.proc.pid))
-            after = api_requests(scrape(proc.metrics_url))
+            api = ApiUse.scrape(proc.metrics_url).since(before)
             await loop.drained()
             assert proc.proc is not None
             used = usage(proc.proc.pid)
@@ -345,10 +344,8 @@ async def one_level(
             "mirror_lag": summary(lags),
             "phases": loop.phases(),
             "timeouts": loop.timeouts,
-            "api_requests_per_run": round(
-                sum(after.get(m, 0) - before.get(m, 0) for m in ("GET", "POST", "PATCH", "DELETE", "PUT")) / total, 1
-            ),
-            "throttled_seconds": after.get("throttled_seconds", 0) - before.get("throttled_seconds", 0),
+            "api_requests_per_run": round(api.total / total, 1),
+            "throttled_seconds": api.throttled_seconds,
             "operator_rss_mib": used.rss_mib,
             "operator_cpu_seconds": used.cpu_seconds,
             "cpu_seconds_by_component": cpu,
@@ -546,6 +543,18 @@ async def _delete_slot_pods(client: KubeClient, namespace: str) -> None:
     await eventually(none_left, within=120, what="the slot pods deleted")
 
 
+# The benchmarks that run levels of runs in flight: default levels, runs per level (N in flight), table title.
+LEVELS: dict[str, tuple[str, Callable[[int], int], str]] = {
+    "latency": ("1,10,100", lambda c: max(200, 3 * c), "Injection latency: TestRun created -> target pod deleted"),
+    "burst": ("100", lambda c: c, "Burst: N TestRuns created at one instant -> target pod deleted"),
+    "throughput": (
+        "100,500",
+        lambda c: max(500, 3 * c),
+        "Throughput: pod-kill runs completed (status written, history mirrored)",
+    ),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["latency", "burst", "throughput", "footprint", "mirror"])
@@ -575,21 +584,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed_runs is None:
         args.seed_runs = 100_000 if args.what == "mirror" else 0
 
-    if args.what == "latency":
-        levels = _levels(args.levels or "1,10,100")
-        payload = asyncio.run(bench_levels(args, "latency", levels, lambda c: args.runs or max(200, 3 * c)))
-        print_levels("Injection latency: TestRun created -> target pod deleted", payload)
-        print(f"\nwrote {write_result('latency', payload)}")
-    elif args.what == "burst":
-        levels = _levels(args.levels or "100")
-        payload = asyncio.run(bench_levels(args, "burst", levels, lambda c: c))
-        print_levels("Burst: N TestRuns created at one instant -> target pod deleted", payload)
-        print(f"\nwrote {write_result('burst', payload)}")
-    elif args.what == "throughput":
-        levels = _levels(args.levels or "100,500")
-        payload = asyncio.run(bench_levels(args, "throughput", levels, lambda c: args.runs or max(500, 3 * c)))
-        print_levels("Throughput: pod-kill runs completed (status written, history mirrored)", payload)
-        print(f"\nwrote {write_result('throughput', payload)}")
+    if args.what in LEVELS:
+        default_levels, runs_for, title = LEVELS[args.what]
+        payload = asyncio.run(
+            bench_levels(args, args.what, _levels(args.levels or default_levels), lambda c: args.runs or runs_for(c))
+        )
+        print_levels(title, payload)
+        print(f"\nwrote {write_result(args.what, payload)}")
     elif args.what == "mirror":
         out = {}
         for backend in ("postgres", "sqlite"):

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
     NODES,
+    ApiUse,
     BenchCluster,
     KubeClient,
     Profiler,
-    api_requests,
     connect,
     create_pods,
     delete_namespace,
@@ -37,7 +37,6 @@ from harness import (
     operator,
     pod_manifest,
     resource_path,
-    scrape,
     stores,
     table,
     watch_events,
@@ -150,7 +149,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     if rep:
                         await fill(client, fleet, args.pods)
                     expected = args.pods * PERCENT // 100
-                    before = api_requests(scrape(proc.metrics_url))
+                    before = ApiUse.scrape(proc.metrics_url)
                     mark = len(fleet.deleted)
                     name = f"scale-{rep}"
                     assert proc.proc is not None
@@ -180,12 +179,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     t_end = time.monotonic()
                     hot = profiler.stop() if profiler else None
                     status = fleet.runs[name]["status"]
-                    after = api_requests(scrape(proc.metrics_url))
+                    used = ApiUse.scrape(proc.metrics_url).since(before)
                     step = (status.get("steps") or [{}])[0]
                     operator_inject = (iso_to_epoch(step.get("injectedAt")) or 0) - (
                         iso_to_epoch(status.get("startedAt")) or 0
                     )
-                    requests = {m: after.get(m, 0) - before.get(m, 0) for m in ("GET", "POST", "PATCH", "DELETE")}
                     result = {
                         "pods": args.pods,
                         "killed": expected,
@@ -195,9 +193,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "operator_started_to_injected_seconds": round(operator_inject, 3),
                         "phase": status.get("phase"),
                         "message": status.get("message"),
-                        "api_requests": requests,
-                        "api_requests_total": sum(requests.values()),
-                        "throttled_seconds": after.get("throttled_seconds", 0) - before.get("throttled_seconds", 0),
+                        "api_requests": used.requests,
+                        "api_requests_total": used.total,
+                        "throttled_seconds": used.throttled_seconds,
                         **({"profile": hot} if hot else {}),
                     }
                     print(
