@@ -658,7 +658,7 @@ class Executor:
     async def revert(self, which: Callable[[Injection], bool]) -> None:
         """Undo every matching change not yet undone, newest first. Failures are kept for a retry, never dropped."""
         failures: list[str] = []
-        announced = 0
+        announced: dict[int, int] = {}  # target Events posted, per step
         for injection in reversed(self.status.injections):
             if not which(injection) or injection.state in (InjectionState.REVERTED, InjectionState.IRREVERSIBLE):
                 continue
@@ -675,8 +675,8 @@ class Executor:
             injection.state = InjectionState.REVERTED
             injection.revertedAt = now_iso()
             observers.notify("fault_reverted", self.info, injection)
-            announced += 1
-            if announced > MAX_TARGET_EVENTS:
+            announced[injection.step] = announced.get(injection.step, 0) + 1
+            if announced[injection.step] > MAX_TARGET_EVENTS:
                 continue
             await post_event(
                 self.client,
