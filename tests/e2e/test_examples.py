@@ -119,9 +119,22 @@ def test_example_runs_and_passes(
             description="the first scheduled run",
         )
         run_name = runs[0]["metadata"]["name"]
+        # The brought-forward schedule fires every 2 s: stop it while the first run still holds its step (Forbid
+        # keeps a second run out until then), or the next run scales web down again before the checks below.
+        chaos.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, "chaosscenarios", scenario.metadata["name"], {"spec": {"suspend": True}}
+        )
     else:
         run_name = run.metadata["name"]
     status = chaos.wait_phase(run_name, "Passed", timeout=60)
+    if scheduled:
+        names = [
+            item["metadata"]["name"]
+            for item in chaos.custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, "testruns", label_selector=scenario_label
+            )["items"]
+        ]
+        assert names == [run_name], f"one scheduled run while the schedule was live, got {names}"
 
     steps = status["steps"]
     assert [step["name"] for step in steps] == [step.name for step in scenario.spec.steps]
