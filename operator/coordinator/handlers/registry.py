@@ -15,6 +15,7 @@ import kopf
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
 from coordinator.domain.sharding import ShardSelector, parse_shard_selector
 from coordinator.handlers.history import handle_mirror_deleted_testrun, handle_mirror_testrun, needs_mirroring
+from coordinator.handlers.login import handle_login
 from coordinator.handlers.scenarios import handle_schedule_scenario
 from coordinator.handlers.testrun import handle_delete_testrun, handle_execute_testrun
 from coordinator.observability.instrumentation import instrumented
@@ -38,6 +39,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # and its RBAC grants none: do not ask for it.
     if ours.watched and not any(set("*?[]!") & set(pattern) for pattern in ours.watched):
         settings.scanning.disabled = True
+
+
+@kopf.on.login()
+async def login(**_: Any) -> kopf.AiohttpSession:
+    """Log kopf in with the credentials the operator uses itself; called again when they are refused (401)."""
+    return await handle_login(get_settings().watched)
 
 
 @lru_cache(maxsize=1)
