@@ -512,7 +512,10 @@ class Executor:
         # crash in between only means the (idempotent) revert runs again on resume.
         if index < len(self.scenario.steps) - 1 or self.probes is not None:
             await self.persist()
-        await self.event("Reverted", f"step {step.name}: every fault reverted")
+        # An Event only when something was put back: pod kills and restarts leave nothing to revert.
+        reverted = sum(1 for i in self.status.injections if i.step == index and i.state == InjectionState.REVERTED)
+        if reverted:
+            await self.event("Reverted", f"step {step.name}: {reverted} change(s) reverted")
 
     @contextlib.asynccontextmanager
     async def target_lock(self, index: int, entries: list[Injection]) -> AsyncIterator[None]:
