@@ -168,6 +168,26 @@ async def test_bulk_writes_span_several_batches(store: HistoryStore) -> None:
     assert await store.count_runs() == 1203
 
 
+async def test_runs_mirrored_together_share_transactions(store: HistoryStore) -> None:
+    """100 runs finishing at once (group commit): each stored once, in far fewer transactions."""
+    records = [run_record(finished_testrun(name=f"run-{i}", scenario=f"s{i % 4}")) for i in range(100)]
+    await asyncio.gather(*(store.mirror(r) for r in records))
+    assert await store.count_runs() == 100
+    assert store._group.batches < 10, f"{store._group.batches} transactions for 100 runs"
+
+
+async def test_a_bad_run_in_a_shared_transaction_fails_alone(store: HistoryStore) -> None:
+    records = [run_record(finished_testrun(name=f"run-{i}")) for i in range(20)]
+    bad = run_record(finished_testrun(name="bad"))
+    bad.status["not json"] = {1, 2}  # a set: the JSON column cannot store it
+    batch = [*records[:10], bad, *records[10:]]
+    outcomes = await asyncio.gather(*(store.mirror(r) for r in batch), return_exceptions=True)
+    assert isinstance(outcomes[10], Exception), outcomes[10]
+    assert not isinstance(outcomes[10], HistoryUnavailable), "a bad record is not an outage"
+    assert [o for i, o in enumerate(outcomes) if i != 10] == [None] * 20, "the others were written"
+    assert await store.count_runs() == 20
+
+
 async def test_purge_deletes_old_runs_with_their_rows(store: HistoryStore) -> None:
     old = finished_testrun(name="old", completed=T0 - timedelta(days=100))
     new = finished_testrun(name="new", completed=T0)

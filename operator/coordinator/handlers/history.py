@@ -48,7 +48,7 @@ async def handle_mirror_testrun(
     except (ValueError, TypeError, KeyError) as exc:
         raise kopf.TemporaryError(f"{ref} cannot be mirrored: {exc}", delay=BAD_RECORD_RETRY_DELAY) from exc
     try:
-        await store.upsert_records([record])
+        await store.mirror(record)
     except HistoryUnavailable as exc:
         raise kopf.TemporaryError(f"{ref} not in the history yet: {exc}", delay=MIRROR_RETRY_DELAY) from exc
     await cache.bump()

@@ -43,6 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from coordinator.history.batching import GroupCommit
 from coordinator.history.models import SCHEMA_HEAD, HistoryTables, history_tables, table_prefix, version_table
 from coordinator.history.records import RunRecord, run_record
 from coordinator.history.report import (
@@ -108,6 +109,9 @@ class HistoryStore:
         if self.backend not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported history database {self.description}: use postgresql or sqlite")
         self.engine: AsyncEngine = self._create_engine()
+        self._group: GroupCommit[RunRecord] = GroupCommit(
+            self._write_batch, limit=BATCH, is_retryable=lambda exc: isinstance(exc, HistoryUnavailable)
+        )
         # Created on first use, not here: an unwritable location must not stop the operator from starting.
         self._sqlite_folder = (
             Path(self.url.database).expanduser().parent
@@ -217,6 +221,11 @@ class HistoryStore:
         record = run_record(testrun)
         await self.upsert_records([record])
         return record
+
+    async def mirror(self, record: RunRecord) -> None:
+        """Write one finished run, sharing the transaction with runs mirrored at the same moment (group commit,
+        history/batching.py). Raises ``HistoryUnavailable`` like the other writes."""
+        await self._group.submit(record)
 
     async def upsert_records(self, records: Iterable[RunRecord]) -> int:
         """Write many runs in batches (one transaction per batch); returns how many were written."""
