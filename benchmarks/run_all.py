@@ -2,6 +2,7 @@
 
 .venv/bin/python benchmarks/run_all.py            # everything, as benchmarks/README.md reports it
 .venv/bin/python benchmarks/run_all.py --quick    # fewer runs and rounds: a smoke run of the whole chain
+.venv/bin/python benchmarks/run_all.py --only throughput,footprint   # some of them; the table keeps the others
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-cluster", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated benchmarks to run (default: all of them)")
     args = parser.parse_args(argv)
     if args.quick:
         # A smoke run's figures must not replace the real ones (nor their table in the README).
@@ -61,9 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ),
     ]
+    only = {name for name in args.only.split(",") if name}
+    unknown = only - {name for name, _ in steps}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     started = time.monotonic()
     with BenchCluster(keep=args.keep_cluster):
         for name, step in steps:
+            if only and name not in only:
+                continue
             print(f"\n=== {name} ===", flush=True)
             if step() != 0:
                 print(f"benchmark {name} failed", file=sys.stderr)

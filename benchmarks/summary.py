@@ -168,12 +168,22 @@ def markdown(table_rows: list[Row]) -> str:
     lines += [f"| {r.figure} | {r.goal} | {r.measured} | {verdict(r)} |" for r in table_rows]
     machine = next((doc["machine"] for n in ("latency", "selection", "footprint") if (doc := load(n))), None)
     dates = sorted({doc["date"] for n in NAMES if (doc := load(n)) and "date" in doc})
+    # Benchmarks may be rerun one by one (run_all.py --only): say which commit each figure comes from.
+    by_commit: dict[str, list[str]] = {}
+    for n in NAMES:
+        if (doc := load(n)) and doc.get("machine", {}).get("commit"):
+            by_commit.setdefault(doc["machine"]["commit"], []).append(n)
+    commits = (
+        f"commit {next(iter(by_commit))}"
+        if len(by_commit) == 1
+        else "; ".join(f"{', '.join(names)} at commit {commit}" for commit, names in by_commit.items())
+    )
     if machine:
         lines.append("")
         lines.append(
             f"Measured {', '.join(dates)} on {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB; "
             f"Python {machine['python']}, kopf {machine['kopf']}, Kubernetes {machine['kubernetes']}, "
-            f"etcd {machine['etcd']}, kwok {machine['kwok']} ({machine['kwok_nodes']} nodes); commit {machine['commit']}."
+            f"etcd {machine['etcd']}, kwok {machine['kwok']} ({machine['kwok_nodes']} nodes); {commits}."
         )
     return "\n".join(lines)
 

@@ -432,7 +432,8 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota,"
             "PodSecurity,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,MutatingAdmissionWebhook",
-            "--profiling=false",
+            # COORDINATOR_CLUSTER_PROFILING=1 serves /debug/pprof (benchmarks/README.md: profiling the API server).
+            f"--profiling={'true' if os.environ.get('COORDINATOR_CLUSTER_PROFILING') == '1' else 'false'}",
             "--v=1",
         ],
     )
