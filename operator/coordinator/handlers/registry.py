@@ -28,7 +28,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     ours = get_settings()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = NoDiffBase()
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
     # Without both timeouts a silently dropped watch connection can leave the operator blind.
     settings.watching.server_timeout = ours.watch_server_timeout
     settings.watching.client_timeout = ours.watch_client_timeout
@@ -37,19 +39,6 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # and its RBAC grants none: do not ask for it.
     if ours.watched and not any(set("*?[]!") & set(pattern) for pattern in ours.watched):
         settings.scanning.disabled = True
-
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """Keep no last-handled configuration: no handler here reacts to a spec change (no on.create, on.update or
-    on.resume; daemons, timers and on.delete need no diff), so kopf's annotation of it was one PATCH per object
-    and a watch event more for nothing. kopf then sees every event as "created, no handler for that", which
-    costs nothing and writes nothing."""
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
 
 
 @kopf.on.login()
