@@ -20,6 +20,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from coordinator.handlers.history import DELETE_MIRROR_RETRIES, handle_mirror_deleted_testrun
+from coordinator.history.models import SCHEMA_HEAD
 from coordinator.history.records import run_record
 from coordinator.history.redis import (
     LiveProgress,
@@ -79,8 +80,41 @@ def _about(difference: Any, names: set[str]) -> bool:
 
 
 async def test_upgrade_is_idempotent_and_reports_the_head_revision(store: HistoryStore) -> None:
-    assert await store.upgrade() == "0001"
-    assert await store.upgrade() == "0001"
+    assert await store.upgrade() == SCHEMA_HEAD
+    assert await store.upgrade() == SCHEMA_HEAD
+
+
+async def test_a_first_release_database_upgrades_with_its_runs(database_url: str) -> None:
+    """Tables made by revision 0001, with runs in them, reach the head: the runs stay, the namespace index
+    gains the report's columns (0002), and the namespace report still counts them."""
+    from coordinator.history import migrations
+
+    history = HistoryStore(database_url, _instance())
+    prefix = history.tables.prefix
+    try:
+        async with history.engine.begin() as conn:
+            assert await conn.run_sync(migrations.upgrade, prefix, "0001") == "0001"
+        history._schema_ready = True  # write through the current models into the 0001 tables
+        await history.upsert_run(finished_testrun(name="old-run", namespace="shop"))
+        history._schema_ready = False
+        assert await history.upgrade() == SCHEMA_HEAD
+
+        def namespace_index(connection: Connection) -> list[str | None]:
+            indexes = inspect(connection).get_indexes(f"{prefix}_test_runs")
+            return next(ix["column_names"] for ix in indexes if ix["name"] == f"{prefix}_runs_namespace_ix")
+
+        async with history.engine.connect() as conn:
+            assert await conn.run_sync(namespace_index) == [
+                "namespace",
+                "scenario_id",
+                "completed_at",
+                "passed",
+                "recovery_seconds",
+            ]
+        report = await history.report(ReportFilters(namespace="shop"))
+        assert report.total_runs == 1
+    finally:
+        await history.close()
 
 
 async def test_instances_sharing_a_database_keep_apart(store: HistoryStore, database_url: str) -> None:

@@ -54,7 +54,7 @@ def table_prefix(instance_name: str) -> str:
 
 
 # The newest migration's revision (migrations/versions/); tests/unit/test_history_settings.py checks they agree.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 
 def version_table(prefix: str) -> str:
@@ -119,12 +119,14 @@ def history_tables(prefix: str) -> HistoryTables:
         Column("status", JSON_DOCUMENT, comment="The TestRun's status as mirrored."),
         Column("mirrored_at", DateTime(timezone=True), nullable=False),
         # The report filters by time window, namespace and scenario, and groups by scenario: each index below
-        # leads with one filter and continues with completed_at, so every combination is a range scan. The
+        # leads with one filter, so every combination is a range scan. The
         # scenario index also carries what the aggregates read (verdict, recovery), so per-scenario counts,
         # means, percentiles and "latest N" lookups never read the wide rows (index-only on both backends).
         Index(name("runs_completed_ix"), "completed_at"),
         Index(name("runs_scenario_ix"), "scenario_id", "completed_at", "passed", "recovery_seconds"),
-        Index(name("runs_namespace_ix"), "namespace", "completed_at"),
+        # The namespace index carries the aggregates' columns too (migration 0002: SQLite otherwise groups through
+        # the scenario index and reads every row to check its namespace).
+        Index(name("runs_namespace_ix"), "namespace", "scenario_id", "completed_at", "passed", "recovery_seconds"),
         comment="Finished TestRuns, one row per run UID.",
     )
     chaos_events = Table(
