@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -36,6 +35,9 @@ from sqlalchemy import text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the PostgreSQL helper the tests use
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from harness import machine  # noqa: E402
 
 from coordinator.history.records import EventRecord, ResultRecord, RunRecord, ScenarioRecord  # noqa: E402
 from coordinator.history.report import ReportFilters, render_table  # noqa: E402
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "benchmark": "history_report",
                 "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-                "machine": {"python": platform.python_version(), "platform": platform.platform()},
+                "machine": machine(),  # cores, versions and the commit, like the other benchmarks
                 "runs": args.runs,
                 "scenarios": args.scenarios,
                 "repeat": args.repeat,
