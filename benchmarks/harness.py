@@ -441,9 +441,19 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: 
         await asyncio.sleep(interval)
 
 
-async def delete_namespace(client: KubeClient, name: str) -> None:
+async def delete_namespace(client: KubeClient, name: str, within: float = 300, wait: bool = True) -> None:
+    """Delete a round's namespace and (``wait``) wait until it is gone: the namespace controller deleting
+    thousands of Events, pods and TestRuns must not run on the same cores as the next round."""
+    path = resource_path("Namespace", name=name)
     with contextlib.suppress(ApiError):
-        await client.delete(resource_path("Namespace", name=name))
+        await client.delete(path)
+    if not wait:
+        return
+
+    async def gone() -> bool:
+        return await client.get_or_none(path) is None
+
+    await eventually(gone, within=within, what=f"namespace {name} deleted", interval=0.5)
 
 
 def pod_manifest(name_prefix: str, labels: Mapping[str, str], node: int) -> dict[str, Any]:
