@@ -12,19 +12,24 @@ import contextlib
 import logging
 import os
 import signal
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kopf._cogs.structs.references import Insights
 
-from coordinator.adapters.kube import KubeClient
+from coordinator.adapters.kube import KubeClient, resource_path
 from coordinator.cli.supervision import Supervisor
 from coordinator.engine import observers
 from coordinator.engine.scheduler import release_deleted_scenarios
 from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
+from coordinator.handlers.namespaces import reconcile_forever, settled_names, uses_patterns
 from coordinator.history.redis import ProgressObserver, redis_services
 from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
 from coordinator.observability import metrics
 from coordinator.settings import Settings
+
+NAMESPACE_RECONCILE_INTERVAL = 5.0  # seconds between the first checks of kopf's namespace view (handlers/namespaces.py)
 
 log = logging.getLogger("coordinator")
 
@@ -115,9 +120,23 @@ async def _operate(
 ) -> None:
     """The leader's work: kopf and our periodic tasks, until kopf stops (a signal, or leadership lost)."""
     ready = asyncio.Event()
+    insights = Insights()
     sweeper = asyncio.create_task(sweep_forever(client, settings))
     purger = asyncio.create_task(purge_expired_forever(history, settings.history_retention_days))
     announcer = asyncio.create_task(_announce(ready, namespaces, supervisor))
+    tasks = [sweeper, announcer, purger]
+    if uses_patterns(namespaces):
+
+        async def namespace_names() -> list[str]:
+            return settled_names(await client.list(resource_path("Namespace")), datetime.now(UTC))
+
+        tasks.append(
+            asyncio.create_task(
+                reconcile_forever(
+                    insights, namespace_names, namespaces, ready, NAMESPACE_RECONCILE_INTERVAL, settings.sweep_interval
+                )
+            )
+        )
     try:
         await kopf.operator(
             clusterwide=not namespaces,
@@ -126,9 +145,10 @@ async def _operate(
             memo=memo,
             ready_flag=ready,
             stop_flag=supervisor.stop_flag,
+            insights=insights,
         )
     finally:
-        for task in (sweeper, announcer, purger):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
