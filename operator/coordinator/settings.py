@@ -18,6 +18,14 @@ from coordinator.domain.sharding import parse_shard_selector
 DEFAULT_PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 
 
+GLOB_CHARS = frozenset("*?[]!")
+
+
+def uses_patterns(watched: list[str]) -> bool:
+    """Whether a namespace list holds globs (kopf's pattern syntax) rather than exact names."""
+    return any(GLOB_CHARS & set(pattern) for pattern in watched)
+
+
 class ConfigurationError(ValueError):
     """A setting has a bad value; the message names the environment variable."""
 
@@ -212,6 +220,11 @@ class Settings(BaseSettings):
     @property
     def watched(self) -> list[str]:
         return [n for n in self.watch_namespaces.split(",") if n]
+
+    @property
+    def watches_patterns(self) -> bool:
+        """Whether ``watched`` holds globs (kopf then discovers the namespaces) rather than exact names."""
+        return uses_patterns(self.watched)
 
     @property
     def history_file(self) -> Path:

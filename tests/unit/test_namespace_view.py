@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from kopf._cogs.structs.references import Insights, NamespaceName
 
-from coordinator.handlers.namespaces import add_missed, missed, reconcile_forever, settled_names, uses_patterns
+from coordinator.handlers.namespaces import add_missed, missed, reconcile_forever, settled_names
+from coordinator.settings import uses_patterns
 
 
 def test_patterns_are_told_from_exact_names() -> None:

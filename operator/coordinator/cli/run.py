@@ -23,11 +23,11 @@ from coordinator.cli.supervision import Supervisor
 from coordinator.engine import observers
 from coordinator.engine.scheduler import release_deleted_scenarios
 from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
-from coordinator.handlers.namespaces import reconcile_forever, settled_names, uses_patterns
+from coordinator.handlers.namespaces import reconcile_forever, settled_names
 from coordinator.history.redis import ProgressObserver, redis_services
 from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
 from coordinator.observability import metrics
-from coordinator.settings import Settings
+from coordinator.settings import Settings, uses_patterns
 
 NAMESPACE_RECONCILE_INTERVAL = 5.0  # seconds between the first checks of kopf's namespace view (handlers/namespaces.py)
 

@@ -24,16 +24,14 @@ from coordinator.settings import Settings
 log = logging.getLogger(__name__)
 
 SWEPT_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "Node", "NetworkPolicy")
-GLOB_CHARS = frozenset("*?[]!")
 
 
 def sweep_scope(settings: Settings) -> list[str] | None:
     """The namespaces to sweep when the operator watches an exact list of them (a single-namespace install has
     no right to list cluster-wide), or None for cluster-wide (no list, or glob patterns that need the whole view)."""
-    watched = settings.watched
-    if not watched or any(GLOB_CHARS & set(pattern) for pattern in watched):
+    if not settings.watched or settings.watches_patterns:
         return None
-    return watched
+    return settings.watched
 
 
 async def list_scoped(

@@ -17,6 +17,7 @@ import aiohttp
 import kopf
 
 from coordinator.adapters.kube import Credentials, load_credentials
+from coordinator.settings import uses_patterns
 
 # Requests kopf may have in flight at once besides its watches (finalizers, progress annotations, events).
 KOPF_REQUESTS = 16
@@ -30,7 +31,7 @@ def kopf_connection_limit(watched: list[str]) -> int:
     """Connections kopf's session may open: one per watch stream, plus ``KOPF_REQUESTS``; 0 (no limit) when
     namespace patterns make the number of watches unknowable, since a watch waiting for a connection would
     never start."""
-    if any(set("*?[]!") & set(pattern) for pattern in watched):
+    if uses_patterns(watched):
         return 0
     streams = WATCHED_RESOURCES * max(len(watched), 1) + SCANNING_WATCHES
     return streams + KOPF_REQUESTS

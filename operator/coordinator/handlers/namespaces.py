@@ -18,6 +18,8 @@ from typing import Any
 
 from kopf._cogs.structs.references import Insights, NamespaceName, match_namespace
 
+from coordinator.domain.conditions import parse_iso
+
 log = logging.getLogger(__name__)
 
 ListNames = Callable[[], Awaitable[Iterable[str]]]
@@ -35,14 +37,9 @@ def settled_names(objects: Iterable[Mapping[str, Any]], now: datetime, min_age: 
         created = meta.get("creationTimestamp")
         if meta.get("deletionTimestamp") or not created:
             continue
-        if (now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds() >= min_age:
+        if (now - parse_iso(str(created))).total_seconds() >= min_age:
             out.append(str(meta["name"]))
     return out
-
-
-def uses_patterns(watched: list[str]) -> bool:
-    """Whether kopf discovers the namespaces itself (patterns), rather than being given them."""
-    return any(set("*?[]!,") & set(pattern) for pattern in watched)
 
 
 def missed(names: Iterable[str], patterns: list[str], known: set[NamespaceName | None]) -> set[NamespaceName]:

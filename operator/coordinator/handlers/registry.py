@@ -37,7 +37,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     # An exact namespace list (the single-namespace install) needs no cluster-wide view of namespaces and CRDs,
     # and its RBAC grants none: do not ask for it.
-    if ours.watched and not any(set("*?[]!") & set(pattern) for pattern in ours.watched):
+    if ours.watched and not ours.watches_patterns:
         settings.scanning.disabled = True
 
 
