@@ -402,15 +402,21 @@ async def bench_levels(
             env["COORDINATOR_HISTORY_RETENTION_DAYS"] = "0"  # the synthetic runs are months old: keep them
         for concurrency in levels:
             rounds = []
-            for rep in range(args.repeat):
+            profiled = None
+            # With --profile, one round more, sampled by py-spy and left out of the medians: the sampler takes its
+            # share of the same 2 cores (throughput at 100 in flight: 16-18 runs/s without it, 12 with it).
+            for rep in range(args.repeat + (1 if args.profile else 0)):
+                sampled = rep == args.repeat
                 total = runs_for(concurrency)
-                print(f"{name}: {concurrency} in flight, {total} runs, round {rep + 1}/{args.repeat} ...", flush=True)
+                which = "profiled round" if sampled else f"round {rep + 1}/{args.repeat}"
+                print(f"{name}: {concurrency} in flight, {total} runs, {which} ...", flush=True)
                 result = await one_level(
                     cluster,
                     env,
                     concurrency,
                     total,
-                    tag=f"{name[:3]}{args.backend[0]}{concurrency}r{rep}",
+                    tag=f"{name[:3]}{args.backend[0]}{concurrency}{'p' if sampled else f'r{rep}'}",
+                    profile=sampled,
                     hold=args.hold or f"{concurrency / ARRIVALS_PER_SECOND:g}s",
                     stagger=args.what == "latency",
                 )
@@ -419,22 +425,10 @@ async def bench_levels(
                     f"{result['throughput_runs_per_second']} runs/s, phases {result['phases']}",
                     flush=True,
                 )
-                rounds.append(result)
-            profiled = None
-            if args.profile:
-                # One round more, sampled by py-spy and left out of the medians: the sampler takes its share of
-                # the same 2 cores (throughput at 100 in flight: 16-18 runs/s without it, 12 with it).
-                print(f"{name}: {concurrency} in flight, profiled round ...", flush=True)
-                profiled = await one_level(
-                    cluster,
-                    env,
-                    concurrency,
-                    runs_for(concurrency),
-                    tag=f"{name[:3]}{args.backend[0]}{concurrency}p",
-                    profile=True,
-                    hold=args.hold or f"{concurrency / ARRIVALS_PER_SECOND:g}s",
-                    stagger=args.what == "latency",
-                )
+                if sampled:
+                    profiled = result
+                else:
+                    rounds.append(result)
             results.append(
                 {
                     "concurrency": concurrency,
