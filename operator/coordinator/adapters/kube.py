@@ -238,11 +238,16 @@ class KubeClient:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        page_size: int = 500,
+        page_size: int | None = 500,
     ) -> list[JSON]:
-        """Every item of a collection, following ``continue`` tokens."""
+        """Every item of a collection, following ``continue`` tokens.
+
+        ``page_size=None`` asks for the whole collection in one response. Since Kubernetes 1.31 the API server
+        answers such a list (no limit, no resourceVersion: still a consistent read) from its watch cache, while
+        every page of a paginated list is read from etcd.
+        """
         items: list[JSON] = []
-        params: dict[str, str | int] = {"limit": page_size}
+        params: dict[str, str | int] = {} if page_size is None else {"limit": page_size}
         if label_selector:
             params["labelSelector"] = label_selector
         if field_selector:

@@ -17,6 +17,10 @@ from coordinator.faults.base import PlannedTarget
 from coordinator.settings import Settings
 
 OPT_IN_LABEL = "chaos.coordinator.dev/allow"
+# Candidates are listed in one response (``page_size=None``): the API server then serves the list from its watch
+# cache (Kubernetes >= 1.31, still a consistent read) instead of reading 20 pages of 500 pods from etcd for a
+# 10,000-pod selector (benchmarks/README.md, finding 15). The whole list is held in memory either way.
+LIST_PAGE_SIZE: int | None = None
 
 
 @dataclass
@@ -75,7 +79,10 @@ async def resolve_targets(
     refused: list[str] = []
     if kind == TargetKind.NODE:
         objects = await client.list(
-            resource_path(kind), label_selector=label_selector, field_selector=target.fieldSelector
+            resource_path(kind),
+            label_selector=label_selector,
+            field_selector=target.fieldSelector,
+            page_size=LIST_PAGE_SIZE,
         )
     else:
         for namespace in target.namespaces or [default_namespace]:
@@ -84,7 +91,10 @@ async def resolve_targets(
                 refused.append(reason)
                 continue
             objects += await client.list(
-                resource_path(kind, namespace), label_selector=label_selector, field_selector=target.fieldSelector
+                resource_path(kind, namespace),
+                label_selector=label_selector,
+                field_selector=target.fieldSelector,
+                page_size=LIST_PAGE_SIZE,
             )
     by_uid = {obj["metadata"]["uid"]: obj for obj in objects}
     candidates = [Candidate.from_object(kind, obj) for obj in objects]
