@@ -291,22 +291,46 @@ class RedisProgress:
 class ProgressObserver:
     """A run observer (``engine.observers``) that records each run's progress in a ``LiveProgress``.
 
-    Observer calls are synchronous and must be quick, so each write is a task of its own; failures are logged
-    once and never reach the run.
+    Observer calls are synchronous and must be quick, so writes happen in a task per run; failures are logged
+    once and never reach the run. Updates of one run coalesce: while its write is in flight, later updates merge
+    into one pending record (newest value per field), written next. A step over 1,000 pods reports 1,000
+    injections in a few milliseconds; they cost a couple of Redis writes, not 1,000 (9 % of the operator's CPU in
+    the 10,000-pod selection benchmark, finding 15). What a reader sees is the same: each field's latest value.
     """
 
     def __init__(self, progress: LiveProgress) -> None:
         self.progress = progress
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, dict[str, Any]] = {}  # per run uid: fields not yet handed to a write
         self._warned: set[str] = set()
+        self.writes = 0  # writes made, for tests
 
     def _write(self, run: RunInfo, fields: dict[str, Any]) -> None:
         record = {"namespace": run.namespace, "name": run.name, "scenario": run.scenario, "updatedAt": now_iso()}
-        task = asyncio.get_running_loop().create_task(self._put(run.uid, {**record, **fields}))
+        pending = self._pending.get(run.uid)
+        if pending is not None:  # a writer for this run is queued or busy: it takes these fields too
+            pending.update(record, **fields)
+            return
+        self._pending[run.uid] = {**record, **fields}
+        task = asyncio.get_running_loop().create_task(self._flush(run.uid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _flush(self, uid: str) -> None:
+        """Write the run's pending fields until none are left; the run's only writer while it runs."""
+        try:
+            while True:
+                fields = self._pending[uid]
+                self._pending[uid] = {}  # updates arriving during the write gather here
+                await self._put(uid, fields)
+                if not self._pending[uid]:
+                    return
+        finally:
+            # No await between the loop's last check and this: an update arriving now starts a new writer.
+            self._pending.pop(uid, None)
+
     async def _put(self, uid: str, fields: dict[str, Any]) -> None:
+        self.writes += 1
         try:
             await self.progress.put(uid, fields)
             self._warned.discard("down")
