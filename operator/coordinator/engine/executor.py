@@ -618,7 +618,12 @@ class Executor:
             notes += f"; Events on the first {MAX_TARGET_EVENTS} targets only"
         record.message = f"{len(step.faults)} fault(s) on {record.targetCount} target(s) for {step.duration}{notes}"
         self._condition(cond.FAULTS_INJECTED, True, "Injected", f"step {step.name}: {record.message}")
-        await self.persist()
+        # A step that holds for 0 s without probes is reverted at once, and the revert's write (or the run's final
+        # write, after the last step) follows within milliseconds and carries this too: one status write fewer
+        # per pod-kill run. A crash in between leaves the changes Recorded in the ledger, so the resumed run
+        # applies them again, which every driver makes a no-op (pod kills by UID precondition), then reverts.
+        if duration > 0 or self.probes is not None:
+            await self.persist()
         await self.event("Injected", f"step {step.name}: {record.message}")
 
     async def _apply_one(self, ctx: FaultContext, step_name: str, injection: Injection, announce: bool) -> None:
