@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from coordinator.handlers.history import DELETE_MIRROR_RETRIES, handle_mirror_deleted_testrun
+from coordinator.handlers.history import DELETE_MIRROR_RETRIES, FinishedRunMirror, handle_mirror_deleted_testrun
 from coordinator.history.models import SCHEMA_HEAD
 from coordinator.history.records import run_record
 from coordinator.history.redis import (
@@ -492,6 +492,56 @@ async def test_deletion_retries_while_the_database_is_down_then_lets_go(caplog: 
     finally:
         await store.close()
     assert "shop/doomed was deleted before it reached the history" in caplog.text
+
+
+# --- a finishing run's own mirror ---------------------------------------------------------------------------
+
+
+async def test_a_finishing_run_mirrors_itself(store: HistoryStore) -> None:
+    run = finished_testrun()
+    cache = LocalReportCache()
+    synced = await FinishedRunMirror(store, cache)(run)
+    assert synced is not None
+    assert (synced["synced"], synced["store"]) == (True, store.backend)
+    assert synced["syncedAt"] >= run["status"]["completedAt"]
+    assert (await store.get_run(run["metadata"]["uid"])) is not None
+    assert await cache.generation() == 1, "the report cache is retired"
+
+
+async def test_a_finishing_run_leaves_an_unreachable_database_to_the_timer() -> None:
+    store = HistoryStore(f"postgresql+asyncpg://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/postgres", _instance())
+    try:
+        assert await FinishedRunMirror(store, LocalReportCache())(finished_testrun()) is None
+    finally:
+        await store.close()
+
+
+async def test_a_finishing_run_does_not_wait_on_a_database_that_never_answers() -> None:
+    """A server that accepts connections and says nothing: the run gives up after the mirror's timeout."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = HistoryStore(f"postgresql+asyncpg://postgres:{PG_PASSWORD}@127.0.0.1:{port}/postgres", _instance())
+    started = asyncio.get_running_loop().time()
+    try:
+        assert await FinishedRunMirror(store, LocalReportCache(), timeout=0.5)(finished_testrun()) is None
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await store.close()
+
+
+async def test_a_finishing_run_with_an_unreadable_status_is_left_to_the_timer(store: HistoryStore) -> None:
+    run = finished_testrun()
+    del run["status"]["phase"]
+    assert await FinishedRunMirror(store, LocalReportCache())(run) is None
+    assert await store.count_runs() == 0
 
 
 async def test_an_unwritable_sqlite_location_is_history_unavailable(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from conftest import make_deployment, ready_pods, wait_ready
 from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
@@ -54,6 +56,53 @@ def test_pod_kill_hits_exactly_the_chosen_pods(
         description="Started/Injected/Completed events on the TestRun",
     )
     assert "Reverted" not in chaos.events(run), "a pod kill has nothing to revert: no Reverted event says it did"
+
+
+def test_a_0s_pod_kill_writes_its_status_twice_and_ends_synced(
+    chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api, api_client: client.ApiClient
+) -> None:
+    """Every status the TestRun goes through, as a watch sees it: the plan (Running, the ledger Recorded), then
+    the end (Passed, the kill's outcome, already in the history store). No Injected write in between, no mark by
+    the history timer after."""
+    ns = chaos.namespace
+    make_deployment(apps, ns, "web")
+    wait_ready(core, ns, "web", 3)
+    chaos.scenario("kill-now", pod_kill_spec({"app": "web"}, duration="0s"))
+    statuses: list[dict[str, Any]] = []
+    stream = watch.Watch()
+    custom = client.CustomObjectsApi(api_client)
+    # Watched from this resourceVersion on: every change after it, whenever the watch connects.
+    since = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "testruns")["metadata"]["resourceVersion"]
+
+    def record() -> None:
+        for event in stream.stream(
+            custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            "testruns",
+            resource_version=since,
+            timeout_seconds=60,
+        ):
+            status = event["object"].get("status") or {}
+            if status and (not statuses or statuses[-1] != status):
+                statuses.append(status)
+            if (status.get("history") or {}).get("synced"):
+                stream.stop()
+
+    watcher = threading.Thread(target=record, daemon=True)
+    watcher.start()
+    run = chaos.run("kill-now")
+    watcher.join(timeout=60)
+    assert not watcher.is_alive(), f"TestRun {run} never reached a synced status: {statuses}"
+
+    phases = [(s.get("phase"), s["steps"][0]["outcome"]) for s in statuses]
+    assert phases == [("Running", "Pending"), ("Passed", "Reverted")], phases
+    assert [i["state"] for i in statuses[0]["injections"]] == ["Recorded"]
+    end = statuses[-1]
+    assert end["steps"][0]["injectedAt"]
+    assert [i["state"] for i in end["injections"]] == ["Irreversible"]
+    assert end["history"]["synced"] is True
 
 
 def test_pod_failure_swaps_images_and_restores_them(

@@ -23,6 +23,7 @@ from coordinator.cli.supervision import Supervisor
 from coordinator.engine import observers
 from coordinator.engine.scheduler import release_deleted_scenarios
 from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
+from coordinator.handlers.history import FinishedRunMirror
 from coordinator.handlers.namespaces import reconcile_forever, settled_names
 from coordinator.history.redis import ProgressObserver, redis_services
 from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
@@ -96,7 +97,9 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     )
     progress = ProgressObserver(redis.progress)
     observers.register(progress)
-    memo = kopf.Memo(client=client, settings=settings, history=history, redis=redis)
+    # Runs mirror themselves as they finish; the history timer covers those the store did not take in time.
+    mirror = FinishedRunMirror(history, redis.cache)
+    memo = kopf.Memo(client=client, settings=settings, history=history, redis=redis, mirror=mirror)
     try:
         async with Supervisor(settings, client, memo, kubeconfig) as supervisor:
             if await supervisor.lead():

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,6 +26,7 @@ from coordinator.api.models import (
     TERMINAL_PHASES,
     ChaosScenarioSpec,
     Fault,
+    HistorySync,
     Injection,
     InjectionState,
     Parameter,
@@ -71,6 +72,10 @@ APPLY_PARALLELISM = 32  # changes of one step applied at once (the client's QPS 
 # double its API requests with Events nobody reads one by one. The TestRun's own Events give the totals.
 MAX_TARGET_EVENTS = 100
 SNAPSHOT_KEY = "scenarioSnapshot"
+
+
+# Writes a finished TestRun (as its final write will leave it) to the history store; returns status.history or None.
+Mirror = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]]
 
 
 class RunEnded(Exception):
@@ -147,8 +152,10 @@ class Executor:
         handle: RunHandle,
         stored: Mapping[str, Any] | None = None,
         locks: TargetLocks | None = None,
+        mirror: Mirror | None = None,
     ) -> None:
-        """``stored`` is the TestRun as last read from the API server (default: the handle's body)."""
+        """``stored`` is the TestRun as last read from the API server (default: the handle's body); ``mirror``
+        writes the finished run to the history store before its final status write (handlers/history.py)."""
         self.client = client
         self.settings = settings
         self.handle = handle
@@ -162,6 +169,9 @@ class Executor:
         self.scenario: ChaosScenarioSpec | None = None
         self.probes: ProbeSession | None = None
         self.locks = locks
+        self.mirror = mirror
+        self.spec_body = dict(source.get("spec") or {})
+        self.metadata = dict(meta)
         self._trackers: dict[int, RecoveryTracker] = {}
 
     # --- plumbing ------------------------------------------------------------------------------------------
@@ -719,12 +729,29 @@ class Executor:
         # run that is already finished does nothing), which a summary can afford; counting twice it could not.
         counted = bool((self.status.model_extra or {}).get("scenarioCounted"))
         self.status.scenarioCounted = True  # type: ignore[attr-defined]
+        await self.mirror_finished()
         await self.persist()
         observers.notify("run_finished", self.info, self.status)
         warning = end.phase != Phase.PASSED
         await self.event("Completed" if not warning else end.phase.value, end.message, warning=warning)
         if not counted:
             await self.update_scenario_summary(end.phase)
+
+    async def mirror_finished(self) -> None:
+        """Put the finished run into the history store now, so the final write can say it is there (one status
+        write fewer than the timer's mark). A crash before that write only means the record is written again."""
+        if self.mirror is None or (self.status.history is not None and self.status.history.synced):
+            return
+        self.status.observedGeneration = self.generation
+        synced = await self.mirror(
+            {
+                "metadata": self.metadata,
+                "spec": self.spec_body,
+                "status": self.status.model_dump(mode="json", exclude_none=True),
+            }
+        )
+        if synced is not None:
+            self.status.history = HistorySync.model_validate(synced)
 
     def _summary(self) -> str:
         steps = len(self.status.steps)

@@ -87,7 +87,14 @@ def _active(status: kopf.Status, **_: Any) -> bool:
 async def testrun_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     """Execute a TestRun: one long-lived task per active run, resumable from its status."""
     redis = getattr(memo, "redis", None)
-    await handle_execute_testrun(memo.client, memo.settings, body, stopped, redis.locks if redis else None)
+    await handle_execute_testrun(
+        memo.client,
+        memo.settings,
+        body,
+        stopped,
+        redis.locks if redis else None,
+        getattr(memo, "mirror", None),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, "testruns", when=in_shard)

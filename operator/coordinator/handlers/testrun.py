@@ -12,7 +12,7 @@ import kopf
 
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import FINALIZER
-from coordinator.engine.executor import Executor, RetryLater, RunHandle, RunInterrupted, revert_run
+from coordinator.engine.executor import Executor, Mirror, RetryLater, RunHandle, RunInterrupted, revert_run
 from coordinator.history.redis import TargetLocks
 from coordinator.settings import Settings
 
@@ -51,6 +51,7 @@ async def handle_execute_testrun(
     body: Mapping[str, Any],
     stopped: kopf.DaemonStopped,
     locks: TargetLocks | None = None,
+    mirror: Mirror | None = None,
 ) -> None:
     """Run (or resume) a TestRun until it ends, the operator stops, or the TestRun is deleted."""
     await wait_for_finalizer(body, stopped)
@@ -66,7 +67,7 @@ async def handle_execute_testrun(
         if stored is None or stored["metadata"]["uid"] != uid:
             return
         handle = RunHandle(body=body, stopped=lambda: bool(stopped))
-        executor = Executor(client, settings, handle, stored=stored, locks=locks)
+        executor = Executor(client, settings, handle, stored=stored, locks=locks, mirror=mirror)
         try:
             await executor.execute()
         except RunInterrupted:
