@@ -9,7 +9,6 @@ from pathlib import Path
 from kubernetes import client
 
 from coordinator.adapters.kube import KubeClient
-from coordinator.engine.targets import LIST_PAGE_SIZE
 
 ETCD_LISTS = re.compile(r'^etcd_requests_total\{operation="list",type="configmaps"\} (\d+)', re.MULTILINE)
 
@@ -30,7 +29,7 @@ def etcd_configmap_lists(kubeconfig: Path) -> int:
 async def test_a_list_in_one_response_is_served_from_the_watch_cache(
     kubeconfig: Path, core: client.CoreV1Api, namespace: str
 ) -> None:
-    """Target selection lists in one response (``LIST_PAGE_SIZE``): one request, read from the watch cache, not
+    """Target selection lists in one response (``list_summaries``): one request, read from the watch cache, not
     etcd. Paginated, every page after the first is an etcd read (benchmarks/README.md, finding 15)."""
     for i in range(7):
         core.create_namespaced_config_map(
@@ -40,7 +39,7 @@ async def test_a_list_in_one_response_is_served_from_the_watch_cache(
     try:
         path = f"/api/v1/namespaces/{namespace}/configmaps"
         before, requests = etcd_configmap_lists(kubeconfig), kube.requests
-        whole = await kube.list(path, label_selector="pick=yes", page_size=LIST_PAGE_SIZE)
+        whole = await kube.list_summaries(path, label_selector="pick=yes")
         assert kube.requests - requests == 1
         assert etcd_configmap_lists(kubeconfig) == before, "the one-response list was read from etcd"
 
@@ -50,6 +49,11 @@ async def test_a_list_in_one_response_is_served_from_the_watch_cache(
         assert etcd_configmap_lists(kubeconfig) - before >= 3, "continued pages come from etcd"
     finally:
         await kube.close()
-    names = sorted(item["metadata"]["name"] for item in whole)
+    names = sorted(item.summary["metadata"]["name"] for item in whole)
     assert names == [f"cm-{i}" for i in range(7)]
     assert sorted(item["metadata"]["name"] for item in paged) == names
+    by_name = {item["metadata"]["name"]: item for item in paged}
+    for item in whole:
+        full = item.object()
+        assert full == by_name[full["metadata"]["name"]], "the summary's object is the listed object"
+        assert item.summary["metadata"]["labels"] == {"pick": "yes"}

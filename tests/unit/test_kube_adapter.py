@@ -1,5 +1,5 @@
-"""The pure parts of the Kubernetes adapter (API paths, API versions, errors, the rate limiter) and the
-sweeper's reading of record annotations."""
+"""The pure parts of the Kubernetes adapter (API paths, API versions, errors, the rate limiter, listed
+objects' summaries) and the sweeper's reading of record annotations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import json
 import logging
 import time
 
+import orjson
 import pytest
 
-from coordinator.adapters.kube import ApiError, RateLimiter, api_version_of, resource_path
+from coordinator.adapters.kube import ApiError, Listed, RateLimiter, api_version_of, listed_items, resource_path
+from coordinator.domain.selection import Candidate
 from coordinator.engine.sweeper import records_of
 from coordinator.faults.base import ANNOTATION_PREFIX
 
@@ -304,3 +306,74 @@ async def test_a_plain_text_error_body_becomes_an_api_error() -> None:
     finally:
         await client.close()
         await runner.cleanup()
+
+
+# --- listed objects: the summary target selection reads ---------------------------------------------------------
+
+POD = {
+    "metadata": {
+        "name": "web-1",
+        "namespace": "shop",
+        "uid": "u-1",
+        "labels": {"app": "web"},
+        "annotations": {"note": "x"},
+        "deletionTimestamp": "2026-01-01T00:00:00Z",
+        "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}],
+    },
+    "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "app:1"}]},
+    "status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "podIP": "10.0.0.1",
+    },
+}
+
+
+def _listed(*items: object) -> list[Listed]:
+    raw = orjson.dumps({"kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": list(items)})
+    return listed_items(raw, "/api/v1/pods")
+
+
+def test_a_summary_holds_what_selection_reads_and_nothing_else() -> None:
+    (listed,) = _listed(POD)
+    assert listed.summary == {
+        "metadata": {
+            "name": "web-1",
+            "namespace": "shop",
+            "uid": "u-1",
+            "labels": {"app": "web"},
+            "annotations": {"note": "x"},
+            "deletionTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    candidate = Candidate.from_object("Pod", listed.summary)
+    assert candidate == Candidate.from_object("Pod", POD), "selection sees the same candidate either way"
+
+
+def test_the_listed_object_decodes_in_full() -> None:
+    (listed,) = _listed(POD)
+    assert listed.object() == POD
+
+
+def test_missing_and_null_fields_are_tolerated() -> None:
+    (bare, nulls) = _listed({"metadata": {"name": "n"}}, {"metadata": {"name": "m", "labels": None}, "status": None})
+    assert Candidate.from_object("Node", bare.summary).name == "n"
+    assert Candidate.from_object("Pod", nulls.summary).labels == {}
+
+
+def test_a_field_of_an_unexpected_shape_falls_back_to_the_whole_object() -> None:
+    odd = {"metadata": {"name": "odd", "labels": {"app": 3}}, "status": {"phase": "Running"}}
+    (listed,) = _listed(odd)
+    assert listed.summary == odd
+    assert Candidate.from_object("Pod", listed.summary).labels == {"app": "3"}
+
+
+def test_an_empty_list_has_no_items() -> None:
+    assert listed_items(b'{"kind":"PodList","items":null}', "/api/v1/pods") == []
+    assert _listed() == []
+
+
+def test_a_body_that_is_not_a_list_is_an_api_error() -> None:
+    with pytest.raises(ApiError, match="the list from /api/v1/pods is not a list"):
+        listed_items(b"<html>proxy error</html>", "/api/v1/pods")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeClient, Listed, resource_path
 from coordinator.api.models import Target, TargetKind
 from coordinator.domain.selection import (
     Candidate,
@@ -17,10 +17,6 @@ from coordinator.faults.base import PlannedTarget
 from coordinator.settings import Settings
 
 OPT_IN_LABEL = "chaos.coordinator.dev/allow"
-# Candidates are listed in one response (``page_size=None``): the API server then serves the list from its watch
-# cache (Kubernetes >= 1.31, still a consistent read) instead of reading 20 pages of 500 pods from etcd for a
-# 10,000-pod selector (benchmarks/README.md, finding 15). The whole list is held in memory either way.
-LIST_PAGE_SIZE: int | None = None
 
 
 @dataclass
@@ -75,14 +71,13 @@ async def resolve_targets(
     """List what the target spec matches (label/field selectors server-side), filter and pick per mode."""
     kind = str(target.kind)
     label_selector = label_selector_to_string(target.labelSelector) or None
-    objects = []
+    listed: list[Listed] = []
     refused: list[str] = []
+    # One response per namespace, decoded only as far as selection reads; the chosen objects in full
+    # (KubeClient.list_summaries; benchmarks/README.md, finding 15).
     if kind == TargetKind.NODE:
-        objects = await client.list(
-            resource_path(kind),
-            label_selector=label_selector,
-            field_selector=target.fieldSelector,
-            page_size=LIST_PAGE_SIZE,
+        listed = await client.list_summaries(
+            resource_path(kind), label_selector=label_selector, field_selector=target.fieldSelector
         )
     else:
         for namespace in target.namespaces or [default_namespace]:
@@ -90,18 +85,15 @@ async def resolve_targets(
             if not allowed:
                 refused.append(reason)
                 continue
-            objects += await client.list(
-                resource_path(kind, namespace),
-                label_selector=label_selector,
-                field_selector=target.fieldSelector,
-                page_size=LIST_PAGE_SIZE,
+            listed += await client.list_summaries(
+                resource_path(kind, namespace), label_selector=label_selector, field_selector=target.fieldSelector
             )
-    by_uid = {obj["metadata"]["uid"]: obj for obj in objects}
-    candidates = [Candidate.from_object(kind, obj) for obj in objects]
+    candidates = [Candidate.from_object(kind, item.summary) for item in listed]
+    by_uid = {candidate.uid: item for candidate, item in zip(candidates, listed, strict=True)}
     matching = eligible(candidates, target)
     chosen = select_targets(matching, mode, value, seed)
     return Selection(
-        targets=[PlannedTarget(ref=c.to_ref(), obj=by_uid[c.uid]) for c in chosen],
+        targets=[PlannedTarget(ref=c.to_ref(), obj=by_uid[c.uid].object()) for c in chosen],
         matched=len(matching),
         refused=refused,
     )
