@@ -67,7 +67,7 @@ ABORT_ANNOTATION = "chaos.coordinator.dev/abort"
 # Held while a run checks the global cap and writes Running (see Executor.admit).
 _ADMISSION = asyncio.Lock()
 MAX_LISTED_TARGETS = 100
-APPLY_PARALLELISM = 32  # changes of one step applied at once (the client's QPS limit still applies)
+APPLY_PARALLELISM = 32  # changes of one step in flight at once (the client's QPS limit still applies)
 # Events on the targets themselves (ChaosInjected/ChaosReverted), per step: a step over 1,000 pods would otherwise
 # double its API requests with Events nobody reads one by one. The TestRun's own Events give the totals.
 MAX_TARGET_EVENTS = 100
@@ -594,30 +594,44 @@ class Executor:
         return planned
 
     async def apply_step(self, index: int, ctx: FaultContext) -> None:
-        """Apply the step's recorded changes, ``APPLY_PARALLELISM`` at a time (each is already in the ledger and
-        independent of the others: a step over 1,000 pods must not take 1,000 round trips in a row)."""
+        """Apply the step's recorded changes, ``APPLY_PARALLELISM`` in flight at a time (each is already in the
+        ledger and independent of the others: a step over 1,000 pods must not take 1,000 round trips in a row).
+
+        A sliding window, not batches: a batch waited for its slowest request before the next one started. After
+        the first failure (or a stop) no further change starts; those in flight finish, what happened is written
+        down, then the run reacts.
+        """
         assert self.scenario is not None
         step = self.scenario.steps[index]
         record = self.status.steps[index]
         ours = [i for i in self.status.injections if i.step == index]
         announced = {i.id for i in ours[:MAX_TARGET_EVENTS]}
         todo = [i for i in ours if i.state == InjectionState.RECORDED]
-        for first in range(0, len(todo), APPLY_PARALLELISM):
-            self.check_stop()
-            chunk = todo[first : first + APPLY_PARALLELISM]
-            outcomes = await asyncio.gather(
-                *(self._apply_one(ctx, step.name, i, announce=i.id in announced) for i in chunk),
-                return_exceptions=True,
-            )
-            errors = [o for o in outcomes if isinstance(o, BaseException)]
-            if errors:
-                cancelled = next((e for e in errors if isinstance(e, asyncio.CancelledError)), None)
-                if cancelled is not None:
-                    raise cancelled
-                # What did happen is written down before the run reacts to what did not.
-                with contextlib.suppress(ApiError):
-                    await self.persist()
-                raise next((e for e in errors if not isinstance(e, ApiError)), errors[0])
+        window = asyncio.Semaphore(APPLY_PARALLELISM)
+        halted = False
+
+        async def apply(injection: Injection) -> None:
+            nonlocal halted
+            async with window:
+                if halted:
+                    return  # not started: stays Recorded, applied on a retry or reverted by the ending run
+                try:
+                    self.check_stop()
+                    await self._apply_one(ctx, step.name, injection, announce=injection.id in announced)
+                except BaseException:
+                    halted = True
+                    raise
+
+        outcomes = await asyncio.gather(*(apply(i) for i in todo), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            cancelled = next((e for e in errors if isinstance(e, asyncio.CancelledError)), None)
+            if cancelled is not None:
+                raise cancelled
+            # What did happen is written down before the run reacts to what did not.
+            with contextlib.suppress(ApiError):
+                await self.persist()
+            raise next((e for e in errors if not isinstance(e, ApiError)), errors[0])
         duration = parse_duration(step.duration)
         injected = now_iso()
         record.outcome = StepOutcome.INJECTED
