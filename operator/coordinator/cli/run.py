@@ -30,8 +30,6 @@ from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_ex
 from coordinator.observability import metrics
 from coordinator.settings import Settings, uses_patterns
 
-NAMESPACE_RECONCILE_INTERVAL = 5.0  # seconds between the first checks of kopf's namespace view (handlers/namespaces.py)
-
 log = logging.getLogger("coordinator")
 
 
@@ -135,9 +133,7 @@ async def _operate(
 
         tasks.append(
             asyncio.create_task(
-                reconcile_forever(
-                    insights, namespace_names, namespaces, ready, NAMESPACE_RECONCILE_INTERVAL, settings.sweep_interval
-                )
+                reconcile_forever(insights, namespace_names, namespaces, ready, interval=settings.sweep_interval)
             )
         )
     try:

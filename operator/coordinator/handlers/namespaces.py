@@ -61,7 +61,8 @@ async def add_missed(insights: Insights, names: Iterable[str], patterns: list[st
     return found
 
 
-STARTUP_CHECKS = 12  # checks at the start-up interval before the slower one
+STARTUP_INTERVAL = 5.0  # seconds between the first checks: the window in which test and GitOps namespaces appear
+STARTUP_CHECKS = 12  # checks at the start-up interval (the first minute) before the slower one
 
 
 async def reconcile_forever(
@@ -69,8 +70,8 @@ async def reconcile_forever(
     list_names: ListNames,
     patterns: list[str],
     ready: asyncio.Event,
-    startup_interval: float,
     interval: float,
+    startup_interval: float = STARTUP_INTERVAL,
 ) -> None:
     """After kopf is ready: list the namespaces and add those kopf missed, every ``startup_interval`` seconds
     for the first checks, then every ``interval`` (kopf's namespace watch re-lists, with the same gap, each
