@@ -537,6 +537,16 @@ async def test_a_finishing_run_does_not_wait_on_a_database_that_never_answers() 
         await store.close()
 
 
+async def test_a_finishing_run_the_store_refuses_is_left_to_the_timer(
+    store: HistoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = finished_testrun(name="odd")
+    run["status"]["not json"] = {1, 2}  # a set: the JSON column cannot store it
+    assert await FinishedRunMirror(store, LocalReportCache())(run) is None
+    assert "shop/odd left to the history timer" in caplog.text
+    assert await store.count_runs() == 0
+
+
 async def test_a_finishing_run_with_an_unreadable_status_is_left_to_the_timer(store: HistoryStore) -> None:
     run = finished_testrun()
     del run["status"]["phase"]

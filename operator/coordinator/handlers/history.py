@@ -26,6 +26,8 @@ from coordinator.history.records import run_record
 from coordinator.history.redis import ReportCache
 from coordinator.history.store import HistoryStore, HistoryUnavailable
 
+log = logging.getLogger(__name__)
+
 MIRROR_RETRY_DELAY = 5.0  # seconds between attempts while the history database is unreachable
 BAD_RECORD_RETRY_DELAY = 60.0  # seconds; a status the mirror cannot read needs a fix, not a fast retry
 DELETE_MIRROR_RETRIES = 3  # attempts on deletion before the TestRun is let go unmirrored
@@ -89,6 +91,9 @@ class FinishedRunMirror:
         try:
             await asyncio.wait_for(self.store.mirror(record), self.timeout)
         except (HistoryUnavailable, TimeoutError):
+            return None
+        except Exception as exc:  # a record the store refuses: never the finishing run's problem
+            log.warning("TestRun %s/%s left to the history timer: %s", record.namespace, record.name, exc)
             return None
         await self.cache.bump()
         return {"synced": True, "syncedAt": now_iso(), "store": self.store.backend}
