@@ -103,6 +103,16 @@ class Listed:
         return _decode(bytes(self.raw))
 
 
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str | int]:
+    """A list request's selector parameters (those given)."""
+    params: dict[str, str | int] = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    return params
+
+
 ListedItems = list[Listed]  # (inside KubeClient, ``list`` names its method)
 
 
@@ -328,11 +338,7 @@ class KubeClient:
     ) -> list[JSON]:
         """Every item of a collection, following ``continue`` tokens."""
         items: list[JSON] = []
-        params: dict[str, str | int] = {"limit": page_size}
-        if label_selector:
-            params["labelSelector"] = label_selector
-        if field_selector:
-            params["fieldSelector"] = field_selector
+        params = {"limit": page_size, **_selectors(label_selector, field_selector)}
         while True:
             page = await self.get(path, params=params)
             items.extend(page.get("items", []))
@@ -351,11 +357,7 @@ class KubeClient:
         a consistent read), where every continued page of a paginated list is an etcd read. Decoding all of a
         10,000-pod list took 1.2-2.5 s with orjson; skipping what selection does not read takes about 0.15 s.
         """
-        params: dict[str, str | int] = {}
-        if label_selector:
-            params["labelSelector"] = label_selector
-        if field_selector:
-            params["fieldSelector"] = field_selector
+        params = _selectors(label_selector, field_selector)
         return listed_items(await self._exchange("GET", path, params=params), path)
 
     async def create(self, path: str, body: JSON) -> JSON:
