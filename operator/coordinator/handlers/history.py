@@ -41,6 +41,11 @@ def needs_mirroring(status: Mapping[str, Any]) -> bool:
     return status.get("phase") in TERMINAL_PHASES and not synced
 
 
+def synced_mark(store: HistoryStore) -> dict[str, Any]:
+    """``status.history`` once the run is in ``store``."""
+    return {"synced": True, "syncedAt": now_iso(), "store": store.backend}
+
+
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     """kopf's body views as plain dicts (the store keeps the status as JSON)."""
     return {key: dict(body.get(key) or {}) for key in ("metadata", "spec", "status")}
@@ -61,7 +66,7 @@ async def handle_mirror_testrun(
     except HistoryUnavailable as exc:
         raise kopf.TemporaryError(f"{ref} not in the history yet: {exc}", delay=MIRROR_RETRY_DELAY) from exc
     await cache.bump()
-    synced = {"synced": True, "syncedAt": now_iso(), "store": store.backend}
+    synced = synced_mark(store)
     try:
         await client.patch(
             resource_path("TestRun", meta["namespace"], meta["name"], "status"), {"status": {"history": synced}}
@@ -96,7 +101,7 @@ class FinishedRunMirror:
             log.warning("TestRun %s/%s left to the history timer: %s", record.namespace, record.name, exc)
             return None
         await self.cache.bump()
-        return {"synced": True, "syncedAt": now_iso(), "store": self.store.backend}
+        return synced_mark(self.store)
 
 
 async def handle_mirror_deleted_testrun(
