@@ -446,7 +446,7 @@ class Executor:
             return
         self.check_stop()
         watched = self.settings.watched
-        if watched and not any("*" in ns or "?" in ns for ns in watched):
+        if watched and not self.settings.watches_patterns:
             # A single-namespace install may not list TestRuns cluster-wide (its Role covers only its namespaces).
             runs = [run for ns in watched for run in await self.client.list(resource_path("TestRun", ns))]
         else:
