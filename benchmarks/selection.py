@@ -29,6 +29,8 @@ from harness import (
     KubeClient,
     Profiler,
     connect,
+    cpu_by_component,
+    cpu_delta,
     create_pods,
     delete_namespace,
     fresh_namespace,
@@ -158,6 +160,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     name = f"scale-{rep}"
                     assert proc.proc is not None
                     profiler = Profiler(proc.proc.pid, f"selection-{rep}") if sampled else None
+                    cpu_before = cpu_by_component(proc.proc.pid)
                     t0 = time.monotonic()
                     await client.create(
                         resource_path("TestRun", NAMESPACE),
@@ -174,6 +177,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         f"{expected} pods deleted",
                     )
                     first, last = fleet.deleted[mark][0], fleet.deleted[mark + expected - 1][0]
+                    # CPU up to the last kill seen (the watch sees it within milliseconds): who the time went to.
+                    cpu = cpu_delta(cpu_before, cpu_by_component(proc.proc.pid))
 
                     def finished(run: str = name) -> bool:
                         status = fleet.runs.get(run, {}).get("status") or {}
@@ -200,6 +205,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "api_requests": used.requests,
                         "api_requests_total": used.total,
                         "throttled_seconds": used.throttled_seconds,
+                        "cpu_seconds_to_last_kill": cpu,
                         **({"profile": hot} if hot else {}),
                     }
                     print(
