@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -105,21 +103,3 @@ async def test_login_runs_exec_plugins(tmp_path: Path, monkeypatch: pytest.Monke
         assert info.aiohttp_session.headers["Authorization"] == "Bearer from-plugin"
     finally:
         await info.aiohttp_session.close()
-
-
-def test_operator_process_goes_without_the_sync_client() -> None:
-    """What `coordinator run` does before importing kopf: kopf then leaves the sync client unimported."""
-    code = (
-        "import sys\n"
-        "from coordinator.cli.main import without_sync_kubernetes_client\n"
-        "without_sync_kubernetes_client()\n"
-        "import kopf, coordinator.cli.run, coordinator.handlers.registry\n"
-        "assert not any(m == 'kubernetes' or m.startswith('kubernetes.') for m in sys.modules if sys.modules[m])\n"
-        "try:\n"
-        "    import kubernetes\n"
-        "except ImportError:\n"
-        "    print('unavailable')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "unavailable"

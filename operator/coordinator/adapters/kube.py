@@ -1,8 +1,9 @@
 """A small async JSON client for the Kubernetes API, with client-side rate limiting.
 
-kubernetes_asyncio resolves credentials (kubeconfig, exec plugins, in-cluster service account); requests go over
-one aiohttp session as plain JSON, which is both faster than model deserialisation for large lists and exactly the
-shape the pure domain code works on. Nothing here blocks the event loop.
+Credentials come from the service account or a kubeconfig (adapters/kubeconfig.py; kubernetes_asyncio only for a
+kubeconfig that needs an exec plugin or an auth provider). Requests go over one aiohttp session as plain JSON,
+which is both faster than model deserialisation for large lists and exactly the shape the pure domain code works
+on. Nothing here blocks the event loop.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 import orjson
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import Configuration
+
+from coordinator.adapters.kubeconfig import (
+    SERVICE_ACCOUNT,
+    ConnectionConfig,
+    in_cluster_config,
+    kubeconfig_paths,
+    read_kubeconfig,
+)
 
 JSON = dict[str, Any]
 
@@ -32,7 +39,8 @@ JSON_PATCH = "application/json-patch+json"
 
 CONNECTIONS = 32  # the pool's size: requests in flight at once
 
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+IN_CLUSTER_TOKEN = SERVICE_ACCOUNT / "token"
+HOME_KUBECONFIG = "~/.kube/config"
 
 
 def _decode(raw: bytes) -> JSON:
@@ -192,41 +200,71 @@ class Credentials:
         return self.token
 
 
-def _home_kubeconfig_exists() -> bool:
-    return Path("~/.kube/config").expanduser().exists()
-
-
-async def load_credentials(kubeconfig: str | None = None) -> Credentials:
-    """From an explicit kubeconfig, ``KUBECONFIG``/~/.kube/config, or the in-cluster service account."""
-    cfg = Configuration()
-    token_file: Path | None = None
-    explicit = kubeconfig or os.environ.get("KUBECONFIG")
-    home_config = await asyncio.to_thread(_home_kubeconfig_exists)
-    if explicit or home_config:
-        await kube_config.load_kube_config(config_file=explicit, client_configuration=cfg)
-    else:
-        kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        token_file = IN_CLUSTER_TOKEN
+def _credentials(config: ConnectionConfig) -> Credentials:
+    """The SSL context and token source for ``config``. Reads the CA and certificate files: off the event loop."""
     ctx: ssl.SSLContext | bool
-    if cfg.verify_ssl:
-        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.ssl_ca_cert else ssl.create_default_context()
+    if config.insecure:
+        if config.cert_file is None:
+            ctx = False
+        else:  # not verifying the server, still presenting our certificate
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
     else:
-        ctx = False
-    if cfg.cert_file and isinstance(ctx, ssl.SSLContext):
-        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-    token = None
-    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
-    if auth:
-        token = auth.removeprefix("Bearer ").strip()
+        ctx = ssl.create_default_context(cafile=config.ca_file)
+    if config.cert_file and isinstance(ctx, ssl.SSLContext):
+        ctx.load_cert_chain(config.cert_file, config.key_file)
     return Credentials(
-        host=str(cfg.host).rstrip("/"),
+        host=config.host,
         ssl_context=ctx,
-        token=token,
-        token_file=token_file,
+        token=config.token,
+        token_file=config.token_file,
+        ca_file=config.ca_file,
+        cert_file=config.cert_file,
+        key_file=config.key_file,
+    )
+
+
+def _resolve(explicit: str | None) -> Credentials | None:
+    """An explicit kubeconfig, else ~/.kube/config, else the pod's service account; ``None`` when the kubeconfig
+    needs kubernetes_asyncio. Reads files."""
+    if explicit:
+        config = read_kubeconfig(kubeconfig_paths(explicit))
+    elif Path(HOME_KUBECONFIG).expanduser().exists():
+        config = read_kubeconfig(kubeconfig_paths(HOME_KUBECONFIG))
+    else:
+        config = in_cluster_config()
+    return None if config is None else _credentials(config)
+
+
+async def _library_credentials(explicit: str | None) -> Credentials:
+    """A kubeconfig with an exec plugin or an auth provider, through kubernetes_asyncio (imported only then)."""
+    from kubernetes_asyncio import config as kube_config
+    from kubernetes_asyncio.client import Configuration
+
+    cfg = Configuration()
+    await kube_config.load_kube_config(config_file=explicit, client_configuration=cfg)
+    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    config = ConnectionConfig(
+        host=str(cfg.host).rstrip("/"),
         ca_file=cfg.ssl_ca_cert or None,
+        insecure=not cfg.verify_ssl,
+        token=auth.removeprefix("Bearer ").strip() if auth else None,
         cert_file=cfg.cert_file or None,
         key_file=cfg.key_file or None,
     )
+    return await asyncio.to_thread(_credentials, config)
+
+
+async def load_credentials(kubeconfig: str | None = None) -> Credentials:
+    """From an explicit kubeconfig (or ``KUBECONFIG``), ~/.kube/config, or the in-cluster service account.
+
+    Raises:
+        KubeconfigError: none of them is usable (the message says why).
+    """
+    explicit = kubeconfig or os.environ.get("KUBECONFIG") or None
+    credentials = await asyncio.to_thread(_resolve, explicit)
+    return credentials if credentials is not None else await _library_credentials(explicit)
 
 
 class KubeClient:

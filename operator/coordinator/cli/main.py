@@ -27,17 +27,32 @@ def crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def without_sync_kubernetes_client() -> None:
-    """Make ``import kubernetes`` fail in this process, unless something imported it already.
+CLIENT_LIBRARIES = ("kubernetes", "kubernetes_asyncio")
 
-    The operator talks to the API server through its own async client (adapters/kube.py), and kopf logs in with
-    its credentials (handlers/login.py). kopf still imports the synchronous ``kubernetes`` client when it is
-    installed, only to recognise that client's model objects, which this process never hands it: about 35 MB
-    resident for nothing (benchmarks/README.md, footprint). A ``None`` entry in ``sys.modules`` is Python's
-    documented way to say a module is unavailable; kopf treats it like an uninstalled optional library.
+
+def import_handlers_without_client_libraries() -> None:
+    """Import kopf and register the handlers with the Kubernetes client libraries hidden, unless something
+    imported them already.
+
+    The operator talks to the API server through its own async client (adapters/kube.py) and reads its
+    credentials itself (adapters/kubeconfig.py); kopf logs in with them (handlers/login.py). kopf still imports
+    ``kubernetes`` and ``kubernetes_asyncio`` when they are installed: on import, to recognise their model
+    objects, which this process never hands it, and when the first handler is registered, to offer a login
+    through them, which handlers/login.py replaces. About 35 + 38 MiB resident for nothing
+    (benchmarks/README.md, footprint).
+    A ``None`` entry in ``sys.modules`` is Python's documented way to say a module is unavailable; kopf treats it
+    like an uninstalled optional library. The entries go again afterwards, so a kubeconfig that needs an exec
+    plugin can still have kubernetes_asyncio read it.
     """
-    if "kubernetes" not in sys.modules:
-        sys.modules["kubernetes"] = None  # type: ignore[assignment]
+    hidden = [name for name in CLIENT_LIBRARIES if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import coordinator.handlers.registry  # noqa: F401 - imports kopf, registers the handlers
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    without_sync_kubernetes_client()
+    import_handlers_without_client_libraries()
+    from coordinator.adapters.kubeconfig import KubeconfigError
     from coordinator.cli.run import run_operator
     from coordinator.observability.logs import configure_logging
     from coordinator.settings import ConfigurationError, load_settings
@@ -68,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(run_operator(settings, settings.watched, args.kubeconfig))
     except KeyboardInterrupt:
         return 0
-    except ConfigurationError as exc:  # found at start-up: the metrics port is taken, ...
+    except (ConfigurationError, KubeconfigError) as exc:  # found at start-up: no credentials, the port is taken, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

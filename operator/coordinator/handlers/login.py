@@ -3,9 +3,9 @@
 Without a login handler kopf tries its built-in ones; the one that understands exec plugins imports the synchronous
 ``kubernetes`` client, and kopf's own session has no connection limit: a burst of new TestRuns (one finalizer
 patch each, all at once) opened over a hundred TLS connections, about 0.35 MB resident each, and the memory stayed
-(benchmarks/README.md, footprint). The operator already resolves credentials through kubernetes_asyncio
-(kubeconfig, exec plugins, in-cluster service account); kopf gets the same, in a session of its own whose pool
-holds its watch streams plus a fixed number of requests. kopf asks again when the API server answers 401 (an exec
+(benchmarks/README.md, footprint). The operator already resolves credentials (in-cluster service account,
+kubeconfig: adapters/kubeconfig.py; exec plugins: kubernetes_asyncio); kopf gets the same, in a session of its own
+whose pool holds its watch streams plus a fixed number of requests. kopf asks again when the API server answers 401 (an exec
 plugin's token expired, an account token rotated), and closes the session it replaces.
 """
 
