@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -167,3 +168,49 @@ def test_scenario_status_counts_every_run_once(chaos: Chaos, core: client.CoreV1
     assert status["passRate"] == "83%"
     assert status["lastRun"]["name"] == failed
     assert status["lastRun"]["phase"] == "Failed"
+
+
+def test_runs_deleted_the_moment_they_finish_are_let_go_at_once(
+    chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api, api_client: client.ApiClient
+) -> None:
+    """A GitOps job that deletes each TestRun as soon as it has passed. The daemon is then usually still posting
+    its Completed Event and counting the run; kopf used to give up waiting for it after 10 loop cycles and held
+    the finalizer for the rest of the 30 s cancellation backoff (benchmarks/README.md, finding 19)."""
+    ns = chaos.namespace
+    make_deployment(apps, ns, "web", replicas=6)
+    wait_ready(core, ns, "web", 6)
+    chaos.scenario("kill-now", pod_kill_spec({"app": "web"}, duration="0s"))
+    custom = client.CustomObjectsApi(api_client)
+    since = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "testruns")["metadata"]["resourceVersion"]
+    deleted_at: dict[str, float] = {}
+    gone_at: dict[str, float] = {}
+    stream = watch.Watch()
+    runs = 6
+
+    def delete_when_passed() -> None:
+        for event in stream.stream(
+            custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            "testruns",
+            resource_version=since,
+            timeout_seconds=90,
+        ):
+            name = event["object"]["metadata"]["name"]
+            if event["type"] == "DELETED":
+                gone_at[name] = time.monotonic()
+                if len(gone_at) == runs:
+                    stream.stop()
+            elif (event["object"].get("status") or {}).get("phase") == "Passed" and name not in deleted_at:
+                deleted_at[name] = time.monotonic()
+                custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "testruns", name)
+
+    watcher = threading.Thread(target=delete_when_passed, daemon=True)
+    watcher.start()
+    for _ in range(runs):
+        chaos.run("kill-now")
+    watcher.join(timeout=90)
+    assert not watcher.is_alive(), f"not every TestRun went: deleted {sorted(deleted_at)}, gone {sorted(gone_at)}"
+    held = {name: round(gone_at[name] - deleted_at[name], 2) for name in deleted_at}
+    assert max(held.values()) < 8, f"seconds from the delete request to the finalizer's release: {held}"

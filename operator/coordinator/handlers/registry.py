@@ -21,6 +21,8 @@ from coordinator.handlers.testrun import handle_delete_testrun, handle_execute_t
 from coordinator.observability.instrumentation import instrumented
 from coordinator.settings import get_settings
 
+DAEMON_EXIT_WAIT = 2.0  # seconds
+
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -35,6 +37,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = ours.watch_server_timeout
     settings.watching.client_timeout = ours.watch_client_timeout
     settings.posting.level = logging.WARNING
+    # How long kopf waits for a stopped daemon to end before it falls back to polling: a run's daemon ends
+    # within milliseconds of its final write, but kopf's default (10 loop cycles) missed that, then slept for
+    # the rest of the 30 s cancellation backoff before it let a deleted TestRun go, and at 500 runs in flight
+    # patched a dummy annotation in and out of most runs to look again (benchmarks/README.md, finding 19).
+    settings.background.instant_exit_timeout = DAEMON_EXIT_WAIT
     # An exact namespace list (the single-namespace install) needs no cluster-wide view of namespaces and CRDs,
     # and its RBAC grants none: do not ask for it.
     if ours.watched and not ours.watches_patterns:
