@@ -9,6 +9,7 @@ from pathlib import Path
 from kubernetes import client
 
 from coordinator.adapters.kube import KubeClient
+from support.waiting import wait_for
 
 ETCD_LISTS = re.compile(r'^etcd_requests_total\{operation="list",type="configmaps"\} (\d+)', re.MULTILINE)
 
@@ -57,3 +58,45 @@ async def test_a_list_in_one_response_is_served_from_the_watch_cache(
         full = item.object()
         assert full == by_name[full["metadata"]["name"]], "the summary's object is the listed object"
         assert item.summary["metadata"]["labels"] == {"pick": "yes"}
+
+
+async def test_a_metadata_list_keeps_what_selection_reads(
+    kubeconfig: Path, core: client.CoreV1Api, namespace: str
+) -> None:
+    """Pods listed as metadata only, the phase filtered by the API server: a pod kill's selection reads
+    nothing else (benchmarks/README.md, finding 20)."""
+    node = core.list_node().items[0].metadata.name
+    for name, node_name in (("running", node), ("pending", "no-such-node")):
+        core.create_namespaced_pod(
+            namespace,
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(name=name, labels={"app": "meta"}, annotations={"team": "a"}),
+                spec=client.V1PodSpec(node_name=node_name, containers=[client.V1Container(name="c", image="x")]),
+            ),
+        )
+    wait_for(
+        lambda: core.read_namespaced_pod("running", namespace).status.phase == "Running",
+        timeout=30,
+        description="the pod on a kwok node Running",
+    )
+    assert core.read_namespaced_pod("pending", namespace).status.phase == "Pending"
+    kube = await KubeClient.connect(str(kubeconfig))
+    try:
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        listed = await kube.list_summaries(
+            path, label_selector="app=meta", field_selector="status.phase=Running", metadata_only=True
+        )
+        both = await kube.list_summaries(path, label_selector="app=meta", metadata_only=True)
+    finally:
+        await kube.close()
+    assert [item.summary["metadata"]["name"] for item in listed] == ["running"]
+    assert sorted(item.summary["metadata"]["name"] for item in both) == ["pending", "running"]
+    [item] = listed
+    assert item.summary["metadata"]["labels"] == {"app": "meta"}
+    assert item.summary["metadata"]["annotations"] == {"team": "a"}
+    assert item.summary["metadata"]["uid"]
+    assert "status" not in item.summary
+    whole = item.object()
+    assert whole["kind"] == "PartialObjectMetadata"
+    assert "spec" not in whole
+    assert "status" not in whole

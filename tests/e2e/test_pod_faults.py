@@ -214,3 +214,30 @@ def test_runs_deleted_the_moment_they_finish_are_let_go_at_once(
     assert not watcher.is_alive(), f"not every TestRun went: deleted {sorted(deleted_at)}, gone {sorted(gone_at)}"
     held = {name: round(gone_at[name] - deleted_at[name], 2) for name in deleted_at}
     assert max(held.values()) < 8, f"seconds from the delete request to the finalizer's release: {held}"
+
+
+def test_a_pod_kill_lists_by_metadata_and_still_spares_pods_not_running(chaos: Chaos, core: client.CoreV1Api) -> None:
+    """A pod kill's selection asks the API server for metadata only, with the phase filtered there: a matching
+    pod that is not Running is never chosen, and the target's own fieldSelector still applies."""
+    ns = chaos.namespace
+    node = core.list_node().items[0].metadata.name
+    for name, node_name in (("a", node), ("b", node), ("c", node), ("pending", "no-such-node")):
+        core.create_namespaced_pod(
+            ns,
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(name=f"bare-{name}", labels={"app": "bare"}),
+                spec=client.V1PodSpec(node_name=node_name, containers=[client.V1Container(name="c", image="x")]),
+            ),
+        )
+    wait_for(
+        lambda: all(core.read_namespaced_pod(f"bare-{n}", ns).status.phase == "Running" for n in "abc"),
+        timeout=30,
+        description="the pods on a kwok node Running",
+    )
+    spec = pod_kill_spec({"app": "bare"}, mode="all", duration="0s")
+    spec["target"]["fieldSelector"] = "metadata.name!=bare-c"
+    chaos.scenario("kill-all-but-c", spec)
+    status = chaos.wait_phase(chaos.run("kill-all-but-c"), "Passed")
+    assert sorted(t["name"] for t in status["steps"][0]["targets"]) == ["bare-a", "bare-b"]
+    for spared in ("bare-c", "bare-pending"):
+        assert core.read_namespaced_pod(spared, ns).metadata.deletion_timestamp is None, spared

@@ -39,6 +39,10 @@ JSON_PATCH = "application/json-patch+json"
 
 CONNECTIONS = 32  # the pool's size: requests in flight at once
 
+# A list answered with each item's metadata only (kind PartialObjectMetadata): the API server leaves out spec
+# and status, half of the bytes it encodes for a pod list (and a third of the CPU it spends on it).
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
 IN_CLUSTER_TOKEN = SERVICE_ACCOUNT / "token"
 HOME_KUBECONFIG = "~/.kube/config"
 
@@ -293,8 +297,8 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(self, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept}
         token = self._creds.token
         if self._creds.token_file is not None:
             # Bound service-account tokens rotate; re-read the file at most once a minute.
@@ -322,12 +326,13 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str | int] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> bytes:
         """One request; the response body as it came (raises ApiError on an error status)."""
         await self._limiter.acquire()
         self.requests += 1
         self.requests_by_method[method] += 1
-        headers = self._headers()
+        headers = self._headers(accept)
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -386,17 +391,24 @@ class KubeClient:
             params["continue"] = token
 
     async def list_summaries(
-        self, path: str, *, label_selector: str | None = None, field_selector: str | None = None
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        metadata_only: bool = False,
     ) -> ListedItems:
         """Every item of a collection as a ``Listed``: the fields target selection reads, decoded; the rest
-        decoded only for the items asked for.
+        decoded only for the items asked for. ``metadata_only``: the API server sends each item's metadata and
+        nothing else (``object()`` is then a PartialObjectMetadata, and the summary has no status).
 
         One request without a limit: since Kubernetes 1.31 the API server serves it from its watch cache (still
         a consistent read), where every continued page of a paginated list is an etcd read. Decoding all of a
         10,000-pod list took 1.2-2.5 s with orjson; skipping what selection does not read takes about 0.15 s.
         """
         params = _selectors(label_selector, field_selector)
-        return listed_items(await self._exchange("GET", path, params=params), path)
+        accept = METADATA_LIST if metadata_only else "application/json"
+        return listed_items(await self._exchange("GET", path, params=params, accept=accept), path)
 
     async def create(self, path: str, body: JSON) -> JSON:
         return await self.request("POST", path, body=body)

@@ -568,6 +568,7 @@ class Executor:
             str(scenario.mode),
             scenario.value,
             self.spec.seed,
+            reads_targets=any(driver_for(fault.type).reads_targets for fault in step.faults),
         )
         if not selection.targets:
             refused = f" ({'; '.join(selection.refused)})" if selection.refused else ""

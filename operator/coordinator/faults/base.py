@@ -165,6 +165,9 @@ class FaultDriver:
     type: ClassVar[FaultType]
     kinds: ClassVar[frozenset[str]]
     reversible: ClassVar[bool] = True
+    # Whether ``plan`` reads the selected objects (``PlannedTarget.obj``, e.g. for ``original``). A step whose
+    # faults read none of them lists its pods as metadata only (engine/targets.py).
+    reads_targets: ClassVar[bool] = True
 
     def options(self, fault: Fault) -> Any:
         return getattr(fault, Fault.OPTION_FIELDS[str(self.type)])

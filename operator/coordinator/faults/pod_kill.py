@@ -14,6 +14,7 @@ class PodKillFault(FaultDriver):
     type = FaultType.POD_KILL
     kinds: ClassVar[frozenset[str]] = frozenset({"Pod"})
     reversible = False
+    reads_targets = False
 
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
