@@ -236,3 +236,32 @@ def test_operator_process_loads_neither_client_library(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "importable"
+
+
+@pytest.mark.parametrize("which", ["certificate-authority", "client-certificate"])
+async def test_missing_or_broken_tls_files_say_which(tmp_path: Path, which: str) -> None:
+    (tmp_path / "not-pem").write_text("hello\n")
+    cluster: dict[str, Any] = {"server": "https://k:6443"}
+    user: dict[str, Any] = {"token": "t"}
+    if which == "certificate-authority":
+        cluster["certificate-authority"] = "missing-ca.crt"
+    else:
+        user = {"client-certificate": "not-pem", "client-key": "not-pem"}
+    path = write_config(tmp_path / "config", cluster=cluster, user=user)
+    with pytest.raises(KubeconfigError, match=r"cannot load the TLS files of https://k:6443 \(.*(missing-ca|not-pem)"):
+        await load_credentials(str(path))
+
+
+def test_coordinator_run_without_credentials_says_why(tmp_path: Path) -> None:
+    """A one-line error and exit status 2, not a traceback."""
+    env = {**os.environ, "HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": "", "KUBECONFIG": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli.main", "run", "--kubeconfig", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: no kubeconfig at {tmp_path / 'missing'}"

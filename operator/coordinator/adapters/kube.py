@@ -26,6 +26,7 @@ import orjson
 from coordinator.adapters.kubeconfig import (
     SERVICE_ACCOUNT,
     ConnectionConfig,
+    KubeconfigError,
     in_cluster_config,
     kubeconfig_paths,
     read_kubeconfig,
@@ -205,19 +206,27 @@ class Credentials:
 
 
 def _credentials(config: ConnectionConfig) -> Credentials:
-    """The SSL context and token source for ``config``. Reads the CA and certificate files: off the event loop."""
+    """The SSL context and token source for ``config``. Reads the CA and certificate files: off the event loop.
+
+    Raises:
+        KubeconfigError: a CA or client certificate file is missing or not PEM.
+    """
     ctx: ssl.SSLContext | bool
-    if config.insecure:
-        if config.cert_file is None:
-            ctx = False
-        else:  # not verifying the server, still presenting our certificate
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx = ssl.create_default_context(cafile=config.ca_file)
-    if config.cert_file and isinstance(ctx, ssl.SSLContext):
-        ctx.load_cert_chain(config.cert_file, config.key_file)
+    try:
+        if config.insecure:
+            if config.cert_file is None:
+                ctx = False
+            else:  # not verifying the server, still presenting our certificate
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context(cafile=config.ca_file)
+        if config.cert_file and isinstance(ctx, ssl.SSLContext):
+            ctx.load_cert_chain(config.cert_file, config.key_file)
+    except (OSError, ssl.SSLError) as exc:  # SSLError is an OSError; named for the reader
+        files = ", ".join(f for f in (config.ca_file, config.cert_file, config.key_file) if f)
+        raise KubeconfigError(f"cannot load the TLS files of {config.host} ({files}): {exc}") from exc
     return Credentials(
         host=config.host,
         ssl_context=ctx,
