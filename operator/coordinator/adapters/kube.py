@@ -24,7 +24,6 @@ import msgspec
 import orjson
 
 from coordinator.adapters.kubeconfig import (
-    SERVICE_ACCOUNT,
     ConnectionConfig,
     KubeconfigError,
     in_cluster_config,
@@ -44,7 +43,6 @@ CONNECTIONS = 32  # the pool's size: requests in flight at once
 # and status, half of the bytes it encodes for a pod list (and a third of the CPU it spends on it).
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
-IN_CLUSTER_TOKEN = SERVICE_ACCOUNT / "token"
 HOME_KUBECONFIG = "~/.kube/config"
 
 
