@@ -5,8 +5,8 @@ Without a login handler kopf tries its built-in ones; the one that understands e
 patch each, all at once) opened over a hundred TLS connections, about 0.35 MB resident each, and the memory stayed
 (benchmarks/README.md, footprint). The operator already resolves credentials (in-cluster service account,
 kubeconfig: adapters/kubeconfig.py; exec plugins: kubernetes_asyncio); kopf gets the same, in a session of its own
-whose pool holds its watch streams plus a fixed number of requests. kopf asks again when the API server answers 401 (an exec
-plugin's token expired, an account token rotated), and closes the session it replaces.
+whose pool holds its watch streams plus a fixed number of requests. kopf asks again when the API server answers
+401 (an exec plugin's token expired, an account token rotated), and closes the session it replaces.
 """
 
 from __future__ import annotations
