@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +14,27 @@ from kubernetes import client, watch
 from conftest import make_deployment, ready_pods, wait_ready
 from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
 from support.waiting import wait_for
+
+
+def runs_version(custom: client.CustomObjectsApi, ns: str) -> str:
+    """The TestRun collection's resourceVersion now: a watch from it sees every later change."""
+    return str(custom.list_namespaced_custom_object(GROUP, VERSION, ns, "testruns")["metadata"]["resourceVersion"])
+
+
+def watch_runs(
+    stream: watch.Watch, custom: client.CustomObjectsApi, ns: str, since: str, timeout: int
+) -> Iterator[dict[str, Any]]:
+    """Every TestRun event in ``ns`` after resourceVersion ``since``, until ``stream.stop()`` or ``timeout``."""
+    events: Iterator[dict[str, Any]] = stream.stream(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        ns,
+        "testruns",
+        resource_version=since,
+        timeout_seconds=timeout,
+    )
+    return events
 
 
 @pytest.mark.parametrize(
@@ -73,18 +95,10 @@ def test_a_0s_pod_kill_writes_its_status_twice_and_ends_synced(
     stream = watch.Watch()
     custom = client.CustomObjectsApi(api_client)
     # Watched from this resourceVersion on: every change after it, whenever the watch connects.
-    since = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "testruns")["metadata"]["resourceVersion"]
+    since = runs_version(custom, ns)
 
     def record() -> None:
-        for event in stream.stream(
-            custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            ns,
-            "testruns",
-            resource_version=since,
-            timeout_seconds=60,
-        ):
+        for event in watch_runs(stream, custom, ns, since, timeout=60):
             status = event["object"].get("status") or {}
             if status and (not statuses or statuses[-1] != status):
                 statuses.append(status)
@@ -181,22 +195,14 @@ def test_runs_deleted_the_moment_they_finish_are_let_go_at_once(
     wait_ready(core, ns, "web", 6)
     chaos.scenario("kill-now", pod_kill_spec({"app": "web"}, duration="0s"))
     custom = client.CustomObjectsApi(api_client)
-    since = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "testruns")["metadata"]["resourceVersion"]
+    since = runs_version(custom, ns)
     deleted_at: dict[str, float] = {}
     gone_at: dict[str, float] = {}
     stream = watch.Watch()
     runs = 6
 
     def delete_when_passed() -> None:
-        for event in stream.stream(
-            custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            ns,
-            "testruns",
-            resource_version=since,
-            timeout_seconds=90,
-        ):
+        for event in watch_runs(stream, custom, ns, since, timeout=90):
             name = event["object"]["metadata"]["name"]
             if event["type"] == "DELETED":
                 gone_at[name] = time.monotonic()
