@@ -10,6 +10,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import make_deployment, wait_ready
+from coordinator.api.models import FINALIZER
 from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
 from support.operator import OperatorProcess
 from support.waiting import wait_for
@@ -130,6 +131,35 @@ def test_run_deleted_while_operator_down_is_reverted_on_restart(
     running_operator.start()
     wait_for(lambda: case.reverted(api_client, workload), timeout=30, description="scale reverted after restart")
     wait_for(lambda: _gone(chaos, run), timeout=20, description="the TestRun gone")
+
+
+def test_a_finished_run_lets_its_finalizer_go_and_is_deleted_without_the_operator(
+    chaos: Chaos, workload: str, api_client: client.ApiClient, running_operator: OperatorProcess
+) -> None:
+    """The finalizer guards a run while it may hold a fault, not after: a finished, mirrored run carries none, so
+    deleting it needs no operator (an uninstalled or stopped one cannot strand it)."""
+    case = CASES["scale"]
+    chaos.scenario(
+        "s", _scenario({"kind": "Deployment", "names": ["web"]}, {"type": "scale", "scale": {"replicas": 1}}, "2s")
+    )
+    run = chaos.run("s")
+    chaos.wait_step(run, 0, "Injected")
+    assert case.injected(api_client, workload)
+    assert chaos.get_run(run)["metadata"].get("finalizers") == [FINALIZER], "held while the fault is in place"
+    status = chaos.wait_phase(run, "Passed", timeout=30)
+    assert all(i["state"] == "Reverted" for i in status["injections"])
+    wait_for(
+        lambda: not chaos.get_run(run)["metadata"].get("finalizers"),
+        timeout=10,
+        description="the finished run's finalizer let go",
+    )
+    assert chaos.status(run)["history"]["synced"], "mirrored before the finalizer went"
+    running_operator.kill()
+    try:
+        chaos.custom.delete_namespaced_custom_object(GROUP, VERSION, workload, "testruns", run)
+        assert _gone(chaos, run), "deleted at once, with no operator running"
+    finally:
+        running_operator.start()
 
 
 def test_orphaned_fault_is_swept_when_its_run_vanished(

@@ -14,6 +14,7 @@ import kopf
 
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
 from coordinator.domain.sharding import ShardSelector, parse_shard_selector
+from coordinator.handlers.diffbase import NoDiffBase
 from coordinator.handlers.history import handle_mirror_deleted_testrun, handle_mirror_testrun, needs_mirroring
 from coordinator.handlers.login import handle_login
 from coordinator.handlers.scenarios import handle_schedule_scenario
@@ -26,13 +27,12 @@ DAEMON_EXIT_WAIT = 2.0  # seconds
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Apply our settings to kopf: finalizer name, progress storage, watch timeouts."""
+    """Apply our settings to kopf: finalizer name, progress and diff-base storage, watch timeouts."""
     ours = get_settings()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    # Only on-delete handlers react to changes: no diff base to store (handlers/diffbase.py).
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Without both timeouts a silently dropped watch connection can leave the operator blind.
     settings.watching.server_timeout = ours.watch_server_timeout
     settings.watching.client_timeout = ours.watch_client_timeout
@@ -104,7 +104,10 @@ async def testrun_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kop
     )
 
 
-@kopf.on.delete(GROUP, VERSION, "testruns", when=in_shard)
+# Only an active run can hold a fault (a run ends only after every fault is reverted), so only an active run needs
+# the finalizer for this handler: kopf takes it off a finished, mirrored run, which then goes the moment it is
+# deleted, with no work for the operator and whether the operator runs or not.
+@kopf.on.delete(GROUP, VERSION, "testruns", when=_sharded(_active))
 @instrumented("testrun_deleted")
 async def testrun_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, logger: kopf.Logger, **_: Any) -> None:
     """Revert what a deleted TestRun still holds, then let its finalizer go."""
