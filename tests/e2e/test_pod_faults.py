@@ -120,6 +120,40 @@ def test_a_0s_pod_kill_writes_its_status_twice_and_ends_synced(
     assert end["history"]["synced"] is True
 
 
+def test_a_finished_run_is_left_with_its_status_only(
+    chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api, api_client: client.ApiClient
+) -> None:
+    """What the TestRun's object goes through, as a watch sees it: kopf's finalizer on, the plan, the end, the
+    finalizer off (nothing left to guard). kopf stores no copy of the spec on it (handlers/diffbase.py)."""
+    ns = chaos.namespace
+    make_deployment(apps, ns, "web")
+    wait_ready(core, ns, "web", 3)
+    chaos.scenario("kill-now", pod_kill_spec({"app": "web"}, duration="0s"))
+    custom = client.CustomObjectsApi(api_client)
+    since = runs_version(custom, ns)
+    states: list[tuple[bool, str | None]] = []
+    ours: set[str] = set()
+    stream = watch.Watch()
+
+    def record() -> None:
+        for event in watch_runs(stream, custom, ns, since, timeout=60):
+            metadata = event["object"]["metadata"]
+            ours.update(key for key in metadata.get("annotations") or {} if GROUP in key or "kopf" in key)
+            state = (bool(metadata.get("finalizers")), (event["object"].get("status") or {}).get("phase"))
+            if not states or states[-1] != state:
+                states.append(state)
+            if state == (False, "Passed"):
+                stream.stop()
+
+    watcher = threading.Thread(target=record, daemon=True)
+    watcher.start()
+    run = chaos.run("kill-now")
+    watcher.join(timeout=60)
+    assert not watcher.is_alive(), f"TestRun {run} never let its finalizer go: {states}"
+    assert states == [(False, None), (True, None), (True, "Running"), (True, "Passed"), (False, "Passed")], states
+    assert not ours, f"operator annotations on the TestRun: {sorted(ours)}"
+
+
 def test_pod_failure_swaps_images_and_restores_them(
     chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api
 ) -> None:
