@@ -177,14 +177,39 @@ async def test_rate_limiter_refills_over_time() -> None:
     assert limiter.throttled_seconds == 0.0
 
 
-async def test_rate_limiter_serialises_concurrent_callers() -> None:
+async def test_rate_limiter_serves_concurrent_callers_in_turn() -> None:
     limiter = RateLimiter(qps=200, burst=2)
     start = time.monotonic()
     await asyncio.gather(*(limiter.acquire() for _ in range(12)))
     elapsed = time.monotonic() - start
-    # Ten over the burst at 200/s: about 50 ms of waiting in total.
-    assert 0.025 <= limiter.throttled_seconds <= 0.0501
-    assert elapsed >= 0.9 * limiter.throttled_seconds
+    # Ten over the burst at 200/s: the k-th of them waits k x 5 ms, so the last one 50 ms; 275 ms in all.
+    assert 0.25 <= limiter.throttled_seconds <= 0.2751
+    assert elapsed >= 0.045
+
+
+async def test_rate_limiter_keeps_its_rate_on_a_busy_event_loop() -> None:
+    """The rate holds however long the loop's turns take: waiters do not hand a lock on once per turn.
+
+    The old limiter sat behind an asyncio.Lock; once the bucket ran dry, the queued callers got the lock one per
+    turn of the event loop, so a busy loop (8 ms turns here) served 125 requests/s whatever the qps said.
+    """
+    limiter = RateLimiter(qps=1000, burst=10)
+    done = False
+
+    async def busy() -> None:
+        while not done:
+            time.sleep(0.008)  # noqa: ASYNC251 -- a loop turn spent on other work, on purpose
+            await asyncio.sleep(0)
+
+    worker = asyncio.create_task(busy())
+    await asyncio.sleep(0)
+    start = time.monotonic()
+    await asyncio.gather(*(limiter.acquire() for _ in range(50)))
+    elapsed = time.monotonic() - start
+    done = True
+    await worker
+    # 40 over the burst at 1,000/s are due within 40 ms; a lock handed on per 8 ms turn would take 320 ms.
+    assert elapsed < 0.15
 
 
 # --- records_of (the sweeper's view of a target) -------------------------------------------------------------
