@@ -143,9 +143,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             print(f"selection: creating {args.pods} pods on {NODES} kwok nodes ...", flush=True)
             seconds = await fill(client, fleet, args.pods)
             print(f"  {args.pods} pods Running after {seconds:.0f}s", flush=True)
-            qps_env = (
-                {"COORDINATOR_API_QPS": str(args.qps), "COORDINATOR_API_BURST": str(args.burst)} if args.qps else {}
-            )
+            qps_env = {
+                name: str(value)
+                for name, value in (("COORDINATOR_API_QPS", args.qps), ("COORDINATOR_API_BURST", args.burst))
+                if value
+            }
             with operator(cluster, [NAMESPACE], {**env, **qps_env}, name="selection") as proc:
                 profiled: dict[str, Any] | None = None
                 # With --profile, one round more, sampled by py-spy and left out of the medians: the sampler takes

@@ -40,7 +40,7 @@ def test_defaults() -> None:
     assert settings.protected == frozenset({"kube-system", "kube-public", "kube-node-lease", "test-coordinator"})
     assert settings.cluster_wide_targeting is False
     assert settings.api_qps == 300.0
-    assert settings.api_burst == 600
+    assert settings.api_burst == 1200
     assert settings.watch_server_timeout == 300
     assert settings.watch_client_timeout == 330
     assert settings.sweep_interval == 30.0
