@@ -60,7 +60,7 @@ demo: venv
 	$(PY) hack/demo.py
 
 # Every benchmark (benchmarks/README.md): a 100-node kwok cluster of its own, PostgreSQL and Redis on loopback.
-# Not part of `make test`; about an hour on 2 cores. BENCH_ARGS=--quick for a short smoke run of the chain.
+# Not part of `make test`; 20-30 minutes on 2 cores. BENCH_ARGS=--quick for a short smoke run of the chain.
 BENCH_ARGS ?=
 bench: venv cluster-build
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
