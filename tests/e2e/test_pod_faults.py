@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -35,6 +35,19 @@ def watch_runs(
         timeout_seconds=timeout,
     )
     return events
+
+
+def run_while_watching(
+    chaos: Chaos, scenario: str, record: Callable[[], None], timeout: float = 60
+) -> tuple[str, bool]:
+    """Start ``record`` (a watch loop that stops itself) in a thread, run ``scenario`` once, wait for the watch.
+
+    Returns the TestRun's name and whether the watch ended within ``timeout``."""
+    watcher = threading.Thread(target=record, daemon=True)
+    watcher.start()
+    run = chaos.run(scenario)
+    watcher.join(timeout=timeout)
+    return run, not watcher.is_alive()
 
 
 @pytest.mark.parametrize(
@@ -105,11 +118,8 @@ def test_a_0s_pod_kill_writes_its_status_twice_and_ends_synced(
             if (status.get("history") or {}).get("synced"):
                 stream.stop()
 
-    watcher = threading.Thread(target=record, daemon=True)
-    watcher.start()
-    run = chaos.run("kill-now")
-    watcher.join(timeout=60)
-    assert not watcher.is_alive(), f"TestRun {run} never reached a synced status: {statuses}"
+    run, ended = run_while_watching(chaos, "kill-now", record)
+    assert ended, f"TestRun {run} never reached a synced status: {statuses}"
 
     phases = [(s.get("phase"), s["steps"][0]["outcome"]) for s in statuses]
     assert phases == [("Running", "Pending"), ("Passed", "Reverted")], phases
@@ -145,11 +155,8 @@ def test_a_finished_run_is_left_with_its_status_only(
             if state == (False, "Passed"):
                 stream.stop()
 
-    watcher = threading.Thread(target=record, daemon=True)
-    watcher.start()
-    run = chaos.run("kill-now")
-    watcher.join(timeout=60)
-    assert not watcher.is_alive(), f"TestRun {run} never let its finalizer go: {states}"
+    run, ended = run_while_watching(chaos, "kill-now", record)
+    assert ended, f"TestRun {run} never let its finalizer go: {states}"
     assert states == [(False, None), (True, None), (True, "Running"), (True, "Passed"), (False, "Passed")], states
     assert not ours, f"operator annotations on the TestRun: {sorted(ours)}"
 
