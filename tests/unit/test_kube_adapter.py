@@ -179,12 +179,19 @@ async def test_rate_limiter_refills_over_time() -> None:
 
 async def test_rate_limiter_serves_concurrent_callers_in_turn() -> None:
     limiter = RateLimiter(qps=200, burst=2)
+    served: list[int] = []
+
+    async def caller(index: int) -> None:
+        await limiter.acquire()
+        served.append(index)
+
     start = time.monotonic()
-    await asyncio.gather(*(limiter.acquire() for _ in range(12)))
+    await asyncio.gather(*(caller(index) for index in range(12)))
     elapsed = time.monotonic() - start
     # Ten over the burst at 200/s: the k-th of them waits k x 5 ms, so the last one 50 ms; 275 ms in all.
     assert 0.25 <= limiter.throttled_seconds <= 0.2751
     assert elapsed >= 0.045
+    assert served == list(range(12))
 
 
 async def test_rate_limiter_keeps_its_rate_on_a_busy_event_loop() -> None:
