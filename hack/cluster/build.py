@@ -15,12 +15,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = HACK_DIR / "versions.env"
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# A real node (``make cluster-up REAL=1``): built from the same wrapper module as the control plane, on demand.
+NODE_COMMANDS = ("kubelet", "kube-proxy")
+# kube-router's v2.1.0 (the newest the module proxy serves) pins dependencies with published advisories; the wrapper
+# module raises these to their newest releases, which kube-router's code builds against unchanged.
+KUBE_ROUTER_DEPENDENCY_UPGRADES = (
+    "golang.org/x/net@latest",
+    "golang.org/x/crypto@latest",
+    "golang.org/x/oauth2@latest",
+    "google.golang.org/grpc@latest",
+    "google.golang.org/protobuf@latest",
+)
 
 
 class BuildError(RuntimeError):
@@ -33,6 +45,7 @@ class Versions:
     kube_staging: str
     etcd: str
     kwok: str
+    kube_router: str
 
 
 def read_versions(path: Path = VERSIONS_FILE) -> Versions:
@@ -49,6 +62,7 @@ def read_versions(path: Path = VERSIONS_FILE) -> Versions:
             kube_staging=values["KUBE_STAGING_VERSION"],
             etcd=values["ETCD_VERSION"],
             kwok=values["KWOK_VERSION"],
+            kube_router=values["KUBE_ROUTER_VERSION"],
         )
     except KeyError as exc:
         raise BuildError(f"{path}: missing {exc.args[0]}") from None
@@ -73,12 +87,23 @@ class Binaries:
     kwok: Path
 
 
+@dataclass(frozen=True)
+class NodeBinaries:
+    """The binaries of a real node (``REAL=1``)."""
+
+    kubelet: Path
+    kube_proxy: Path
+    kube_router: Path
+
+
 def binary_dirs(versions: Versions, root: Path | None = None) -> dict[str, Path]:
     bin_root = (root or cache_root()) / "bin"
     return {
         "kube": bin_root / f"kube-{versions.kube}",
         "etcd": bin_root / f"etcd-{versions.etcd}",
         "kwok": bin_root / f"kwok-{versions.kwok}",
+        "node": bin_root / f"kube-node-{versions.kube}",
+        "kube-router": bin_root / f"kube-router-{versions.kube_router}",
     }
 
 
@@ -182,11 +207,19 @@ def _install(target: Path, staged: Path) -> None:
 
 
 def build_kube(versions: Versions, cache: Path, log: Path) -> None:
+    _build_kube_commands(versions, cache, log, KUBE_COMMANDS, "kube")
+
+
+def build_node(versions: Versions, cache: Path, log: Path) -> None:
+    _build_kube_commands(versions, cache, log, NODE_COMMANDS, "node")
+
+
+def _build_kube_commands(versions: Versions, cache: Path, log: Path, commands: tuple[str, ...], key: str) -> None:
     env = _go_env(cache)
-    with tempfile.TemporaryDirectory(prefix="kube-build-", dir=cache) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{key}-build-", dir=cache) as tmp:
         work = Path(tmp)
         (work / "go.mod").write_text(_kube_wrapper_go_mod(versions, env, work))
-        (work / "tools.go").write_text(_tools_go([f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS]))
+        (work / "tools.go").write_text(_tools_go([f"k8s.io/kubernetes/cmd/{c}" for c in commands]))
         _run_logged("kubernetes (go mod tidy)", [_go(), "mod", "tidy"], work, env, log)
         stamp = (
             f"-s -w -X k8s.io/component-base/version.gitVersion={versions.kube}"
@@ -196,9 +229,40 @@ def build_kube(versions: Versions, cache: Path, log: Path) -> None:
         out = work / "out"
         out.mkdir()
         cmd = [_go(), "build", "-trimpath", "-ldflags", stamp, "-o", str(out) + "/"]
-        cmd += [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS]
-        _run_logged(f"kube-apiserver/controller-manager/scheduler {versions.kube}", cmd, work, env, log)
-        _install(binary_dirs(versions, cache)["kube"], out)
+        cmd += [f"k8s.io/kubernetes/cmd/{c}" for c in commands]
+        _run_logged(f"{'/'.join(commands)} {versions.kube}", cmd, work, env, log)
+        _install(binary_dirs(versions, cache)[key], out)
+
+
+def build_kube_router(versions: Versions, cache: Path, log: Path) -> None:
+    """kube-router, only its NetworkPolicy firewall is used (boot passes ``--run-router=false`` and so on)."""
+    env = _go_env(cache)
+    module = "github.com/cloudnativelabs/kube-router/v2"
+    with tempfile.TemporaryDirectory(prefix="kube-router-build-", dir=cache) as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text(
+            f"module local/kube-router-build\n\ngo 1.24\n\nrequire {module} {versions.kube_router}\n"
+        )
+        (work / "tools.go").write_text(_tools_go([f"{module}/cmd/kube-router"]))
+        _run_logged("kube-router (go mod tidy)", [_go(), "mod", "tidy"], work, env, log)
+        _run_logged(
+            "kube-router (dependency upgrades)", [_go(), "get", *KUBE_ROUTER_DEPENDENCY_UPGRADES], work, env, log
+        )
+        out = work / "out"
+        out.mkdir()
+        stamp = f"-s -w -X {module}/pkg/version.Version={versions.kube_router}"
+        cmd = [
+            _go(),
+            "build",
+            "-trimpath",
+            "-ldflags",
+            stamp,
+            "-o",
+            str(out / "kube-router"),
+            f"{module}/cmd/kube-router",
+        ]
+        _run_logged(f"kube-router {versions.kube_router}", cmd, work, env, log)
+        _install(binary_dirs(versions, cache)["kube-router"], out)
 
 
 def build_etcd(versions: Versions, cache: Path, log: Path) -> None:
@@ -269,14 +333,13 @@ def ensure_kwok_stages(versions: Versions, cache: Path) -> Path:
     return target
 
 
-def ensure_binaries(versions: Versions | None = None, cache: Path | None = None) -> Binaries:
-    """Build whatever is missing for the pinned versions and return where the binaries are."""
-    versions = versions or read_versions()
-    cache = cache or cache_root()
+Builder = Callable[[Versions, Path, Path], None]
+
+
+def _build_missing(versions: Versions, cache: Path, steps: list[tuple[str, Builder]]) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "logs").mkdir(exist_ok=True)
     dirs = binary_dirs(versions, cache)
-    steps = [("kube", build_kube), ("etcd", build_etcd), ("kwok", build_kwok)]
     for name, build in steps:
         if dirs[name].is_dir():
             continue
@@ -286,8 +349,32 @@ def ensure_binaries(versions: Versions | None = None, cache: Path | None = None)
         started = time.monotonic()
         build(versions, cache, log)
         print(f"==> built {dirs[name].name} in {time.monotonic() - started:.0f}s", flush=True)
+
+
+def ensure_binaries(versions: Versions | None = None, cache: Path | None = None) -> Binaries:
+    """Build whatever is missing for the pinned versions and return where the binaries are."""
+    versions = versions or read_versions()
+    cache = cache or cache_root()
+    _build_missing(versions, cache, [("kube", build_kube), ("etcd", build_etcd), ("kwok", build_kwok)])
     ensure_kwok_stages(versions, cache)
     found = binaries(versions, cache)
+    missing = [str(p) for p in vars(found).values() if not Path(p).is_file()]
+    if missing:
+        raise BuildError(f"build finished but binaries are missing: {', '.join(missing)}")
+    return found
+
+
+def ensure_node_binaries(versions: Versions | None = None, cache: Path | None = None) -> NodeBinaries:
+    """Build a real node's kubelet, kube-proxy and kube-router if missing."""
+    versions = versions or read_versions()
+    cache = cache or cache_root()
+    _build_missing(versions, cache, [("node", build_node), ("kube-router", build_kube_router)])
+    dirs = binary_dirs(versions, cache)
+    found = NodeBinaries(
+        kubelet=dirs["node"] / "kubelet",
+        kube_proxy=dirs["node"] / "kube-proxy",
+        kube_router=dirs["kube-router"] / "kube-router",
+    )
     missing = [str(p) for p in vars(found).values() if not Path(p).is_file()]
     if missing:
         raise BuildError(f"build finished but binaries are missing: {', '.join(missing)}")
