@@ -160,6 +160,12 @@ def test_loss_drops_a_random_share_with_nftables() -> None:
     assert lines(revert_commands(fault, FID)) == [NFT_REVERT]
 
 
+def test_total_loss_is_a_plain_drop() -> None:
+    # nft refuses "numgen random mod 100 < 100" (the value must be 0-99): a 100 % loss never applied on a real pod.
+    rule = lines(apply_commands(NetworkLoss(percent=100), FID))[-1]
+    assert rule == "nft add rule inet coordinator_f1 output oifname '\"eth0\"' counter drop"
+
+
 def test_loss_with_fractions_and_peers_in_both_directions() -> None:
     fault = NetworkLoss(
         percent=0.25, scope=TrafficScope(cidrs=("10.1.0.0/16", "fd00::/8"), ports=(53, 8080), direction="both")

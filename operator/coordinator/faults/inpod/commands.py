@@ -507,6 +507,9 @@ def _nft_rules(table: str, scope: TrafficScope, verdict: list[str]) -> list[list
 
 
 def _loss_verdict(percent: float) -> list[str]:
+    # numgen's result is 0..mod-1, and nft refuses "< 100" against "mod 100" as out of range: 100 % is a plain drop.
+    if percent >= 100:
+        return ["counter", "drop"]
     if percent == int(percent):
         return ["numgen", "random", "mod", "100", "<", str(int(percent)), "counter", "drop"]
     return ["numgen", "random", "mod", "10000", "<", str(round(percent * 100)), "counter", "drop"]
