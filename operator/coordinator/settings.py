@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         min_length=1,
         description="Image of the in-pod fault agent (the Dockerfile's tools stage: iproute2, nftables, stress-ng).",
     )
+    agent_start_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Seconds an in-pod agent may take to start and confirm its fault; after that the fault counts "
+        "as not applied and the run ends Error (image missing, node without containers).",
+    )
     prometheus_url: str | None = Field(
         default=None, description="Prometheus base URL for prometheus probes that name no endpoint."
     )

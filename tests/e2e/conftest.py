@@ -35,7 +35,8 @@ def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorPr
         kubeconfig,
         log_dir,
         namespaces=[f"{SESSION_PREFIX}-*"],
-        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db")},
+        # kwok starts no containers: an in-pod agent is reported unconfirmed after 3 s instead of 60.
+        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"), "COORDINATOR_AGENT_START_TIMEOUT": "3"},
     )
     proc.start()
     yield proc

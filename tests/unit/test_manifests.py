@@ -36,6 +36,7 @@ EXPECTED_RULES = {
     ("", "pods"): {"get", "list", "patch", "delete"},
     ("", "pods/eviction"): {"create"},
     ("", "pods/ephemeralcontainers"): {"patch"},
+    ("", "pods/log"): {"get"},  # faults/ephemeral.py: an agent confirms its fault in its log
     ("apps", "deployments"): {"get", "list", "patch"},
     ("apps", "statefulsets"): {"get", "list", "patch"},
     ("apps", "daemonsets"): {"get", "list", "patch"},

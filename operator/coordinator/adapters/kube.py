@@ -373,6 +373,12 @@ class KubeClient:
     async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> JSON:
         return await self.request("GET", path, params=params)
 
+    async def get_text(self, path: str, params: Mapping[str, str | int] | None = None) -> str:
+        """A plain-text GET, e.g. a container's log (``.../pods/<name>/log``)."""
+        # The log subresource answers plain text but only negotiates JSON, YAML or protobuf: accept anything.
+        raw = await self._exchange("GET", path, params=params, accept="*/*")
+        return raw.decode("utf-8", errors="replace")
+
     async def get_or_none(self, path: str) -> JSON | None:
         try:
             return await self.get(path)

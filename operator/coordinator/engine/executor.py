@@ -486,6 +486,8 @@ class Executor:
             namespace_policy=self.policy,
             step_duration=parse_duration(self.scenario.steps[step].duration) if self.scenario else None,
             agent_image=self.settings.agent_image,
+            agent_start_timeout=self.settings.agent_start_timeout,
+            agent_poll_interval=min(self.settings.poll_interval, 1.0),
         )
 
     async def run_step(self, index: int) -> None:

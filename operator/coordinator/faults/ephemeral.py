@@ -5,12 +5,21 @@ no runtime socket) or, for container-kill, the target container's process namesp
 holds it for the step's duration and removes it on exit or SIGTERM: a dead man's switch, so the fault ends even if
 the operator never comes back. Ephemeral containers cannot be removed through the API; the ledger records which
 one ran where, and an early revert (abort, deletion) reports that the agent ends the fault at its deadline.
+
+A fault counts as applied only when the agent says so: the API server accepting the patch proves nothing (the
+image may be missing, the kernel may lack a module, the node may run no containers at all). ``apply`` waits until
+the agent's log says it holds the fault (or, for container-kill, until the signal landed), and turns an agent that
+never starts or exits with an error into a FaultError carrying the agent's own reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeClient
@@ -29,6 +38,100 @@ NETWORK_FAULTS = frozenset(
     }
 )
 DEFAULT_AGENT_IMAGE = "test-coordinator-tools:0.1.0"
+# Container waiting reasons that will not resolve by themselves while a step lasts.
+AGENT_CANNOT_START = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+SIGKILLED = 137  # a container's exit code after SIGKILL
+# The agent's log line once the fault is in place (faults/inpod/agent.py: "say 'holding: ...'").
+AGENT_HOLDING = "coordinator-agent: holding"
+
+
+class AgentState(StrEnum):
+    STARTING = "Starting"
+    HOLDING = "Holding"  # the fault is in place
+    DONE = "Done"  # a one-shot fault delivered, or a hold that already ended cleanly
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class AgentProgress:
+    state: AgentState
+    message: str = ""
+
+
+def _container_status(pod: Mapping[str, Any], key: str, name: str) -> Mapping[str, Any] | None:
+    for status in pod.get("status", {}).get(key) or []:
+        if status.get("name") == name:
+            return dict(status)
+    return None
+
+
+def restart_count(pod: Mapping[str, Any], container: str) -> int:
+    status = _container_status(pod, "containerStatuses", container)
+    return int(status.get("restartCount", 0)) if status else 0
+
+
+def agent_progress(
+    pod: Mapping[str, Any],
+    agent: str,
+    log: str,
+    *,
+    one_shot: bool = False,
+    target_container: str | None = None,
+    restarts_before: int = 0,
+) -> AgentProgress:
+    """Where an agent is, from the pod's status and the agent's log (pure).
+
+    container-kill's agent shares the target's process namespace, so a signal that ends the target's PID 1 ends
+    the agent too (with SIGKILL): for it, the target's restart count going up is the proof.
+    """
+    if one_shot and target_container is not None and restart_count(pod, target_container) > restarts_before:
+        return AgentProgress(AgentState.DONE, f"container {target_container} restarted")
+    status = _container_status(pod, "ephemeralContainerStatuses", agent)
+    if status is None:
+        return AgentProgress(AgentState.STARTING, "the kubelet has not reported the agent container")
+    state = status.get("state") or {}
+    if "waiting" in state:
+        waiting = state["waiting"] or {}
+        reason = str(waiting.get("reason") or "")
+        if reason in AGENT_CANNOT_START:
+            detail = str(waiting.get("message") or "").strip()
+            image = status.get("image", "")
+            return AgentProgress(
+                AgentState.FAILED,
+                f"agent container cannot start ({reason}{': ' + detail if detail else ''}; image {image})",
+            )
+        return AgentProgress(AgentState.STARTING, f"agent container waiting ({reason or 'no reason'})")
+    if "terminated" in state:
+        ended = state["terminated"] or {}
+        code = int(ended.get("exitCode", -1))
+        if code == 0 and (one_shot or AGENT_HOLDING in log):
+            return AgentProgress(AgentState.DONE, "agent finished")
+        if one_shot and code == SIGKILLED:
+            # Killed with the target's PID namespace: the signal ended the target's PID 1. The kubelet reports
+            # the target's restart a moment later; until then (or the deadline) this is not yet proof.
+            return AgentProgress(
+                AgentState.STARTING, f"agent ended with its target; waiting for {target_container} to restart"
+            )
+        message = str(ended.get("message") or "").strip() or _last_agent_line(log) or str(ended.get("reason") or "")
+        return AgentProgress(AgentState.FAILED, f"agent exited with status {code}: {message}")
+    if "running" in state and not one_shot and AGENT_HOLDING in log:
+        return AgentProgress(AgentState.HOLDING, "fault in place")
+    return AgentProgress(AgentState.STARTING, "agent running, fault not yet confirmed")
+
+
+def _last_agent_line(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if ln.startswith("coordinator-agent:")]
+    return lines[-1].removeprefix("coordinator-agent:").strip() if lines else ""
 
 
 def _scope(options: TrafficScopeOptions) -> commands.TrafficScope:
@@ -150,14 +253,66 @@ class InPodFault(FaultDriver):
         duration = math.ceil(ctx.step_duration or 30)
         container = ephemeral_container(fault, pod, injection.id, duration, ctx.agent_image or self.image)
         existing = {c["name"] for c in pod.get("spec", {}).get("ephemeralContainers") or []}
+        target_container = fault.containerKill.containerName if fault.containerKill else None
+        restarts_before = restart_count(pod, target_container) if target_container else 0
         if container["name"] not in existing:  # a repeated apply after a restart adds nothing
             await ctx.client.patch(
                 target_path(injection.target, "ephemeralcontainers"),
                 {"spec": {"ephemeralContainers": [container]}},
                 STRATEGIC_PATCH,
             )
-        ctx.notes.append(f"agent {container['name']} ({container['image']}) added to pod {injection.target.name}")
+        await self.confirm(ctx, injection, container["name"], target_container, restarts_before)
+        ctx.notes.append(f"agent {container['name']} ({container['image']}) confirmed in pod {injection.target.name}")
         return InjectionState.APPLIED
+
+    async def confirm(
+        self,
+        ctx: FaultContext,
+        injection: Injection,
+        agent_name: str,
+        target_container: str | None,
+        restarts_before: int,
+    ) -> AgentProgress:
+        """Wait until the agent holds the fault (or delivered it); FaultError when it cannot or does not in time."""
+        deadline = time.monotonic() + ctx.agent_start_timeout
+        path = target_path(injection.target)
+        one_shot = not self.reversible
+        progress = AgentProgress(AgentState.STARTING, "the agent was not seen yet")
+        while True:
+            pod = await ctx.client.get(path)
+            status = _container_status(pod, "ephemeralContainerStatuses", agent_name) or {}
+            log = ""
+            if "running" in (status.get("state") or {}) or "terminated" in (status.get("state") or {}):
+                log = await self._agent_log(ctx, path, agent_name)
+            progress = agent_progress(
+                pod,
+                agent_name,
+                log,
+                one_shot=one_shot,
+                target_container=target_container,
+                restarts_before=restarts_before,
+            )
+            if progress.state in (AgentState.HOLDING, AgentState.DONE):
+                return progress
+            if progress.state == AgentState.FAILED:
+                raise FaultError(f"{injection.fault} on pod {injection.target.name} not applied: {progress.message}")
+            if time.monotonic() >= deadline:
+                raise FaultError(
+                    f"{injection.fault} on pod {injection.target.name} not applied: the agent did not confirm the "
+                    f"fault within {ctx.agent_start_timeout:g}s ({progress.message}); does the node run containers "
+                    f"and have the image {ctx.agent_image or self.image}?"
+                )
+            await asyncio.sleep(ctx.agent_poll_interval)
+
+    @staticmethod
+    async def _agent_log(ctx: FaultContext, pod_path: str, agent_name: str) -> str:
+        try:
+            return await ctx.client.get_text(f"{pod_path}/log", {"container": agent_name, "tailLines": 50})
+        except ApiError as exc:
+            # The log may not be readable yet (container just started); the status still tells a failure.
+            if exc.status in (400, 404):
+                return ""
+            raise
 
     async def revert(self, client: KubeClient, injection: Injection) -> None:
         """The agent removes the fault itself when its duration ends (or on SIGTERM when the pod stops).
