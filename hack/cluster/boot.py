@@ -22,7 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from build import Binaries, BuildError, ensure_binaries, read_versions
+import node as real
+from build import (
+    Binaries,
+    BuildError,
+    binary_dirs,
+    cache_root,
+    ensure_binaries,
+    ensure_node_binaries,
+    read_versions,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_COUNT_DEFAULT = 3
@@ -43,6 +52,9 @@ class Ports:
     controller_manager: int = 20257
     scheduler: int = 20259
     kwok: int = 20247
+    kubelet_healthz: int = 20248
+    kube_proxy_metrics: int = 20249
+    kube_proxy_healthz: int = 20256
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -57,6 +69,12 @@ class Cluster:
     workdir: Path
     ports: Ports = field(default_factory=Ports.from_env)
     nodes: int = NODE_COUNT_DEFAULT
+    # Real nodes (kubelet + containerd on this host); 0 for the kwok-only cluster.
+    real_nodes: int = 0
+
+    @property
+    def real(self) -> list[real.RealNode]:
+        return [real.RealNode(self.workdir, i) for i in range(self.real_nodes)]
 
     @property
     def kubeconfig(self) -> Path:
@@ -146,6 +164,7 @@ def generate_pki(cluster: Cluster) -> None:
         [
             "IP:127.0.0.1",
             "IP:10.96.0.1",
+            f"IP:{real.RealNode(cluster.workdir).ip}",
             "DNS:localhost",
             "DNS:kubernetes",
             "DNS:kubernetes.default",
@@ -167,6 +186,14 @@ def generate_pki(cluster: Cluster) -> None:
     # Service-account tokens are signed with an RSA key the apiserver and controller-manager share.
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    if cluster.real_nodes:
+        # The API server authenticates to kubelets (logs, exec, port-forward); each node, kube-proxy and kube-router
+        # have identities of their own (the Node authorizer and the system:node-proxier binding know them).
+        _issue_cert(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", client_ext)
+        for node in cluster.real:
+            _issue_cert(pki, f"node-{node.name}", f"/O=system:nodes/CN=system:node:{node.name}", client_ext)
+        _issue_cert(pki, "kube-proxy", "/CN=system:kube-proxy", client_ext)
+        _issue_cert(pki, "kube-router", "/CN=system:kube-router", client_ext)
 
 
 def write_kubeconfig(cluster: Cluster, path: Path, user: str, cert: str) -> None:
@@ -347,14 +374,17 @@ def up(cluster: Cluster, binaries: Binaries) -> float:
     """
     try:
         return _up(cluster, binaries)
-    except ClusterError:
-        if cluster.pidfile.exists() and any(_alive(pid) for pid in _read_pids(cluster).values()):
+    except (ClusterError, real.NodeError, BuildError) as exc:
+        started_something = cluster.pidfile.exists() and any(_alive(pid) for pid in _read_pids(cluster).values())
+        if started_something or real_nodes_on_disk(cluster):
             failed = cluster.workdir.with_name(cluster.workdir.name + ".failed")
             shutil.rmtree(failed, ignore_errors=True)
             shutil.copytree(cluster.logs, failed / "logs", dirs_exist_ok=True)
             down(cluster)
             print(f"start-up failed; stopped the cluster (logs kept in {failed / 'logs'})", file=sys.stderr)
-        raise
+        if isinstance(exc, ClusterError):
+            raise
+        raise ClusterError(str(exc)) from exc
 
 
 def _up(cluster: Cluster, binaries: Binaries) -> float:
@@ -362,6 +392,16 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
     if cluster.pidfile.exists():
         pids = _read_pids(cluster)
         if running(cluster) and _https_ok(cluster, f"{cluster.server}/readyz"):
+            have = len(real_nodes_on_disk(cluster))
+            if have < cluster.real_nodes:
+                raise ClusterError(
+                    "REAL=1: the running cluster was started without a real node (its API server is bound to "
+                    "loopback only); run `make cluster-down` first"
+                )
+            # Images rebuilt since the boot (a changed operator/, say) reach the running node; unchanged ones cost
+            # nothing (the import skips archives containerd already has).
+            for node in real_nodes_on_disk(cluster):
+                import_images(node.containerd_socket, _node_images())
             print(f"cluster already running (kubeconfig: {cluster.kubeconfig})")
             return 0.0
         alive = {name: pid for name, pid in pids.items() if _alive(pid)}
@@ -371,6 +411,9 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
                 "run `make cluster-down` first"
             )
         print(f"removing stale work directory {cluster.workdir} (its processes are gone)")
+        # A crashed real node leaves mounts, namespaces and rules: remove them before the directory.
+        for node in real_nodes_on_disk(cluster):
+            real.teardown(node, lambda name: _stop_process(cluster, name), _node_binaries_dirs())
     busy = [(name, port) for name, port in vars(cluster.ports).items() if _port_in_use(port)]
     if busy:
         detail = "; ".join(f"{name} port {port} {_who_listens(port)}".strip() for name, port in busy)
@@ -417,13 +460,12 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
         [
             str(binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *_apiserver_address_flags(cluster),
             f"--secure-port={ports.apiserver}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            f"--authorization-mode={'Node,RBAC' if cluster.real_nodes else 'RBAC'}",
             "--allow-privileged=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -431,7 +473,8 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--api-audiences=https://kubernetes.default.svc.cluster.local",
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota,"
-            "PodSecurity,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,MutatingAdmissionWebhook",
+            "PodSecurity,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,MutatingAdmissionWebhook"
+            + (",NodeRestriction" if cluster.real_nodes else ""),
             # COORDINATOR_CLUSTER_PROFILING=1 serves /debug/pprof (benchmarks/README.md: profiling the API server).
             f"--profiling={'true' if os.environ.get('COORDINATOR_CLUSTER_PROFILING') == '1' else 'false'}",
             "--v=1",
@@ -518,7 +561,162 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
     _wait(cluster, "kwok", lambda: _nodes_ready(cluster) >= cluster.nodes, 60)
     # Pods are refused until the ServiceAccount controller has made the default account.
     _wait(cluster, "kube-controller-manager", lambda: _has_default_service_account(cluster), 60)
+    for node in cluster.real:
+        _start_real_node(cluster, node)
     return time.monotonic() - started
+
+
+def _apiserver_address_flags(cluster: Cluster) -> list[str]:
+    """kwok-only: loopback. With real nodes the API server also listens where pods reach it (kube-proxy sends the
+    ``kubernetes`` Service to the advertised address, the first real node's bridge address) and reaches kubelets
+    with a client certificate by their InternalIP."""
+    if not cluster.real_nodes:
+        return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"]
+    pki = cluster.pki
+    return [
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={cluster.real[0].ip}",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
+def _node_binaries_dirs() -> dict[str, Path]:
+    dirs = binary_dirs(read_versions(), cache_root())
+    return {"kube-proxy": dirs["node"] / "kube-proxy", "kube-router": dirs["kube-router"] / "kube-router"}
+
+
+KUBE_ROUTER_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:kube-router"}
+rules:
+  - apiGroups: [""]
+    resources: [namespaces, pods, services, nodes, endpoints]
+    verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [networkpolicies]
+    verbs: [get, list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create, patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-router"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}]
+"""
+
+
+def _start_real_node(cluster: Cluster, node: real.RealNode) -> None:
+    """containerd, the images, the kubelet (Ready), then kube-proxy and kube-router's firewall (their chains)."""
+    started = time.monotonic()
+    node_bins = ensure_node_binaries()
+    archives = _node_images()
+    real.set_sysctls(cluster.workdir)
+    real.share_netns_dir(cluster.workdir)
+    real.create_bridge(node)
+    real.write_node_files(node)
+    _start(cluster, f"containerd-{node.name}", ["containerd", "--config", str(node.dir / "containerd.toml")])
+    _wait(cluster, f"containerd-{node.name}", lambda: _containerd_ready(node), 60)
+    import_images(node.containerd_socket, archives)
+    kubeconfig = cluster.workdir / f"kubelet-{node.name}.kubeconfig"
+    write_kubeconfig(cluster, kubeconfig, f"system:node:{node.name}", f"node-{node.name}")
+    config = node.dir / "kubelet.json"
+    config.write_text(json.dumps(real.kubelet_config(node, cluster.pki / "ca.crt", cluster.ports.kubelet_healthz)))
+    _start(
+        cluster,
+        f"kubelet-{node.name}",
+        [
+            str(node_bins.kubelet),
+            f"--config={config}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={node.kubelet_root}",
+            f"--cert-dir={node.dir / 'pki'}",
+            f"--hostname-override={node.name}",
+            f"--node-ip={node.ip}",
+            f"--node-labels={real.REAL_NODE_LABEL}={real.REAL_NODE_LABEL_VALUE},type=real",
+            "--v=1",
+        ],
+    )
+    _wait(cluster, f"kubelet-{node.name}", lambda: _node_ready(cluster, node.name), 90)
+    _kubectl(cluster, "apply", "-f", "-", stdin=KUBE_ROUTER_RBAC)
+    proxy_kubeconfig = cluster.workdir / "kube-proxy.kubeconfig"
+    write_kubeconfig(cluster, proxy_kubeconfig, "system:kube-proxy", "kube-proxy")
+    proxy_config = node.dir / "kube-proxy.json"
+    proxy_config.write_text(
+        json.dumps(
+            real.kube_proxy_config(
+                proxy_kubeconfig, node, cluster.ports.kube_proxy_metrics, cluster.ports.kube_proxy_healthz
+            )
+        )
+    )
+    _start(cluster, "kube-proxy", [str(node_bins.kube_proxy), f"--config={proxy_config}", "--v=1"])
+    router_kubeconfig = cluster.workdir / "kube-router.kubeconfig"
+    write_kubeconfig(cluster, router_kubeconfig, "system:kube-router", "kube-router")
+    _start(
+        cluster,
+        "kube-router",
+        [
+            str(node_bins.kube_router),
+            f"--kubeconfig={router_kubeconfig}",
+            f"--hostname-override={node.name}",
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--run-loadbalancer=false",
+            "--enable-cni=false",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--health-port=0",
+            "--iptables-sync-period=1m",
+            "--v=1",
+        ],
+    )
+    _wait(cluster, "kube-proxy", lambda: _chain_exists("KUBE-SERVICES"), 60)
+    _wait(cluster, "kube-router", lambda: _chain_exists("KUBE-ROUTER-FORWARD"), 60)
+    print(f"real node {node.name} Ready in {time.monotonic() - started:.1f}s (pods on {node.pod_cidr})")
+
+
+def _node_images() -> dict[str, Path]:
+    sys.path.insert(0, str(REPO_ROOT / "hack" / "images"))
+    from images import ensure_images
+
+    return ensure_images(list(real.NODE_IMAGES))
+
+
+def import_images(socket_path: Path, archives: dict[str, Path]) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "hack" / "images"))
+    from images import import_images as _import
+
+    _import(socket_path, list(archives.values()))
+
+
+def _containerd_ready(node: real.RealNode) -> bool:
+    if not node.containerd_socket.exists():
+        return False
+    proc = subprocess.run(
+        ["ctr", "--address", str(node.containerd_socket), "version"], capture_output=True, check=False, timeout=10
+    )
+    return proc.returncode == 0
+
+
+def _node_ready(cluster: Cluster, name: str) -> bool:
+    try:
+        out = _kubectl(cluster, "get", "node", name, "-o", "json")
+    except ClusterError:
+        return False
+    conditions = json.loads(out).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _chain_exists(chain: str) -> bool:
+    proc = subprocess.run(["iptables", "-w", "5", "-S", chain], capture_output=True, check=False, timeout=30)
+    return proc.returncode == 0
 
 
 # A pod annotated with this (a Go duration, e.g. "2s") becomes Ready that long after kwok first sees it scheduled:
@@ -575,8 +773,36 @@ def _has_default_service_account(cluster: Cluster) -> bool:
     return True
 
 
+def _stop_process(cluster: Cluster, name: str, timeout: float = 15.0) -> None:
+    pid = _read_pids(cluster).get(name)
+    if pid is None or not _alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def real_nodes_on_disk(cluster: Cluster) -> list[real.RealNode]:
+    """Real nodes whose state is on this host, whether or not their processes still run (a crash leaves some)."""
+    nodes_dir = cluster.workdir / "nodes"
+    if not nodes_dir.is_dir():
+        return []
+    found = [p.name for p in nodes_dir.iterdir() if p.name.startswith(real.REAL_NODE_PREFIX)]
+    return [real.RealNode(cluster.workdir, int(n.removeprefix(real.REAL_NODE_PREFIX))) for n in sorted(found)]
+
+
 def down(cluster: Cluster, timeout: float = 15.0) -> None:
-    """Stop every process of the cluster (TERM, then KILL) and remove the work directory."""
+    """Stop every process of the cluster (TERM, then KILL), remove real nodes from the host, and remove the work
+    directory. Raises when anything of a real node is still on the host afterwards."""
+    nodes = real_nodes_on_disk(cluster)
+    saved_sysctls = _saved_sysctls(cluster)
+    for node in nodes:
+        real.teardown(node, lambda name: _stop_process(cluster, name), _node_binaries_dirs())
     pids = _read_pids(cluster)
     # Reverse start order: clients before the servers they talk to.
     for name in reversed(list(pids)):
@@ -597,21 +823,64 @@ def down(cluster: Cluster, timeout: float = 15.0) -> None:
     still = [name for name, pid in pids.items() if _alive(pid)]
     if still:
         raise ClusterError(f"could not stop: {', '.join(still)}")
+    left = [item for node in nodes for item in real.leftovers(node, saved_sysctls)]
+    if left:
+        raise ClusterError("the real node left these behind (the work directory is kept):\n  " + "\n  ".join(left))
     if cluster.workdir.exists():
         shutil.rmtree(cluster.workdir)
 
 
+def _saved_sysctls(cluster: Cluster) -> dict[str, str]:
+    record = cluster.workdir / "sysctls.json"
+    try:
+        saved: dict[str, str] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved
+
+
+def requested_real_nodes() -> int:
+    """``REAL=1`` asks for real nodes; ``COORDINATOR_CLUSTER_REAL_NODES`` says how many (default 1)."""
+    if os.environ.get("REAL", "") in ("", "0"):
+        return 0
+    count = int(os.environ.get("COORDINATOR_CLUSTER_REAL_NODES", "1"))
+    if count != 1:
+        raise ClusterError(
+            f"COORDINATOR_CLUSTER_REAL_NODES={count}: this host runs exactly one real node. kube-proxy and "
+            "kube-router program host-wide iptables chains, so a second node on the same host would rewrite the "
+            "first one's rules; kwok's simulated nodes supply the scale."
+        )
+    return count
+
+
 def main(argv: list[str]) -> int:
-    cluster = Cluster(workdir=default_workdir(), nodes=int(os.environ.get("COORDINATOR_CLUSTER_NODES", "3")))
     command = argv[0] if argv else "up"
     try:
+        cluster = Cluster(
+            workdir=default_workdir(),
+            nodes=int(os.environ.get("COORDINATOR_CLUSTER_NODES", "3")),
+            real_nodes=requested_real_nodes() if command == "up" else 0,
+        )
         if command == "build":
             ensure_binaries()
+        elif command == "build-real":
+            # Everything a real node needs that takes minutes the first time: kubelet, kube-proxy, kube-router, images.
+            reason = real.host_unsupported_reason()
+            if reason:
+                print(f"skipping the real node's binaries and images: {reason}")
+                return 0
+            ensure_node_binaries()
+            _node_images()
         elif command == "up":
             versions = read_versions()
             bins = ensure_binaries(versions)
+            if cluster.real_nodes:
+                reason = real.host_unsupported_reason()
+                if reason:
+                    raise ClusterError(f"REAL=1: {reason}")
             seconds = up(cluster, bins)
-            print(f"cluster ready in {seconds:.1f}s: Kubernetes {versions.kube}, {cluster.nodes} kwok nodes")
+            extra = f" and {cluster.real_nodes} real node(s)" if cluster.real_nodes else ""
+            print(f"cluster ready in {seconds:.1f}s: Kubernetes {versions.kube}, {cluster.nodes} kwok nodes{extra}")
             print(f"  export KUBECONFIG={cluster.kubeconfig}")
             print("  kubectl get nodes,pods -A")
         elif command == "down":
@@ -625,7 +894,7 @@ def main(argv: list[str]) -> int:
         else:
             print(f"usage: hack/cluster [build|up|down|status|kubeconfig] (got {command!r})", file=sys.stderr)
             return 2
-    except (ClusterError, BuildError) as exc:
+    except (ClusterError, BuildError, real.NodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -25,13 +25,14 @@ KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 # A real node (``make cluster-up REAL=1``): built from the same wrapper module as the control plane, on demand.
 NODE_COMMANDS = ("kubelet", "kube-proxy")
 # kube-router's v2.1.0 (the newest the module proxy serves) pins dependencies with published advisories; the wrapper
-# module raises these to their newest releases, which kube-router's code builds against unchanged.
+# module raises these to the releases below (pinned, so every machine builds the same binary), which kube-router's
+# code builds against unchanged.
 KUBE_ROUTER_DEPENDENCY_UPGRADES = (
-    "golang.org/x/net@latest",
-    "golang.org/x/crypto@latest",
-    "golang.org/x/oauth2@latest",
-    "google.golang.org/grpc@latest",
-    "google.golang.org/protobuf@latest",
+    "golang.org/x/net@v0.63.0",
+    "golang.org/x/crypto@v0.59.0",
+    "golang.org/x/oauth2@v0.38.0",
+    "google.golang.org/grpc@v1.85.0",
+    "google.golang.org/protobuf@v1.36.12",
 )
 
 
