@@ -8,6 +8,7 @@
                              SERVED_HISTORY of them, oldest first, each {"method", "path", "client", "port",
                              "status", "time"}; a read of /served is itself not counted
     GET  /bytes?n=N          N bytes (at most 1 GiB), streamed: a bandwidth probe
+    GET  /metrics            Prometheus text: web_requests_served_total, web_ready (not counted as served)
 
 Environment: PORT (8080), SERVED_HISTORY (1000), SHUTDOWN_DELAY (seconds to keep serving after SIGTERM, 0).
 SIGTERM and SIGINT stop it within SHUTDOWN_DELAY plus a fraction of a second, exit status 0.
@@ -94,6 +95,8 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, json.dumps(self.served.snapshot()) + "\n", "application/json", record=False)
         elif url.path == "/bytes":
             self._stream_bytes(parse_qs(url.query).get("n", ["0"])[0])
+        elif url.path == "/metrics":
+            self._reply(HTTPStatus.OK, self._metrics(), "text/plain; version=0.0.4", record=False)
         else:
             self._reply(HTTPStatus.NOT_FOUND, "not found\n")
 
@@ -107,6 +110,18 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, "ready\n" if self.served.ready else "not ready\n")
         else:
             self._reply(HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _metrics(self) -> str:
+        """Prometheus text format: what a prometheus probe reads from a real pod."""
+        snapshot = self.served.snapshot()
+        return (
+            "# HELP web_requests_served_total Requests this server answered (reads of /served and /metrics excluded).\n"
+            "# TYPE web_requests_served_total counter\n"
+            f"web_requests_served_total {snapshot['count']}\n"
+            "# HELP web_ready Whether /readyz answers 200.\n"
+            "# TYPE web_ready gauge\n"
+            f"web_ready {1 if self.served.ready else 0}\n"
+        )
 
     def _reply(self, status: HTTPStatus, body: str, content_type: str = "text/plain", *, record: bool = True) -> None:
         data = body.encode()
