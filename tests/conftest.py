@@ -24,7 +24,7 @@ CRD_DIR = TESTS_DIR.parent / "crds"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tier = Path(str(item.fspath)).relative_to(TESTS_DIR).parts[0]
-        if tier in ("unit", "e2e"):
+        if tier in ("unit", "e2e", "real"):
             item.add_marker(getattr(pytest.mark, tier))
 
 

@@ -6,73 +6,28 @@ rewritten into that namespace before they are applied.
 
 from __future__ import annotations
 
-import copy
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from conftest import wait_ready
-from coordinator.api.models import ChaosScenario, FaultType, Parameter, TestRun
-from coordinator.domain.parameters import render, resolve_parameters
+from coordinator.api.models import ChaosScenario, FaultType, TestRun
 from support.chaos import GROUP, VERSION, Chaos
+from support.examples import (
+    EXAMPLE_NAMESPACE,
+    EXAMPLES,
+    EXAMPLES_DIR,
+    KWOK_EXAMPLES,
+    MAX_RUN_SECONDS,
+    WORKLOAD,
+    due_soon,
+    in_namespace,
+    kubectl_apply,
+    load_docs,
+    rendered,
+)
 from support.waiting import wait_for
-
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-WORKLOAD = EXAMPLES_DIR / "workload.yaml"
-EXAMPLES = sorted(path for path in EXAMPLES_DIR.glob("*.yaml") if path != WORKLOAD)
-EXAMPLE_NAMESPACE = "demo"
-# The examples hold each fault for a few seconds; a run taking longer than this means an example grew slow.
-MAX_RUN_SECONDS = 15.0
-
-
-def load_docs(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-def in_namespace(docs: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
-    """Copies of ``docs`` moved to ``namespace`` (scenario references included); Namespace documents dropped."""
-    moved = []
-    for doc in docs:
-        if doc["kind"] == "Namespace":
-            continue
-        doc = copy.deepcopy(doc)
-        doc["metadata"]["namespace"] = namespace
-        ref = doc.get("spec", {}).get("scenarioRef")
-        if doc["kind"] == "TestRun" and ref and ref.get("namespace"):
-            ref["namespace"] = namespace
-        moved.append(doc)
-    return moved
-
-
-def rendered(doc: dict[str, Any]) -> dict[str, Any]:
-    """A scenario as the operator runs it: parameters filled in (a scheduled run's values, else the defaults)."""
-    spec = doc["spec"]
-    declared = [Parameter.model_validate(p) for p in spec.get("parameters") or []]
-    values = resolve_parameters(declared, (spec.get("runTemplate") or {}).get("parameters") or {})
-    return {**doc, "spec": render(spec, values)}
-
-
-def due_soon(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A scheduled example with its schedule brought forward, so the test sees a scheduled run within seconds."""
-    out = copy.deepcopy(docs)
-    out[0]["spec"]["schedule"] = "@every 2s"
-    out[0]["spec"].pop("timeZone", None)
-    return out
-
-
-def kubectl_apply(kubeconfig: Path, docs: list[dict[str, Any]]) -> None:
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
-        input=yaml.safe_dump_all(docs),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, f"kubectl apply failed ({proc.returncode}): {proc.stderr or proc.stdout}"
 
 
 def test_examples_cover_every_fault() -> None:
@@ -88,7 +43,8 @@ def test_examples_cover_every_fault() -> None:
     assert used == {str(fault) for fault in FaultType}
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
+# Examples of in-pod faults need a kubelet to run their agent; they run on the real node (tests/real/test_examples.py).
+@pytest.mark.parametrize("example", KWOK_EXAMPLES, ids=[path.stem for path in KWOK_EXAMPLES])
 def test_example_runs_and_passes(
     example: Path, chaos: Chaos, kubeconfig: Path, core: client.CoreV1Api, apps: client.AppsV1Api
 ) -> None:
