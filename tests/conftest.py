@@ -5,17 +5,15 @@ The marker follows the folder (tests/unit, tests/e2e), so a test cannot land in 
 
 from __future__ import annotations
 
-import re
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from support.cluster import ClusterUnderTest, acquire_cluster, release_cluster
+from support.testnamespaces import create_test_namespace, delete_test_namespace
 
 TESTS_DIR = Path(__file__).parent
 CRD_DIR = TESTS_DIR.parent / "crds"
@@ -60,15 +58,9 @@ def apps(api_client: client.ApiClient) -> client.AppsV1Api:
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting: deletion is the cluster's job)."""
-    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
-    name = f"t-{base}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"test": "e2e"})))
+    name = create_test_namespace(core, request, "t", {"test": "e2e"}, length=40)
     yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    delete_test_namespace(core, name)
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from kubernetes.client.rest import ApiException
 from support.chaos import Chaos
 from support.operator import OperatorProcess
 from support.servers import PostgresServer, RedisServer
+from support.testnamespaces import create_test_namespace, delete_test_namespace
 from support.waiting import wait_for
 
 OPT_IN = {"chaos.coordinator.dev/allow": "true"}
@@ -74,10 +74,7 @@ def running_operator(operator: OperatorProcess) -> OperatorProcess:
 
 
 def _new_namespace(core: client.CoreV1Api, request: pytest.FixtureRequest, labels: dict[str, str]) -> str:
-    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:36].strip("-")
-    name = f"{SESSION_PREFIX}-{base}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"test": "e2e", **labels})))
-    return name
+    return create_test_namespace(core, request, SESSION_PREFIX, {"test": "e2e", **labels})
 
 
 @pytest.fixture
@@ -85,11 +82,7 @@ def chaos_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> I
     """A fresh namespace that opted in to chaos (label chaos.coordinator.dev/allow=true)."""
     name = _new_namespace(core, request, OPT_IN)
     yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    delete_test_namespace(core, name)
 
 
 @pytest.fixture

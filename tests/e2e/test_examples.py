@@ -43,7 +43,7 @@ def test_examples_cover_every_fault() -> None:
     assert used == {str(fault) for fault in FaultType}
 
 
-# Examples of in-pod faults need a kubelet to run their agent; they run on the real node (tests/real/test_examples.py).
+# Examples of in-pod faults need a kubelet to run their agent; they run on the real node (tests/real/test_real_examples.py).
 @pytest.mark.parametrize("example", KWOK_EXAMPLES, ids=[path.stem for path in KWOK_EXAMPLES])
 def test_example_runs_and_passes(
     example: Path, chaos: Chaos, kubeconfig: Path, core: client.CoreV1Api, apps: client.AppsV1Api

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from support.chaos import Chaos
 from support.cluster import CLUSTER_SCRIPT, REPO_ROOT, ClusterUnderTest
 from support.operator import OperatorProcess
 from support.realnode import EXTERNAL_KUBECONFIG, REAL_CLUSTER_ENV, EffectLog, host_unsupported_reason
+from support.testnamespaces import create_test_namespace, delete_test_namespace
 from support.waiting import wait_for
 
 OPT_IN = {"chaos.coordinator.dev/allow": "true"}
@@ -80,6 +80,10 @@ def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorPr
     )
     proc.start()
     yield proc
+    if not kubeconfig.exists():
+        # test_cluster_down_leaves_nothing_behind stopped the cluster, with this session's pods still on it.
+        proc.stop()
+        return
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
     if proc.proc is None or proc.proc.poll() is not None:
         proc.start()
@@ -98,24 +102,11 @@ def running_operator(operator: OperatorProcess) -> OperatorProcess:
     return operator
 
 
-def new_namespace(core: client.CoreV1Api, request: pytest.FixtureRequest, labels: dict[str, str]) -> str:
-    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:36].strip("-")
-    name = f"{SESSION_PREFIX}-{base}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"test": "real", **labels}))
-    )
-    return name
-
-
 @pytest.fixture
 def chaos_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[str]:
-    name = new_namespace(core, request, OPT_IN)
+    name = create_test_namespace(core, request, SESSION_PREFIX, {"test": "real", **OPT_IN})
     yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    delete_test_namespace(core, name)
 
 
 @pytest.fixture
