@@ -420,6 +420,13 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
         raise ClusterError(
             f"port(s) already in use: {detail}. Stop what holds them, or set COORDINATOR_CLUSTER_PORT_OFFSET."
         )
+    for node in cluster.real:
+        if Path(f"/sys/class/net/{node.bridge}").exists():
+            raise ClusterError(
+                f"a real node already runs on this host (bridge {node.bridge}): one real node per host. Stop its "
+                "cluster first (`make cluster-down`, with the COORDINATOR_CLUSTER_DIR and COORDINATOR_CLUSTER_PORT_OFFSET "
+                "it was started with; the real test tier uses .cluster-real and 1000)"
+            )
     if cluster.workdir.exists():
         shutil.rmtree(cluster.workdir)
     cluster.logs.mkdir(parents=True)

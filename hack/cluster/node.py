@@ -328,8 +328,9 @@ def unshare_netns_dir(workdir: Path) -> None:
     if not record.exists():
         return
     netns = Path(record.read_text())
-    if not any(netns.iterdir()):
-        _run("umount", str(netns), check=False)
+    if any(netns.iterdir()):
+        return  # namespaces are still there (ours, if the teardown failed: the next attempt comes back here)
+    _run("umount", str(netns), check=False)
     record.unlink()
 
 
@@ -417,6 +418,8 @@ def teardown(node: RealNode, stop_process: Callable[[str], None], node_binaries:
         stop_process(name)
     netns = set(json.loads(node.netns_record.read_text()) if node.netns_record.exists() else [])
     netns.update(_sandbox_netns_paths(node))
+    # /var/run is a link to /run: the mount table names the resolved path.
+    netns = {os.path.realpath(path) for path in netns}
     # Kept until the node's directory goes, so a teardown that fails part-way still knows them next time.
     if node.dir.is_dir():
         node.netns_record.write_text(json.dumps(sorted(netns)))
@@ -498,6 +501,10 @@ def leftovers(node: RealNode, saved_sysctls: dict[str, str] | None = None) -> li
     found += [f"mount {p}" for p in _mounts_under([str(node.dir)])]
     if node.netns_record.exists():
         found += [f"netns {p}" for p in json.loads(node.netns_record.read_text()) if Path(p).exists()]
+        found += [
+            f"mount {p}"
+            for p in _mounts_under([os.path.realpath(p) for p in json.loads(node.netns_record.read_text())])
+        ]
     if Path(f"/sys/class/net/{node.bridge}").exists():
         found.append(f"link {node.bridge}")
     found += [f"link {ln}" for ln in _veths_without_peer()]
