@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         description="Image of the in-pod fault agent (the Dockerfile's tools stage: iproute2, nftables, stress-ng).",
     )
     agent_start_timeout: float = Field(
-        default=60.0,
+        default=30.0,
         gt=0,
         le=600,
         description="Seconds an in-pod agent may take to start and confirm its fault; after that the fault counts "

@@ -2,7 +2,7 @@
 
 kwok runs no containers, so here the agent never starts, and a run must say so: the fault is not applied and the
 run ends Error (the session's operator waits COORDINATOR_AGENT_START_TIMEOUT=3s for an agent). The real effect is
-measured on a real node (tests/real/test_inpod_faults.py) and in network namespaces (test_inpod_netns.py).
+measured on a real node (tests/real/test_real_inpod_faults.py) and in network namespaces (test_inpod_netns.py).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def test_agent_is_added_to_each_target_with_its_command(
             assert agent.target_container_name == "app"
     # No kubelet ever starts the agent: the fault is not applied, and the run says so instead of passing.
     status = chaos.wait_phase(run, "Error", timeout=60)
+    assert status["reason"] == "AgentNotRunning"
     assert "not applied" in status["message"]
     assert "did not confirm the fault within 3s" in status["message"]
     assert {i["state"] for i in status["injections"]} <= {"Failed", "Reverted"}

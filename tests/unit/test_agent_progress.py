@@ -27,6 +27,7 @@ def test_no_status_yet_is_starting_never_applied() -> None:
 def test_an_agent_that_cannot_start_fails_with_the_reason(reason: str) -> None:
     progress = agent_progress(_pod({"waiting": {"reason": reason, "message": "no such image"}}), AGENT, "")
     assert progress.state == AgentState.FAILED
+    assert progress.cannot_start, "reported as AgentNotRunning, not AgentFailed"
     assert reason in progress.message
     assert "no such image" in progress.message
     assert "tools:1" in progress.message
@@ -47,6 +48,7 @@ def test_an_agent_that_exits_with_an_error_fails_with_its_termination_message() 
     ended = _pod({"terminated": {"exitCode": 2, "message": "network-delay not applied: kernel lacks sch_netem\n"}})
     progress = agent_progress(ended, AGENT, "")
     assert progress.state == AgentState.FAILED
+    assert not progress.cannot_start
     assert "kernel lacks sch_netem" in progress.message
     assert "status 2" in progress.message
 

@@ -64,7 +64,7 @@ class FaultContext:
     step_duration: float | None = None  # seconds, for faults that hold themselves (in-pod agents)
     agent_image: str | None = None  # image of the in-pod fault agent
     # How long an in-pod agent may take to start and confirm its fault before the fault counts as not applied.
-    agent_start_timeout: float = 60.0
+    agent_start_timeout: float = 30.0
     agent_poll_interval: float = 0.5
 
     async def may_touch(self, namespace: str) -> bool:

@@ -28,6 +28,16 @@ from coordinator.api.models import Fault, FaultType, Injection, InjectionState
 from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path
 from coordinator.faults.inpod import agent, commands
 
+
+class AgentNotRunningError(FaultError):
+    """The agent never ran: its image cannot be pulled, admission refused it, or no kubelet started it in time.
+    The run ends Error with reason AgentNotRunning."""
+
+
+class AgentFailedError(FaultError):
+    """The agent ran and could not apply the fault (a missing kernel feature, no permission): reason AgentFailed."""
+
+
 NETWORK_FAULTS = frozenset(
     {
         FaultType.NETWORK_DELAY,
@@ -66,6 +76,7 @@ class AgentState(StrEnum):
 class AgentProgress:
     state: AgentState
     message: str = ""
+    cannot_start: bool = False  # FAILED before the agent ever ran (image, container creation)
 
 
 def _container_status(pod: Mapping[str, Any], key: str, name: str) -> Mapping[str, Any] | None:
@@ -109,6 +120,7 @@ def agent_progress(
             return AgentProgress(
                 AgentState.FAILED,
                 f"agent container cannot start ({reason}{': ' + detail if detail else ''}; image {image})",
+                cannot_start=True,
             )
         return AgentProgress(AgentState.STARTING, f"agent container waiting ({reason or 'no reason'})")
     if "terminated" in state:
@@ -256,11 +268,19 @@ class InPodFault(FaultDriver):
         target_container = fault.containerKill.containerName if fault.containerKill else None
         restarts_before = restart_count(pod, target_container) if target_container else 0
         if container["name"] not in existing:  # a repeated apply after a restart adds nothing
-            await ctx.client.patch(
-                target_path(injection.target, "ephemeralcontainers"),
-                {"spec": {"ephemeralContainers": [container]}},
-                STRATEGIC_PATCH,
-            )
+            try:
+                await ctx.client.patch(
+                    target_path(injection.target, "ephemeralcontainers"),
+                    {"spec": {"ephemeralContainers": [container]}},
+                    STRATEGIC_PATCH,
+                )
+            except ApiError as exc:
+                if exc.status in (400, 403, 422) and "violates PodSecurity" in exc.message:
+                    raise AgentNotRunningError(
+                        f"{injection.fault} on pod {injection.target.name} not applied: Pod Security admission "
+                        f"refused the agent ({exc.message})"
+                    ) from exc
+                raise
         await self.confirm(ctx, injection, container["name"], target_container, restarts_before)
         ctx.notes.append(f"agent {container['name']} ({container['image']}) confirmed in pod {injection.target.name}")
         return InjectionState.APPLIED
@@ -295,9 +315,10 @@ class InPodFault(FaultDriver):
             if progress.state in (AgentState.HOLDING, AgentState.DONE):
                 return progress
             if progress.state == AgentState.FAILED:
-                raise FaultError(f"{injection.fault} on pod {injection.target.name} not applied: {progress.message}")
+                error = AgentNotRunningError if progress.cannot_start else AgentFailedError
+                raise error(f"{injection.fault} on pod {injection.target.name} not applied: {progress.message}")
             if time.monotonic() >= deadline:
-                raise FaultError(
+                raise AgentNotRunningError(
                     f"{injection.fault} on pod {injection.target.name} not applied: the agent did not confirm the "
                     f"fault within {ctx.agent_start_timeout:g}s ({progress.message}); does the node run containers "
                     f"and have the image {ctx.agent_image or self.image}?"
