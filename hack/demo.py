@@ -6,6 +6,10 @@ examples/pod-kill.yaml and follow the TestRun to its end, show what happened, st
 running afterwards. Re-running the demo replaces the previous TestRun.
 
 Run with the project's virtualenv (``make demo`` does). Everything happens on 127.0.0.1.
+
+``make demo REAL=1`` adds a real kubelet node to the cluster (hack/cluster/node.py), runs the web workload there
+from the locally built image, and runs pod-kill and network-partition on those real pods: it prints the recovery
+time the operator measured and what a peer pod saw while the partition held.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ NAMESPACE = "demo"
 APP = "web"
 REPLICAS = 3
 TESTRUN = "pod-kill-run"  # the TestRun in examples/pod-kill.yaml
+PARTITION = REPO / "examples" / "network-partition.yaml"
+PARTITION_RUN = "network-partition-run"
+REAL = os.environ.get("REAL", "") not in ("", "0")
+# What a real node needs of the sample workload: the locally built web image, pinned to the real node.
+REAL_NODE_LABEL = ("chaos.coordinator.dev/node", "real")
+REAL_NODE_TAINT = "chaos.coordinator.dev/real-node"
+WEB_IMAGE = "test-coordinator-web:0.1.0"
 TERMINAL = ("Passed", "Failed", "Error", "Cancelled", "TimedOut")
 POLL_SECONDS = 0.5
 # The console script installed next to this interpreter (.venv/bin/coordinator), to tell the user how to run it.
@@ -124,8 +135,46 @@ def ready_pods(kubeconfig: Path) -> list[str]:
     return ready
 
 
+def real_workload() -> str:
+    """examples/workload.yaml for the real node: the web image (port 8080), a node selector and a toleration."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(WORKLOAD.read_text()) if d]
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            pod["nodeSelector"] = {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}
+            pod["tolerations"] = [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
+            pod["terminationGracePeriodSeconds"] = 2
+            for container in pod["containers"]:
+                container.update(
+                    image=WEB_IMAGE,
+                    imagePullPolicy="Never",
+                    ports=[{"containerPort": 8080}],
+                    readinessProbe={"httpGet": {"path": "/readyz", "port": 8080}, "periodSeconds": 1},
+                )
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "peer", "namespace": NAMESPACE, "labels": {"role": "peer"}},
+            "spec": {
+                "nodeSelector": {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]},
+                "tolerations": [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "peer", "image": WEB_IMAGE, "imagePullPolicy": "Never"}],
+            },
+        }
+    )
+    return yaml.safe_dump_all(docs)
+
+
 def deploy_workload(kubeconfig: Path) -> None:
-    kubectl(kubeconfig, "apply", "-f", str(WORKLOAD), show=True)
+    if REAL:
+        kubectl(kubeconfig, "apply", "-f", "-", stdin=real_workload())
+        say(f"\n$ kubectl apply -f examples/workload.yaml   # web image {WEB_IMAGE}, pinned to the real node")
+    else:
+        kubectl(kubeconfig, "apply", "-f", str(WORKLOAD), show=True)
     poll(
         lambda: True if len(ready_pods(kubeconfig)) == REPLICAS else None,
         timeout=90,
@@ -197,29 +246,97 @@ class Operator:
 # --- the chaos test ------------------------------------------------------------------------------------------
 
 
-def run_example(kubeconfig: Path, operator: Operator) -> dict[str, Any]:
-    """Apply the pod-kill example (replacing a previous run of it) and follow the TestRun to a terminal phase."""
+def run_example(
+    kubeconfig: Path,
+    operator: Operator,
+    example: Path = EXAMPLE,
+    testrun: str = TESTRUN,
+    while_running: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Apply an example (replacing a previous run of it) and follow the TestRun to a terminal phase.
+
+    ``while_running`` is called once with the status when the first step's faults are injected."""
     # A finished TestRun is never run again: delete the previous one (the running operator releases its finalizer).
-    kubectl(kubeconfig, "delete", "testrun", TESTRUN, "-n", NAMESPACE, "--ignore-not-found", "--timeout=60s")
-    kubectl(kubeconfig, "apply", "-f", str(EXAMPLE), show=True)
+    kubectl(kubeconfig, "delete", "testrun", testrun, "-n", NAMESPACE, "--ignore-not-found", "--timeout=60s")
+    kubectl(kubeconfig, "apply", "-f", str(example), show=True)
     say("")
     seen: list[str] = []
+    called: list[bool] = []
 
     def finished() -> dict[str, Any] | None:
         operator.check_alive()
-        status: dict[str, Any] = get_json(kubeconfig, "testrun", TESTRUN, "-n", NAMESPACE).get("status") or {}
+        status: dict[str, Any] = get_json(kubeconfig, "testrun", testrun, "-n", NAMESPACE).get("status") or {}
         phase = status.get("phase") or "Pending"
         progress = " ".join([phase, *(f"{s['name']}={s.get('outcome', 'Pending')}" for s in status.get("steps", []))])
         if not seen or seen[-1] != progress:
             seen.append(progress)
-            say(f"  testrun/{TESTRUN}: {progress}")
+            say(f"  testrun/{testrun}: {progress}")
+        steps = status.get("steps") or []
+        if while_running and not called and steps and steps[0].get("outcome") == "Injected":
+            called.append(True)
+            while_running(status)
         return status if phase in TERMINAL else None
 
-    return poll(finished, timeout=120, what=f"testrun/{TESTRUN} to finish")
+    return poll(finished, timeout=120, what=f"testrun/{testrun} to finish")
 
 
-def describe(status: dict[str, Any]) -> None:
-    say(f"\nTestRun {NAMESPACE}/{TESTRUN}: {status.get('phase')} ({status.get('reason')}) - {status.get('message')}")
+def peer_reaches_web(kubeconfig: Path) -> str:
+    """One HTTP request from the peer pod to each web pod, through the real pod network."""
+    pods = get_json(kubeconfig, "pods", "-n", NAMESPACE, "-l", f"app={APP}")["items"]
+    results = []
+    for pod in pods:
+        ip = pod.get("status", {}).get("podIP")
+        if not ip:
+            continue
+        script = f"import urllib.request;urllib.request.urlopen('http://{ip}:8080/', timeout=1)"
+        proc = subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(kubeconfig),
+                "exec",
+                "-n",
+                NAMESPACE,
+                "peer",
+                "--",
+                "python3",
+                "-c",
+                script,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        results.append(f"{pod['metadata']['name']}: {'reached' if proc.returncode == 0 else 'unreachable'}")
+    return ", ".join(results)
+
+
+def real_demo(kubeconfig: Path, operator: Operator) -> None:
+    """pod-kill and network-partition on real pods: the recovery time, and what a peer saw during the partition."""
+    poll(lambda: True if "Running" in kubectl(kubeconfig, "get", "pod", "peer", "-n", NAMESPACE) else None, 90, "peer")
+    kill = run_example(kubeconfig, operator)
+    describe(kill)
+    if kill.get("phase") != "Passed":
+        raise DemoError(f"testrun/{TESTRUN} ended {kill.get('phase')}: {kill.get('message')}")
+    say(f"\nmeasured recovery time of pod-kill on real pods: {kill.get('recoveryTimeSeconds')} s")
+    say(f"before the partition, the peer pod: {peer_reaches_web(kubeconfig)}")
+    seen: list[str] = []
+    partition = run_example(
+        kubeconfig,
+        operator,
+        PARTITION,
+        PARTITION_RUN,
+        while_running=lambda _status: seen.append(peer_reaches_web(kubeconfig)),
+    )
+    describe(partition, PARTITION_RUN)
+    if partition.get("phase") != "Passed":
+        raise DemoError(f"testrun/{PARTITION_RUN} ended {partition.get('phase')}: {partition.get('message')}")
+    say(f"during the partition, the peer pod: {seen[0] if seen else '(not sampled)'}")
+    say(f"after it, the peer pod: {peer_reaches_web(kubeconfig)}")
+
+
+def describe(status: dict[str, Any], testrun: str = TESTRUN) -> None:
+    say(f"\nTestRun {NAMESPACE}/{testrun}: {status.get('phase')} ({status.get('reason')}) - {status.get('message')}")
     if status.get("scenario"):
         say(f"  scenario: {status['scenario']}, duration: {status.get('durationSeconds', '-')}s")
     for index, step in enumerate(status.get("steps") or []):
@@ -264,6 +381,9 @@ def main() -> int:
         deploy_workload(kubeconfig)
         operator = Operator(kubeconfig, kubeconfig.parent / "operator.log")
         operator.start()
+        if REAL:
+            real_demo(kubeconfig, operator)
+            return 0
         status = run_example(kubeconfig, operator)
         kubectl(kubeconfig, "get", "testruns", "-n", NAMESPACE, show=True)
         kubectl(kubeconfig, "get", "pods", "-n", NAMESPACE, "-o", "wide", show=True)
