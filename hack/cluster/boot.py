@@ -35,6 +35,7 @@ from build import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_COUNT_DEFAULT = 3
+MAX_REAL_NODES = 4
 # Data only: no process routes to these ranges (there is no kube-proxy and kwok's pods run nothing).
 SERVICE_CIDR = "10.96.0.0/12"
 POD_CIDR = "10.244.0.1/16"
@@ -52,7 +53,6 @@ class Ports:
     controller_manager: int = 20257
     scheduler: int = 20259
     kwok: int = 20247
-    kubelet_healthz: int = 20248
     kube_proxy_metrics: int = 20249
     kube_proxy_healthz: int = 20256
 
@@ -570,6 +570,8 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
     _wait(cluster, "kube-controller-manager", lambda: _has_default_service_account(cluster), 60)
     for node in cluster.real:
         _start_real_node(cluster, node)
+    if cluster.real:
+        _start_node_network(cluster, cluster.real[0])
     return time.monotonic() - started
 
 
@@ -635,7 +637,7 @@ def _start_real_node(cluster: Cluster, node: real.RealNode) -> None:
     kubeconfig = cluster.workdir / f"kubelet-{node.name}.kubeconfig"
     write_kubeconfig(cluster, kubeconfig, f"system:node:{node.name}", f"node-{node.name}")
     config = node.dir / "kubelet.json"
-    config.write_text(json.dumps(real.kubelet_config(node, cluster.pki / "ca.crt", cluster.ports.kubelet_healthz)))
+    config.write_text(json.dumps(real.kubelet_config(node, cluster.pki / "ca.crt")))
     _start(
         cluster,
         f"kubelet-{node.name}",
@@ -652,6 +654,12 @@ def _start_real_node(cluster: Cluster, node: real.RealNode) -> None:
         ],
     )
     _wait(cluster, f"kubelet-{node.name}", lambda: _node_ready(cluster, node.name), 90)
+    print(f"real node {node.name} Ready in {time.monotonic() - started:.1f}s (pods on {node.pod_cidr})")
+
+
+def _start_node_network(cluster: Cluster, node: real.RealNode) -> None:
+    """One kube-proxy and one kube-router for every real node of the host (see node.py: they share an InternalIP)."""
+    node_bins = ensure_node_binaries()
     _kubectl(cluster, "apply", "-f", "-", stdin=KUBE_ROUTER_RBAC)
     proxy_kubeconfig = cluster.workdir / "kube-proxy.kubeconfig"
     write_kubeconfig(cluster, proxy_kubeconfig, "system:kube-proxy", "kube-proxy")
@@ -686,7 +694,6 @@ def _start_real_node(cluster: Cluster, node: real.RealNode) -> None:
     )
     _wait(cluster, "kube-proxy", lambda: _chain_exists("KUBE-SERVICES"), 60)
     _wait(cluster, "kube-router", lambda: _chain_exists("KUBE-ROUTER-FORWARD"), 60)
-    print(f"real node {node.name} Ready in {time.monotonic() - started:.1f}s (pods on {node.pod_cidr})")
 
 
 def _node_images() -> dict[str, Path]:
@@ -851,11 +858,10 @@ def requested_real_nodes() -> int:
     if os.environ.get("REAL", "") in ("", "0"):
         return 0
     count = int(os.environ.get("COORDINATOR_CLUSTER_REAL_NODES", "1"))
-    if count != 1:
+    if not 1 <= count <= MAX_REAL_NODES:
         raise ClusterError(
-            f"COORDINATOR_CLUSTER_REAL_NODES={count}: this host runs exactly one real node. kube-proxy and "
-            "kube-router program host-wide iptables chains, so a second node on the same host would rewrite the "
-            "first one's rules; kwok's simulated nodes supply the scale."
+            f"COORDINATOR_CLUSTER_REAL_NODES={count}: between 1 and {MAX_REAL_NODES} real nodes (each runs a "
+            "containerd and a kubelet on this host; kwok's simulated nodes supply the scale)"
         )
     return count
 

@@ -7,9 +7,10 @@ kube-proxy's and kube-router's iptables chains and ipsets, two sysctls, and the 
 makes for pods; ``teardown`` removes each of them and ``leftovers`` lists whatever is still there, so
 ``make cluster-down`` can prove it left nothing behind.
 
-Why one real node per host: kube-proxy and kube-router program host-wide iptables chains (``KUBE-SERVICES``,
-``KUBE-ROUTER-FORWARD``) from their node's point of view; a second pair on the same host would rewrite the first
-pair's rules. kwok's simulated nodes supply the scale.
+Several real nodes (``COORDINATOR_CLUSTER_REAL_NODES``) share one host: each has its own containerd, kubelet
+(port 10250 + index), bridge and pod subnet, and all report the same InternalIP, so one kube-proxy and one
+kube-router (both program host-wide iptables chains, and two of each would rewrite each other's rules) serve the
+pods of every real node. kwok's simulated nodes supply the scale.
 """
 
 from __future__ import annotations
@@ -81,8 +82,20 @@ class RealNode:
 
     @property
     def ip(self) -> str:
-        """The node's InternalIP: the gateway address of its pod bridge."""
+        """The node's InternalIP, the same for every real node of the host: the first node's bridge address.
+
+        kube-router's firewall treats the pods whose hostIP is its node's address as its own, so one kube-router
+        (and one kube-proxy) serves every real node of the host; the kubelets tell apart by port."""
+        return f"{REAL_POD_NETWORK}.0.1"
+
+    @property
+    def gateway(self) -> str:
+        """The address of this node's pod bridge, its pods' default gateway."""
         return f"{REAL_POD_NETWORK}.{self.index}.1"
+
+    @property
+    def kubelet_port(self) -> int:
+        return 10250 + self.index
 
     @property
     def pod_cidr(self) -> str:
@@ -194,7 +207,7 @@ def cni_config(node: RealNode) -> dict[str, object]:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": node.pod_cidr, "gateway": node.ip}]],
+                    "ranges": [[{"subnet": node.pod_cidr, "gateway": node.gateway}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": str(node.cni_ipam_dir),
                 },
@@ -203,7 +216,7 @@ def cni_config(node: RealNode) -> dict[str, object]:
     }
 
 
-def kubelet_config(node: RealNode, ca_file: Path, healthz_port: int) -> dict[str, object]:
+def kubelet_config(node: RealNode, ca_file: Path) -> dict[str, object]:
     """What this host needs of a kubelet: cgroupfs on cgroup v1 without per-QoS cgroups or node-allocatable
     enforcement (the root cgroup is not ours to carve up), no swap check, and eviction thresholds that a shared
     development disk does not trip."""
@@ -211,10 +224,10 @@ def kubelet_config(node: RealNode, ca_file: Path, healthz_port: int) -> dict[str
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "address": node.ip,
-        "port": 10250,
+        "port": node.kubelet_port,
         "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": healthz_port,
+        # No healthz port: readiness is the Node's Ready condition, and several kubelets share this host.
+        "healthzPort": 0,
         "authentication": {
             "anonymous": {"enabled": False},
             "webhook": {"enabled": True},
@@ -338,7 +351,7 @@ def create_bridge(node: RealNode) -> None:
     """The pod bridge exists before the kubelet starts: the kubelet serves on the node address it carries."""
     if not Path(f"/sys/class/net/{node.bridge}").exists():
         _run("ip", "link", "add", node.bridge, "type", "bridge")
-    _run("ip", "addr", "replace", f"{node.ip}/24", "dev", node.bridge)
+    _run("ip", "addr", "replace", f"{node.gateway}/24", "dev", node.bridge)
     _run("ip", "link", "set", node.bridge, "up")
 
 
