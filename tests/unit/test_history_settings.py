@@ -89,3 +89,16 @@ def test_schema_head_names_the_newest_migration() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]
+
+
+def test_report_on_a_missing_history_file_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coordinator.cli.main import main
+
+    missing = tmp_path / "nope" / "history.db"
+    monkeypatch.setenv("COORDINATOR_HISTORY_PATH", str(missing))
+    monkeypatch.delenv("COORDINATOR_DATABASE_URL", raising=False)
+    assert main(["report"]) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not missing.exists(), "no empty database is created on the way"

@@ -128,3 +128,11 @@ def test_one_mistake_gives_one_finding() -> None:
 def test_selector_contradictions(selector: dict[str, object], contradicts: bool) -> None:
     found = list(selector_contradictions(LabelSelector.model_validate(selector)))
     assert bool(found) is contradicts, found
+
+
+def test_a_path_without_our_documents_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # manifests/ holds Deployments and RBAC, none of ours: "ok: 0 documents" used to pass a pipeline.
+    assert main(["validate", str(REPO_ROOT / "manifests" / "base")]) == 1
+    assert "no ChaosScenario or TestRun documents" in capsys.readouterr().err
+    assert main(["validate", "--format", "json", str(tmp_path)]) == 1
+    assert json.loads(capsys.readouterr().out)["ok"] is False

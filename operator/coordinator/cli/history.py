@@ -52,6 +52,14 @@ def report(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    if settings.database_url is None and not settings.history_file.exists():
+        # Opening it would create an empty database and report "no runs": a wrong path must say so instead.
+        print(
+            f"error: no history at {settings.history_file} (COORDINATOR_HISTORY_PATH, or COORDINATOR_DATABASE_URL "
+            "for a shared database)",
+            file=sys.stderr,
+        )
+        return 1
     # The window starts on a whole minute, so reports asked for within the same minute share the cache.
     since = (datetime.now(UTC) - args.since).replace(second=0, microsecond=0) if args.since else None
     filters = ReportFilters(namespace=args.namespace, scenario=args.scenario, since=since)

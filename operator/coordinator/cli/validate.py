@@ -25,6 +25,15 @@ def validate(args: argparse.Namespace) -> int:
     from coordinator.validation import validate_paths
 
     report = validate_paths([Path(p) for p in args.paths], protected_namespaces())
+    if report.documents == 0 and report.ok:
+        # Nothing checked is not "ok": a typo'd path or the wrong directory must fail a pipeline, not pass it.
+        where = ", ".join(args.paths)
+        message = f"no ChaosScenario or TestRun documents in {where} ({report.files} YAML file(s) read)"
+        if args.format == "json":
+            print(json.dumps({"ok": False, "files": report.files, "documents": 0, "errors": [message]}, indent=2))
+        else:
+            print(f"error: {message}", file=sys.stderr)
+        return 1
     if args.format == "json":
         print(
             json.dumps(
