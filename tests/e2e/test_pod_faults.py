@@ -223,6 +223,30 @@ def test_scenario_status_counts_every_run_once(chaos: Chaos, core: client.CoreV1
     assert status["passRate"] == "83%"
     assert status["lastRun"]["name"] == failed
     assert status["lastRun"]["phase"] == "Failed"
+    assert status["cancelledRuns"] == 0
+
+
+def test_cancelled_runs_are_counted_apart_from_the_pass_rate(
+    chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    ns = chaos.namespace
+    make_deployment(apps, ns, "web", replicas=2)
+    wait_ready(core, ns, "web", 2)
+    chaos.scenario("slow", pod_kill_spec({"app": "web"}, duration="60s"))
+    run = chaos.run("slow")
+    chaos.wait_step(run, 0, "Injected")
+    chaos.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "testruns", run, {"spec": {"abort": True}})
+    status = chaos.wait_phase(run, "Cancelled")
+    assert status.get("resilienceScore") is None, "an aborted run did not run its course: no score"
+
+    def counted() -> dict[str, object] | None:
+        scenario = chaos.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "chaosscenarios", "slow")
+        summary = scenario.get("status") or {}
+        return summary if summary.get("totalRuns") == 1 else None
+
+    summary = wait_for(counted, timeout=20, description="the aborted run counted")
+    assert summary["cancelledRuns"] == 1
+    assert summary.get("passRate") is None, "no decided run yet: no pass rate, not 0 %"
 
 
 def test_runs_deleted_the_moment_they_finish_are_let_go_at_once(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -120,7 +121,9 @@ def test_filters_describe_themselves() -> None:
 def test_table_has_one_row_per_scenario_with_its_numbers() -> None:
     lines = render_table(REPORT).splitlines()
     row = next(line for line in lines if line.startswith("shop/kill-web"))
-    assert row.split() == ["shop/kill-web", "6", "2", "33.3%", "4.00s", "10.00s", "yes", "2026-03-01", "12:05:00Z"]
+    assert row.split() == [
+        "shop/kill-web", "6", "2", "0", "33.3%", "4.00s", "10.00s", "yes", "2026-03-01", "12:05:00Z"
+    ]  # fmt: skip
 
 
 def test_table_headline_counts_everything() -> None:
@@ -139,6 +142,18 @@ def test_table_of_nothing_says_so() -> None:
     assert "no runs in the history match" in render_table(EMPTY)
 
 
+def test_cancelled_runs_are_shown_but_left_out_of_the_pass_rate() -> None:
+    # An abort says nothing about the system: 2 passed of 3 decided runs is 66.7 %, whatever was aborted.
+    kill = next(s for s in REPORT.scenarios if s.scenario == "shop/kill-web")
+    aborted = replace(kill, runs=9, passed=2, cancelled=3)
+    assert (aborted.decided, aborted.failed, round(aborted.pass_rate, 1)) == (6, 4, 33.3)
+    report = replace(REPORT, scenarios=(aborted,))
+    row = next(line for line in render_table(report).splitlines() if line.startswith("shop/kill-web"))
+    assert row.split()[1:5] == ["9", "2", "3", "33.3%"]
+    assert "3 cancelled (not in the rate)" in render_table(report).splitlines()[0]
+    assert "2 passed (33.3%)" in render_table(report).splitlines()[0]
+
+
 # --- JSON ----------------------------------------------------------------------------------------------------
 
 
@@ -146,7 +161,7 @@ def test_json_carries_derived_numbers_and_totals() -> None:
     data = json.loads(render_json(REPORT))
     kill = next(s for s in data["scenarios"] if s["scenario"] == "shop/kill-web")
     assert (kill["passRate"], kill["failed"], kill["flaky"]) == (33.33, 4, True)
-    assert data["totals"] == {"runs": 8, "passed": 4, "scenarios": 2}
+    assert data["totals"] == {"runs": 8, "passed": 4, "cancelled": 0, "scenarios": 2}
     assert kill["last_run_at"] == "2026-03-01T12:05:00Z"
 
 

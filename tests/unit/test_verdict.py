@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.api.probes import Assertion, HttpProbe, K8sProbe, Probe
-from coordinator.domain.verdict import ProbeStats, evaluate_assertion, percentile, resilience_score
+from coordinator.api.probes import Assertion, AssertionResult, HttpProbe, K8sProbe, Probe
+from coordinator.domain.verdict import (
+    ProbeStats,
+    evaluate_assertion,
+    pass_rate,
+    percentile,
+    resilience_score,
+    scenario_ref,
+)
 from coordinator.engine.probing import RecoveryTracker
 from coordinator.probes.base import ProbeError, Sample, compare, lookup
 from coordinator.probes.http import check_response
@@ -124,6 +131,27 @@ def test_score_is_weighted_success() -> None:
     assert resilience_score([]) is None
 
 
+def test_no_score_without_a_fault_applied_or_a_probe_sample() -> None:
+    # A run Failed with NoTargets or BaselineFailed measured nothing under a fault: no score, not 100.
+    healthy = _stats("api", [True, True])
+    assert resilience_score([healthy], injected=False) is None
+    assert resilience_score([_stats("idle", [])]) is None
+
+
+def test_failed_assertions_lower_the_score() -> None:
+    healthy = _stats("api", [True, True, True])  # 100 % of samples passed
+    passed = AssertionResult(name="ok", type="recovery_time", expected="<= 30", passed=True)
+    failed = AssertionResult(name="slow", type="recovery_time", expected="<= 1", actual="4", passed=False)
+    assert resilience_score([healthy], [passed]) == 100
+    assert resilience_score([healthy], [passed, failed]) == 50, "a run Failed by an assertion never scores 100"
+    assert resilience_score([healthy], [failed]) == 0
+
+
+def test_pass_rate_leaves_out_cancelled_runs() -> None:
+    assert pass_rate(passed=3, decided=4) == "75%"
+    assert pass_rate(passed=0, decided=0) is None, "only aborted runs: no rate yet"
+
+
 def test_assertions_expected_vs_actual() -> None:
     stats = {"api": _stats("api", [True, True, True, False], latencies=[10, 20, 30, 400])}
     availability = evaluate_assertion(Assertion(name="a", type="availability", probe="api", expected=70), stats, None)
@@ -168,3 +196,15 @@ def test_recovery_tracker() -> None:
     tracker.observe(True, 102.05)
     tracker.observe(False, 103.0)  # a later blip does not move the first recovery
     assert tracker.seconds == 2.05
+
+
+def test_a_run_is_named_by_the_scenario_its_spec_names() -> None:
+    # A run whose scenario was never found has no status.scenario: metrics said scenario="" while the report
+    # named it from the spec. Both use this now.
+    from coordinator.history.records import scenario_record
+
+    spec = {"scenarioRef": {"name": "gone"}}
+    assert scenario_ref(spec, "shop") == "shop/gone"
+    assert scenario_ref({"scenarioRef": {"name": "x", "namespace": "lib"}}, "shop") == "lib/x"
+    record = scenario_record({"metadata": {"namespace": "shop"}, "spec": spec, "status": {}})
+    assert f"{record.namespace}/{record.name}" == scenario_ref(spec, "shop")

@@ -500,7 +500,17 @@ class ChaosScenarioStatus(Model):
     lastRun: RunSummary | None = Field(default=None, description="The most recently finished run.")
     totalRuns: int = Field(default=0, description="Finished runs of this scenario.")
     passedRuns: int = Field(default=0, description="Finished runs that passed.")
-    passRate: str | None = Field(default=None, description="passedRuns / totalRuns as a percentage, e.g. 75%.")
+    cancelledRuns: int = Field(default=0, description="Finished runs that were aborted (Cancelled).")
+    lastRunNowToken: str | None = Field(
+        default=None,
+        description="The last value of the annotation chaos.coordinator.dev/run-now that started a run: each new "
+        "value starts one TestRun, named <scenario>-now-<hash of the value>.",
+    )
+    passRate: str | None = Field(
+        default=None,
+        description="passedRuns / (totalRuns - cancelledRuns) as a percentage, e.g. 75%: an aborted run says "
+        "nothing about the system under test.",
+    )
     observedGeneration: int | None = Field(default=None, description="The generation last looked at.")
 
 
@@ -537,6 +547,21 @@ class TestRunSpec(Model):
     abort: bool = Field(default=False, description="Set to true to stop the run: faults are reverted, phase Cancelled.")
     seed: int | None = Field(
         default=None, ge=0, description="Seed for target selection; the same seed picks the same targets."
+    )
+
+    # A run executes the spec it was created with: a finished run whose scenarioRef was edited afterwards would
+    # name a scenario it never ran. Only abort may change. (CEL cannot read the status from a spec rule, so the
+    # spec is fixed from creation; runs start at once anyway.) tests/unit/test_crds.py checks every field but
+    # abort is listed.
+    IMMUTABLE_FIELDS: ClassVar[tuple[str, ...]] = ("scenarioRef", "parameters", "dryRun", "timeout", "seed")
+    cel_rules = (
+        (
+            " && ".join(
+                f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
+                for f in IMMUTABLE_FIELDS
+            ),
+            "a TestRun's spec cannot change once it exists, except spec.abort: create a new TestRun to run again",
+        ),
     )
 
 
@@ -607,7 +632,10 @@ class StepRecord(Model):
 
 
 class Condition(Model):
-    type: str = Field(description="TargetsSelected, FaultsInjected, FaultsReverted or Completed.")
+    type: str = Field(
+        description="TargetsSelected, FaultsInjected, FaultsReverted, Completed; at the end Succeeded (True for "
+        "Passed), Failed (True for Failed, Error, TimedOut, Cancelled) and Ready (True for Passed)."
+    )
     status: str = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason.")
     message: str = Field(default="", description="A human-readable message.")

@@ -10,6 +10,11 @@ TARGETS_SELECTED = "TargetsSelected"
 FAULTS_INJECTED = "FaultsInjected"
 FAULTS_REVERTED = "FaultsReverted"
 COMPLETED = "Completed"
+# Terminal verdict conditions, for `kubectl wait --for=condition=...` and GitOps health checks (docs/gitops.md).
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+READY = "Ready"
+PASSED_PHASE = "Passed"
 
 
 def now_iso() -> str:
@@ -63,3 +68,23 @@ def set_condition(
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
+
+
+def running_conditions(conditions: list[Condition], generation: int | None = None) -> list[Condition]:
+    """A run in progress: not Completed, not Ready."""
+    conditions = set_condition(conditions, COMPLETED, False, "Running", generation=generation)
+    return set_condition(conditions, READY, False, "Running", "the run is in progress", generation=generation)
+
+
+def terminal_conditions(
+    conditions: list[Condition], phase: str, reason: str, message: str, generation: int | None = None
+) -> list[Condition]:
+    """A finished run: Completed=True always; Succeeded=True and Ready=True only for Passed; Failed=True with the
+    reason for Failed, Error, TimedOut and Cancelled. Both verdict conditions are set, so a `kubectl wait` on
+    either ends as soon as the run does."""
+    passed = phase == PASSED_PHASE
+    why = reason if passed else f"{phase}: {message}" if message else phase
+    conditions = set_condition(conditions, COMPLETED, True, reason, message, generation)
+    conditions = set_condition(conditions, SUCCEEDED, passed, reason if passed else phase, why, generation)
+    conditions = set_condition(conditions, FAILED, not passed, phase if passed else reason, why, generation)
+    return set_condition(conditions, READY, passed, reason if passed else phase, why, generation)

@@ -173,6 +173,13 @@ def run_name(scenario: str, scheduled: datetime) -> str:
     return f"{prefix}{digest}{suffix}"
 
 
+def run_now_name(scenario: str, token: str) -> str:
+    """The TestRun a ``run-now`` token starts: ``<scenario>-now-<hash of the token>``, the same for the same token
+    (so a repeated reconcile creates it once), at most 63 characters."""
+    suffix = "-now-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+    return scenario[: MAX_NAME_LENGTH - len(suffix)].rstrip("-.") + suffix
+
+
 def label_value(name: str) -> str:
     """``name`` as a label value (at most 63 characters, alphanumeric at both ends)."""
     if len(name) <= MAX_NAME_LENGTH:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from coordinator.api.probes import (
@@ -171,14 +171,40 @@ def evaluate_assertion(
     )
 
 
-def resilience_score(stats: Iterable[ProbeStats]) -> int | None:
-    """Like Litmus: sum(weight x success%) / sum(weight) over probes that took samples; None without probes."""
+def resilience_score(
+    stats: Iterable[ProbeStats], assertions: Sequence[AssertionResult] = (), *, injected: bool = True
+) -> int | None:
+    """0-100: how well the steady state held under the faults, and whether the run's claims came true.
+
+    The probe part is Litmus's: sum(weight x success %) / sum(weight) over the probes that took samples. It is
+    multiplied by the share of assertions that passed (1 without assertions), so a run Failed by an assertion
+    never scores 100. None (no score, not 100) when no probe took a sample or no fault was applied: nothing was
+    measured under a fault then.
+    """
+    if not injected:
+        return None
     weighted = [(s.weight, s.success_percent) for s in stats if s.success_percent is not None]
     total = sum(w for w, _ in weighted)
     if not weighted or total == 0:
         return None
-    return round(sum(w * (pct or 0.0) for w, pct in weighted) / total)
+    probe_part = sum(w * (pct or 0.0) for w, pct in weighted) / total
+    held = sum(1 for a in assertions if a.passed) / len(assertions) if assertions else 1.0
+    return round(probe_part * held)
 
 
 def failed_probe(stats: Iterable[ProbeStats]) -> ProbeStats | None:
     return next((s for s in stats if s.verdict == "Failed"), None)
+
+
+def pass_rate(passed: int, decided: int) -> str | None:
+    """``passed / decided`` as a percentage; decided runs are the finished ones that were not Cancelled (an abort
+    says nothing about the system under test). None while no run has been decided."""
+    return f"{round(100 * passed / decided)}%" if decided > 0 else None
+
+
+def scenario_ref(spec: Mapping[str, object], namespace: str) -> str:
+    """``namespace/name`` of the scenario a TestRun's spec names (its own namespace unless it says another): how
+    metrics and the history report both name a run, even one whose scenario was never found."""
+    ref = spec.get("scenarioRef")
+    ref = ref if isinstance(ref, Mapping) else {}
+    return f"{ref.get('namespace') or namespace}/{ref.get('name', '')}"

@@ -43,7 +43,7 @@ from coordinator.domain.conditions import now_iso, parse_iso
 from coordinator.domain.durations import parse_duration
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.domain.selection import SelectionError
-from coordinator.domain.verdict import evaluate_assertion, failed_probe, resilience_score
+from coordinator.domain.verdict import evaluate_assertion, failed_probe, pass_rate, resilience_score, scenario_ref
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
 from coordinator.engine.probing import ProbeSession, RecoveryTracker
@@ -178,7 +178,13 @@ class Executor:
 
     @property
     def info(self) -> observers.RunInfo:
-        return observers.RunInfo(self.run.namespace, self.run.name, self.run.uid, self.status.scenario or "")
+        return observers.RunInfo(
+            self.run.namespace, self.run.name, self.run.uid, self.status.scenario or self.scenario_ref
+        )
+
+    @property
+    def scenario_ref(self) -> str:
+        return scenario_ref(self.spec_body, self.run.namespace)
 
     @property
     def _run_object(self) -> dict[str, Any]:
@@ -267,7 +273,10 @@ class Executor:
     def _probe_results(self) -> None:
         if self.probes is not None:
             self.status.probes = [s.to_result() for s in self.probes.stats.values()]
-            self.status.resilienceScore = resilience_score(self.probes.stats.values())
+            injected = any(i.appliedAt is not None for i in self.status.injections)
+            self.status.resilienceScore = resilience_score(
+                self.probes.stats.values(), self.status.assertions, injected=injected
+            )
 
     async def baseline(self) -> None:
         """before/edge probes must pass before anything is injected; a failing baseline ends the run Failed."""
@@ -425,7 +434,7 @@ class Executor:
             # The run keeps the scenario it started with (parameters filled in): editing the scenario mid-run
             # does not change this run.
             setattr(self.status, SNAPSHOT_KEY, json.dumps(scenario.model_dump(mode="json", exclude_none=True)))
-            self._condition(cond.COMPLETED, False, "Running")
+            self.status.conditions = cond.running_conditions(self.status.conditions, self.generation)
             # The Running write goes out at once when the concurrency cap counts it, or when probes will take a
             # while before the first plan; otherwise it rides on the step's plan write, which comes next (one
             # status write fewer per run; a crash before it leaves the run Pending, with nothing touched).
@@ -741,7 +750,12 @@ class Executor:
                 if record.outcome == StepOutcome.PENDING and end.phase != Phase.PASSED:
                     record.outcome = StepOutcome.SKIPPED
         self._probe_results()
-        self._condition(cond.COMPLETED, True, end.reason, end.message)
+        if end.phase not in (Phase.PASSED, Phase.FAILED):
+            # Error, Cancelled, TimedOut: the experiment did not run its course; a score would claim it did.
+            self.status.resilienceScore = None
+        self.status.conditions = cond.terminal_conditions(
+            self.status.conditions, end.phase.value, end.reason, end.message, self.generation
+        )
         # Counted on the scenario right after this write. A crash between the two loses the count (a resumed
         # run that is already finished does nothing), which a summary can afford; counting twice it could not.
         counted = bool((self.status.model_extra or {}).get("scenarioCounted"))
@@ -847,6 +861,7 @@ class ScenarioSummaries:
         namespace, name = key
         last_run, last_phase, last_completed, _ = max(batch, key=lambda item: item[2] or "")
         passed_now = sum(1 for _, phase, _, _ in batch if phase == Phase.PASSED)
+        cancelled_now = sum(1 for _, phase, _, _ in batch if phase == Phase.CANCELLED)
         for _attempt in range(self.ATTEMPTS):
             scenario = self._known.get(key)
             if scenario is None:
@@ -859,11 +874,13 @@ class ScenarioSummaries:
             status = scenario.get("status") or {}
             total = int(status.get("totalRuns") or 0) + len(batch)
             passed = int(status.get("passedRuns") or 0) + passed_now
+            cancelled = int(status.get("cancelledRuns") or 0) + cancelled_now
             summary = {
                 "lastRun": {"name": last_run, "phase": str(last_phase), "completedAt": last_completed},
                 "totalRuns": total,
                 "passedRuns": passed,
-                "passRate": f"{round(100 * passed / total)}%",
+                "cancelledRuns": cancelled,
+                "passRate": pass_rate(passed, total - cancelled),
             }
             try:
                 self._known[key] = await client.patch(

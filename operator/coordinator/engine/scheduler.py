@@ -27,6 +27,7 @@ from coordinator.domain.schedule import (
     label_value,
     parse_schedule,
     run_name,
+    run_now_name,
 )
 from coordinator.engine.events import post_event
 from coordinator.engine.sweeper import list_scoped, release_our_finalizer, stuck_on_our_finalizer
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 # On every scheduled TestRun: the scenario's name (cut to a label value) and the time it was scheduled for.
 SCENARIO_LABEL = f"{GROUP}/scenario"
 SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
+# GitOps: set (or change) this annotation on a ChaosScenario, in Git, to start one run of it per new value.
+RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
 
 
 def format_time(moment: datetime) -> str:
@@ -103,6 +106,40 @@ def needs_reconcile(scenario: Mapping[str, Any], now: datetime) -> bool:
 
 def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid and ref.get("controller") for ref in body["metadata"].get("ownerReferences") or [])
+
+
+def run_now_due(scenario: Mapping[str, Any]) -> str | None:
+    """The ``run-now`` token that has not started its run yet, if any (pure)."""
+    token = (scenario.get("metadata", {}).get("annotations") or {}).get(RUN_NOW_ANNOTATION) or None
+    done = (scenario.get("status") or {}).get("lastRunNowToken")
+    return token if token and token != done else None
+
+
+async def start_run_now(client: KubeClient, scenario: Mapping[str, Any]) -> str | None:
+    """Create the TestRun for a new ``run-now`` token (once: its name comes from the token), then record the token
+    in the scenario's status. Returns the run's name, or None when there was nothing to start."""
+    token = run_now_due(scenario)
+    if token is None:
+        return None
+    meta = scenario["metadata"]
+    spec = scenario.get("spec") or {}
+    scheduling = ScenarioScheduling.model_validate(
+        {key: value for key, value in spec.items() if key in ScenarioScheduling.model_fields}
+    )
+    body = _run_body(scenario, scheduling, datetime.now(UTC))
+    name = run_now_name(meta["name"], token)
+    body["metadata"]["name"] = name
+    body["metadata"]["annotations"] = {RUN_NOW_ANNOTATION: token}
+    try:
+        await client.create(resource_path("TestRun", meta["namespace"]), body)
+    except ApiError as exc:
+        if not exc.conflict:  # AlreadyExists: an earlier attempt created it before its status write was lost
+            raise
+    await client.patch(
+        resource_path("ChaosScenario", meta["namespace"], meta["name"], "status"),
+        {"status": {"lastRunNowToken": token}},
+    )
+    return name
 
 
 def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, scheduled: datetime) -> dict[str, Any]:

@@ -14,10 +14,11 @@ import kopf
 
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
 from coordinator.domain.sharding import ShardSelector, parse_shard_selector
+from coordinator.engine.scheduler import run_now_due
 from coordinator.handlers.diffbase import NoDiffBase
 from coordinator.handlers.history import handle_mirror_deleted_testrun, handle_mirror_testrun, needs_mirroring
 from coordinator.handlers.login import handle_login
-from coordinator.handlers.scenarios import handle_schedule_scenario
+from coordinator.handlers.scenarios import handle_run_now, handle_schedule_scenario
 from coordinator.handlers.testrun import handle_delete_testrun, handle_execute_testrun
 from coordinator.observability.instrumentation import instrumented
 from coordinator.settings import get_settings
@@ -147,3 +148,17 @@ async def scenario_scheduler(
 ) -> None:
     """Run a scheduled ChaosScenario like a CronJob: due TestRuns, concurrency policy, history limits."""
     await handle_schedule_scenario(memo.client, body, stopped, logger)  # type: ignore[arg-type]
+
+
+def _run_now(body: kopf.Body, **_: Any) -> bool:
+    return run_now_due(body) is not None
+
+
+# GitOps re-runs: a new value of the annotation chaos.coordinator.dev/run-now starts one TestRun of the scenario.
+# A timer, filtered to scenarios with a token not yet started, retries until the run exists and the token is
+# recorded in the status (kopf keeps no diff base for change handlers here).
+@kopf.timer(GROUP, VERSION, "chaosscenarios", interval=1.0, when=_sharded(_run_now))
+@instrumented("scenario_run_now")
+async def scenario_run_now(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Start the TestRun that a new run-now annotation asks for."""
+    await handle_run_now(memo.client, body, logger)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from coordinator.adapters.kube import ApiError, KubeClient
-from coordinator.engine.scheduler import reconcile_schedule
+from coordinator.engine.scheduler import reconcile_schedule, start_run_now
 
 # Seconds between schedule checks of each scheduled scenario: how late a run may start. A check with nothing due
 # makes no API call (engine/scheduler.py needs_reconcile), so a short tick is cheap.
@@ -30,3 +30,10 @@ async def handle_schedule_scenario(
         except ApiError as exc:
             logger.warning("schedule not reconciled (retrying on the next tick): %s", exc)
         await stopped.wait(SCHEDULE_TICK)
+
+
+async def handle_run_now(client: KubeClient, body: Mapping[str, Any], logger: logging.Logger) -> None:
+    """Start the run a new ``chaos.coordinator.dev/run-now`` token asks for (a timer retries a failure)."""
+    name = await start_run_now(client, body)
+    if name is not None:
+        logger.info("run-now: started TestRun %s", name)

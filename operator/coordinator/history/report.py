@@ -69,7 +69,7 @@ class ScenarioStats:
     """A scenario's runs in the report's window."""
 
     scenario: str  # namespace/name
-    runs: int
+    runs: int  # every finished run in the window, Cancelled ones included
     passed: int
     first_run_at: datetime
     last_run_at: datetime
@@ -78,14 +78,20 @@ class ScenarioStats:
     p95_recovery: float | None = None
     last_failures: tuple[RunSummary, ...] = ()  # newest first
     trend: tuple[RunSummary, ...] = ()  # the latest runs, oldest first
+    cancelled: int = 0  # aborted runs: shown, but left out of the pass rate
+
+    @property
+    def decided(self) -> int:
+        """Runs with a verdict about the system: every run but the Cancelled ones."""
+        return self.runs - self.cancelled
 
     @property
     def failed(self) -> int:
-        return self.runs - self.passed
+        return self.decided - self.passed
 
     @property
     def pass_rate(self) -> float:
-        return 100.0 * self.passed / self.runs if self.runs else 0.0
+        return 100.0 * self.passed / self.decided if self.decided else 0.0
 
     @property
     def flaky(self) -> bool:
@@ -106,6 +112,10 @@ class Report:
         return sum(s.runs for s in self.scenarios)
 
     @property
+    def total_cancelled(self) -> int:
+        return sum(s.cancelled for s in self.scenarios)
+
+    @property
     def total_passed(self) -> int:
         return sum(s.passed for s in self.scenarios)
 
@@ -117,8 +127,15 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for stats, raw in zip(self.scenarios, data["scenarios"], strict=True):
-            raw.update(failed=stats.failed, passRate=round(stats.pass_rate, 2), flaky=stats.flaky)
-        data["totals"] = {"runs": self.total_runs, "passed": self.total_passed, "scenarios": len(self.scenarios)}
+            raw.update(
+                failed=stats.failed, cancelled=stats.cancelled, passRate=round(stats.pass_rate, 2), flaky=stats.flaky
+            )
+        data["totals"] = {
+            "runs": self.total_runs,
+            "passed": self.total_passed,
+            "cancelled": self.total_cancelled,
+            "scenarios": len(self.scenarios),
+        }
         result: dict[str, Any] = _jsonable(data)  # type: ignore[assignment]
         return result
 
@@ -201,7 +218,17 @@ def _one_line(text: str | None, limit: int = 160) -> str:
 
 # --- table ---------------------------------------------------------------------------------------------------
 
-TABLE_COLUMNS = ("SCENARIO", "RUNS", "PASSED", "PASS RATE", "MEAN RECOVERY", "P95 RECOVERY", "FLAKY", "LAST RUN")
+TABLE_COLUMNS = (
+    "SCENARIO",
+    "RUNS",
+    "PASSED",
+    "CANCELLED",
+    "PASS RATE",
+    "MEAN RECOVERY",
+    "P95 RECOVERY",
+    "FLAKY",
+    "LAST RUN",
+)
 
 
 def _rows(report: Report) -> list[tuple[str, ...]]:
@@ -210,6 +237,7 @@ def _rows(report: Report) -> list[tuple[str, ...]]:
             s.scenario,
             str(s.runs),
             str(s.passed),
+            str(s.cancelled),
             _percent(s.pass_rate),
             _seconds(s.mean_recovery),
             _seconds(s.p95_recovery),
@@ -221,9 +249,11 @@ def _rows(report: Report) -> list[tuple[str, ...]]:
 
 
 def _headline(report: Report) -> str:
-    rate = 100.0 * report.total_passed / report.total_runs if report.total_runs else 0.0
+    decided = report.total_runs - report.total_cancelled
+    rate = 100.0 * report.total_passed / decided if decided else 0.0
+    cancelled = f", {report.total_cancelled} cancelled (not in the rate)" if report.total_cancelled else ""
     return (
-        f"{report.total_runs} run(s) of {len(report.scenarios)} scenario(s), {report.total_passed} passed "
+        f"{report.total_runs} run(s) of {len(report.scenarios)} scenario(s){cancelled}, {report.total_passed} passed "
         f"({_percent(rate)}); {report.filters.describe()}"
     )
 
@@ -484,7 +514,7 @@ def render_html(report: Report) -> str:
         rows.append(
             "<tr>"
             f'<td><a href="#{esc(_anchor(s.scenario))}">{esc(s.scenario)}</a></td>'
-            f'<td class="num">{s.runs}</td><td class="num">{s.passed}</td>'
+            f'<td class="num">{s.runs}</td><td class="num">{s.passed}</td><td class="num">{s.cancelled}</td>'
             f'<td class="num">{_percent(s.pass_rate)}</td><td class="num">{_seconds(s.mean_recovery)}</td>'
             f'<td class="num">{_seconds(s.p95_recovery)}</td><td>{"yes" if s.flaky else "no"}</td>'
             f'<td class="when">{esc(_when(s.last_run_at))}</td></tr>'
@@ -493,10 +523,12 @@ def render_html(report: Report) -> str:
     for s in report.scenarios:
         rate_class = "good" if s.failed == 0 else "bad"
         badges = [
-            f'<span class="{rate_class}">{_percent(s.pass_rate)} passed ({s.passed}/{s.runs})</span>',
+            f'<span class="{rate_class}">{_percent(s.pass_rate)} passed ({s.passed}/{s.decided})</span>',
             f"<span>mean recovery {_seconds(s.mean_recovery)}</span>",
             f"<span>p95 recovery {_seconds(s.p95_recovery)}</span>",
         ]
+        if s.cancelled:
+            badges.append(f"<span>{s.cancelled} cancelled (not in the pass rate)</span>")
         if s.flaky:
             badges.append('<span class="warn">flaky: mixed verdicts</span>')
         if s.type:
@@ -516,7 +548,7 @@ def render_html(report: Report) -> str:
             + "</section>"
         )
     header = "".join(
-        f'<th class="num">{esc(c.title())}</th>' if i in (1, 2, 3, 4, 5) else f"<th>{esc(c.title())}</th>"
+        f'<th class="num">{esc(c.title())}</th>' if i in (1, 2, 3, 4, 5, 6) else f"<th>{esc(c.title())}</th>"
         for i, c in enumerate(TABLE_COLUMNS)
     )
     body = (

@@ -407,6 +407,7 @@ class HistoryStore:
                         runs.c.scenario_id,
                         func.count().label("runs"),
                         func.sum(case((runs.c.passed, 1), else_=0)).label("passed"),
+                        func.sum(case((runs.c.phase == "Cancelled", 1), else_=0)).label("cancelled"),
                         func.avg(runs.c.recovery_seconds).label("mean_recovery"),
                         func.count(runs.c.recovery_seconds).label("measured"),
                         func.min(runs.c.completed_at).label("first"),
@@ -455,7 +456,7 @@ class HistoryStore:
                     for row in await conn.execute(_union(lookups)):
                         p95[row.scenario_id] = row.recovery_seconds
                 for extra, limit, into in (
-                    (runs.c.passed.is_(False), LAST_FAILURES, failures),
+                    (and_(runs.c.passed.is_(False), runs.c.phase != "Cancelled"), LAST_FAILURES, failures),
                     (true(), TREND_POINTS, trends),
                 ):
                     lookups = [
@@ -480,6 +481,7 @@ class HistoryStore:
                 type=names[row.scenario_id].type,
                 runs=int(row.runs),
                 passed=int(row.passed or 0),
+                cancelled=int(row.cancelled or 0),
                 first_run_at=_utc(row.first),
                 last_run_at=_utc(row.last),
                 mean_recovery=None if row.mean_recovery is None else round(float(row.mean_recovery), 3),

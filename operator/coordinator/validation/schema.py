@@ -171,6 +171,9 @@ def cel_findings(document: Document, defaulted: Mapping[str, Any]) -> list[Findi
 
     def walk(schema: Mapping[str, Any], value: Any, path: FieldPath) -> None:
         for validation in schema.get("x-kubernetes-validations", []):
+            # A transition rule (it reads oldSelf) applies only to updates; a file describes a create.
+            if "oldSelf" in validation["rule"]:
+                continue
             if not _holds(validation["rule"], value):
                 where = path
                 if "fieldPath" in validation:
