@@ -21,6 +21,7 @@ def test_a_passed_run_succeeded_and_is_ready() -> None:
         "False",
         "True",
     )
+    assert "Stalled" not in done
 
 
 @pytest.mark.parametrize(
@@ -36,3 +37,4 @@ def test_every_other_end_is_failed_with_its_reason(phase: str, reason: str) -> N
     assert done["Succeeded"].status == "False"
     assert done["Ready"].status == "False"
     assert done["Completed"].status == "True"
+    assert done["Stalled"].status == "True", "kstatus (Flux) reads Stalled=True as failed"

@@ -634,7 +634,8 @@ class StepRecord(Model):
 class Condition(Model):
     type: str = Field(
         description="TargetsSelected, FaultsInjected, FaultsReverted, Completed; at the end Succeeded (True for "
-        "Passed), Failed (True for Failed, Error, TimedOut, Cancelled) and Ready (True for Passed)."
+        "Passed), Failed (True for Failed, Error, TimedOut, Cancelled), Ready (True for Passed) and Stalled (True "
+        "for a failure, for kstatus)."
     )
     status: str = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase reason.")

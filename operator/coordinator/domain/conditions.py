@@ -14,6 +14,8 @@ COMPLETED = "Completed"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 READY = "Ready"
+# kstatus (Flux, kpt) reads Ready=False as still in progress; Stalled=True is how it learns a resource failed.
+STALLED = "Stalled"
 PASSED_PHASE = "Passed"
 
 
@@ -87,4 +89,7 @@ def terminal_conditions(
     conditions = set_condition(conditions, COMPLETED, True, reason, message, generation)
     conditions = set_condition(conditions, SUCCEEDED, passed, reason if passed else phase, why, generation)
     conditions = set_condition(conditions, FAILED, not passed, phase if passed else reason, why, generation)
-    return set_condition(conditions, READY, passed, reason if passed else phase, why, generation)
+    conditions = set_condition(conditions, READY, passed, reason if passed else phase, why, generation)
+    if passed:
+        return [c for c in conditions if c.type != STALLED]
+    return set_condition(conditions, STALLED, True, reason, why, generation)
