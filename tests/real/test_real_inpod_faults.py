@@ -4,7 +4,6 @@ measured from outside the agent (another pod's traffic, the container's cgroup o
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,13 @@ from support.realnode import (
     download_rate,
     memory_bytes,
     netem_available,
+    one_web_pod,
     pod_container_ids,
     pod_ip,
+    timestamp,
     udp_delivery,
-    wait_ready,
-    web_deployment,
 )
 from support.waiting import wait_for
-
-
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _scenario(fault: dict[str, Any], duration: str) -> dict[str, Any]:
@@ -44,9 +39,7 @@ def _scenario(fault: dict[str, Any], duration: str) -> dict[str, Any]:
 
 
 def _one_web_pod(core: client.CoreV1Api, apps: client.AppsV1Api, ns: str) -> str:
-    web_deployment(apps, ns, replicas=1)
-    (pod,) = wait_ready(core, ns, "web", 1)
-    return str(pod.metadata.name)
+    return str(one_web_pod(core, apps, ns).metadata.name)
 
 
 def _agent_running(core: client.CoreV1Api, ns: str, pod: str) -> bool:
@@ -71,7 +64,7 @@ def test_network_loss_drops_close_to_the_requested_share(
     loss = 1 - delivered
     assert 0.24 <= loss <= 0.36, f"requested 30 %, measured {loss:.1%}"
     status = chaos.wait_phase(run, "Passed", timeout=90)
-    reverted = _ts(status["steps"][0]["revertedAt"])
+    reverted = timestamp(status["steps"][0]["revertedAt"])
     after = udp_delivery(kubeconfig, ns, pod, peer, peer_ip, 400)
     assert after > 0.98, f"after the revert {after:.1%} arrive"
     effects.record(
@@ -268,7 +261,7 @@ def test_dead_mans_switch_removes_the_fault_with_the_operator_gone(
     status = chaos.wait_step(run, 0, "Injected", timeout=60)
     wait_for(lambda: _agent_running(core, ns, pod), timeout=30, description="the agent running")
     running_operator.kill()
-    ends_at = _ts(status["steps"][0]["endsAt"])
+    ends_at = timestamp(status["steps"][0]["endsAt"])
     assert udp_delivery(kubeconfig, ns, pod, peer, peer_ip, 50) == 0, "100 % loss holds with the operator dead"
 
     def delivered() -> float | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from pathlib import Path
 
 from kubernetes import client
@@ -18,7 +17,9 @@ from support.realnode import (
     client_pod,
     fetch_from_pod,
     kubectl,
+    one_web_pod,
     pod_ip,
+    timestamp,
     wait_ready,
     web_deployment,
     web_service,
@@ -26,16 +27,11 @@ from support.realnode import (
 from support.waiting import wait_for
 
 
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
 def test_network_partition_cuts_traffic_but_allowed_peers(
     chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api, kubeconfig: Path, effects: EffectLog
 ) -> None:
     ns = chaos.namespace
-    web_deployment(apps, ns, replicas=1)
-    (pod,) = wait_ready(core, ns, "web", 1)
+    pod = one_web_pod(core, apps, ns)
     url = f"http://{pod_ip(core, ns, pod.metadata.name)}:{WEB_PORT}/"
     stranger = client_pod(core, ns, "stranger", {"role": "stranger"})
     friend = client_pod(core, ns, "friend", {"role": "friend"})
@@ -56,7 +52,7 @@ def test_network_partition_cuts_traffic_but_allowed_peers(
     chaos.scenario("partition", spec)
     run = chaos.run("partition")
     status = chaos.wait_step(run, 0, "Injected", timeout=60)
-    injected = _ts(status["steps"][0]["injectedAt"])
+    injected = timestamp(status["steps"][0]["injectedAt"])
 
     def cut() -> float | None:
         return time.time() if fetch_from_pod(kubeconfig, ns, stranger, url, count=1, timeout=1).ok == 0 else None
@@ -66,7 +62,7 @@ def test_network_partition_cuts_traffic_but_allowed_peers(
     assert during.ok == 0, "every request of a peer outside allowedPeers fails while the partition holds"
     assert fetch_from_pod(kubeconfig, ns, friend, url, count=5).ok == 5, "allowedPeers still reach the target"
     status = chaos.wait_phase(run, "Passed", timeout=90)
-    reverted = _ts(status["steps"][0]["revertedAt"])
+    reverted = timestamp(status["steps"][0]["revertedAt"])
 
     def healed() -> float | None:
         return time.time() if fetch_from_pod(kubeconfig, ns, stranger, url, count=1, timeout=1).ok == 1 else None

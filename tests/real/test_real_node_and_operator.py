@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from support.realnode import (
     EffectLog,
     kubectl,
     ready_pods,
+    timestamp,
     wait_ready,
     web_deployment,
 )
@@ -37,10 +37,6 @@ from support.waiting import wait_for
 
 OPERATOR_NAMESPACE = "test-coordinator"
 LEASE = "test-coordinator-leader"
-
-
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def test_node_drain_honours_the_pod_disruption_budget(
@@ -87,7 +83,7 @@ def test_node_drain_honours_the_pod_disruption_budget(
     time.sleep(3)  # let the drain try again: the budget must still hold
     assert len(before & {p.metadata.name for p in ready_pods(core, ns, "web")}) == 1, "the PDB was not honoured"
     status = chaos.wait_phase(run, {"Passed", "Failed"}, timeout=90)
-    reverted = _ts(status["steps"][0]["revertedAt"])
+    reverted = timestamp(status["steps"][0]["revertedAt"])
     assert not core.read_node(REAL_NODE_NAME).spec.unschedulable
     wait_ready(core, ns, "web", 2, timeout=90)
     effects.record(

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
 from typing import Any
 
 from kubernetes import client, watch
 
 from support.chaos import Chaos, ready_probe
-from support.realnode import EffectLog, ready_pods, wait_ready, web_deployment
+from support.realnode import EffectLog, one_web_pod, ready_pods, timestamp, wait_ready, web_deployment
 from support.waiting import wait_for
-
-
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _scenario(fault: dict[str, Any], target: dict[str, Any], duration: str = "3s", **extra: Any) -> dict[str, Any]:
@@ -79,7 +74,7 @@ def test_pod_kill_replacement_ready_and_recovery_time_matches_the_pods(
     assert killed not in {p.metadata.name for p in ready_pods(core, ns, "web")}, "the killed pod is gone"
     replacements = {n: t for n, t in watcher.ready_at.items() if n not in before}
     assert len(replacements) == 1, replacements
-    injected = _ts(status["steps"][0]["injectedAt"])
+    injected = timestamp(status["steps"][0]["injectedAt"])
     measured = min(replacements.values()) - injected
     reported = status["steps"][0]["recoveryTimeSeconds"]
     assert reported > 0, "a real replacement takes time to become Ready"
@@ -95,8 +90,7 @@ def test_pod_failure_stops_the_containers_until_the_revert(
     chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api, effects: EffectLog
 ) -> None:
     ns = chaos.namespace
-    web_deployment(apps, ns, replicas=1)
-    (pod,) = wait_ready(core, ns, "web", 1)
+    pod = one_web_pod(core, apps, ns)
     name = pod.metadata.name
     chaos.scenario("fail", _scenario({"type": "pod-failure"}, PODS, duration="8s"))
     run = chaos.run("fail")
@@ -111,7 +105,7 @@ def test_pod_failure_stops_the_containers_until_the_revert(
     reason = wait_for(broken, timeout=30, description="the container cannot run")
     assert reason in {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}, reason
     status = chaos.wait_phase(run, "Passed", timeout=90)
-    reverted = _ts(status["steps"][0]["revertedAt"])
+    reverted = timestamp(status["steps"][0]["revertedAt"])
     wait_for(lambda: name in {p.metadata.name for p in ready_pods(core, ns, "web")}, timeout=60, description="Running")
     running_again = time.time() - reverted
     (cs,) = core.read_namespaced_pod(name, ns).status.container_statuses
@@ -128,15 +122,14 @@ def test_container_kill_raises_the_restart_count(
     chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api, effects: EffectLog
 ) -> None:
     ns = chaos.namespace
-    web_deployment(apps, ns, replicas=1)
-    (pod,) = wait_ready(core, ns, "web", 1)
+    pod = one_web_pod(core, apps, ns)
     name = pod.metadata.name
     restarts = pod.status.container_statuses[0].restart_count
     fault = {"type": "container-kill", "containerKill": {"containerName": "app", "signal": "SIGTERM"}}
     chaos.scenario("ckill", _scenario(fault, PODS, duration="2s"))
     run = chaos.run("ckill")
     status = chaos.wait_phase(run, "Passed", timeout=90)
-    injected = _ts(status["steps"][0]["injectedAt"])
+    injected = timestamp(status["steps"][0]["injectedAt"])
 
     def restarted() -> float | None:
         cs = core.read_namespaced_pod(name, ns).status.container_statuses[0]
@@ -159,7 +152,7 @@ def test_rollout_restart_replaces_every_pod(
     chaos.scenario("restart", _scenario({"type": "rollout-restart"}, DEPLOYMENT, duration="1s"))
     run = chaos.run("restart")
     status = chaos.wait_phase(run, "Passed", timeout=90)
-    injected = _ts(status["steps"][0]["injectedAt"])
+    injected = timestamp(status["steps"][0]["injectedAt"])
 
     def replaced() -> float | None:
         pods = core.list_namespaced_pod(ns, label_selector="app=web").items
@@ -190,7 +183,7 @@ def test_scale_down_removes_running_pods_and_the_revert_restores_them(
         description="one pod left while scaled down",
     )
     status = chaos.wait_phase(run, "Passed", timeout=90)
-    reverted = _ts(status["steps"][0]["revertedAt"])
+    reverted = timestamp(status["steps"][0]["revertedAt"])
     wait_ready(core, ns, "web", 2, timeout=60)
     effects.record(
         "scale",

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,18 @@ def web_deployment(
             ),
         ),
     )
+
+
+def one_web_pod(core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str) -> client.V1Pod:
+    """A one-replica web Deployment on the real node; its Ready pod."""
+    web_deployment(apps, namespace, replicas=1)
+    (pod,) = wait_ready(core, namespace, "web", 1)
+    return pod
+
+
+def timestamp(value: str) -> float:
+    """An RFC 3339 time from a status (``...Z``) as seconds since the epoch."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def web_service(core: client.CoreV1Api, namespace: str, name: str = "web") -> str:
@@ -284,14 +297,23 @@ for _ in range(20):
 """
 
 
-def udp_delivery(kubeconfig: Path, namespace: str, sender: str, receiver: str, receiver_ip: str, count: int) -> float:
+def udp_delivery(
+    kubeconfig: Path,
+    namespace: str,
+    sender: str,
+    receiver: str,
+    receiver_ip: str,
+    count: int,
+    idle_timeout: float = 15.0,
+) -> float:
     """Send ``count`` numbered UDP datagrams from pod ``sender`` to pod ``receiver``; return the share that arrived.
 
-    The "end" marker is sent 20 times, so even 90 % loss lets the receiver stop before its idle timeout."""
+    The "end" marker is sent 20 times, so even 90 % loss lets the receiver stop before its idle timeout; at 100 %
+    loss the receiver waits ``idle_timeout`` for nothing."""
     port = "9999"
     base = ["kubectl", "--kubeconfig", str(kubeconfig), "exec", "-n", namespace]
     listener = subprocess.Popen(
-        [*base, receiver, "-c", "app", "--", "python3", "-c", UDP_RECEIVE, port, "15"],
+        [*base, receiver, "-c", "app", "--", "python3", "-c", UDP_RECEIVE, port, str(idle_timeout)],
         stdout=subprocess.PIPE,
         text=True,
     )
