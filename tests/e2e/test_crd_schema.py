@@ -418,11 +418,15 @@ def test_printer_columns_status_subresource_and_kubectl_wait(
     create(custom, namespace, run_body("run-1"))
 
     table = kubectl(kubeconfig, "get", "testruns", "-n", namespace).stdout
-    assert table.split("\n", 1)[0].split() == ["NAME", "SCENARIO", "PHASE", "TARGETS", "DURATION", "RECOVERY", "AGE"]
+    assert table.split("\n", 1)[0].split() == [
+        "NAME", "SCENARIO", "PHASE", "TARGETS", "STEP", "DURATION", "RECOVERY", "AGE"
+    ]  # fmt: skip
     wide = kubectl(kubeconfig, "get", "trun", "-n", namespace, "-o", "wide").stdout
     assert wide.split("\n", 1)[0].split()[-1] == "REASON"
     chaos = kubectl(kubeconfig, "get", "csc", "-n", namespace).stdout
-    assert chaos.split("\n", 1)[0].split() == ["NAME", "TYPE", "MODE", "RUNS", "PASS-RATE", "LAST", "AGE"]
+    assert chaos.split("\n", 1)[0].split() == [
+        "NAME", "TYPE", "SCHEDULE", "SUSPEND", "RUNS", "PASS-RATE", "LAST", "NEXT", "AGE"
+    ]  # fmt: skip
 
     # The status subresource: status written through the main resource is ignored, and spec through status.
     ignored = custom.patch_namespaced_custom_object(
@@ -434,6 +438,7 @@ def test_printer_columns_status_subresource_and_kubectl_wait(
         "reason": "AllStepsPassed",
         "targets": 3,
         "durationSeconds": 42.5,
+        "duration": "42.5s",
         "futureField": {"kept": True},
     }
     patched = patch_status(custom, namespace, "run-1", {"status": status, "spec": {"abort": True}})
@@ -441,7 +446,9 @@ def test_printer_columns_status_subresource_and_kubectl_wait(
     assert patched["spec"]["abort"] is False
 
     row = kubectl(kubeconfig, "get", "testrun", "run-1", "-n", namespace, "--no-headers", "-o", "wide").stdout.split()
-    assert row == ["run-1", "kill-one", "Passed", "3", "42.5", row[5], "AllStepsPassed"]
+    # No STEP once the run is over (an empty cell: nothing between the spaces), DURATION as a duration.
+    assert row[:5] == ["run-1", "kill-one", "Passed", "3", "42.5s"], row
+    assert row[-1] == "AllStepsPassed"
     kubectl(
         kubeconfig, "wait", "-n", namespace, "testrun/run-1", "--for=jsonpath={.status.phase}=Passed", "--timeout=10s"
     )

@@ -51,7 +51,7 @@ def test_spec_is_immutable_but_abort(chaos: Chaos, core: client.CoreV1Api, apps:
     chaos.scenario("slow", pod_kill_spec({"app": "web"}, duration="60s"))
     chaos.scenario("other", pod_kill_spec({"app": "web"}))
     run = chaos.run("slow")
-    chaos.wait_step(run, 0, "Injected")
+    assert chaos.wait_step(run, 0, "Injected")["step"] == "1/1 kill", "the STEP column while the run is active"
     with pytest.raises(ApiException) as refused:
         chaos.custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, "testruns", run, {"spec": {"scenarioRef": {"name": "other"}}}
@@ -59,7 +59,10 @@ def test_spec_is_immutable_but_abort(chaos: Chaos, core: client.CoreV1Api, apps:
     assert refused.value.status == 422
     assert "except spec.abort" in refused.value.body
     chaos.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "testruns", run, {"spec": {"abort": True}})
-    assert chaos.wait_phase(run, "Cancelled")["scenario"].endswith("/slow")
+    ended = chaos.wait_phase(run, "Cancelled")
+    assert ended["scenario"].endswith("/slow")
+    assert "step" not in ended, "no step once the run is over"
+    assert ended["duration"].endswith("s"), "DURATION reads as a duration"
 
 
 def test_a_new_run_now_token_starts_one_run(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> None:

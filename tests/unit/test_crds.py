@@ -156,8 +156,11 @@ def test_short_names_are_unique_across_our_kinds() -> None:
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        ("TestRun", ["Scenario", "Phase", "Targets", "Duration", "Recovery", "Age", "Score", "Reason"]),
-        ("ChaosScenario", ["Type", "Mode", "Runs", "Pass-Rate", "Last", "Age"]),
+        ("TestRun", ["Scenario", "Phase", "Targets", "Step", "Duration", "Recovery", "Age", "Score", "Reason"]),
+        (
+            "ChaosScenario",
+            ["Type", "Schedule", "Suspend", "Runs", "Pass-Rate", "Last", "Next", "Age", "Mode", "Last-Run"],
+        ),
     ],
 )
 def test_printer_columns_point_at_fields_of_their_type(kind: str, expected: list[str]) -> None:
@@ -171,9 +174,10 @@ def test_printer_columns_point_at_fields_of_their_type(kind: str, expected: list
             assert column["type"] == "date"
             continue
         field = _at(schema, column["jsonPath"])
-        assert field["type"] == column["type"], column
+        # A date column (CronJob-style LAST and NEXT) reads a string field that holds an RFC 3339 time.
+        assert field["type"] == ("string" if column["type"] == "date" else column["type"]), column
     wide_only = [column["name"] for column in columns if column.get("priority", 0) > 0]
-    assert wide_only == (["Score", "Reason"] if kind == "TestRun" else []), "only Score and Reason wait for -o wide"
+    assert wide_only == (["Score", "Reason"] if kind == "TestRun" else ["Mode", "Last-Run"]), "what waits for -o wide"
 
 
 # --- structural schema --------------------------------------------------------------------------------------

@@ -113,8 +113,8 @@ async def test_readyz_with_nothing_but_the_api_server(serve: Serve) -> None:
     assert set(body) == PAYLOAD_KEYS | {"checks"}
     assert body["checks"] == {
         "kubernetes": {"status": "ok", "detail": "v1.33.0"},
-        "database": {"status": "not configured"},
-        "redis": {"status": "not configured"},
+        "database": {"status": "disabled"},
+        "redis": {"status": "disabled"},
     }
 
 

@@ -137,3 +137,22 @@ def test_run_context_of_kopf_bodies() -> None:
     scenario = {"kind": "ChaosScenario", "metadata": {"namespace": "shop", "name": "kill-web"}}
     assert run_context(scenario) == {"namespace": "shop", "scenario": "shop/kill-web"}
     assert run_context(None) == {}
+
+
+def test_alembic_setup_noise_stays_out_of_an_info_log() -> None:
+    import logging
+
+    from coordinator.observability.logs import configure_logging
+
+    configure_logging("json", logging.INFO)
+    assert not logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
+
+
+def test_help_is_help_not_a_docstring(capsys: pytest.CaptureFixture[str]) -> None:
+    from coordinator.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "Entry point" not in out
+    assert "chaos tests on Kubernetes" in out

@@ -668,6 +668,10 @@ class TestRunStatus(Model):
     startedAt: str | None = Field(default=None, description="When the run started.")
     completedAt: str | None = Field(default=None, description="When it ended.")
     durationSeconds: float | None = Field(default=None, description="completedAt - startedAt in seconds.")
+    duration: str | None = Field(default=None, description="The same as a duration, e.g. 5.1s or 2m3s.")
+    step: str | None = Field(
+        default=None, description="While the run is active: the step in progress, as <n>/<steps> <name>."
+    )
     deadline: str | None = Field(default=None, description="startedAt + spec.timeout.")
     targets: int | None = Field(default=None, description="How many targets the run chose, over all steps.")
     currentStep: int | None = Field(default=None, description="Index of the step in progress.")

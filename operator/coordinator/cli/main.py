@@ -91,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subparser per subcommand, each with its handler as ``handler``."""
-    parser = argparse.ArgumentParser(prog="coordinator", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="coordinator",
+        description="Test Coordinator: declarative chaos tests on Kubernetes. Run the operator, check scenarios "
+        "offline, and report over the run history.",
+        epilog="Settings come from COORDINATOR_* environment variables (README.md, Configuration). "
+        "`coordinator COMMAND --help` describes a command.",
+    )
     parser.add_argument("--version", action="version", version=f"coordinator {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

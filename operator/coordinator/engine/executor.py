@@ -40,7 +40,7 @@ from coordinator.api.models import (
 from coordinator.api.probes import ProbeMode
 from coordinator.domain import conditions as cond
 from coordinator.domain.conditions import now_iso, parse_iso
-from coordinator.domain.durations import parse_duration
+from coordinator.domain.durations import format_duration, parse_duration
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.domain.selection import SelectionError
 from coordinator.domain.verdict import evaluate_assertion, failed_probe, pass_rate, resilience_score, scenario_ref
@@ -144,6 +144,9 @@ def _reference_at(raw: Any, loc: tuple[int | str, ...]) -> str | None:
     return None
 
 
+CLEARED_WHEN_NONE = ("step", "resilienceScore")
+
+
 class Executor:
     def __init__(
         self,
@@ -198,6 +201,11 @@ class Executor:
         """Write the whole status (lists replace wholesale under a merge patch)."""
         self.status.observedGeneration = self.generation
         body = {"status": self.status.model_dump(mode="json", exclude_none=True)}
+        # Fields that go back to "none" (the step once the run ends, a score the end withdraws) must be written
+        # as null: a merge patch keeps what it is not told.
+        for name in CLEARED_WHEN_NONE:
+            if getattr(self.status, name) is None:
+                body["status"][name] = None
         try:
             await self.client.patch(resource_path("TestRun", self.run.namespace, self.run.name, "status"), body)
         except ApiError as exc:
@@ -240,6 +248,7 @@ class Executor:
                 await self.baseline()
                 for index in range(self.status.currentStep or 0, len(self.scenario.steps)):
                     self.status.currentStep = index
+                    self.status.step = f"{index + 1}/{len(self.scenario.steps)} {self.scenario.steps[index].name}"
                     await self.run_step(index)
                 self.status.currentStep = len(self.scenario.steps)
                 await self.after_checks()
@@ -745,6 +754,8 @@ class Executor:
             self.status.durationSeconds = round(
                 (parse_iso(completed) - parse_iso(self.status.startedAt)).total_seconds(), 3
             )
+            self.status.duration = format_duration(round(self.status.durationSeconds, 1))
+        self.status.step = None
         if self.status.steps and self.status.currentStep is not None:
             for record in self.status.steps[self.status.currentStep :]:
                 if record.outcome == StepOutcome.PENDING and end.phase != Phase.PASSED:

@@ -25,7 +25,8 @@ from coordinator.engine.observers import RunInfo
 
 LogFormat = Literal["json", "console"]
 
-_QUIET_LOGGERS = ("asyncio", "aiohttp.access", "kubernetes_asyncio")
+# alembic announces its migration context ("Context impl SQLiteImpl.") at INFO on every start.
+_QUIET_LOGGERS = ("asyncio", "aiohttp.access", "kubernetes_asyncio", "alembic")
 
 
 def kopf_object_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -28,7 +28,8 @@ from coordinator.observability import metrics
 from coordinator.settings import Settings
 
 CHECK_TIMEOUT = 2.0
-OK, FAIL, NOT_CONFIGURED, UNCHECKED = "ok", "fail", "not configured", "unchecked"
+# "disabled": a dependency that is not configured is neither healthy ("ok") nor broken.
+OK, FAIL, NOT_CONFIGURED, UNCHECKED = "ok", "fail", "disabled", "unchecked"
 
 
 class HealthService:
