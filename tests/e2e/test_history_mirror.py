@@ -339,7 +339,7 @@ def test_the_table_report_counts_the_batch(history: HistoryEnv, batch: Batch) ->
     proc = history.report("--namespace", batch.namespace)
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.startswith(f"{batch.namespace}/kill-web"))
-    assert row.split()[1:4] == [str(BATCH), str(BATCH), "100.0%"]
+    assert row.split()[1:5] == [str(BATCH), str(BATCH), "0", "100.0%"]  # runs, passed, cancelled, pass rate
 
 
 def test_the_junit_report_validates_against_the_schema(history: HistoryEnv, batch: Batch) -> None:

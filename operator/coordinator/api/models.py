@@ -691,6 +691,11 @@ class TestRunStatus(Model):
         default=None,
         description="Set once the finished run is in the history store; history limits delete only such runs.",
     )
+    scenarioSnapshot: str | None = Field(
+        default=None,
+        description="The scenario spec this run executes, as JSON with its parameters filled in, taken when the "
+        "run started: editing the scenario never changes a run in flight.",
+    )
 
 
 class Resource(Model):

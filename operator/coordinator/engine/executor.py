@@ -442,7 +442,7 @@ class Executor:
             self.status.steps = [StepRecord(name=s.name) for s in scenario.steps]
             # The run keeps the scenario it started with (parameters filled in): editing the scenario mid-run
             # does not change this run.
-            setattr(self.status, SNAPSHOT_KEY, json.dumps(scenario.model_dump(mode="json", exclude_none=True)))
+            self.status.scenarioSnapshot = json.dumps(scenario.model_dump(mode="json", exclude_none=True))
             self.status.conditions = cond.running_conditions(self.status.conditions, self.generation)
             # The Running write goes out at once when the concurrency cap counts it, or when probes will take a
             # while before the first plan; otherwise it rides on the step's plan write, which comes next (one
@@ -486,7 +486,7 @@ class Executor:
         raise RetryLater(message)
 
     def load_snapshot(self) -> None:
-        raw = (self.status.model_extra or {}).get(SNAPSHOT_KEY)
+        raw = self.status.scenarioSnapshot
         if raw is None:
             raise RunEnded(Phase.ERROR, "StatusLost", "status.scenarioSnapshot is missing; cannot resume")
         self.scenario = ChaosScenarioSpec.model_validate(json.loads(raw))
