@@ -36,7 +36,7 @@ REAL_NODE_TAINT = "chaos.coordinator.dev/real-node"
 # The pod sandbox ("pause") image, built by hack/images from a small Go program.
 SANDBOX_IMAGE = "test-coordinator-pause:3.10"
 # Images every real node gets, built locally by hack/images and imported into containerd's k8s.io namespace.
-NODE_IMAGES = ("pause", "web", "tools", "operator")
+NODE_IMAGES = ("pause", "web", "tools", "operator", "postgres")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 NETNS_DIR = Path("/var/run/netns")
 # (sysctl, value a real node needs): bridged pod traffic must pass iptables (kube-proxy, kube-router), and a pod

@@ -189,6 +189,13 @@ def catalog(version: str | None = None) -> dict[str, Image]:
         Image(
             "web", f"test-coordinator-web:{version}", Containerfile("hack/images/web/Containerfile", "hack/images/web")
         ),
+        # The history database of the shipped install (manifests/base/history-postgresql.yaml): a stand-in for the
+        # official image, with its interface, from Debian's postgresql-15.
+        Image(
+            "postgres",
+            "postgres:15-bookworm",
+            Containerfile("hack/images/postgres/Containerfile", "hack/images/postgres"),
+        ),
     ]
     return {image.key: image for image in images}
 

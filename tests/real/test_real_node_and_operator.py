@@ -93,11 +93,29 @@ def test_node_drain_honours_the_pod_disruption_budget(
     )
 
 
+# The local real node has no cluster DNS: the history database's Service gets this fixed ClusterIP, and the
+# database URL in the Secret names it instead of the Service's DNS name (the only change to the Secret).
+HISTORY_CLUSTER_IP = "10.96.200.200"
+HISTORY_SERVICE = "test-coordinator-history"
+
+
 def _install_docs(watched: str) -> list[dict[str, Any]]:
-    """manifests/install.yaml as shipped, with the Deployment pinned to the real node and limited to one namespace
-    (so it never acts on the host-process operator's namespaces); its Lease fails over within 6 s."""
+    """manifests/install.yaml as shipped, with its pods pinned to the real node, the operator limited to one
+    namespace (so it never acts on the host-process operator's namespaces) and failing over within 6 s."""
     docs = [d for d in yaml.safe_load_all((REPO_ROOT / "manifests" / "install.yaml").read_text()) if d]
     for doc in docs:
+        if doc["kind"] == "Service" and doc["metadata"]["name"] == HISTORY_SERVICE:
+            doc["spec"]["clusterIP"] = HISTORY_CLUSTER_IP
+        if doc["kind"] == "Secret" and doc["metadata"]["name"] == HISTORY_SERVICE:
+            url = doc["stringData"]["database-url"]
+            doc["stringData"]["database-url"] = url.replace(
+                f"@{HISTORY_SERVICE}.{OPERATOR_NAMESPACE}.svc:", f"@{HISTORY_CLUSTER_IP}:"
+            )
+            assert doc["stringData"]["database-url"] != url
+        if doc["kind"] == "StatefulSet":
+            pod = doc["spec"]["template"]["spec"]
+            pod["nodeSelector"] = {NODE.REAL_NODE_LABEL: NODE.REAL_NODE_LABEL_VALUE}
+            pod["tolerations"] = [{"key": NODE.REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
         if doc["kind"] == "Deployment":
             pod = doc["spec"]["template"]["spec"]
             pod["nodeSelector"] = {NODE.REAL_NODE_LABEL: NODE.REAL_NODE_LABEL_VALUE}
@@ -116,11 +134,38 @@ def _install_docs(watched: str) -> list[dict[str, Any]]:
 def installed_operator(kubeconfig: Path, core: client.CoreV1Api, crds_installed: list[str]) -> Iterator[str]:
     """The shipped install, applied from its own image. Yields the namespace the operator watches."""
     watched = f"incluster-{uuid.uuid4().hex[:6]}"
+
+    def not_terminating() -> bool:
+        try:
+            return bool(core.read_namespace(OPERATOR_NAMESPACE).status.phase != "Terminating")
+        except client.ApiException as exc:
+            return exc.status == 404
+
+    wait_for(not_terminating, timeout=120, description="an earlier install's namespace gone")
     core.create_namespace(
         client.V1Namespace(
             metadata=client.V1ObjectMeta(name=watched, labels={"chaos.coordinator.dev/allow": "true", "test": "real"})
         )
     )
+    # The database's volume: a hostPath PersistentVolume under the cluster's directory (the local real node has no
+    # storage provisioner; a cluster with a default StorageClass, kind's included, needs nothing).
+    if not EXTERNAL_KUBECONFIG:
+        volume_dir = REAL_CLUSTER_DIR / "volumes" / watched
+        volume_dir.mkdir(parents=True)
+        os.chown(volume_dir, 999, 999)
+        volume_dir.chmod(0o700)
+        core.create_persistent_volume(
+            client.V1PersistentVolume(
+                metadata=client.V1ObjectMeta(name=f"history-{watched}"),
+                spec=client.V1PersistentVolumeSpec(
+                    capacity={"storage": "1Gi"},
+                    access_modes=["ReadWriteOnce"],
+                    persistent_volume_reclaim_policy="Retain",
+                    storage_class_name="",
+                    host_path=client.V1HostPathVolumeSource(path=str(volume_dir), type="Directory"),
+                ),
+            )
+        )
     docs = _install_docs(watched)
     apply = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--server-side", "--force-conflicts", "-f", "-"],
@@ -141,10 +186,14 @@ def installed_operator(kubeconfig: Path, core: client.CoreV1Api, crds_installed:
         text=True,
         check=False,
     )
+    kubectl(kubeconfig, "delete", "pvc", "--all", "-n", OPERATOR_NAMESPACE, "--wait=false", check=False)
+    if not EXTERNAL_KUBECONFIG:
+        kubectl(kubeconfig, "delete", "pv", f"history-{watched}", "--wait=false", check=False)
 
 
 def _operator_pods(core: client.CoreV1Api) -> list[client.V1Pod]:
-    pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=test-coordinator").items
+    selector = "app.kubernetes.io/name=test-coordinator,app.kubernetes.io/component=operator"
+    pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector=selector).items
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
@@ -257,3 +306,60 @@ def test_cluster_down_leaves_nothing_behind(cluster: ClusterUnderTest) -> None:
         assert Path("/proc/sys", name).read_text().strip() == value, f"sysctl {name} not restored"
     leftover_ctr = subprocess.run(["pgrep", "-f", "containerd-shim"], capture_output=True, text=True, check=False)
     assert str(REAL_CLUSTER_DIR) not in leftover_ctr.stdout
+
+
+def _ready_operator_pods(core: client.CoreV1Api, count: int = 2) -> list[client.V1Pod]:
+    def ready() -> list[client.V1Pod] | None:
+        pods = [
+            p
+            for p in _operator_pods(core)
+            if p.status.container_statuses and all(c.ready for c in p.status.container_statuses)
+        ]
+        return pods if len(pods) == count else None
+
+    return wait_for(ready, timeout=180, description=f"{count} operator replicas Ready")
+
+
+def test_history_outlives_both_operator_pods(
+    installed_operator: str,
+    kubeconfig: Path,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    api_client: client.ApiClient,
+    effects: EffectLog,
+) -> None:
+    """The shipped install's history is PostgreSQL in the cluster: delete every operator pod, and the report the
+    new pods give still has the run."""
+    ns = installed_operator
+    before = {p.metadata.name for p in _ready_operator_pods(core)}
+    web_deployment(apps, ns, replicas=2)
+    wait_ready(core, ns, "web", 2)
+    chaos = Chaos(api_client, ns)
+    spec = {
+        "target": {"kind": "Deployment", "names": ["web"]},
+        "mode": "all",
+        "steps": [{"name": "shrink", "duration": "1s", "faults": [{"type": "scale", "scale": {"replicas": 1}}]}],
+    }
+    chaos.scenario("kept", spec)
+    run = chaos.run("kept")
+    chaos.wait_phase(run, "Passed", timeout=120)
+    wait_for(
+        lambda: (chaos.status(run).get("history") or {}).get("synced"), timeout=60, description="the run in history"
+    )
+    assert chaos.status(run)["history"]["store"] == "postgresql"
+    for name in before:
+        core.delete_namespaced_pod(name, OPERATOR_NAMESPACE, grace_period_seconds=0)
+    after = _ready_operator_pods(core)
+    assert not before & {p.metadata.name for p in after}, "every operator pod was replaced"
+    report = kubectl(
+        kubeconfig, "exec", "-n", OPERATOR_NAMESPACE, after[0].metadata.name, "--",
+        "coordinator", "report", "--namespace", ns, "--format", "json",
+    )  # fmt: skip
+    data = json.loads(report.stdout)
+    assert data["totals"]["runs"] == 1, data["totals"]
+    assert data["totals"]["passed"] == 1
+    effects.record(
+        "history (install)",
+        "both operator pods deleted after a run; the shipped install keeps its history in PostgreSQL",
+        "the new pods' coordinator report still has the run (1 run, 1 passed)",
+    )

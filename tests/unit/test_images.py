@@ -44,7 +44,13 @@ def _fake_repo(root: Path) -> Path:
     (root / "pyproject.toml").write_text('[project]\nname = "test-coordinator"\nversion = "0.1.0"\n')
     (root / "README.md").write_text("# Test Coordinator\n")
     (root / "Dockerfile").write_text((REPO_ROOT / "Dockerfile").read_text())
-    for relative in ("hack/images/web/Containerfile", "hack/images/web/server.py", "hack/images/pause/main.go"):
+    for relative in (
+        "hack/images/web/Containerfile",
+        "hack/images/web/server.py",
+        "hack/images/pause/main.go",
+        "hack/images/postgres/Containerfile",
+        "hack/images/postgres/entrypoint.sh",
+    ):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text((REPO_ROOT / relative).read_text())
     (root / "hack" / "images" / "pause" / "go.mod").write_text("module local/pause\n\ngo 1.22\n")
@@ -98,6 +104,7 @@ def test_files_the_ignore_file_leaves_out_change_nothing(tmp_path: Path, relativ
         ("hack/images/web/server.py", {"web"}),
         ("hack/images/web/Containerfile", {"web"}),
         ("hack/images/pause/main.go", {"pause"}),
+        ("hack/images/postgres/entrypoint.sh", {"postgres"}),
     ],
 )
 def test_each_input_rebuilds_the_images_made_from_it(tmp_path: Path, relative: str, changed: set[str]) -> None:
@@ -124,7 +131,14 @@ def test_other_apt_sources_rebuild_every_debian_based_image(tmp_path: Path) -> N
     repo = _fake_repo(tmp_path)
     before = _digests(repo)
     after = _digests(repo, sources=SOURCES.replace("mirror.example", "other.example"))
-    assert {key for key in before if before[key] != after[key]} == {"debian", "python", "tools", "operator", "web"}
+    assert {key for key in before if before[key] != after[key]} == {
+        "debian",
+        "python",
+        "tools",
+        "operator",
+        "web",
+        "postgres",
+    }
 
 
 def test_a_missing_copy_source_is_an_error_before_any_build(tmp_path: Path) -> None:
@@ -192,6 +206,7 @@ def test_dependencies_come_from_the_containerfiles(tmp_path: Path) -> None:
         "tools": ["debian"],
         "operator": ["python"],
         "web": ["python"],
+        "postgres": ["debian"],
     }
 
 

@@ -105,6 +105,11 @@ def test_the_install_has_every_piece(cluster_wide: list[dict[str, Any]]) -> None
             "Deployment",
             "PodDisruptionBudget",
             "Service",
+            # The shared run history (history-postgresql.yaml).
+            "Secret",
+            "Service",
+            "StatefulSet",
+            "NetworkPolicy",
         ]
     )
     crds = {d["metadata"]["name"]: d for d in cluster_wide if d["kind"] == "CustomResourceDefinition"}
@@ -217,12 +222,36 @@ def test_deployment_is_hardened_and_probed(cluster_wide: list[dict[str, Any]]) -
     assert {"/tmp", "/var/lib/coordinator"} <= writable, "read-only root: the history file and temp files need a volume"
 
 
+def test_the_history_database_is_shared_hardened_and_reachable_only_by_the_operator(
+    cluster_wide: list[dict[str, Any]],
+) -> None:
+    deployment = one(cluster_wide, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    url = env["COORDINATOR_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    secret = one(cluster_wide, "Secret", url["name"])
+    assert secret["stringData"][url["key"]].startswith("postgresql+asyncpg://")
+    assert secret["stringData"]["password"] in secret["stringData"][url["key"]], "both keys agree"
+    database = one(cluster_wide, "StatefulSet")
+    pod = database["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (db,) = pod["containers"]
+    assert db["securityContext"]["allowPrivilegeEscalation"] is False
+    assert db["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert database["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    policy = one(cluster_wide, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == database["spec"]["selector"]["matchLabels"]
+    (allowed,) = policy["spec"]["ingress"][0]["from"]
+    assert allowed["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
 def test_pdb_and_service_select_the_operator_pods(cluster_wide: list[dict[str, Any]]) -> None:
     labels = one(cluster_wide, "Deployment")["spec"]["template"]["metadata"]["labels"]
     pdb = one(cluster_wide, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    service = one(cluster_wide, "Service")
+    service = one(cluster_wide, "Service", "test-coordinator-metrics")
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
 
