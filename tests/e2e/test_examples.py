@@ -18,6 +18,7 @@ from support.examples import (
     EXAMPLE_NAMESPACE,
     EXAMPLES,
     EXAMPLES_DIR,
+    INPOD_EXAMPLES,
     KWOK_EXAMPLES,
     MAX_RUN_SECONDS,
     WORKLOAD,
@@ -111,3 +112,19 @@ def test_example_runs_and_passes(
             assert not spec.unschedulable, f"node {node} left cordoned"
     else:
         assert apps.read_namespaced_deployment("web", ns).spec.replicas == 3, "the workload is back to 3 replicas"
+
+
+@pytest.mark.parametrize("example", INPOD_EXAMPLES, ids=[path.stem for path in INPOD_EXAMPLES])
+def test_inpod_example_on_kwok_says_no_agent_ran(
+    example: Path, chaos: Chaos, kubeconfig: Path, core: client.CoreV1Api
+) -> None:
+    """kwok starts no containers: an in-pod example must end Error (AgentNotRunning), never Passed."""
+    ns = chaos.namespace
+    kubectl_apply(kubeconfig, in_namespace(load_docs(WORKLOAD), ns))
+    wait_ready(core, ns, "web", 3)
+    docs = load_docs(example)
+    kubectl_apply(kubeconfig, in_namespace(docs, ns))
+    status = chaos.wait_phase(docs[1]["metadata"]["name"], "Error", timeout=60)
+    assert status["reason"] == "AgentNotRunning"
+    assert "did not confirm the fault" in status["message"]
+    assert all(i.get("appliedAt") is None for i in status["injections"]), "nothing counts as applied"
