@@ -7,6 +7,7 @@ measured on a real node (tests/real/test_real_inpod_faults.py) and in network na
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -114,3 +115,25 @@ def test_schema_requires_the_options_of_in_pod_faults(chaos: Chaos) -> None:
     with pytest.raises(ApiException) as err:
         chaos.scenario("bad2", _scenario({"type": "network-loss", "networkLoss": {"percent": 130}}))
     assert "percent" in err.value.body
+
+
+def test_pod_security_refusing_the_agent_is_agent_not_running(
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    make_namespace: Callable[[dict[str, str]], str],
+    running_operator: object,
+) -> None:
+    """A namespace enforcing the restricted profile refuses an agent that runs as root with NET_ADMIN: the run says
+    so (AgentNotRunning, naming Pod Security), and nothing counts as applied."""
+    ns = make_namespace({"chaos.coordinator.dev/allow": "true", "pod-security.kubernetes.io/enforce": "privileged"})
+    make_deployment(apps, ns, "web", replicas=1)
+    wait_ready(core, ns, "web", 1)
+    # Restricted from now on: the existing pod stays (admission judges only new writes), the agent is refused.
+    core.patch_namespace(ns, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    chaos = Chaos(api_client, ns)
+    chaos.scenario("loss", _scenario({"type": "network-loss", "networkLoss": {"percent": 10}}))
+    status = chaos.wait_phase(chaos.run("loss"), "Error", timeout=60)
+    assert status["reason"] == "AgentNotRunning"
+    assert "Pod Security admission refused the agent" in status["message"]
+    assert all(i.get("appliedAt") is None for i in status["injections"])
