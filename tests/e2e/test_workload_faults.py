@@ -43,6 +43,20 @@ def test_scale_sets_replicas_for_the_step_and_restores_them(
     assert entry["revertedAt"]
     annotations = apps.read_namespaced_deployment("web", ns).metadata.annotations or {}
     assert not [k for k in annotations if k.startswith("chaos.coordinator.dev/")]
+    # The Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes them:
+    # after the run, nothing of ours is left on any object of the namespace, derived ones included.
+    objects = [
+        *apps.list_namespaced_deployment(ns).items,
+        *apps.list_namespaced_replica_set(ns).items,
+        *core.list_namespaced_pod(ns).items,
+    ]
+    ours = {
+        f"{type(o).__name__} {o.metadata.name}: {key}"
+        for o in objects
+        for key in [*(o.metadata.annotations or {}), *(o.metadata.labels or {})]
+        if key.startswith("chaos.coordinator.dev/")
+    }
+    assert ours == set(), "a record outlived the run"
 
 
 def test_scale_by_percent(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> None:

@@ -40,6 +40,7 @@ EXPECTED_RULES = {
     ("apps", "deployments"): {"get", "list", "patch"},
     ("apps", "statefulsets"): {"get", "list", "patch"},
     ("apps", "daemonsets"): {"get", "list", "patch"},
+    ("apps", "replicasets"): {"list", "patch"},  # faults/base.py clear_on_replicasets
     ("", "nodes"): {"get", "list", "patch"},
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "patch", "delete"},
 }

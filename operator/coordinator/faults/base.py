@@ -160,6 +160,32 @@ async def clear_on_target(client: KubeClient, target: TargetRef, key: str) -> No
     except ApiError as exc:
         if not exc.not_found:
             raise
+    if target.kind == "Deployment":
+        await clear_on_replicasets(client, target, obj, key)
+
+
+async def clear_on_replicasets(client: KubeClient, deployment: TargetRef, obj: Mapping[str, Any], key: str) -> None:
+    """The Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes them:
+    remove the record from each ReplicaSet the Deployment owns, once it is gone from the Deployment itself."""
+    uid = obj.get("metadata", {}).get("uid")
+    if not uid:
+        return
+    match = (obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(match.items())) or None
+    listed = await client.list(resource_path("ReplicaSet", deployment.namespace), label_selector=selector)
+    for rs in listed:
+        meta = rs.get("metadata", {})
+        owned = any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
+        if not owned or key not in (meta.get("annotations") or {}):
+            continue
+        try:
+            await client.patch(
+                resource_path("ReplicaSet", deployment.namespace, meta["name"]),
+                {"metadata": {"annotations": {key: None}}},
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
 
 
 class FaultDriver:
