@@ -422,11 +422,7 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
         )
     for node in cluster.real:
         if Path(f"/sys/class/net/{node.bridge}").exists():
-            raise ClusterError(
-                f"a real node already runs on this host (bridge {node.bridge}): one real node per host. Stop its "
-                "cluster first (`make cluster-down`, with the COORDINATOR_CLUSTER_DIR and COORDINATOR_CLUSTER_PORT_OFFSET "
-                "it was started with; the real test tier uses .cluster-real and 1000)"
-            )
+            _remove_left_behind(node)
     if cluster.workdir.exists():
         shutil.rmtree(cluster.workdir)
     cluster.logs.mkdir(parents=True)
@@ -799,6 +795,36 @@ def _stop_process(cluster: Cluster, name: str, timeout: float = 15.0) -> None:
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def _remove_left_behind(node: real.RealNode) -> None:
+    """A bridge ``coord<i>`` is already on this host. Refuse while its node's daemons live (one real node per host);
+    when they are gone (a cluster whose test session or machine was killed), remove what it left and go on."""
+    live = real.node_daemons(node.index)
+    if live:
+        first = next(iter(live.items()))
+        raise ClusterError(
+            f"a real node already runs on this host (bridge {node.bridge}, pid {first[0]}: {first[1][:160]}): one "
+            "real node per host. Stop its cluster first (`make cluster-down`, with the COORDINATOR_CLUSTER_DIR and "
+            "COORDINATOR_CLUSTER_PORT_OFFSET it was started with; the real test tier uses .cluster-real and 1000)"
+        )
+    stale = real.left_behind(node.index)
+    print(f"removing real node {stale.name} left on this host by a stopped cluster (work directory {stale.workdir})")
+    pids: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError):
+        pids = json.loads((stale.workdir / "pids.json").read_text())
+
+    def stop(name: str) -> None:
+        # Only a process that still names the work directory: after a reboot the recorded pid may be anyone's.
+        pid = pids.get(name)
+        with contextlib.suppress(OSError):
+            if pid is not None and str(stale.workdir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+    real.teardown(stale, stop, _node_binaries_dirs())
+    left = real.leftovers(stale, {})
+    if left:
+        raise ClusterError("a stopped cluster's real node could not be removed from this host:\n  " + "\n  ".join(left))
 
 
 def real_nodes_on_disk(cluster: Cluster) -> list[real.RealNode]:

@@ -39,6 +39,12 @@ SANDBOX_IMAGE = "test-coordinator-pause:3.10"
 NODE_IMAGES = ("pause", "web", "tools", "operator", "postgres")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 NETNS_DIR = Path("/var/run/netns")
+# Which work directory a bridge ``coord<i>`` belongs to, host-wide (a cluster started from another clone or another
+# COORDINATOR_CLUSTER_DIR must find it): written when the bridge is made, removed when it goes. /run is emptied by a
+# reboot, as the bridge is.
+OWNER_RECORDS = Path("/run/test-coordinator")
+# The node processes whose life decides whether a real node is running or was left behind by a killed cluster.
+NODE_DAEMONS = ("containerd", "kubelet")
 # (sysctl, value a real node needs): bridged pod traffic must pass iptables (kube-proxy, kube-router), and a pod
 # reaching a Service whose endpoint is a pod on the same bridge is routed back out through the host.
 SYSCTLS = (("net/bridge/bridge-nf-call-iptables", "1"), ("net/ipv4/ip_forward", "1"))
@@ -347,8 +353,82 @@ def unshare_netns_dir(workdir: Path) -> None:
     record.unlink()
 
 
+def _owner_record(index: int) -> Path:
+    return OWNER_RECORDS / f"coord{index}.json"
+
+
+def record_owner(node: RealNode) -> None:
+    OWNER_RECORDS.mkdir(parents=True, exist_ok=True)
+    _owner_record(node.index).write_text(json.dumps({"workdir": str(node.workdir)}))
+
+
+def forget_owner(node: RealNode) -> None:
+    record = _owner_record(node.index)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if json.loads(record.read_text())["workdir"] == str(node.workdir):
+            record.unlink()
+
+
+def _cmdlines() -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if raw:
+            found[int(entry.name)] = raw.rstrip(b"\0").decode(errors="replace").split("\0")
+    return found
+
+
+def node_daemons(index: int, cmdlines: dict[int, list[str]] | None = None) -> dict[int, str]:
+    """Live containerd and kubelet processes of real node ``index`` of any cluster on this host (pid -> command)."""
+    marker = f"/nodes/{REAL_NODE_PREFIX}{index}/"
+    live: dict[int, str] = {}
+    for pid, argv in (_cmdlines() if cmdlines is None else cmdlines).items():
+        if Path(argv[0]).name in NODE_DAEMONS and any(marker in arg for arg in argv[1:]):
+            live[pid] = " ".join(argv)
+    return live
+
+
+def left_behind(index: int, cmdlines: dict[int, list[str]] | None = None) -> RealNode:
+    """The real node ``index`` that a killed cluster left on this host (its bridge is here, its daemons are not).
+
+    Its work directory comes from the owner record, else from a surviving containerd-shim's socket path; when
+    neither knows it, the node is addressed by its bridge and pod subnet alone (nothing under a directory)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return RealNode(Path(json.loads(_owner_record(index).read_text())["workdir"]), index)
+    suffix = f"/nodes/{REAL_NODE_PREFIX}{index}/containerd.sock"
+    for argv in (_cmdlines() if cmdlines is None else cmdlines).values():
+        if "containerd-shim" not in Path(argv[0]).name:
+            continue
+        for arg in argv:
+            if arg.endswith(suffix):
+                return RealNode(Path(arg.removesuffix(suffix)), index)
+    return RealNode(OWNER_RECORDS / "unknown", index)
+
+
+def _pod_network_namespaces(node: RealNode) -> list[str]:
+    """Namespaces under /run/netns whose interfaces carry an address of this node's pod subnet: the pods' own,
+    found without containerd (a killed containerd cannot list its sandboxes)."""
+    prefix = node.pod_cidr.rsplit(".", 1)[0] + "."
+    found: list[str] = []
+    if not NETNS_DIR.is_dir():
+        return found
+    for entry in NETNS_DIR.iterdir():
+        if not entry.name.startswith("cni-"):
+            continue
+        out = _run("ip", "-n", entry.name, "-4", "-o", "addr", "show", check=False, timeout=10)
+        if f"inet {prefix}" in out:
+            found.append(str(entry))
+    return found
+
+
 def create_bridge(node: RealNode) -> None:
     """The pod bridge exists before the kubelet starts: the kubelet serves on the node address it carries."""
+    record_owner(node)
     if not Path(f"/sys/class/net/{node.bridge}").exists():
         _run("ip", "link", "add", node.bridge, "type", "bridge")
     _run("ip", "addr", "replace", f"{node.gateway}/24", "dev", node.bridge)
@@ -431,6 +511,7 @@ def teardown(node: RealNode, stop_process: Callable[[str], None], node_binaries:
         stop_process(name)
     netns = set(json.loads(node.netns_record.read_text()) if node.netns_record.exists() else [])
     netns.update(_sandbox_netns_paths(node))
+    netns.update(_pod_network_namespaces(node))
     # /var/run is a link to /run: the mount table names the resolved path.
     netns = {os.path.realpath(path) for path in netns}
     # Kept until the node's directory goes, so a teardown that fails part-way still knows them next time.
@@ -472,6 +553,7 @@ def teardown(node: RealNode, stop_process: Callable[[str], None], node_binaries:
     sweep_ipsets()
     restore_sysctls(node.workdir)
     unshare_netns_dir(node.workdir)
+    forget_owner(node)
 
 
 def _ours(line: str) -> bool:

@@ -69,3 +69,33 @@ def test_real_nodes_share_one_address_and_differ_by_bridge_subnet_and_port(tmp_p
     assert NODE.kubelet_config(second, tmp_path / "ca.crt")["port"] == 10251
     (bridge,) = NODE.cni_config(second)["plugins"]
     assert bridge["ipam"]["ranges"] == [[{"subnet": second.pod_cidr, "gateway": second.gateway}]]
+
+
+def test_a_real_node_is_running_only_while_its_containerd_or_kubelet_lives(tmp_path: Path) -> None:
+    cmdlines = {
+        10: ["containerd", "--config", f"{tmp_path}/nodes/real-0/containerd.toml"],
+        11: ["/cache/kubelet", f"--root-dir={tmp_path}/nodes/real-1/kubelet"],
+        12: ["grep", f"{tmp_path}/nodes/real-0/"],
+        13: ["/usr/bin/containerd-shim-runc-v2", "-address", f"{tmp_path}/nodes/real-0/containerd.sock"],
+    }
+    assert set(NODE.node_daemons(0, cmdlines)) == {10}, "a grep naming the path is not the node; a shim outlives it"
+    assert set(NODE.node_daemons(1, cmdlines)) == {11}
+    assert NODE.node_daemons(2, cmdlines) == {}
+
+
+def test_a_left_behind_node_is_found_by_its_owner_record_then_by_a_surviving_shim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(NODE, "OWNER_RECORDS", tmp_path / "owners")
+    shim = {
+        7: ["/usr/bin/containerd-shim-runc-v2", "-address", "/tmp/clone/.cluster-real/nodes/real-0/containerd.sock"]
+    }
+    assert NODE.left_behind(0, shim).workdir == Path("/tmp/clone/.cluster-real")
+    assert NODE.left_behind(0, {}).workdir == tmp_path / "owners" / "unknown", "then by bridge and subnet alone"
+    node = NODE.RealNode(tmp_path / "cluster", 0)
+    NODE.record_owner(node)
+    assert NODE.left_behind(0, shim) == node
+    NODE.forget_owner(NODE.RealNode(tmp_path / "another", 0))
+    assert NODE.left_behind(0, {}) == node, "only the owner's own teardown forgets it"
+    NODE.forget_owner(node)
+    assert NODE.left_behind(0, {}).workdir == tmp_path / "owners" / "unknown"
