@@ -393,11 +393,12 @@ def node_daemons(index: int, cmdlines: dict[int, list[str]] | None = None) -> di
     return live
 
 
-def left_behind(index: int, cmdlines: dict[int, list[str]] | None = None) -> RealNode:
+def left_behind(index: int, cmdlines: dict[int, list[str]] | None = None, mounts: list[str] | None = None) -> RealNode:
     """The real node ``index`` that a killed cluster left on this host (its bridge is here, its daemons are not).
 
-    Its work directory comes from the owner record, else from a surviving containerd-shim's socket path; when
-    neither knows it, the node is addressed by its bridge and pod subnet alone (nothing under a directory)."""
+    Its work directory comes from the owner record, else from a surviving containerd-shim's socket path, else from
+    a mount still under the node's directory (a pod's volume, a sandbox's shm); when none knows it, the node is
+    addressed by its bridge and pod subnet alone."""
     with contextlib.suppress(OSError, ValueError, KeyError):
         return RealNode(Path(json.loads(_owner_record(index).read_text())["workdir"]), index)
     suffix = f"/nodes/{REAL_NODE_PREFIX}{index}/containerd.sock"
@@ -407,6 +408,10 @@ def left_behind(index: int, cmdlines: dict[int, list[str]] | None = None) -> Rea
         for arg in argv:
             if arg.endswith(suffix):
                 return RealNode(Path(arg.removesuffix(suffix)), index)
+    marker = f"/nodes/{REAL_NODE_PREFIX}{index}/"
+    for point in _mounts_under(["/"]) if mounts is None else mounts:
+        if marker in point:
+            return RealNode(Path(point.split(marker, 1)[0]), index)
     return RealNode(OWNER_RECORDS / "unknown", index)
 
 

@@ -90,12 +90,14 @@ def test_a_left_behind_node_is_found_by_its_owner_record_then_by_a_surviving_shi
     shim = {
         7: ["/usr/bin/containerd-shim-runc-v2", "-address", "/tmp/clone/.cluster-real/nodes/real-0/containerd.sock"]
     }
-    assert NODE.left_behind(0, shim).workdir == Path("/tmp/clone/.cluster-real")
-    assert NODE.left_behind(0, {}).workdir == tmp_path / "owners" / "unknown", "then by bridge and subnet alone"
+    assert NODE.left_behind(0, shim, []).workdir == Path("/tmp/clone/.cluster-real")
+    volume = "/w/.cluster-real/nodes/real-0/kubelet/pods/u/volumes/kubernetes.io~projected/x"
+    assert NODE.left_behind(0, {}, ["/proc", volume]).workdir == Path("/w/.cluster-real"), "then by a mount"
+    assert NODE.left_behind(0, {}, []).workdir == tmp_path / "owners" / "unknown", "then by bridge and subnet alone"
     node = NODE.RealNode(tmp_path / "cluster", 0)
     NODE.record_owner(node)
-    assert NODE.left_behind(0, shim) == node
+    assert NODE.left_behind(0, shim, []) == node
     NODE.forget_owner(NODE.RealNode(tmp_path / "another", 0))
-    assert NODE.left_behind(0, {}) == node, "only the owner's own teardown forgets it"
+    assert NODE.left_behind(0, {}, []) == node, "only the owner's own teardown forgets it"
     NODE.forget_owner(node)
-    assert NODE.left_behind(0, {}).workdir == tmp_path / "owners" / "unknown"
+    assert NODE.left_behind(0, {}, []).workdir == tmp_path / "owners" / "unknown"
