@@ -310,6 +310,46 @@ INVALID: list[Any] = [
     ),
     pytest.param(run_body, _spec(timeout="forever"), "spec.timeout", "should match", id="bad-timeout"),
     pytest.param(run_body, _spec(seed=-1), "spec.seed", "greater than or equal to 0", id="negative-seed"),
+    # Bounds (docs/limits.md): each of these once reached the operator and failed there, some after a fault was in.
+    pytest.param(
+        scenario_body,
+        _step(duration="25h", faults=[{"type": "pod-kill"}]),
+        "spec.steps[0].duration",
+        "must be at most 24h",
+        id="step-longer-than-a-day",
+    ),
+    pytest.param(
+        scenario_body,
+        _step(duration="99999999999999999h", faults=[{"type": "pod-kill"}]),
+        "spec.steps[0].duration",
+        "must be at most 24h",
+        id="step-duration-overflowing-the-clock",
+    ),
+    pytest.param(run_body, _spec(timeout="169h"), "spec.timeout", "between 1s and 168h", id="timeout-over-a-week"),
+    pytest.param(
+        run_body, _spec(timeout="9999999999999999999h"), "spec.timeout", "between 1s and 168h", id="timeout-overflow"
+    ),
+    pytest.param(
+        scenario_body,
+        _spec(steadyState={"probes": [{"name": "p", "type": "http", "interval": "0s", "http": {"url": "http://x/"}}]}),
+        "spec.steadyState.probes[0].interval",
+        "between 100ms and 1h",
+        id="probe-interval-zero",
+    ),
+    pytest.param(
+        scenario_body,
+        _spec(assertions=[{"name": "r", "type": "recovery_time", "expected": 5}] * 2),
+        "spec.assertions",
+        "assertion names must be unique",
+        id="duplicate-assertion-names",
+    ),
+    pytest.param(
+        scenario_body,
+        _fault(type="network-partition", networkPartition={"allowedPeers": [{"cidr": "999.1.1.1/99"}]}),
+        "spec.steps[0].faults[0].networkPartition.allowedPeers[0].cidr",
+        "must be a CIDR",
+        id="peer-cidr-not-an-address",
+    ),
     pytest.param(
         run_body,
         _spec(parameters={"replicas": True}),

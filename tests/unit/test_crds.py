@@ -291,6 +291,7 @@ def test_every_cel_rule_is_emitted_with_its_message_and_field_path() -> None:
     emitted = {
         (rule["rule"], rule["message"], rule.get("fieldPath"))
         for _, _, node in _all_nodes()
+        if node.get("type") == "object"
         for rule in node.get("x-kubernetes-validations", [])
     }
     declared = {
@@ -306,6 +307,21 @@ def test_every_cel_rule_is_emitted_with_its_message_and_field_path() -> None:
             if "fieldPath" in rule:
                 field = rule["fieldPath"].lstrip(".")
                 assert field in node["properties"], f"{kind}{path}: fieldPath {rule['fieldPath']} is no field"
+
+
+def test_bounded_values_carry_their_cel_rule_on_the_field_itself() -> None:
+    """Durations and CIDRs are checked by the API server where they stand (the rule's error names the field)."""
+    rules = {
+        path: [rule["rule"] for rule in node.get("x-kubernetes-validations", [])]
+        for kind, path, node in _all_nodes()
+        if node.get("type") == "string"
+    }
+    bounded = {path for path, found in rules.items() if found}
+    for field in ("duration", "timeout", "interval", "initialDelay", "cidr"):
+        assert any(path.endswith(f".{field}") for path in bounded), field
+    assert all("duration(self)" in rule or rule == "isCIDR(self)" for path in bounded for rule in rules[path]), (
+        "string fields carry only the bound rules"
+    )
 
 
 # --- conversion errors --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.api.models import ChaosScenarioSpec, Parameter
+from coordinator.api.models import ChaosScenarioSpec, Parameter, ParameterType
 from coordinator.domain.parameters import ParameterError, coerce, references, render, resolve_parameters
 from coordinator.engine.executor import RunEnded, render_scenario
 
@@ -189,3 +189,14 @@ def test_the_executor_ends_the_run_with_invalid_parameters_naming_each_object() 
         "TestRun ns/run: spec.parameters.colour: the scenario declares no such parameter (app, count, hold, replicas); "
         'TestRun ns/run: spec.parameters.replicas: expected an integer, got "two"'
     )
+
+
+def test_a_value_holding_a_reference_is_refused_and_never_reaches_a_field() -> None:
+    """Rendering is one pass: a reference inside a value would reach the field as literal text (a duration
+    "{{ params.d }}" the model's templated pattern still accepted, and the run then failed to compute)."""
+    declared = [Parameter(name="d", type=ParameterType.DURATION, default="5s"), Parameter(name="s", default="x")]
+    for name in ("d", "s"):
+        with pytest.raises(ParameterError) as caught:
+            resolve_parameters(declared, {name: "{{ params.d }}"})
+        assert caught.value.problems[0].field == f"spec.parameters.{name}"
+        assert "cannot hold a {{ }} reference" in str(caught.value)

@@ -5,10 +5,13 @@ Kept apart from ``models`` so that ``probes`` can build on them without a circul
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from coordinator.domain.durations import parse_duration
 
 GROUP = "chaos.coordinator.dev"
 VERSION = "v1alpha1"
@@ -22,6 +25,100 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+# "{{ params.NAME }}" in a scenario field is replaced by the TestRun's parameter value when the run starts
+# (coordinator.domain.parameters). The CRD schema lets references through in templatable fields; the rendered spec
+# is then validated by the models, whose integer fields accept only integers.
+PARAM_REFERENCE = r"\{\{ *params\.[A-Za-z_][A-Za-z0-9_]* *\}\}"
+PARAM_REFERENCE_MARK = "{{"
+
+
+def templatable(pattern: str) -> str:
+    """The anchored ``pattern`` widened to also accept any string holding a parameter reference."""
+    return f"^(({pattern.removeprefix('^').removesuffix('$')})|.*{PARAM_REFERENCE}.*)$"
+
+
+def _duration_limits(minimum: str, maximum: str) -> str:
+    return f"between {minimum} and {maximum}" if parse_duration(minimum) else f"at most {maximum}"
+
+
+def duration_field(maximum: str, minimum: str = "0s", *, templated: bool = False) -> Any:
+    """The schema half of a bounded duration: the pattern, and a CEL rule so the API server refuses a value out
+    of range (``kubectl apply`` fails at once). Pair it with ``duration_check`` (same arguments)."""
+    rule = f"duration(self) >= duration('{minimum}') && duration(self) <= duration('{maximum}')"
+    if templated:
+        rule = f"self.contains('{PARAM_REFERENCE_MARK}') || ({rule})"
+    return Field(
+        pattern=templatable(DURATION_PATTERN) if templated else DURATION_PATTERN,
+        max_length=128 if templated else 32,
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": rule, "message": f"must be {_duration_limits(minimum, maximum)}"}]
+        },
+    )
+
+
+def duration_check(maximum: str, minimum: str = "0s", *, templated: bool = False) -> AfterValidator:
+    """The model half of a bounded duration, with the CEL rule's meaning: a value that only a parameter supplies
+    is refused when the run renders it, before anything is applied. A templated field skips the check while it
+    still holds a reference."""
+    low, high = parse_duration(minimum), parse_duration(maximum)
+
+    def check(value: str) -> str:
+        if templated and PARAM_REFERENCE_MARK in value:
+            return value
+        try:
+            seconds = parse_duration(value)
+        except ValueError:  # the pattern says what is wrong with it
+            return value
+        if not low <= seconds <= high:
+            raise ValueError(f"{value} is out of range: must be {_duration_limits(minimum, maximum)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def unique_names(items: list[Any], what: str) -> list[Any]:
+    """``items`` (models with a ``name``) unchanged; ValueError naming the first duplicate."""
+    seen: set[str] = set()
+    for item in items:
+        if item.name in seen:
+            raise ValueError(f"{what} names must be unique: {item.name!r} appears twice")
+        seen.add(item.name)
+    return items
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR such as 10.0.0.0/16 or fd00::/64: {exc}") from None
+    return value
+
+
+# An IP block: isCIDR is the API server's own parser (Kubernetes' CEL network library).
+Cidr = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "isCIDR(self)", "message": "must be a CIDR such as 10.0.0.0/16 or fd00::/64"}
+            ]
+        },
+    ),
+    AfterValidator(_check_cidr),
+]
+
+
+# The documented maxima (docs/limits.md): long enough for any real experiment, short enough that a typo such as
+# "100000h" is refused at once instead of holding a fault for years (or overflowing the clock arithmetic).
+MAX_STEP_DURATION = "24h"
+MAX_RUN_TIMEOUT = "168h"
+MAX_PROBE_INTERVAL = "1h"
+MAX_PROBE_TIMEOUT = "10m"
+MAX_PROBE_INITIAL_DELAY = "1h"
+MIN_PROBE_INTERVAL = "100ms"
+RunTimeout = Annotated[str, duration_field(MAX_RUN_TIMEOUT, "1s"), duration_check(MAX_RUN_TIMEOUT, "1s")]
 
 # A CEL rule for x-kubernetes-validations: (rule, message) or (rule, message, fieldPath). The optional fieldPath
 # (relative to the object, e.g. ".value") is where the API server reports the violation, so the error names the

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Field, WithJsonSchema
+from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 
 from coordinator.api.base import (  # re-exported: models is the API's entry point
     API_VERSION as API_VERSION,
@@ -30,6 +30,18 @@ from coordinator.api.base import (
     GROUP as GROUP,
 )
 from coordinator.api.base import (
+    MAX_RUN_TIMEOUT,
+    MAX_STEP_DURATION,
+    Cidr,
+    RunTimeout,
+    duration_check,
+    duration_field,
+    unique_names,
+)
+from coordinator.api.base import (
+    PARAM_REFERENCE as PARAM_REFERENCE,
+)
+from coordinator.api.base import (
     VERSION as VERSION,
 )
 from coordinator.api.base import (
@@ -47,6 +59,9 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     SelectorOperator as SelectorOperator,
 )
+from coordinator.api.base import (
+    templatable as templatable,
+)
 from coordinator.api.inpod import (
     INPOD_OPTION_FIELDS,
     INPOD_REQUIRED_OPTIONS,
@@ -61,16 +76,6 @@ from coordinator.api.inpod import (
 from coordinator.api.probes import Assertion, AssertionResult, ProbeResult, SteadyState
 
 # --- parameter references ------------------------------------------------------------------------------------
-
-# "{{ params.NAME }}" in a scenario field is replaced by the TestRun's parameter value when the run starts
-# (coordinator.domain.parameters). The CRD schema lets references through in templatable fields; the rendered spec
-# is then validated by these models, whose integer fields accept only integers.
-PARAM_REFERENCE = r"\{\{ *params\.[A-Za-z_][A-Za-z0-9_]* *\}\}"
-
-
-def templatable(pattern: str) -> str:
-    """The anchored ``pattern`` widened to also accept any string holding a parameter reference."""
-    return f"^(({pattern.removeprefix('^').removesuffix('$')})|.*{PARAM_REFERENCE}.*)$"
 
 
 def _int_or_reference(minimum: int, maximum: int) -> WithJsonSchema:
@@ -89,7 +94,11 @@ def _int_or_reference(minimum: int, maximum: int) -> WithJsonSchema:
 SelectionValue = Annotated[int, Field(ge=1, le=100000), _int_or_reference(1, 100000)]
 ReplicaCount = Annotated[int, Field(ge=0, le=10000), _int_or_reference(0, 10000)]
 ReplicaPercent = Annotated[int, Field(ge=0, le=1000), _int_or_reference(0, 1000)]
-TemplatedDuration = Annotated[str, Field(pattern=templatable(DURATION_PATTERN), max_length=128)]
+StepDuration = Annotated[
+    str,
+    duration_field(MAX_STEP_DURATION, templated=True),
+    duration_check(MAX_STEP_DURATION, templated=True),
+]
 
 # --- target selection ----------------------------------------------------------------------------------------
 
@@ -219,11 +228,7 @@ class NetworkPartitionDirection(StrEnum):
 class NetworkPeer(Model):
     podSelector: LabelSelector | None = Field(default=None, description="Pods (in namespaceSelector's namespaces).")
     namespaceSelector: LabelSelector | None = Field(default=None, description="Namespaces whose pods are peers.")
-    cidr: str | None = Field(
-        default=None,
-        pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
-        description="An IP block in CIDR notation, e.g. 10.0.0.0/16.",
-    )
+    cidr: Cidr | None = Field(default=None, description="An IP block in CIDR notation, e.g. 10.0.0.0/16.")
 
     cel_rules = (
         (
@@ -244,6 +249,7 @@ class NetworkPartitionOptions(Model):
     )
     allowedPeers: list[NetworkPeer] = Field(
         default_factory=list,
+        max_length=16,
         description=(
             "Peers the targets may still reach (and be reached by) during the partition, e.g. DNS. "
             "Everything else is cut. Enforced by the cluster's NetworkPolicy implementation."
@@ -312,9 +318,10 @@ class Step(Model):
     name: str = Field(
         pattern=DNS_LABEL_PATTERN, max_length=63, description="A name for the step, unique in the scenario."
     )
-    duration: TemplatedDuration = Field(
+    duration: StepDuration = Field(
         default="30s",
-        description="How long the faults stay injected before they are reverted, e.g. 30s or 2m.",
+        description=f"How long the faults stay injected before they are reverted, e.g. 30s or 2m; at most "
+        f"{MAX_STEP_DURATION}.",
     )
     faults: list[Fault] = Field(
         min_length=1, max_length=16, description="Faults injected together (a combined step when several)."
@@ -366,7 +373,7 @@ class RunTemplate(Model):
     parameters: dict[str, int | str] = Field(
         default_factory=dict, description="Parameter values for every scheduled run, overriding the defaults."
     )
-    timeout: Duration | None = Field(
+    timeout: RunTimeout | None = Field(
         default=None, description="spec.timeout of each scheduled run; the TestRun default when omitted."
     )
     dryRun: bool = Field(default=False, description="Create the scheduled runs as dry runs.")
@@ -475,7 +482,19 @@ class ChaosScenarioSpec(ScenarioScheduling):
             "step names must be unique",
             ".steps",
         ),
+        (
+            "!has(self.assertions) || self.assertions.all(a, self.assertions.exists_one(b, b.name == a.name))",
+            "assertion names must be unique",
+            ".assertions",
+        ),
     )
+
+    # The same rules as the CEL above, for specs that reach the operator without admission (written before the rule
+    # existed, or rendered from parameters): the status and the history key steps and assertions by name.
+    @field_validator("steps", "assertions")
+    @classmethod
+    def _unique_names(cls, items: list[Any], info: ValidationInfo) -> list[Any]:
+        return unique_names(items, str(info.field_name).removesuffix("s"))
 
 
 class RunSummary(Model):
@@ -541,8 +560,9 @@ class TestRunSpec(Model):
         default=False,
         description="Resolve the targets and record what would be done, without changing anything.",
     )
-    timeout: Duration = Field(
-        default="10m", description="The run ends TimedOut, with every fault reverted, when it lasts longer."
+    timeout: RunTimeout = Field(
+        default="10m",
+        description=f"The run ends TimedOut, with every fault reverted, when it lasts longer; 1s to {MAX_RUN_TIMEOUT}.",
     )
     abort: bool = Field(default=False, description="Set to true to stop the run: faults are reverted, phase Cancelled.")
     seed: int | None = Field(

@@ -10,9 +10,28 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from coordinator.api.base import DNS_LABEL_PATTERN, Duration, LabelSelector, Model
+from coordinator.api.base import (
+    DNS_LABEL_PATTERN,
+    MAX_PROBE_INITIAL_DELAY,
+    MAX_PROBE_INTERVAL,
+    MAX_PROBE_TIMEOUT,
+    MIN_PROBE_INTERVAL,
+    LabelSelector,
+    Model,
+    duration_check,
+    duration_field,
+    unique_names,
+)
+
+ProbeInterval = Annotated[
+    str,
+    duration_field(MAX_PROBE_INTERVAL, MIN_PROBE_INTERVAL),
+    duration_check(MAX_PROBE_INTERVAL, MIN_PROBE_INTERVAL),
+]
+ProbeTimeout = Annotated[str, duration_field(MAX_PROBE_TIMEOUT, "1ms"), duration_check(MAX_PROBE_TIMEOUT, "1ms")]
+ProbeDelay = Annotated[str, duration_field(MAX_PROBE_INITIAL_DELAY), duration_check(MAX_PROBE_INITIAL_DELAY)]
 
 
 class ProbeType(StrEnum):
@@ -129,9 +148,16 @@ class Probe(Model):
         description="before (baseline; no injection when it fails), after, edge (both), during (while faults are "
         "active) or continuous (the whole run).",
     )
-    interval: Duration = Field(default="1s", description="Time between samples in during/continuous mode.")
-    timeout: Duration = Field(default="5s", description="How long one sample may take.")
-    initialDelay: Duration = Field(default="0s", description="Wait this long before the first sample.")
+    interval: ProbeInterval = Field(
+        default="1s",
+        description=f"Time between samples in during/continuous mode; {MIN_PROBE_INTERVAL} to {MAX_PROBE_INTERVAL}.",
+    )
+    timeout: ProbeTimeout = Field(
+        default="5s", description=f"How long one sample may take; 1ms to {MAX_PROBE_TIMEOUT}."
+    )
+    initialDelay: ProbeDelay = Field(
+        default="0s", description=f"Wait this long before the first sample; at most {MAX_PROBE_INITIAL_DELAY}."
+    )
     failureThreshold: int = Field(
         default=1, ge=1, le=1000, description="Consecutive failed samples that make the probe fail."
     )
@@ -206,6 +232,11 @@ class SteadyState(Model):
     probes: list[Probe] = Field(default_factory=list, max_length=32, description="The steady-state probes.")
 
     cel_rules = (("self.probes.all(p, self.probes.exists_one(q, q.name == p.name))", "probe names must be unique"),)
+
+    @field_validator("probes")
+    @classmethod
+    def _unique_names(cls, probes: list[Probe]) -> list[Probe]:
+        return unique_names(probes, "probe")
 
 
 # --- results in TestRun status -------------------------------------------------------------------------------

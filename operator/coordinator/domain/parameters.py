@@ -57,6 +57,9 @@ def coerce(kind: ParameterType | str, value: object) -> Value:
     "3" is an integer, "1.5" a number, "true"/"false" booleans, "30s" a duration (kept as its text).
     """
     kind = ParameterType(kind)
+    if isinstance(value, str) and "{{" in value:
+        # Values are not rendered again: a reference inside one would reach a field as literal text.
+        raise ValueError(f"a value cannot hold a {{{{ }}}} reference, got {_describe(value)}")
     if isinstance(value, bool) and kind != ParameterType.BOOLEAN:
         raise ValueError(f"expected {_article(kind)}, got {_describe(value)}")
     if kind == ParameterType.STRING:

@@ -8,7 +8,8 @@ CEL interpreter, after defaulting, as the API server evaluates them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+import ipaddress
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
@@ -150,9 +151,22 @@ def schema_findings(document: Document) -> list[Finding]:
 _CEL = celpy.Environment()
 
 
+def _is_cidr(value: Any) -> celpy.celtypes.BoolType:
+    """Kubernetes' CEL ``isCIDR`` (its network library), which cel-python does not have."""
+    try:
+        ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        return celpy.celtypes.BoolType(False)
+    return celpy.celtypes.BoolType(True)
+
+
+# The Kubernetes CEL extensions the generated rules use.
+_KUBERNETES_FUNCTIONS: dict[str, Callable[..., Any]] = {"isCIDR": _is_cidr}
+
+
 @cache
 def _program(rule: str) -> celpy.Runner:
-    return _CEL.program(_CEL.compile(rule))
+    return _CEL.program(_CEL.compile(rule), functions=_KUBERNETES_FUNCTIONS)
 
 
 def _holds(rule: str, value: Any) -> bool:
