@@ -6,12 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 
 import orjson
 import pytest
 
-from coordinator.adapters.kube import ApiError, Listed, RateLimiter, api_version_of, listed_items, resource_path
+from coordinator.adapters.kube import (
+    ApiError,
+    Credentials,
+    KubeClient,
+    Listed,
+    RateLimiter,
+    api_version_of,
+    listed_items,
+    resource_path,
+)
 from coordinator.domain.selection import Candidate
 from coordinator.engine.sweeper import records_of
 from coordinator.faults.base import ANNOTATION_PREFIX
@@ -409,3 +419,19 @@ def test_an_empty_list_has_no_items() -> None:
 def test_a_body_that_is_not_a_list_is_an_api_error() -> None:
     with pytest.raises(ApiError, match="the list from /api/v1/pods is not a list"):
         listed_items(b"<html>proxy error</html>", "/api/v1/pods")
+
+
+async def test_an_unreachable_api_server_is_a_transient_api_error() -> None:
+    """Connection refused (and timeouts) come out as ApiError 503, so a run retries them with backoff instead of
+    ending Error on an exception nobody expected; callers handle one error type."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the socket is closed
+    kube = KubeClient(Credentials(host=f"http://127.0.0.1:{port}", ssl_context=False, token=None, token_file=None))
+    try:
+        with pytest.raises(ApiError) as caught:
+            await kube.get("/api/v1/namespaces")
+    finally:
+        await kube.close()
+    assert caught.value.status == 503
+    assert "GET /api/v1/namespaces" in caught.value.message

@@ -681,3 +681,13 @@ def test_namespace_decision_properties(namespace: str, labels: dict[str, str], r
         assert allowed == (labels.get(OPT_IN_LABEL) == "true")
     else:
         assert allowed
+
+
+def test_selection_errors_name_the_scenario_field() -> None:
+    """A value or selector that only a parameter supplied reaches selection unchecked by admission: its error
+    names the field, as every other run error does."""
+    with pytest.raises(SelectionError, match=r"^spec\.value: selection mode 'fixed' needs a value at least 1, got 0"):
+        select_targets([], "fixed", 0)
+    selector = LabelSelector(matchLabels={"app": "not a label value!"})
+    with pytest.raises(SelectionError, match=r"^spec\.target\.labelSelector: invalid label value 'not a label value!'"):
+        label_selector_to_string(selector)

@@ -136,6 +136,11 @@ def listed_items(raw: bytes, source: str) -> ListedItems:
     return [Listed.of(item) for item in items]
 
 
+# The status an ApiError carries when the API server could not be reached at all (connection refused or reset,
+# a timeout): the same as the server's own "try again later".
+NETWORK_ERROR_STATUS = 503
+
+
 class ApiError(Exception):
     """The API server answered with an error status."""
 
@@ -348,16 +353,23 @@ class KubeClient:
             headers["Content-Type"] = content_type
             data = orjson.dumps(body)
         session = self._get_session()
-        async with session.request(
-            method, self._creds.host + path, data=data, params=dict(params or {}), headers=headers
-        ) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                payload = _decode(raw)
-                raise ApiError(
-                    resp.status, str(payload.get("reason", resp.reason)), str(payload.get("message", "")), payload
-                )
-            return raw
+        try:
+            async with session.request(
+                method, self._creds.host + path, data=data, params=dict(params or {}), headers=headers
+            ) as resp:
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The API server could not be reached or did not answer: transient (503), so a run retries it with
+            # backoff instead of failing, and callers need to know only ApiError.
+            raise ApiError(
+                NETWORK_ERROR_STATUS, "ServiceUnavailable", f"{method} {path}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if resp.status >= 400:
+            payload = _decode(raw)
+            raise ApiError(
+                resp.status, str(payload.get("reason", resp.reason)), str(payload.get("message", "")), payload
+            )
+        return raw
 
     async def request(
         self,

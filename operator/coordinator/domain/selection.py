@@ -35,7 +35,16 @@ OPT_IN_LABEL = f"{GROUP}/allow"
 
 class SelectionError(ValueError):
     """A selection request that cannot be honoured: an unknown mode, a missing or out-of-range value, or an
-    invalid label selector. It is a configuration mistake, never "nothing matched" (that is an empty list)."""
+    invalid label selector. It is a configuration mistake, never "nothing matched" (that is an empty list).
+    ``field`` names the scenario field at fault (``spec.value``), when it is known."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{self.field}: {text}" if self.field else text
 
 
 # --- candidates ----------------------------------------------------------------------------------------------
@@ -212,12 +221,16 @@ def _check_label_key(key: str) -> None:
         and (not slash or (0 < len(prefix) <= 253 and _DNS_SUBDOMAIN_RE.fullmatch(prefix) is not None))
     )
     if not valid:
-        raise SelectionError(f"invalid label key {key!r} in label selector")
+        raise SelectionError(f"invalid label key {key!r} in label selector", "spec.target.labelSelector")
 
 
 def _check_label_value(key: str, value: str) -> None:
     if value and (len(value) > 63 or _LABEL_NAME_RE.fullmatch(value) is None):
-        raise SelectionError(f"invalid label value {value!r} for key {key!r} in label selector")
+        raise SelectionError(
+            f"invalid label value {value!r} for key {key!r} in label selector (at most 63 characters: letters, "
+            "digits, '-', '_' and '.', starting and ending with a letter or digit)",
+            "spec.target.labelSelector",
+        )
 
 
 def label_selector_to_string(selector: LabelSelector | None) -> str:
@@ -304,12 +317,12 @@ def _ceil_percent(count: int, percent: int) -> int:
 
 def _checked_value(mode: SelectionMode, value: int | None, maximum: int | None) -> int:
     if value is None:
-        raise SelectionError(f"selection mode {mode.value!r} needs a value")
+        raise SelectionError(f"selection mode {mode.value!r} needs a value", "spec.value")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SelectionError(f"selection mode {mode.value!r} needs an integer value, got {value!r}")
+        raise SelectionError(f"selection mode {mode.value!r} needs an integer value, got {value!r}", "spec.value")
     if value < 1 or (maximum is not None and value > maximum):
         bounds = f"between 1 and {maximum}" if maximum is not None else "at least 1"
-        raise SelectionError(f"selection mode {mode.value!r} needs a value {bounds}, got {value}")
+        raise SelectionError(f"selection mode {mode.value!r} needs a value {bounds}, got {value}", "spec.value")
     return value
 
 

@@ -8,6 +8,7 @@ from coordinator.adapters.kube import ApiError, KubeClient, Listed, resource_pat
 from coordinator.api.models import Target, TargetKind
 from coordinator.domain.selection import (
     Candidate,
+    SelectionError,
     eligible,
     label_selector_to_string,
     namespace_allowed,
@@ -98,22 +99,29 @@ async def resolve_targets(
     refused: list[str] = []
     # One response per namespace, decoded only as far as selection reads; the chosen objects in full
     # (KubeClient.list_summaries; benchmarks/README.md, finding 15).
-    if kind == TargetKind.NODE:
-        listed = await client.list_summaries(
-            resource_path(kind), label_selector=label_selector, field_selector=target.fieldSelector
-        )
-    else:
-        for namespace in target.namespaces or [default_namespace]:
-            allowed, reason = await policy(namespace)
-            if not allowed:
-                refused.append(reason)
-                continue
-            listed += await client.list_summaries(
-                resource_path(kind, namespace),
-                label_selector=label_selector,
-                field_selector=field_selector,
-                metadata_only=by_metadata,
+    try:
+        if kind == TargetKind.NODE:
+            listed = await client.list_summaries(
+                resource_path(kind), label_selector=label_selector, field_selector=target.fieldSelector
             )
+        else:
+            for namespace in target.namespaces or [default_namespace]:
+                allowed, reason = await policy(namespace)
+                if not allowed:
+                    refused.append(reason)
+                    continue
+                listed += await client.list_summaries(
+                    resource_path(kind, namespace),
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    metadata_only=by_metadata,
+                )
+    except ApiError as exc:
+        if exc.status != 400 or not target.fieldSelector:
+            raise
+        # The label selector was checked above, so a 400 on the list is the field selector (an unknown field
+        # label, a malformed term): the scenario's mistake, named, not a Kubernetes API failure.
+        raise SelectionError(f"the API server refused it: {exc.message}", "spec.target.fieldSelector") from exc
     # Listed by metadata, every pod is Running: the API server kept only those.
     status = {"status": {"phase": "Running"}} if by_metadata else {}
     candidates = [Candidate.from_object(kind, {**item.summary, **status}) for item in listed]

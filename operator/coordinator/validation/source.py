@@ -9,16 +9,10 @@ from typing import Any
 
 import yaml
 
+from coordinator.domain.fieldpaths import format_path as format_path
+
 FieldPath = tuple[str | int, ...]
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def format_path(path: Sequence[str | int]) -> str:
-    """``("spec", "steps", 0, "duration")`` as ``spec.steps[0].duration``."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
 
 
 @dataclass(frozen=True)
