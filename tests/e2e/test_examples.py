@@ -28,6 +28,7 @@ from support.examples import (
     load_docs,
     rendered,
 )
+from support.residue import residue
 from support.waiting import wait_for
 
 
@@ -103,6 +104,7 @@ def test_example_runs_and_passes(
     assert set(states.values()) <= {"Reverted", "Irreversible"}, states
     assert status["durationSeconds"] < MAX_RUN_SECONDS, f"the example took {status['durationSeconds']}s"
 
+    nodes: set[str] = set()
     if str(scenario.spec.target.kind) == "Node":
         nodes = {target["name"] for step in steps for target in step["targets"]}
         assert nodes, "the node example recorded its node"
@@ -112,6 +114,8 @@ def test_example_runs_and_passes(
             assert not spec.unschedulable, f"node {node} left cordoned"
     else:
         assert apps.read_namespaced_deployment("web", ns).spec.replicas == 3, "the workload is back to 3 replicas"
+    # Every object of the namespace (ReplicaSets and pods a controller made from a changed template included).
+    assert residue(kubeconfig, ns, sorted(nodes)) == [], "a key of ours outlived the run"
 
 
 @pytest.mark.parametrize("example", INPOD_EXAMPLES, ids=[path.stem for path in INPOD_EXAMPLES])
@@ -128,3 +132,4 @@ def test_inpod_example_on_kwok_says_no_agent_ran(
     assert status["reason"] == "AgentNotRunning"
     assert "did not confirm the fault" in status["message"]
     assert all(i.get("appliedAt") is None for i in status["injections"]), "nothing counts as applied"
+    assert residue(kubeconfig, ns) == [], "a key of ours outlived the run"

@@ -11,6 +11,7 @@ from kubernetes import client
 from support.chaos import Chaos
 from support.examples import INPOD_EXAMPLES, WORKLOAD, fault_types, in_namespace, kubectl_apply, load_docs
 from support.realnode import NODE, WEB_IMAGE, netem_available, wait_ready
+from support.residue import residue
 
 NETEM_FAULTS = {"network-delay", "network-duplicate", "network-corrupt"}
 
@@ -44,8 +45,11 @@ def test_inpod_example_runs_on_the_real_node(
     if fault_types(example) & NETEM_FAULTS and not netem_available():
         status = chaos.wait_phase(run, "Error", timeout=120)
         assert "sch_netem" in status["message"], status["message"]
+        assert residue(kubeconfig, ns) == [], "a key of ours outlived the run"
         return
     status = chaos.wait_phase(run, "Passed", timeout=120)
     for step in status["steps"]:
         assert step["outcome"] == "Reverted", f"step {step['name']}: {step.get('message')}"
     assert {i["state"] for i in status["injections"]} <= {"Reverted", "Irreversible"}
+    # Every object of the namespace, the pods the agents ran in included.
+    assert residue(kubeconfig, ns) == [], "a key of ours outlived the run"
