@@ -180,9 +180,47 @@ async def release_stuck_deletions(
     return released
 
 
+async def stale_record_copies(client: KubeClient, namespaces: Sequence[str] | None = None) -> int:
+    """Remove record annotations from ReplicaSets whose Deployment no longer carries them; returns how many.
+
+    The Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes them. A
+    revert clears the copies right after the Deployment (faults/base.py, clear_on_replicasets); an operator that
+    stopped between the two leaves a copy that no label marks, and only this pass finds it.
+    """
+    removed = 0
+    deployments: dict[tuple[str, str], set[str] | None] = {}
+    for rs in await list_scoped(client, "ReplicaSet", namespaces):
+        meta = rs.get("metadata", {})
+        keys = [k for k in meta.get("annotations") or {} if k.startswith(ANNOTATION_PREFIX)]
+        owner = next((r for r in meta.get("ownerReferences") or [] if r.get("kind") == "Deployment"), None)
+        if not keys or owner is None:
+            continue
+        where = (meta["namespace"], owner["name"])
+        if where not in deployments:
+            deployment = await client.get_or_none(resource_path("Deployment", *where))
+            same = deployment is not None and deployment["metadata"].get("uid") == owner.get("uid")
+            deployments[where] = set((deployment or {}).get("metadata", {}).get("annotations") or {}) if same else None
+        kept = deployments[where]
+        stale = [k for k in keys if kept is None or k not in kept]
+        if not stale:
+            continue
+        try:
+            await client.patch(
+                resource_path("ReplicaSet", meta["namespace"], meta["name"]),
+                {"metadata": {"annotations": dict.fromkeys(stale)}},
+            )
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            continue
+        removed += len(stale)
+        log.info("removed %d stale fault record copies from ReplicaSet %s/%s", len(stale), where[0], meta["name"])
+    return removed
+
+
 async def sweep(client: KubeClient, namespaces: Sequence[str] | None = None) -> list[Orphan]:
     """Revert every orphaned fault record (cluster-wide, or in ``namespaces``); returns what was reverted.
-    Failures are logged and retried next sweep."""
+    Failures are logged and retried next sweep. Then remove the copies of records left on ReplicaSets."""
     reverted = []
     for orphan in await find_orphans(client, namespaces):
         driver = driver_for(orphan.injection.fault)
@@ -208,4 +246,8 @@ async def sweep(client: KubeClient, namespaces: Sequence[str] | None = None) -> 
             orphan.run,
         )
         reverted.append(orphan)
+    try:
+        await stale_record_copies(client, namespaces)
+    except ApiError as exc:
+        log.warning("could not check ReplicaSets for stale fault record copies: %s", exc)
     return reverted
