@@ -225,3 +225,18 @@ def test_label_values_fit_and_end_alphanumeric() -> None:
     value = label_value("x" * 62 + "-yyyy")
     assert len(value) <= MAX_NAME_LENGTH
     assert value[-1].isalnum()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("0 0 30 2 *", "it never fires"),
+        ("0 0 31 4 *", "it never fires"),
+        ("@every 8785h", "at most 8784h"),
+        ("@every 99999999999999999999h", "at most 8784h"),
+    ],
+)
+def test_schedules_that_never_fire_are_refused(text: str, fragment: str) -> None:
+    """February 30th used to reach the scheduler, whose croniter search raised on every tick."""
+    with pytest.raises(ScheduleError, match=fragment):
+        parse_schedule(text)

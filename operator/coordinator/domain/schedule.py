@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from coordinator.api.models import ConcurrencyPolicy
 from coordinator.domain.durations import parse_duration
@@ -38,6 +38,10 @@ MACROS = {
 EVERY_PREFIX = "@every "
 # Shorter intervals would make the operator a load generator rather than a scheduler.
 MIN_EVERY_SECONDS = 1.0
+MAX_EVERY_SECONDS = 8784 * 3600.0  # a leap year: every yearly schedule fits
+# A fixed instant from which a cron expression must reach back to a time that exists (croniter gives up after
+# some years of search, so an impossible date raises instead of hanging).
+NEVER_CHECK_FROM = datetime(2030, 1, 1, tzinfo=UTC)
 # Kubernetes object names in labels and most tooling: keep generated run names within a DNS label.
 MAX_NAME_LENGTH = 63
 
@@ -105,6 +109,8 @@ def parse_schedule(text: str, time_zone: str | None = None) -> Schedule:
             raise ScheduleError(f"invalid schedule {text!r}: {exc}") from None
         if seconds < MIN_EVERY_SECONDS:
             raise ScheduleError(f"invalid schedule {text!r}: @every needs at least {MIN_EVERY_SECONDS:g}s")
+        if seconds > MAX_EVERY_SECONDS:
+            raise ScheduleError(f"invalid schedule {text!r}: @every can be at most 8784h (a leap year)")
         return Schedule(text=text, every=seconds)
     expression = MACROS.get(stripped, stripped)
     if stripped.startswith("@") and stripped not in MACROS:
@@ -117,7 +123,12 @@ def parse_schedule(text: str, time_zone: str | None = None) -> Schedule:
         )
     if not croniter.is_valid(expression):
         raise ScheduleError(f"invalid schedule {text!r}: not a valid cron expression")
-    return Schedule(text=text, cron=expression, zone=zone)
+    schedule = Schedule(text=text, cron=expression, zone=zone)
+    try:  # a valid expression may still never fire ("0 0 30 2 *", February 30th)
+        schedule.previous(NEVER_CHECK_FROM)
+    except (CroniterBadDateError, CroniterBadCronError):
+        raise ScheduleError(f"invalid schedule {text!r}: it never fires (no such date)") from None
+    return schedule
 
 
 def due_time(
