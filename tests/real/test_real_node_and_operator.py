@@ -253,16 +253,22 @@ def test_operator_image_runs_in_cluster_and_a_standby_finishes_the_run(
     assert apps.read_namespaced_deployment("web", ns).spec.replicas == 1
     killed_at = time.time()
     core.delete_namespaced_pod(leader, OPERATOR_NAMESPACE, grace_period_seconds=0)
-    standby = (names - {leader}).pop()
-    wait_for(lambda: _leader(kubeconfig) == standby, timeout=60, description="the standby takes the Lease")
+    # The standby usually wins; the Deployment's replacement pod polls the same Lease and may win the race instead
+    # (the CI run on a loaded host saw that): either way another replica than the dead leader takes over.
+    successor = wait_for(
+        lambda: h if (h := _leader(kubeconfig)) not in (None, leader) else None,
+        timeout=90,
+        description="another replica takes the Lease",
+    )
     took_over = time.time() - killed_at
+    who = "the standby" if successor in names else "the replacement pod"
     status = chaos.wait_phase(run, "Passed", timeout=120)
-    assert apps.read_namespaced_deployment("web", ns).spec.replicas == 2, "the standby reverted the scale"
+    assert apps.read_namespaced_deployment("web", ns).spec.replicas == 2, f"{who} reverted the scale"
     assert [i["state"] for i in status["injections"]] == ["Reverted"]
     effects.record(
         "operator in-cluster",
         "2 replicas from the built image under restricted Pod Security; leader pod deleted mid-run",
-        f"the standby held the Lease {took_over:.1f} s later and finished the run: Passed, scale reverted",
+        f"{who} held the Lease {took_over:.1f} s later and finished the run: Passed, scale reverted",
     )
 
 
