@@ -205,6 +205,18 @@ def _leader(kubeconfig: Path) -> str | None:
     return holder
 
 
+def _ready_operator_pods(core: client.CoreV1Api, count: int = 2) -> list[client.V1Pod]:
+    def ready() -> list[client.V1Pod] | None:
+        pods = [
+            p
+            for p in _operator_pods(core)
+            if p.status.container_statuses and all(c.ready for c in p.status.container_statuses)
+        ]
+        return pods if len(pods) == count else None
+
+    return wait_for(ready, timeout=180, description=f"{count} operator replicas Ready")
+
+
 def test_operator_image_runs_in_cluster_and_a_standby_finishes_the_run(
     installed_operator: str,
     kubeconfig: Path,
@@ -214,22 +226,7 @@ def test_operator_image_runs_in_cluster_and_a_standby_finishes_the_run(
     effects: EffectLog,
 ) -> None:
     ns = installed_operator
-    ready = wait_for(
-        lambda: (
-            pods
-            if len(
-                pods := [
-                    p
-                    for p in _operator_pods(core)
-                    if p.status.container_statuses and all(c.ready for c in p.status.container_statuses)
-                ]
-            )
-            == 2
-            else None
-        ),
-        timeout=180,
-        description="both operator replicas Ready",
-    )
+    ready = _ready_operator_pods(core)
     for pod in ready:
         (container,) = pod.spec.containers
         assert container.image == OPERATOR_IMAGE
@@ -312,18 +309,6 @@ def test_cluster_down_leaves_nothing_behind(cluster: ClusterUnderTest) -> None:
         assert Path("/proc/sys", name).read_text().strip() == value, f"sysctl {name} not restored"
     leftover_ctr = subprocess.run(["pgrep", "-f", "containerd-shim"], capture_output=True, text=True, check=False)
     assert str(REAL_CLUSTER_DIR) not in leftover_ctr.stdout
-
-
-def _ready_operator_pods(core: client.CoreV1Api, count: int = 2) -> list[client.V1Pod]:
-    def ready() -> list[client.V1Pod] | None:
-        pods = [
-            p
-            for p in _operator_pods(core)
-            if p.status.container_statuses and all(c.ready for c in p.status.container_statuses)
-        ]
-        return pods if len(pods) == count else None
-
-    return wait_for(ready, timeout=180, description=f"{count} operator replicas Ready")
 
 
 def test_history_outlives_both_operator_pods(
