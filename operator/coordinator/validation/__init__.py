@@ -8,6 +8,7 @@ are skipped, so a directory of mixed manifests can be checked as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from coordinator.api.models import API_VERSION, DNS_SUBDOMAIN_PATTERN, GROUP, Parameter
 from coordinator.validation.schema import apply_defaults, cel_findings, crd_schema, known_kinds, schema_findings
 from coordinator.validation.semantics import ScenarioFacts, scenario_findings, testrun_findings
-from coordinator.validation.source import Document, Finding, expand, load_file
+from coordinator.validation.source import MAX_OBJECT_BYTES, Document, Finding, expand, json_size, load_file
 
 __all__ = ["Finding", "Report", "validate_paths"]
 
@@ -61,8 +62,23 @@ def _metadata(document: Document) -> list[Finding]:
     return []
 
 
+def _at_run_start(findings: list[Finding]) -> list[Finding]:
+    return [dataclasses.replace(finding, stage="run start") for finding in findings]
+
+
+def _size(document: Document) -> list[Finding]:
+    size = json_size(document.data)
+    if size <= MAX_OBJECT_BYTES:
+        return []
+    message = f"{document.kind} of {size} bytes as JSON: the API server stores objects of at most {MAX_OBJECT_BYTES}"
+    return [Finding(document.file, document.line, message)]
+
+
 def _structural(document: Document) -> tuple[list[Finding], dict[str, object]]:
-    """Schema and CEL findings, and the defaulted object (meaningful only when there are none)."""
+    """Size, schema and CEL findings, and the defaulted object (meaningful only when there are none)."""
+    findings = _size(document)
+    if findings:
+        return findings, {}
     findings = _metadata(document) + schema_findings(document)
     if findings:
         return findings, {}
@@ -100,15 +116,23 @@ def validate_paths(paths: Sequence[Path], protected: frozenset[str]) -> Report:
         assert isinstance(spec, dict)
         meta = document.data["metadata"]
         if document.kind == "ChaosScenario":
-            report.findings += scenario_findings(document, spec, protected)
+            own = _at_run_start(scenario_findings(document, spec, protected))
+            report.findings += own
             declared = [Parameter.model_validate(p) for p in spec.get("parameters") or []]
-            scenarios[(meta.get("namespace"), meta.get("name"))] = ScenarioFacts(declared)
+            scenarios[(meta.get("namespace"), meta.get("name"))] = ScenarioFacts(
+                declared,
+                spec=spec,
+                name=f"ChaosScenario {document.ref}",
+                namespace=meta.get("namespace"),
+                reported=frozenset((f.field, f.message) for f in own),
+            )
         else:
             runs.append((document, spec))
     for document, spec in runs:
         ref = spec.get("scenarioRef") or {}
         assert isinstance(ref, dict)
         namespace = ref.get("namespace") or document.data["metadata"].get("namespace")
-        report.findings += testrun_findings(document, spec, scenarios.get((namespace, ref.get("name"))))
+        scenario = scenarios.get((namespace, ref.get("name")))
+        report.findings += _at_run_start(testrun_findings(document, spec, scenario, protected))
     report.findings = sorted(set(report.findings), key=lambda f: (f.file, f.line, f.field, f.message))
     return report

@@ -19,9 +19,10 @@ from coordinator.api.models import (
     TargetKind,
     TestRunSpec,
 )
+from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, Value, coerce, render, resolve_parameters
 from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zone
-from coordinator.domain.selection import SelectionError, label_selector_to_string
+from coordinator.domain.selection import SelectionError, label_selector_to_string, select_targets
 from coordinator.faults import driver_for
 from coordinator.validation.source import Document, FieldPath, Finding, format_path
 
@@ -105,9 +106,14 @@ def selector_contradictions(selector: LabelSelector) -> Iterator[tuple[FieldPath
 
 @dataclass
 class ScenarioFacts:
-    """What a TestRun in the same file set needs to know about its scenario."""
+    """What a TestRun in the same file set needs to know about its scenario: its declarations, its spec as written
+    (defaulted) to render with the run's values, and what the scenario's own findings already say."""
 
     declared: list[Parameter]
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""  # "ChaosScenario ns/name", for messages
+    namespace: str | None = None
+    reported: frozenset[tuple[str, str]] = frozenset()  # (field, message) of the scenario's own rule findings
 
 
 def _declared(document: Document, spec: Mapping[str, Any], findings: list[Finding]) -> list[Parameter]:
@@ -163,20 +169,25 @@ def scenario_findings(document: Document, spec: Mapping[str, Any], protected: fr
             note = f" (the value of parameter {names[0]})" if names else ""
             findings.append(document.finding(path, f"{error['msg']}{note}"))
         return findings
-    findings += _scenario_rules(document, scenario, protected)
+    own = (document.data.get("metadata") or {}).get("namespace")
+    findings += [document.finding(path, message) for path, message in scenario_rules(scenario, protected, own)]
     findings += _schedule_findings(document, scenario, declared)
     return findings
 
 
-def _scenario_rules(document: Document, scenario: ChaosScenarioSpec, protected: frozenset[str]) -> list[Finding]:
-    findings = []
+def scenario_rules(
+    scenario: ChaosScenarioSpec, protected: frozenset[str], own_namespace: str | None
+) -> list[tuple[FieldPath, str]]:
+    """What the operator refuses in a rendered, model-valid scenario when a run starts or plans a step: a fault
+    for another target kind, protected namespaces, a label selector it cannot send or that never matches."""
+    findings: list[tuple[FieldPath, str]] = []
     kind = str(scenario.target.kind)
     for index, step in enumerate(scenario.steps):
         for f_index, fault in enumerate(step.faults):
             driver = driver_for(fault.type)
             if kind not in driver.kinds:
                 findings.append(
-                    document.finding(
+                    (
                         ("spec", "steps", index, "faults", f_index, "type"),
                         f"{fault.type} acts on {'/'.join(sorted(driver.kinds))}, not spec.target.kind {kind}",
                     )
@@ -185,27 +196,32 @@ def _scenario_rules(document: Document, scenario: ChaosScenarioSpec, protected: 
         for index, namespace in enumerate(scenario.target.namespaces):
             if namespace in protected:
                 findings.append(
-                    document.finding(
+                    (
                         ("spec", "target", "namespaces", index),
                         f"namespace {namespace!r} is protected: the operator never touches it",
                     )
                 )
-        own = (document.data.get("metadata") or {}).get("namespace")
-        if not scenario.target.namespaces and own in protected:
+        if not scenario.target.namespaces and own_namespace in protected:
             findings.append(
-                document.finding(
+                (
                     ("metadata", "namespace"),
-                    f"the targets are in the scenario's own namespace {own!r}, which is protected",
+                    f"the targets are in the scenario's own namespace {own_namespace!r}, which is protected",
                 )
             )
+    try:
+        # The value is checked before any candidate is looked at: what a step's selection refuses, whatever the
+        # cluster holds (a templated percent over 100 passes the CRD's rule, which cannot read a reference).
+        select_targets([], scenario.mode, scenario.value)
+    except SelectionError as exc:
+        findings.append((("spec", "value"), exc.args[0] if exc.args else str(exc)))
     selector = scenario.target.labelSelector
     if selector is not None:
         base = ("spec", "target", "labelSelector")
         try:
             label_selector_to_string(selector)
         except SelectionError as exc:
-            findings.append(document.finding(base, str(exc)))
-        findings += [document.finding((*base, *where), message) for where, message in selector_contradictions(selector)]
+            findings.append((base, exc.args[0] if exc.args else str(exc)))
+        findings += [((*base, *where), message) for where, message in selector_contradictions(selector)]
     return findings
 
 
@@ -241,20 +257,82 @@ def _schedule_findings(document: Document, scenario: ChaosScenarioSpec, declared
 # --- TestRun ------------------------------------------------------------------------------------------------------
 
 
-def testrun_findings(document: Document, spec: Mapping[str, Any], scenario: ScenarioFacts | None) -> list[Finding]:
-    """Semantic problems of a schema-valid TestRun; its parameters are checked when its scenario is known."""
+def testrun_findings(
+    document: Document, spec: Mapping[str, Any], scenario: ScenarioFacts | None, protected: frozenset[str]
+) -> list[Finding]:
+    """Semantic problems of a schema-valid TestRun. When its scenario is in the files checked, the run start is
+    checked as the operator makes it: the run's parameters resolved, the scenario rendered with them and validated,
+    and the scenario's rules applied to the result."""
     try:
         run = TestRunSpec.model_validate(spec)
     except ValidationError as exc:
-        return [document.finding(("spec", *error["loc"]), error["msg"]) for error in exc.errors()]
+        return [
+            document.finding(parse_path(validation_problem(error)[0]), validation_problem(error)[1])
+            for error in exc.errors()
+        ]
     if scenario is None:
         return []
     findings = []
     try:
-        resolve_parameters(scenario.declared, run.parameters)
+        values = resolve_parameters(scenario.declared, run.parameters)
     except ParameterError as exc:
         for problem in exc.problems:
             path = parse_path(problem.field)
             if len(path) == 3 and path[:2] == ("spec", "parameters"):
                 findings.append(document.finding(path, problem.message))
+        return findings
+    return _rendered_findings(document, run, scenario, values, protected)
+
+
+def _references_under(raw: Any) -> list[str]:
+    """The parameters referenced anywhere in ``raw`` (a value of the scenario spec as written)."""
+    if isinstance(raw, str):
+        return REFERENCE.findall(raw)
+    if isinstance(raw, Mapping):
+        return [name for value in raw.values() for name in _references_under(value)]
+    if isinstance(raw, list):
+        return [name for value in raw for name in _references_under(value)]
+    return []
+
+
+def _rendered_findings(
+    document: Document,
+    run: TestRunSpec,
+    scenario: ScenarioFacts,
+    values: Mapping[str, Value],
+    protected: frozenset[str],
+) -> list[Finding]:
+    """What the operator would refuse at this run's start that the scenario's own findings do not already say:
+    a problem that comes from a parameter's value is reported at the TestRun, at the parameter when the run set
+    it (else at its scenarioRef), naming the scenario's field."""
+
+    def at(names: Sequence[str]) -> FieldPath:
+        given = [name for name in names if name in run.parameters]
+        return ("spec", "parameters", given[0]) if given else ("spec", "scenarioRef")
+
+    try:
+        rendered = render(scenario.spec, values)
+    except ParameterError:
+        return []  # a bad reference: the scenario's own findings say it
+    try:
+        parsed = ChaosScenarioSpec.model_validate(rendered)
+    except ValidationError as exc:
+        findings = []
+        for error in exc.errors():
+            names = _references_under(_at(scenario.spec, error["loc"]))
+            if not names:
+                continue  # not from a parameter: the scenario's own findings say it
+            field, problem = validation_problem(error)
+            note = f" (the value of parameter {names[0]})"
+            findings.append(
+                document.finding(at(names), f"with this run's parameters, {scenario.name}: {field}: {problem}{note}")
+            )
+        return findings
+    findings = []
+    for path, message in scenario_rules(parsed, protected, scenario.namespace):
+        if (format_path(path), message) in scenario.reported:
+            continue
+        names = _references_under(_at(scenario.spec, path[1:])) if path[:1] == ("spec",) else []
+        text = f"with this run's parameters, {scenario.name}: {format_path(path)}: {message}"
+        findings.append(document.finding(at(names), text))
     return findings
