@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
 from coordinator.domain.sharding import parse_shard_selector
 
 DEFAULT_PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
@@ -83,6 +84,13 @@ class Settings(BaseSettings):
     )
     prometheus_url: str | None = Field(
         default=None, description="Prometheus base URL for prometheus probes that name no endpoint."
+    )
+    # NoDecode: the variable is a comma-separated list (like the namespace lists), not JSON.
+    probe_deny_cidrs: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        default=parse_cidrs(DEFAULT_DENIED_CIDRS),
+        description="Comma-separated CIDRs that http and prometheus probes never connect to, whatever name "
+        "resolves to them: link-local and cloud metadata addresses by default (docs/probe-reach.md); empty "
+        "denies nothing.",
     )
     # Secrets: pydantic masks SecretStr in repr(), so logging the settings never shows a password.
     database_url: SecretStr | None = Field(
@@ -181,6 +189,11 @@ class Settings(BaseSettings):
     @property
     def lease_name(self) -> str:
         return self.leader_election_lease_name or f"{self.instance_name}-leader"
+
+    @field_validator("probe_deny_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        return parse_cidrs(value) if isinstance(value, str) else value
 
     @field_validator("watch_namespaces", "protected_namespaces")
     @classmethod

@@ -7,10 +7,11 @@ is injected when it fails), ``after``, ``edge`` (both), ``during`` (sampled whil
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from coordinator.api.base import (
     DNS_LABEL_PATTERN,
@@ -18,10 +19,12 @@ from coordinator.api.base import (
     MAX_PROBE_INTERVAL,
     MAX_PROBE_TIMEOUT,
     MIN_PROBE_INTERVAL,
+    PARAM_REFERENCE,
     LabelSelector,
     Model,
     duration_check,
     duration_field,
+    templatable,
     unique_names,
 )
 
@@ -32,6 +35,101 @@ ProbeInterval = Annotated[
 ]
 ProbeTimeout = Annotated[str, duration_field(MAX_PROBE_TIMEOUT, "1ms"), duration_check(MAX_PROBE_TIMEOUT, "1ms")]
 ProbeDelay = Annotated[str, duration_field(MAX_PROBE_INITIAL_DELAY), duration_check(MAX_PROBE_INITIAL_DELAY)]
+
+
+# --- what a probe may ask for: checked by the API server (pattern and CEL) and by the models alike -----------
+
+# An http(s) URL whose host is a DNS name, an IPv4 address or a bracketed IPv6 address, with an optional port
+# (1-65535) and path, query or fragment; no user info, no white space or control characters anywhere. A URL that
+# only a parser's leniency would accept (http://[::1:bad]/ once sat in a retry loop as a "timeout") is refused
+# when it is written. One regular expression serves both the CRD (RE2) and the models (Python).
+_HEX4 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = f"{_OCTET}([.]{_OCTET}){{3}}"
+_IPV6 = "|".join(
+    (
+        f"({_HEX4}:){{7}}{_HEX4}",
+        f"({_HEX4}:){{1,7}}:",
+        f"({_HEX4}:){{1,6}}:{_HEX4}",
+        f"({_HEX4}:){{1,5}}(:{_HEX4}){{1,2}}",
+        f"({_HEX4}:){{1,4}}(:{_HEX4}){{1,3}}",
+        f"({_HEX4}:){{1,3}}(:{_HEX4}){{1,4}}",
+        f"({_HEX4}:){{1,2}}(:{_HEX4}){{1,5}}",
+        f"{_HEX4}:(:{_HEX4}){{1,6}}",
+        f":((:{_HEX4}){{1,7}}|:)",
+        f"({_HEX4}:){{6}}{_IPV4}",
+        f"::(ffff(:0{{1,4}})?:)?{_IPV4}",
+        f"({_HEX4}:){{1,5}}:{_IPV4}",
+    )
+)
+# A DNS name; its last label starts with a letter, so that 999.1.1.1 is neither an address nor a name.
+_HOSTNAME = "([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?[.])*[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?[.]?"
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = f"^https?://({_HOSTNAME}|{_IPV4}|\\[({_IPV6})\\])(:{_PORT})?([/?#][^\\x00-\\x20\\x7f]*)?$"
+URL_MESSAGE = (
+    "not an http(s) URL: the host must be a DNS name, an IPv4 address or a bracketed IPv6 address, the port "
+    "1-65535, with no user info, white space or control characters"
+)
+# RFC 7230 (RFC 9110, 5.6.2): a header name is a token. A value holds no control character but horizontal tab:
+# CR or LF would start a header of the probe author's choosing (aiohttp refuses to send them, and a run then
+# stayed Running in a retry loop), NUL ends it early.
+HEADER_NAME_PATTERN = "^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
+HEADER_NAME_MESSAGE = "header names must be RFC 7230 tokens: letters, digits and !#$%&'*+-.^_`|~"
+HEADER_VALUE_PATTERN = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"
+# k8s probes build an API path from these; nothing that could add or climb a path segment gets through.
+API_VERSION_PATTERN = (
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+((alpha|beta)[0-9]+)?$"
+)
+KIND_PATTERN = "^[A-Za-z][A-Za-z0-9]*$"
+OBJECT_NAME_PATTERN = "^[A-Za-z0-9]([-A-Za-z0-9_.:]*[A-Za-z0-9])?$"
+
+
+def cel_string(text: str) -> str:
+    """``text`` as a CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _templated(value: str) -> bool:
+    return re.search(PARAM_REFERENCE, value) is not None
+
+
+def _strict(pattern: str, message: str) -> AfterValidator:
+    """The model half of a templatable pattern: once rendered (no reference left), the value must match it."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not _templated(value) and compiled.fullmatch(value) is None:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _checked(pattern: str, message: str, max_length: int) -> Any:
+    """The schema half: a CEL rule (the API server names the field and gives ``message``) that lets a value
+    holding a parameter reference through; the rendered value is checked when the run starts."""
+    return Field(
+        max_length=max_length,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": f"self.matches({cel_string(templatable(pattern))})", "message": message}
+            ]
+        },
+    )
+
+
+ProbeUrl = Annotated[
+    str, Field(pattern="^https?://"), _checked(URL_PATTERN, URL_MESSAGE, 2048), _strict(URL_PATTERN, URL_MESSAGE)
+]
+HeaderValue = Annotated[str, Field(pattern=HEADER_VALUE_PATTERN, max_length=4096)]
+
+
+def check_header_names(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` unchanged; ValueError when a name is not an RFC 7230 token."""
+    bad = [name for name in headers if re.fullmatch(HEADER_NAME_PATTERN, name) is None]
+    if bad:
+        raise ValueError(f"{HEADER_NAME_MESSAGE}; not a token: {bad[0][:64]!r}")
+    return headers
 
 
 class ProbeType(StrEnum):
@@ -60,14 +158,33 @@ class Comparison(StrEnum):
 class K8sProbe(Model):
     """A field, condition or object count of Kubernetes objects, compared with a value."""
 
-    apiVersion: str = Field(
-        default="apps/v1", max_length=253, description="The objects' apiVersion, e.g. apps/v1 or v1."
+    apiVersion: Annotated[
+        str,
+        Field(pattern=templatable(API_VERSION_PATTERN)),
+        _strict(API_VERSION_PATTERN, "not an apiVersion such as v1 or apps/v1"),
+    ] = Field(default="apps/v1", max_length=253, description="The objects' apiVersion, e.g. apps/v1 or v1.")
+    kind: Annotated[
+        str, Field(pattern=templatable(KIND_PATTERN)), _strict(KIND_PATTERN, "not a kind such as Deployment")
+    ] = Field(
+        default="Deployment",
+        max_length=63,
+        description="The objects' kind, e.g. Deployment or Pod. Never Secret: probes do not read Secrets, and "
+        "never show values read from ConfigMaps.",
     )
-    kind: str = Field(default="Deployment", max_length=63, description="The objects' kind, e.g. Deployment or Pod.")
     namespace: str | None = Field(
-        default=None, pattern=DNS_LABEL_PATTERN, max_length=63, description="Namespace; the scenario's when omitted."
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Namespace; the scenario's when omitted. Never a protected namespace (the operator's settings).",
     )
-    name: str | None = Field(default=None, max_length=253, description="One object by name.")
+    name: (
+        Annotated[
+            str,
+            Field(pattern=templatable(OBJECT_NAME_PATTERN)),
+            _strict(OBJECT_NAME_PATTERN, "not an object name such as web or web-0"),
+        ]
+        | None
+    ) = Field(default=None, max_length=253, description="One object by name.")
     labelSelector: LabelSelector | None = Field(default=None, description="Objects by label (with count).")
     fieldPath: str | None = Field(
         default=None,
@@ -105,11 +222,18 @@ class K8sProbe(Model):
 class HttpProbe(Model):
     """An HTTP request and what its response must look like. Latency is recorded for every sample."""
 
-    url: str = Field(pattern=r"^https?://", max_length=2048, description="The URL to request.")
+    url: ProbeUrl = Field(
+        description="The URL to request. Addresses in the operator's COORDINATOR_PROBE_DENY_CIDRS (link-local and "
+        "cloud metadata by default) are refused, whatever name leads to them."
+    )
     method: str = Field(
         default="GET", pattern=r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$", description="HTTP method."
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="Request headers.")
+    headers: Annotated[dict[str, HeaderValue], AfterValidator(check_header_names)] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Request headers: names are RFC 7230 tokens, values hold no control characters (CR, LF, NUL).",
+    )
     body: str | None = Field(default=None, max_length=65536, description="Request body.")
     expectedStatus: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=lambda: [200], max_length=32, description="Accepted status codes."
@@ -125,15 +249,22 @@ class HttpProbe(Model):
     operator: Comparison = Field(default=Comparison.EQ, description="How the JSON value compares with value.")
     value: int | str | None = Field(default=None, description="The value for jsonPath.")
 
+    cel_rules = (
+        (
+            f"!has(self.headers) || self.headers.all(k, k.matches({cel_string(HEADER_NAME_PATTERN)}))",
+            HEADER_NAME_MESSAGE,
+            ".headers",
+        ),
+    )
+
 
 class PrometheusProbe(Model):
     """A PromQL instant query whose (single) result is compared with a threshold."""
 
-    endpoint: str | None = Field(
+    endpoint: ProbeUrl | None = Field(
         default=None,
-        pattern=r"^https?://",
-        max_length=2048,
-        description="Prometheus base URL; the operator's COORDINATOR_PROMETHEUS_URL when omitted.",
+        description="Prometheus base URL; the operator's COORDINATOR_PROMETHEUS_URL when omitted. Denied addresses "
+        "(COORDINATOR_PROBE_DENY_CIDRS) are refused as for http probes.",
     )
     query: str = Field(min_length=1, max_length=4096, description="The PromQL query.")
     operator: Comparison = Field(default=Comparison.LE, description="How the result compares with threshold.")

@@ -46,7 +46,7 @@ from coordinator.domain.selection import SelectionError
 from coordinator.domain.verdict import evaluate_assertion, failed_probe, pass_rate, resilience_score, scenario_ref
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
-from coordinator.engine.probing import ProbeSession, RecoveryTracker
+from coordinator.engine.probing import ProbeReach, ProbeSession, RecoveryTracker
 from coordinator.engine.targets import NamespacePolicy, resolve_targets
 from coordinator.faults import driver_for
 from coordinator.faults.base import (
@@ -59,6 +59,7 @@ from coordinator.faults.base import (
     record_on_target,
 )
 from coordinator.history.redis import LockRefused, TargetLocks
+from coordinator.probes.base import ProbeRefused
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ class Executor:
                 self.status.currentStep = len(self.scenario.steps)
                 await self.after_checks()
                 raise self.verdict()
-            except (FaultError, SelectionError) as exc:
+            except (FaultError, SelectionError, ProbeRefused) as exc:
                 phase = Phase.ERROR
                 raise RunEnded(phase, type(exc).__name__.removesuffix("Error") or "Error", str(exc)) from exc
         except RunEnded as end:
@@ -274,7 +275,14 @@ class Executor:
         if not declared:
             return
         namespace = (self.status.scenario or self.run.ref).split("/")[0]
-        self.probes = ProbeSession(self.client, declared, namespace, self.settings.prometheus_url)
+        self.probes = ProbeSession(
+            self.client,
+            declared,
+            namespace,
+            self.settings.prometheus_url,
+            reach=ProbeReach.of(self.settings),
+            owner=f"ChaosScenario {self.status.scenario or self.scenario_ref}",
+        )
         for result in self.status.probes:  # counts from an earlier operator process
             if result.name in self.probes.stats:
                 self.probes.stats[result.name].restore(result)

@@ -4,19 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from coordinator.adapters.kube import KubeClient
 from coordinator.api.probes import Probe, ProbeMode, ProbeType
+from coordinator.domain.addresses import IPNetwork
 from coordinator.domain.durations import parse_duration
 from coordinator.domain.verdict import ProbeStats
 from coordinator.observability import metrics
 from coordinator.probes import http as http_probe
 from coordinator.probes import k8s as k8s_probe
 from coordinator.probes import prometheus as prometheus_probe
-from coordinator.probes.base import Sample
+from coordinator.probes.base import ProbeRefused, Sample
+from coordinator.probes.reach import guarded_session
+from coordinator.settings import Settings
+
+T = TypeVar("T")
+
+
+async def together(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """``asyncio.gather``, except that the first exception (a refused probe) cancels the others at once."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
 
 SAMPLED_MODES = {
     # mode -> sampled while faults are active / for the whole run
@@ -59,19 +79,68 @@ class RecoveryTracker:
         return round(max(0.0, self.recovered_at - self.started), 3)
 
 
+@dataclass(frozen=True)
+class ProbeReach:
+    """What the probes of a run may reach: no object in ``protected`` namespaces (nor any Secret), no address in
+    ``denied``. ``resolver`` replaces the system's name resolution (tests)."""
+
+    protected: frozenset[str]
+    denied: tuple[IPNetwork, ...]
+    resolver: AbstractResolver | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ProbeReach:
+        return cls(protected=settings.protected, denied=settings.probe_deny_cidrs)
+
+
+def refusal(probe: Probe, namespace: str, reach: ProbeReach, prometheus_url: str | None = None) -> ProbeRefused | None:
+    """Pure: why ``probe`` may not run at all, known before any sample (a denied IP literal, a Secret, a protected
+    namespace); a name's addresses are checked each time it is resolved."""
+    if probe.k8s is not None and probe.type == ProbeType.K8S:
+        return k8s_probe.refusal(probe.k8s, namespace, reach.protected)
+    if probe.http is not None and probe.type == ProbeType.HTTP:
+        return http_probe.refusal(probe.http.url, reach.denied)
+    if probe.prometheus is not None and probe.type == ProbeType.PROMETHEUS:
+        endpoint = probe.prometheus.endpoint or prometheus_url
+        if endpoint:
+            return http_probe.refusal(endpoint, reach.denied, "prometheus.endpoint")
+    return None
+
+
 class ProbeSession:
-    """The probes of one run, with their statistics; one HTTP session for the http and prometheus probes."""
+    """The probes of one run, with their statistics; one HTTP session for the http and prometheus probes.
+
+    Raises ProbeRefused, naming the probe's field in ``owner``'s spec, when a probe asks for what no probe may do:
+    at once for what the spec shows (see ``refusal``), and from any sample for what only resolving a name shows.
+    """
 
     def __init__(
-        self, client: KubeClient, probes: list[Probe], namespace: str, prometheus_url: str | None = None
+        self,
+        client: KubeClient,
+        probes: list[Probe],
+        namespace: str,
+        prometheus_url: str | None = None,
+        *,
+        reach: ProbeReach,
+        owner: str = "ChaosScenario",
     ) -> None:
         self.client = client
         self.probes = probes
         self.namespace = namespace
         self.prometheus_url = prometheus_url
+        self.reach = reach
+        self.owner = owner
         self.stats = {p.name: ProbeStats.of(p) for p in probes}
         self._next_due: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
+        for probe in probes:
+            refused = refusal(probe, namespace, reach, prometheus_url)
+            if refused is not None:
+                raise self._located(probe, refused)
+
+    def _located(self, probe: Probe, refused: ProbeRefused) -> ProbeRefused:
+        index = next(i for i, p in enumerate(self.probes) if p.name == probe.name)
+        return refused.located(f"{self.owner}: spec.steadyState.probes[{index}]")
 
     async def close(self) -> None:
         if self._session is not None:
@@ -79,24 +148,34 @@ class ProbeSession:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = guarded_session(self.reach.denied, self.reach.resolver)
         return self._session
 
     async def sample(self, probe: Probe) -> Sample:
+        try:
+            return await self._sample(probe)
+        except ProbeRefused as refused:
+            raise self._located(probe, refused) from None
+
+    async def _sample(self, probe: Probe) -> Sample:
         limit = parse_duration(probe.timeout)
         if probe.type == ProbeType.K8S:
             assert probe.k8s is not None
-            return await asyncio.wait_for(k8s_probe.sample(self.client, probe.k8s, self.namespace), limit + 1)
+            return await asyncio.wait_for(
+                k8s_probe.sample(self.client, probe.k8s, self.namespace, self.reach.protected), limit + 1
+            )
         if probe.type == ProbeType.HTTP:
             assert probe.http is not None
-            return await http_probe.sample(self._http(), probe.http, limit)
+            return await http_probe.sample(self._http(), probe.http, limit, self.reach.denied)
         assert probe.prometheus is not None
-        return await prometheus_probe.sample(self._http(), probe.prometheus, self.prometheus_url, limit)
+        return await prometheus_probe.sample(
+            self._http(), probe.prometheus, self.prometheus_url, limit, self.reach.denied
+        )
 
     async def point_check(self, modes: set[ProbeMode]) -> list[PointCheck]:
         """before/after checks: sample until successThreshold passes in a row, or failureThreshold failures."""
         chosen = [p for p in self.probes if p.mode in modes]
-        return list(await asyncio.gather(*(self._check(p) for p in chosen)))
+        return await together(self._check(p) for p in chosen)
 
     async def _check(self, probe: Probe) -> PointCheck:
         await asyncio.sleep(parse_duration(probe.initialDelay))
@@ -131,7 +210,7 @@ class ProbeSession:
             if now >= self._next_due.get(probe.name, first):
                 due.append(probe)
                 self._next_due[probe.name] = now + parse_duration(probe.interval)
-        samples = await asyncio.gather(*(self.sample(p) for p in due))
+        samples = await together(self.sample(p) for p in due)
         stopping = None
         for probe, sample in zip(due, samples, strict=True):
             stats = self.stats[probe.name]
@@ -143,5 +222,5 @@ class ProbeSession:
 
     async def all_pass(self) -> bool:
         """One unrecorded sample of every probe: is the system in its steady state right now?"""
-        samples = await asyncio.gather(*(self.sample(p) for p in self.probes))
+        samples = await together(self.sample(p) for p in self.probes)
         return all(s.ok for s in samples)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import time
+from collections.abc import Sequence
 
 import aiohttp
+from yarl import URL
 
 from coordinator.api.probes import HttpProbe
-from coordinator.probes.base import ProbeError, Sample, compare, lookup, short
+from coordinator.domain.addresses import IPNetwork, denied_by
+from coordinator.probes.base import ProbeError, ProbeRefused, Sample, compare, excerpt, lookup, short
+from coordinator.probes.reach import AddressDenied
 
 
 def check_response(spec: HttpProbe, status: int, body: str) -> tuple[bool, str]:
@@ -24,12 +29,35 @@ def check_response(spec: HttpProbe, status: int, body: str) -> tuple[bool, str]:
             actual = lookup(json.loads(body), spec.jsonPath)
         except (ValueError, KeyError):
             return False, f"no JSON value at {spec.jsonPath}"
-        if not compare(actual, spec.operator, spec.value):
-            return False, f"{spec.jsonPath}={short(actual, 60)}, want {spec.operator} {spec.value}"
+        try:
+            ok = compare(actual, spec.operator, spec.value)
+        except ProbeError:
+            return False, f"{spec.jsonPath}={excerpt(actual)} cannot be compared {spec.operator} {spec.value}"
+        if not ok:
+            return False, f"{spec.jsonPath}={excerpt(actual)}, want {spec.operator} {spec.value}"
     return True, f"status {status}"
 
 
-async def sample(session: aiohttp.ClientSession, spec: HttpProbe, limit_seconds: float) -> Sample:
+def refusal(url: str, denied: Sequence[IPNetwork], field: str = "http.url") -> ProbeRefused | None:
+    """Pure: why a URL may not be requested before anything is resolved: its host is a denied IP literal."""
+    host = URL(url).raw_host or ""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None  # a name: its addresses are checked when it is resolved
+    network = denied_by(address, denied)
+    if network is None:
+        return None
+    return ProbeRefused(field, str(AddressDenied(host, str(address), network)))
+
+
+async def sample(
+    session: aiohttp.ClientSession, spec: HttpProbe, limit_seconds: float, denied: Sequence[IPNetwork] = ()
+) -> Sample:
+    """One request. ProbeRefused (not a failed sample) when the address is denied or the request cannot be sent."""
+    refused = refusal(spec.url, denied)
+    if refused is not None:
+        raise refused
     started = time.time()
     clock = time.perf_counter()
     try:
@@ -38,20 +66,37 @@ async def sample(session: aiohttp.ClientSession, spec: HttpProbe, limit_seconds:
             spec.url,
             headers=spec.headers,
             data=spec.body,
-            timeout=aiohttp.ClientTimeout(total=limit_seconds),
+            timeout=aiohttp.ClientTimeout(total=limit_seconds, sock_connect=limit_seconds),
             allow_redirects=False,
         ) as resp:
             body = await resp.text(errors="replace")
             latency = (time.perf_counter() - clock) * 1000
             ok, observed = check_response(spec, resp.status, body)
+    except AddressDenied as exc:
+        raise ProbeRefused("http.url", str(exc)) from None
+    except aiohttp.ConnectionTimeoutError:
+        host = URL(spec.url)
+        return Sample(
+            ok=False,
+            at=started,
+            error=short(
+                f"{spec.url} unreachable: no connection to {host.raw_host} port {host.port} within {limit_seconds:g}s"
+            ),
+            latency_ms=limit_seconds * 1000,
+        )
     except TimeoutError:
         return Sample(
             ok=False, at=started, error=f"timed out after {limit_seconds:g}s", latency_ms=limit_seconds * 1000
         )
+    except aiohttp.InvalidURL as exc:
+        raise ProbeRefused("http.url", f"not a URL aiohttp can request: {short(str(exc), 120)}") from None
     except (aiohttp.ClientError, OSError, asyncio.CancelledError) as exc:
         if isinstance(exc, asyncio.CancelledError):
             raise
         return Sample(ok=False, at=started, error=short(f"{spec.url} unreachable: {exc}"))
+    except ValueError as exc:
+        # The client refuses to build the request (a header it will not send): it never will, so no retry.
+        raise ProbeRefused("http", f"the request cannot be sent: {short(str(exc), 120)}") from None
     except ProbeError as exc:
         return Sample(ok=False, at=started, error=short(str(exc)))
     return Sample(ok=ok, at=started, value=observed, error=None if ok else observed, latency_ms=latency)

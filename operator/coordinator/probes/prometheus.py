@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
 from coordinator.api.probes import PrometheusProbe
-from coordinator.probes.base import ProbeError, Sample, compare, short
+from coordinator.domain.addresses import IPNetwork
+from coordinator.probes import http
+from coordinator.probes.base import ProbeError, ProbeRefused, Sample, compare, short
+from coordinator.probes.reach import AddressDenied
 
 
 def query_value(payload: dict[str, Any]) -> float:
@@ -29,14 +33,23 @@ def query_value(payload: dict[str, Any]) -> float:
 
 
 async def sample(
-    session: aiohttp.ClientSession, spec: PrometheusProbe, endpoint: str | None, limit_seconds: float
+    session: aiohttp.ClientSession,
+    spec: PrometheusProbe,
+    endpoint: str | None,
+    limit_seconds: float,
+    denied: Sequence[IPNetwork] = (),
 ) -> Sample:
+    """One query. ProbeRefused (not a failed sample) when the endpoint's address is denied."""
     started = time.time()
     base = spec.endpoint or endpoint
     if not base:
         return Sample(
             ok=False, at=started, error="no Prometheus endpoint: set prometheus.endpoint or COORDINATOR_PROMETHEUS_URL"
         )
+    field = "prometheus.endpoint" if spec.endpoint else "prometheus.endpoint (COORDINATOR_PROMETHEUS_URL)"
+    refused = http.refusal(base, denied, field)
+    if refused is not None:
+        raise refused
     try:
         async with session.get(
             f"{base.rstrip('/')}/api/v1/query",
@@ -45,6 +58,8 @@ async def sample(
         ) as resp:
             payload = await resp.json(content_type=None)
         value = query_value(payload)
+    except AddressDenied as exc:
+        raise ProbeRefused(field, str(exc)) from None
     except TimeoutError:
         return Sample(ok=False, at=started, error=f"timed out after {limit_seconds:g}s")
     except (aiohttp.ClientError, OSError, ValueError) as exc:
