@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 REAL ?=
 export REAL
 
-.PHONY: venv system-packages lint crds manifests test test-unit test-e2e test-real demo bench cluster-build cluster-up cluster-down cluster-status images clean
+.PHONY: venv system-packages lint crds manifests test test-unit test-e2e test-real fuzz demo bench cluster-build cluster-up cluster-down cluster-status images clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ manifests:
 # Two sessions: unit + e2e on the kwok-only cluster, then the real tier on a cluster of its own with a real node
 # (tests/real/conftest.py; it skips with a one-line reason where the host cannot run one).
 test: system-packages lint cluster-build
-	@$(PY) -m pytest -m "not real" $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -m "not real and not fuzz" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
 	$(PY) -m pytest -m real $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no real-tier tests" >&2; exit 1; fi; exit $$rc
@@ -58,7 +58,13 @@ test-unit: venv
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || { echo "error: no unit tests" >&2; exit 1; }; exit $$rc
 
 test-e2e: venv
-	@$(PY) -m pytest -m e2e $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || { echo "error: no e2e tests" >&2; exit 1; }; exit $$rc
+	@$(PY) -m pytest -m "e2e and not fuzz" $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || { echo "error: no e2e tests" >&2; exit 1; }; exit $$rc
+
+# The differential fuzz tier's long budget (tests/e2e/test_validate_oracle.py; the short one is part of make test):
+# generated documents judged by `coordinator validate` and by the API server, and a sample run on the operator.
+# COORDINATOR_FUZZ_DOCUMENTS, COORDINATOR_FUZZ_RUNS and COORDINATOR_FUZZ_SEED change the budget and the seed.
+fuzz: venv cluster-build
+	@$(PY) -m pytest -m fuzz $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || { echo "error: no fuzz tests" >&2; exit 1; }; exit $$rc
 
 # The control plane; where the host can run a real node, also its kubelet, kube-proxy, kube-router and images.
 cluster-build:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Any
@@ -55,7 +56,7 @@ def _strict(node: Schema) -> Schema:
         out["type"] = ["integer", "string"]
     if (
         node.get("type") == "object"
-        and "properties" in node
+        # An object without properties takes none either: strict decoding refuses "unknown field" in it too.
         and "additionalProperties" not in node
         and not node.get("x-kubernetes-preserve-unknown-fields")
     ):
@@ -65,7 +66,10 @@ def _strict(node: Schema) -> Schema:
 
 @cache
 def _validator(kind: str) -> Draft7Validator:
-    return Draft7Validator(_strict(crd_schema(kind)))
+    schema = _strict(crd_schema(kind))
+    # metadata is ObjectMeta, which the API server checks itself (validation/__init__.py checks its name).
+    schema["properties"]["metadata"] = {"type": "object"}
+    return Draft7Validator(schema)
 
 
 def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
@@ -169,14 +173,30 @@ def _program(rule: str) -> celpy.Runner:
     return _CEL.program(_CEL.compile(rule), functions=_KUBERNETES_FUNCTIONS)
 
 
-def _holds(rule: str, value: Any) -> bool:
-    """Whether ``rule`` holds for ``value``; a rule that cannot be evaluated counts as holding (the schema
-    findings already say what is wrong with such a value)."""
+def _verdict(rule: str, value: Any) -> tuple[bool, str]:
+    """Whether ``rule`` holds for ``value``, and why not when it could not be evaluated.
+
+    The API server refuses an object when one of its rules fails to evaluate (a missing key, a duration past what
+    CEL holds): "no such key: probes evaluating rule: ...". So does validate. The schema findings come first, so a
+    value of the wrong shape never gets here.
+    """
     try:
         result = _program(rule).evaluate({"self": json_to_cel(value)})
-    except Exception:  # any evaluation error comes from a malformed value, which the schema findings report
-        return True
-    return bool(result) if isinstance(result, celpy.celtypes.BoolType) else True
+    except Exception as exc:  # celpy raises some evaluation errors and returns others (below)
+        return False, _cel_error(exc)
+    if isinstance(result, celpy.celtypes.BoolType):
+        return bool(result), ""
+    return False, _cel_error(result)
+
+
+_INNER_ERROR = re.compile(r"CELEvalError\(\*\(['\"](.*?)['\"],")
+
+
+def _cel_error(error: object) -> str:
+    """The innermost cause of a CEL evaluation error ("return error for overflow", "no such member ...")."""
+    args = getattr(error, "args", ())
+    inner = _INNER_ERROR.findall(str(args))
+    return inner[-1] if inner else str(args[0] if args else error)
 
 
 def cel_findings(document: Document, defaulted: Mapping[str, Any]) -> list[Finding]:
@@ -188,11 +208,13 @@ def cel_findings(document: Document, defaulted: Mapping[str, Any]) -> list[Findi
             # A transition rule (it reads oldSelf) applies only to updates; a file describes a create.
             if "oldSelf" in validation["rule"]:
                 continue
-            if not _holds(validation["rule"], value):
+            holds, error = _verdict(validation["rule"], value)
+            if not holds:
                 where = path
                 if "fieldPath" in validation:
                     where = (*path, *validation["fieldPath"].lstrip(".").split("."))
-                findings.append(document.finding(where, f"Invalid value: {validation['message']}"))
+                why = f" (the rule could not be evaluated: {error})" if error else ""
+                findings.append(document.finding(where, f"Invalid value: {validation['message']}{why}"))
         if isinstance(value, dict):
             properties = schema.get("properties") or {}
             for name, sub in value.items():
