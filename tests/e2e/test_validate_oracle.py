@@ -296,3 +296,38 @@ def test_validate_refuses_what_etcd_refuses_to_store(
     with pytest.raises(client.ApiException) as refused:
         custom.create_namespaced_custom_object("chaos.coordinator.dev", "v1alpha1", namespace, "chaosscenarios", over)
     assert "request is too large" in (refused.value.body or ""), refused.value.body
+
+
+FOUND = [
+    pytest.param({"steadyState": {}}, True, id="empty-steady-state"),
+    pytest.param(
+        {"steps": [{"name": "a", "duration": "0400000086200000ms", "faults": [{"type": "pod-kill"}]}]},
+        False,
+        id="duration-past-what-cel-holds",
+    ),
+    pytest.param(
+        {
+            "target": {"kind": "Node", "labelSelector": {"matchLabels": {"app": "web"}}},
+            "steps": [{"name": "a", "faults": [{"type": "node-cordon", "nodeCordon": {"force": True}}]}],
+        },
+        False,
+        id="unknown-field-in-options-without-fields",
+    ),
+]
+
+
+@pytest.mark.usefixtures("crds_installed")
+@pytest.mark.parametrize(("changes", "accepted"), FOUND)
+def test_the_disagreements_found_stay_fixed(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path, changes: dict[str, Any], accepted: bool
+) -> None:
+    """Each document on which the fuzz tier once found validate and the API server disagreeing."""
+    spec = {
+        "target": {"labelSelector": {"matchLabels": {"app": "web"}}},
+        "steps": [{"name": "a", "faults": [{"type": "pod-kill"}]}],
+    }
+    body = Generated("ChaosScenario", {**spec, **changes}).body("found", namespace)
+    server = api_server_verdict(client.CustomObjectsApi(api_client), body)
+    admission, _ = _findings(tmp_path / "found.yaml", [body])
+    assert server.accepted is accepted, server.message
+    assert (not admission) is accepted, admission

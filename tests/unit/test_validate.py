@@ -136,3 +136,15 @@ def test_a_path_without_our_documents_fails(tmp_path: Path, capsys: pytest.Captu
     assert "no ChaosScenario or TestRun documents" in capsys.readouterr().err
     assert main(["validate", "--format", "json", str(tmp_path)]) == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False
+
+
+def test_an_empty_steady_state_is_accepted(tmp_path: Path) -> None:
+    """The probe-name rule used to read self.probes unguarded: an empty steadyState failed to evaluate, and the
+    API server (and validate) refused it with "no such key: probes" (found by the differential fuzz tier)."""
+    path = tmp_path / "empty-steady-state.yaml"
+    path.write_text(
+        "apiVersion: chaos.coordinator.dev/v1alpha1\nkind: ChaosScenario\nmetadata: {name: s, namespace: shop}\n"
+        "spec:\n  target: {labelSelector: {matchLabels: {app: web}}}\n  steps: [{name: a, faults: [{type: pod-kill}]}]\n"
+        "  steadyState: {}\n"
+    )
+    assert validate_paths([path], PROTECTED).findings == []

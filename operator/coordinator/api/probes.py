@@ -362,7 +362,12 @@ class Assertion(Model):
 class SteadyState(Model):
     probes: list[Probe] = Field(default_factory=list, max_length=32, description="The steady-state probes.")
 
-    cel_rules = (("self.probes.all(p, self.probes.exists_one(q, q.name == p.name))", "probe names must be unique"),)
+    cel_rules = (
+        (
+            "!has(self.probes) || self.probes.all(p, self.probes.exists_one(q, q.name == p.name))",
+            "probe names must be unique",
+        ),
+    )
 
     @field_validator("probes")
     @classmethod
