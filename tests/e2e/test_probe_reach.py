@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import OPT_IN
+from conftest import OPT_IN, make_deployment, wait_ready
 from support.chaos import GROUP, VERSION, Chaos
 from support.http_target import HttpTarget
 from support.operator import OperatorProcess
@@ -151,6 +151,29 @@ def test_a_name_resolving_to_a_denied_address_is_refused(denying_loopback: Chaos
     assert f"{PROBE}.http.url" in status["message"], status["message"]
     assert "localhost" in status["message"]
     assert "127.0.0.1" in status["message"] or "::1" in status["message"], status["message"]
+
+
+def test_a_refusal_while_faults_hold_ends_the_run_and_reverts_them(
+    denying_loopback: Chaos, apps: client.AppsV1Api, core: client.CoreV1Api
+) -> None:
+    """A name is only known to be denied once it is resolved: here at the first sample while the step holds."""
+    chaos = denying_loopback
+    make_deployment(apps, chaos.namespace, "web", replicas=3)
+    wait_ready(core, chaos.namespace, "web", 3)
+    with HttpTarget() as target:
+        port = target.url.rsplit(":", 1)[1]
+        spec = _scenario({"type": "http", "interval": "200ms", "http": {"url": f"http://localhost:{port}/"}})
+        spec["steadyState"]["probes"][0]["mode"] = "during"
+        spec["steps"][0]["duration"] = "60s"
+        chaos.scenario("s", spec)
+        run = chaos.run("s")
+        status = chaos.wait_phase(run, "Error", timeout=30)
+        assert target.requests == 0
+    assert status["reason"] == "ProbeRefused", status
+    assert f"{PROBE}.http.url" in status["message"], status["message"]
+    (injection,) = status["injections"]
+    assert injection["state"] == "Reverted", injection
+    assert apps.read_namespaced_deployment("web", chaos.namespace).spec.replicas == 3
 
 
 def _scenario_body(name: str, probe: dict[str, Any]) -> dict[str, Any]:
