@@ -408,6 +408,12 @@ def test_a_refusal_known_from_the_spec_is_raised_when_the_probes_open() -> None:
         _session(prometheus)
 
 
+def test_a_malformed_prometheus_url_from_the_settings_is_a_refusal_not_a_crash() -> None:
+    probe = _probe("prom", type="prometheus", prometheus={"query": "up", "threshold": 1})
+    with pytest.raises(ProbeRefused, match=r"probes\[0\]\.prometheus\.endpoint: 'http://\[::1' is not a URL"):
+        ProbeSession(NO_CLIENT, [probe], "shop", "http://[::1", reach=ProbeReach(PROTECTED, DEFAULT))
+
+
 async def test_a_name_resolving_to_a_denied_address_is_refused_from_a_sample(server: Server) -> None:
     resolver = MapResolver(lambda host, call: ["169.254.169.254"])
     probe = _probe("api", type="http", http={"url": f"http://metadata.test:{server.port}/"})

@@ -40,7 +40,10 @@ def check_response(spec: HttpProbe, status: int, body: str) -> tuple[bool, str]:
 
 def refusal(url: str, denied: Sequence[IPNetwork], field: str = "http.url") -> ProbeRefused | None:
     """Pure: why a URL may not be requested before anything is resolved: its host is a denied IP literal."""
-    host = URL(url).raw_host or ""
+    try:
+        host = URL(url).raw_host or ""
+    except ValueError:  # COORDINATOR_PROMETHEUS_URL is the one URL no model has checked
+        return ProbeRefused(field, f"{excerpt(url)!r} is not a URL")
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
