@@ -3,6 +3,7 @@ models and the CRD, k8s probes that never read Secrets or protected namespaces, 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from coordinator.adapters.kube import KubeClient
 from coordinator.api.crd import build_crd
-from coordinator.api.probes import HttpProbe, K8sProbe, Probe
+from coordinator.api.probes import HttpProbe, K8sProbe, Probe, ProbeMode
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, denied_by, parse_cidrs
 from coordinator.engine.probing import ProbeReach, ProbeSession
 from coordinator.probes import http as http_probe
@@ -428,6 +429,39 @@ async def test_a_name_resolving_to_a_denied_address_is_refused_from_a_sample(ser
         "which is in the denied range 169.254.0.0/16 (COORDINATOR_PROBE_DENY_CIDRS)"
     )
     assert server.requests == 0
+
+
+class SplitResolver(MapResolver):
+    """metadata.test answers at once with a denied address; slow.test never answers (and notes its cancellation)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda host, call: ["169.254.169.254"])
+        self.cancelled = False
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host == "slow.test":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        return await super().resolve(host, port, family)
+
+
+async def test_a_refusal_cancels_the_other_samples_at_once() -> None:
+    resolver = SplitResolver()
+    slow = _probe("slow", type="http", timeout="10m", http={"url": "http://slow.test/"})
+    denied = _probe("meta", type="http", http={"url": "http://metadata.test/"})
+    session = _session(slow, denied, reach=ProbeReach(PROTECTED, DEFAULT, resolver))
+    try:
+        with pytest.raises(ProbeRefused, match=r"probes\[1\]\.http\.url: metadata.test resolves to"):
+            await asyncio.wait_for(session.point_check({ProbeMode.BEFORE}), 5)
+        await asyncio.sleep(0)
+        assert resolver.cancelled, "the other probe's sample went on after the run was refused"
+    finally:
+        await session.close()
 
 
 async def test_a_header_the_client_will_not_send_is_a_refusal_not_a_retry(server: Server) -> None:
