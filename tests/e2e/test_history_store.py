@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -28,6 +29,7 @@ from coordinator.history.redis import (
     LocalReportCache,
     LocalTargetLocks,
     LockRefused,
+    LockStoreUnavailable,
     RedisProgress,
     RedisReportCache,
     RedisTargetLocks,
@@ -430,17 +432,48 @@ async def test_a_crashed_holder_blocks_only_until_the_ttl(redis_client: aioredis
         assert lease.owner == "next"
 
 
-async def test_without_redis_locks_fall_back_to_in_process(caplog: pytest.LogCaptureFixture) -> None:
+async def test_without_redis_nobody_takes_a_target(caplog: pytest.LogCaptureFixture) -> None:
+    """Fail closed: an in-process fallback knew nothing of the locks held in Redis (two runs on one target)."""
     client = aioredis.Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     locks = RedisTargetLocks(client, _instance())
     try:
-        async with locks.hold(["Pod/shop/x"], ttl=30, owner="a"):
-            with pytest.raises(LockRefused):
-                async with locks.hold(["Pod/shop/x"], ttl=30, owner="b"):
-                    pass
+        for owner in ("a", "b"):
+            with pytest.raises(LockStoreUnavailable, match="lock store is unreachable"):
+                async with locks.hold(["Pod/shop/x"], ttl=30, owner=owner):
+                    pytest.fail("a target taken while the lock store cannot be asked")
     finally:
         await client.aclose()
-    assert caplog.text.count("target locks are in-process") == 1
+    assert caplog.text.count("runs wait for their target locks") == 1
+
+
+async def test_a_lock_the_store_forgot_is_lost_and_taken_by_nobody_else_meanwhile(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Redis restarted empty: the holder finds out at its next renewal and must stop."""
+    prefix = _instance()
+    locks = RedisTargetLocks(redis_client, prefix)
+    async with locks.hold(["Deployment/shop/web"], ttl=0.6, owner="first") as lease:
+        assert not lease.lapsed
+        await redis_client.delete(f"{prefix}:lock:Deployment/shop/web")  # what a restart without persistence does
+        await asyncio.sleep(0.5)  # one renewal (every ttl/3) later
+        assert lease.lapsed
+        assert "no longer holds it" in lease.why_lapsed()
+
+
+async def test_a_lock_that_cannot_be_renewed_lapses_before_the_store_lets_it_go(
+    redis_server: RedisServer,
+) -> None:
+    """The holder's own deadline (from when it sent its last renewal) comes before the key's expiry in Redis."""
+    prefix = _instance()
+    client = aioredis.Redis.from_url(redis_server.url)
+    locks = RedisTargetLocks(client, prefix)
+    try:
+        async with locks.hold(["Deployment/shop/web"], ttl=1.0, owner="first") as lease:
+            deadline = lease.valid_until
+            remaining = await client.pttl(f"{prefix}:lock:Deployment/shop/web")
+            assert deadline - time.monotonic() <= remaining / 1000 + 0.01
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(params=["redis", "in-process"])

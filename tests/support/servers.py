@@ -158,8 +158,9 @@ class RedisServer:
         except OSError:
             return False
 
-    def __enter__(self) -> RedisServer:
-        log = (self.workdir / "redis.log").open("wb")
+    def start(self) -> None:
+        """Start (or start again, on the same port and with nothing in it: it persists nothing)."""
+        log = (self.workdir / "redis.log").open("ab")
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -180,14 +181,21 @@ class RedisServer:
             stderr=subprocess.STDOUT,
         )
         wait_for(self.accepting, timeout=20, description=f"Redis on 127.0.0.1:{self.port}")
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
+    def stop(self) -> None:
+        """Stop the server: what it held is gone (an outage, then a restart that comes back empty)."""
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -36,10 +36,12 @@ from coordinator.faults.base import (
     ProtectedTargetError,
     RunIdentity,
     annotation_key,
+    first_original,
     injection_id,
     new_injection,
     original_of,
     record_payload,
+    records_on,
 )
 from coordinator.faults.network_partition import (
     PARTITION_LABEL_PREFIX,
@@ -734,3 +736,41 @@ def test_two_partition_faults_in_one_step_get_their_own_label_and_policy() -> No
     assert len(policies) == 2
     labels = {original_of(i)["label"] for i in first + second if i.target.kind == "Pod"}
     assert len(labels) == 2
+
+
+def _record(run_uid: str, fault: str, original: str | None, recorded_at: str | None = None) -> str:
+    record = {"run": f"shop/{run_uid}", "runUid": run_uid, "id": "x", "fault": fault, "original": original}
+    if recorded_at is not None:
+        record["recordedAt"] = recorded_at
+    return json.dumps(record)
+
+
+def test_the_first_original_recorded_on_a_target_wins() -> None:
+    """Overlapping changes: the later runs read the first run's change as their "original"; the first record's
+    original is what was there before any of them."""
+    obj = {
+        "metadata": {
+            "annotations": {
+                f"{ANNOTATION_PREFIX}cccccccc-1": _record("c", "scale", '{"replicas": 2}', "2026-12-06T08:00:02.0Z"),
+                f"{ANNOTATION_PREFIX}aaaaaaaa-1": _record("a", "scale", '{"replicas": 3}', "2026-12-06T08:00:00.0Z"),
+                f"{ANNOTATION_PREFIX}bbbbbbbb-1": _record("b", "scale", '{"replicas": 1}', "2026-12-06T08:00:01.0Z"),
+                "unrelated": "x",
+            }
+        }
+    }
+    assert [r["runUid"] for _, r in records_on(obj)] == ["a", "b", "c"]
+    assert first_original(records_on(obj), "scale") == '{"replicas": 3}'
+    assert first_original(records_on(obj), "node-cordon") is None
+
+
+def test_records_from_before_recorded_at_count_as_the_oldest() -> None:
+    obj = {
+        "metadata": {
+            "annotations": {
+                f"{ANNOTATION_PREFIX}bbbbbbbb-1": _record("b", "scale", '{"replicas": 1}', "2026-12-06T08:00:01.0Z"),
+                f"{ANNOTATION_PREFIX}aaaaaaaa-1": _record("a", "scale", '{"replicas": 3}'),
+                f"{ANNOTATION_PREFIX}dddddddd-1": "not json",
+            }
+        }
+    }
+    assert first_original(records_on(obj), "scale") == '{"replicas": 3}'

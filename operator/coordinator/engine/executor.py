@@ -54,11 +54,12 @@ from coordinator.faults.base import (
     FaultError,
     ProtectedTargetError,
     RunIdentity,
+    TargetHeld,
     annotation_key,
+    claim_target,
     clear_on_target,
-    record_on_target,
 )
-from coordinator.history.redis import LockRefused, TargetLocks
+from coordinator.history.redis import LockLease, LockRefused, LockStoreUnavailable, TargetLocks
 from coordinator.probes.base import ProbeRefused
 from coordinator.settings import Settings
 
@@ -95,6 +96,13 @@ class RunInterrupted(Exception):
 
 class RetryLater(Exception):
     """A transient problem (API server unavailable, a revert that failed); the handler retries with a delay."""
+
+
+class WaitingForTarget(RetryLater):
+    """The step's targets are held by another run, or the lock store cannot be asked: a queue, not a fault."""
+
+
+WAITING_REASON = "WaitingForTarget"
 
 
 @dataclass
@@ -177,6 +185,7 @@ class Executor:
         self.spec_body = dict(source.get("spec") or {})
         self.metadata = dict(meta)
         self._trackers: dict[int, RecoveryTracker] = {}
+        self._lease: LockLease | None = None  # the step's target lock while it is held (see target_lock)
 
     # --- plumbing ------------------------------------------------------------------------------------------
 
@@ -226,6 +235,7 @@ class Executor:
         """Raise if the run must stop now: operator stopping, abort requested, or the deadline passed."""
         if self.handle.stopped():
             raise RunInterrupted("operator stopping or TestRun deleted")
+        self.check_lease()
         body = self.handle.body
         annotations = body.get("metadata", {}).get("annotations") or {}
         if (body.get("spec") or {}).get("abort") or annotations.get(ABORT_ANNOTATION) == "true":
@@ -574,13 +584,43 @@ class Executor:
             yield
             return
         ttl = max(15.0, 3 * self.settings.poll_interval)
+        step = self.scenario.steps[index].name
         try:
-            async with self.locks.hold(keys, ttl, owner=self.run.uid):
-                yield
-        except LockRefused as exc:
-            if exc.holder == self.run.uid:  # our own lease from before a crash: wait for it to lapse
-                raise RetryLater(f"waiting for this run's previous lock on {exc.key} to expire") from exc
-            raise RetryLater(f"step {self.scenario.steps[index].name} waits: {exc}") from exc
+            async with self.locks.hold(keys, ttl, owner=self.run.uid) as lease:
+                self._lease = lease
+                if self.status.reason == WAITING_REASON:  # said while waiting; the plan or apply write clears it
+                    self.status.reason, self.status.message = "Started", f"step {step}: target lock taken"
+                try:
+                    yield
+                finally:
+                    self._lease = None
+        except (LockRefused, TargetHeld) as exc:
+            if isinstance(exc, LockRefused) and exc.holder == self.run.uid:
+                message = f"step {step} waits for this run's previous lock on {exc.key} to expire"
+            else:
+                message = f"step {step} waits: {exc}"
+            await self.say_waiting(message, store_down=isinstance(exc, LockStoreUnavailable))
+            raise WaitingForTarget(message) from exc
+
+    def check_lease(self) -> None:
+        """A run whose target lock lapsed stops changing its targets and reverts (RunEnded)."""
+        if self._lease is not None and self._lease.lapsed:
+            raise RunEnded(
+                Phase.ERROR,
+                "TargetLockLost",
+                f"the lock on {', '.join(self._lease.keys)} lapsed: {self._lease.why_lapsed()}; "
+                "stopped injecting, every fault reverted",
+            )
+
+    async def say_waiting(self, message: str, store_down: bool) -> None:
+        """Say in status why the run waits (once per message: a wait retried every few seconds writes nothing)."""
+        if self.status.phase != Phase.RUNNING or self.status.message == message:
+            return
+        self.status.reason, self.status.message = WAITING_REASON, message
+        with contextlib.suppress(ApiError):
+            await self.persist()
+        if store_down:
+            await self.event(WAITING_REASON, message, warning=True)
 
     async def plan_step(self, index: int) -> list[Injection] | None:
         """Select targets and plan the step's changes (written to status by the caller); None for a dry run."""
@@ -684,9 +724,11 @@ class Executor:
         failed for good (the injection says why), ApiError for a transient failure (retried later)."""
         driver = driver_for(injection.fault)
         try:
+            fault = self._fault(injection)
             if driver.reversible and not driver.creates_object(injection):
-                await record_on_target(ctx, injection)
-            injection.state = await driver.apply(ctx, self._fault(injection), injection)
+                exclusive = self.scenario is None or not self.scenario.allowConcurrentTargets
+                await claim_target(ctx, injection, lambda obj: driver.original(fault, obj), exclusive)
+            injection.state = await driver.apply(ctx, fault, injection)
         except (ProtectedTargetError, FaultError) as exc:
             injection.state = InjectionState.FAILED
             injection.message = str(exc)

@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from coordinator.adapters.kube import JSON, ApiError, KubeClient, resource_path
@@ -140,6 +141,97 @@ async def record_on_target(ctx: FaultContext, injection: Injection) -> None:
         }
     }
     await ctx.client.patch(target_path(injection.target), body)
+
+
+CLAIM_ATTEMPTS = 5  # compare-and-swap rounds before a busy target counts as a transient conflict
+
+
+class TargetHeld(Exception):
+    """Another run's change is recorded on the target: this run may not change it now (it waits)."""
+
+    def __init__(self, target: TargetRef, holder: str) -> None:
+        where = f"{target.namespace}/{target.name}" if target.namespace else target.name
+        super().__init__(f"{target.kind} {where} carries a change of TestRun {holder}")
+        self.target = target
+        self.holder = holder
+
+
+def records_on(obj: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The record annotations on an object that can be read (key, record), in the order they were recorded
+    (records from before ``recordedAt`` existed come first)."""
+    found = []
+    for key, value in (obj.get("metadata", {}).get("annotations") or {}).items():
+        if not key.startswith(ANNOTATION_PREFIX):
+            continue
+        try:
+            record = json.loads(value)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("runUid"), str):
+            found.append((key, record))
+    return sorted(found, key=lambda item: str(item[1].get("recordedAt") or ""))
+
+
+def first_original(records: Sequence[tuple[str, Mapping[str, Any]]], fault: str) -> str | None:
+    """The original that the first record of ``fault`` on the target holds: what was there before any run."""
+    for _, record in records:
+        if record.get("fault") == fault and isinstance(record.get("original"), str):
+            return str(record["original"])
+    return None
+
+
+async def claim_target(
+    ctx: FaultContext,
+    injection: Injection,
+    original_from: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
+    exclusive: bool = True,
+) -> None:
+    """Write the change's record onto the target as a compare-and-swap on its resourceVersion: the record
+    annotations on a target are then a lock that the API server keeps, whatever happened to the lock store.
+
+    * ``exclusive``: a record of another run on the target refuses the claim (``TargetHeld``); the run waits.
+    * What the revert restores is what the target held before any run changed it: the original of the first
+      record of the same fault on the target (this run's own, after a resume; another's, where concurrent
+      runs are allowed), else ``original_from`` the object as read now, not as it was read at planning.
+    """
+    ctx.guard(injection.target)
+    key = annotation_key(ctx.run.uid, injection.id)
+    for _attempt in range(CLAIM_ATTEMPTS):
+        obj = await ctx.client.get(target_path(injection.target))
+        records = records_on(obj)
+        foreign = [record for _, record in records if record.get("runUid") != ctx.run.uid]
+        if exclusive and foreign:
+            raise TargetHeld(injection.target, str(foreign[0].get("run") or foreign[0].get("runUid")))
+        own = dict(records).get(key)
+        first = first_original(records, str(injection.fault))
+        if first is not None:
+            injection.original = first
+        elif injection.original is not None:
+            fresh = original_from(obj)
+            if fresh is not None:
+                injection.original = json.dumps(dict(fresh), sort_keys=True)
+        recorded_at = own.get("recordedAt") if own else None
+        payload = json.loads(record_payload(ctx.run, injection))
+        payload["recordedAt"] = recorded_at or now_stamp()
+        body = {
+            "metadata": {
+                "resourceVersion": obj.get("metadata", {}).get("resourceVersion"),
+                "annotations": {key: json.dumps(payload, sort_keys=True)},
+                "labels": {INJECTED_LABEL: "true"},
+            }
+        }
+        try:
+            await ctx.client.patch(target_path(injection.target), body)
+            return
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+    raise ApiError(409, "Conflict", f"{injection.target.kind} {injection.target.name} changed {CLAIM_ATTEMPTS} times")
+
+
+def now_stamp() -> str:
+    """A sortable UTC time with microseconds, for ``recordedAt``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def clear_on_target(client: KubeClient, target: TargetRef, key: str) -> None:

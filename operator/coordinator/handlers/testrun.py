@@ -12,11 +12,22 @@ import kopf
 
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import FINALIZER
-from coordinator.engine.executor import Executor, Mirror, RetryLater, RunHandle, RunInterrupted, revert_run
+from coordinator.engine.executor import (
+    Executor,
+    Mirror,
+    RetryLater,
+    RunHandle,
+    RunInterrupted,
+    WaitingForTarget,
+    revert_run,
+)
 from coordinator.history.redis import TargetLocks
 from coordinator.settings import Settings
 
+log = logging.getLogger(__name__)
+
 DELETE_RETRIES = 8
+TARGET_WAIT_RETRY = 2.0  # seconds between attempts of a run waiting for its target lock
 FINALIZER_WAIT = 5.0  # seconds the daemon waits for kopf's finalizer patch before it backs off to a retry
 FINALIZER_POLL = 0.01
 
@@ -53,8 +64,36 @@ async def handle_execute_testrun(
     locks: TargetLocks | None = None,
     mirror: Mirror | None = None,
 ) -> None:
-    """Run (or resume) a TestRun until it ends, the operator stops, or the TestRun is deleted."""
+    """Run (or resume) a TestRun until it ends, the operator stops, or the TestRun is deleted.
+
+    A run waiting for a target lock waits here, in its daemon, rather than through a kopf retry: kopf logs every
+    retry as an ERROR (and posts it as a Warning Event), and a queue is nothing a person must act on. It is
+    logged at INFO when the reason for waiting changes; the TestRun's status says why it waits.
+    """
     await wait_for_finalizer(body, stopped)
+    ref = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    said = ""
+    while True:
+        try:
+            await _execute_once(client, settings, body, stopped, locks, mirror)
+            return
+        except WaitingForTarget as exc:
+            if str(exc) != said:
+                said = str(exc)
+                log.info("TestRun %s: %s", ref, said)
+        # Outside the run's lock: its deletion can revert meanwhile.
+        if await stopped.wait(TARGET_WAIT_RETRY):
+            return
+
+
+async def _execute_once(
+    client: KubeClient,
+    settings: Settings,
+    body: Mapping[str, Any],
+    stopped: kopf.DaemonStopped,
+    locks: TargetLocks | None,
+    mirror: Mirror | None,
+) -> None:
     uid = body["metadata"]["uid"]
     async with _lock(uid):
         try:
@@ -72,6 +111,8 @@ async def handle_execute_testrun(
             await executor.execute()
         except RunInterrupted:
             return
+        except WaitingForTarget:
+            raise
         except RetryLater as exc:
             raise kopf.TemporaryError(str(exc), delay=2) from exc
         except ApiError as exc:

@@ -4,7 +4,9 @@ Each service has an in-process twin with the same interface, used when ``COORDIN
 operator says so once in its log). The in-process twins serve a single operator process; Redis makes them shared
 between processes (several replicas, or the CLI reading what the operator wrote). Every key starts with the
 instance name, so instances can share one Redis. When Redis is set but unreachable, progress and the cache are
-skipped (they are conveniences), and locks fall back to the in-process twin with a warning, so runs go on.
+skipped (they are conveniences). Target locks fail closed: a run that cannot take its lock waits (and says so in
+its status), and a run whose lock could not be renewed in time stops injecting and reverts. An in-process
+fallback knew nothing of the locks other processes held in Redis, and let three scale runs hold one Deployment.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,6 +45,15 @@ class LockRefused(Exception):
         self.holder = holder
 
 
+class LockStoreUnavailable(LockRefused):
+    """The lock store cannot be asked: nobody may take the target (fail closed), the run waits."""
+
+    def __init__(self, key: str, cause: str) -> None:
+        Exception.__init__(self, f"the target lock store is unreachable ({cause}): waiting before touching {key}")
+        self.key = key
+        self.holder = ""
+
+
 def _warn_once(flags: set[str], flag: str, message: str, *args: object) -> None:
     if flag not in flags:
         flags.add(flag)
@@ -54,11 +65,29 @@ def _warn_once(flags: set[str], flag: str, message: str, *args: object) -> None:
 
 @dataclass
 class LockLease:
-    """What ``hold`` yields: the keys held, by whom, with which token."""
+    """What ``hold`` yields: the keys held, by whom, with which token, and until when it is known to be ours.
+
+    ``valid_until`` (monotonic) moves on with every renewal the store confirmed, counted from the moment the
+    renewal was *sent*: the store's own expiry is never earlier, so a holder that stops at ``valid_until`` has
+    stopped before anybody else can take the keys. ``lost`` says why the store no longer has them (it was
+    restarted empty, or another holder took them after an expiry).
+    """
 
     keys: tuple[str, ...]
     owner: str
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    valid_until: float = float("inf")
+    lost: str | None = None
+
+    @property
+    def lapsed(self) -> bool:
+        """Whether the lock may no longer be ours: its holder must stop changing the targets, and revert."""
+        return self.lost is not None or time.monotonic() >= self.valid_until
+
+    def why_lapsed(self) -> str:
+        if self.lost is not None:
+            return self.lost
+        return "it could not be renewed before its TTL ran out (lock store unreachable)"
 
 
 class TargetLocks(Protocol):
@@ -94,11 +123,16 @@ class LocalTargetLocks:
         for key in lease.keys:
             self._held[key] = (lease.token, lease.owner, time.monotonic() + ttl)
 
-    def renew(self, lease: LockLease, ttl: float) -> None:
+    def renew(self, lease: LockLease, ttl: float) -> bool:
+        """Extend the keys still ours; False when one of them is not (any more)."""
+        kept = True
         for key in lease.keys:
             held = self._held.get(key)
             if held is not None and held[0] == lease.token:
                 self._held[key] = (lease.token, lease.owner, time.monotonic() + ttl)
+            else:
+                kept = False
+        return kept
 
     def release(self, lease: LockLease) -> None:
         for key in lease.keys:
@@ -110,7 +144,7 @@ class LocalTargetLocks:
     async def hold(self, keys: Iterable[str], ttl: float, owner: str = "") -> AsyncIterator[LockLease]:
         lease = LockLease(tuple(sorted(set(keys))), owner)
         self.acquire(lease, ttl)
-        renewer = _Renewer(lambda: _as_awaitable(self.renew, lease, ttl), ttl)
+        renewer = _Renewer(lease, lambda: _as_awaitable(self.renew, lease, ttl), ttl)
         try:
             yield lease
         finally:
@@ -118,15 +152,18 @@ class LocalTargetLocks:
             self.release(lease)
 
 
-async def _as_awaitable(fn: Any, *args: Any) -> None:
-    fn(*args)
+async def _as_awaitable(fn: Any, *args: Any) -> bool:
+    return bool(fn(*args))
 
 
 RENEWER_STOP_WAIT = 5.0  # seconds a lock's release waits for its renewer to end
 
 
 class _Renewer:
-    """Renews a held lock every ttl/3 until stopped.
+    """Renews a held lock every ttl/3 until stopped, and keeps ``lease.valid_until`` and ``lease.lost`` true.
+
+    ``renew`` returns whether the store still had every key for us. A renewal that fails (store unreachable)
+    leaves ``valid_until`` where it was: the lease lapses when it passes. One warning per lease, not one per try.
 
     Stopping does not rely on cancellation alone: a cancellation that arrives while a client library is inside
     ``asyncio.timeout`` can come out as TimeoutError, which the loop (rightly) survives, and the releasing run
@@ -135,20 +172,36 @@ class _Renewer:
     for it is bounded.
     """
 
-    def __init__(self, renew: Any, ttl: float) -> None:
+    def __init__(self, lease: LockLease, renew: Callable[[], Awaitable[bool]], ttl: float) -> None:
         self._stopped = asyncio.Event()
-        self._task = asyncio.create_task(self._run(renew, ttl), name="target lock renewer")
+        self._task = asyncio.create_task(self._run(lease, renew, ttl), name="target lock renewer")
 
-    async def _run(self, renew: Any, ttl: float) -> None:
-        while not self._stopped.is_set():
+    async def _run(self, lease: LockLease, renew: Callable[[], Awaitable[bool]], ttl: float) -> None:
+        warned = False
+        while not self._stopped.is_set() and lease.lost is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), timeout=max(ttl / 3, 0.05))
             if self._stopped.is_set():
                 return
+            sent = time.monotonic()
             try:
-                await renew()
-            except Exception:
-                log.warning("could not renew a target lock; it expires in at most %.0fs", ttl, exc_info=True)
+                kept = await renew()
+            except Exception as exc:
+                if not warned:
+                    warned = True
+                    log.warning(
+                        "could not renew the target lock on %s (%s); it lapses in at most %.0fs",
+                        ", ".join(lease.keys),
+                        exc,
+                        max(lease.valid_until - time.monotonic(), 0),
+                    )
+                continue
+            if not kept:
+                lease.lost = "the lock store no longer holds it for this run (restarted empty, or taken after expiry)"
+                return
+            if sent + ttl > lease.valid_until or lease.valid_until == float("inf"):
+                lease.valid_until = sent + ttl
+            warned = False
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -167,12 +220,13 @@ end
 for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
 return nil
 """
-# Renew (ARGV[2] = ttl ms) or release (no ARGV[2]) the keys still holding our value; others are left alone.
+# Renew (ARGV[2] = ttl ms) the keys still holding our value; others are left alone. Returns how many were ours.
 _RENEW = """
+local kept = 0
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
+  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]); kept = kept + 1 end
 end
-return 0
+return kept
 """
 _RELEASE = """
 for i, key in ipairs(KEYS) do
@@ -183,12 +237,18 @@ return 0
 
 
 class RedisTargetLocks:
-    """Target locks in Redis, shared by every operator process of the instance. Keys: ``<instance>:lock:<key>``."""
+    """Target locks in Redis, shared by every operator process of the instance. Keys: ``<instance>:lock:<key>``.
 
-    def __init__(self, client: aioredis.Redis, prefix: str, fallback: LocalTargetLocks | None = None) -> None:
+    Fail closed: while Redis cannot be asked, ``hold`` raises ``LockStoreUnavailable`` (the run waits), and a
+    held lease that cannot be renewed lapses at its TTL. Redis restarted empty shows at the next renewal: the
+    keys are no longer ours, the lease is lost. (Between the restart and that renewal another run may take the
+    keys; the record annotations on the targets, written with a compare-and-swap, still keep it off them:
+    ``faults.base.claim_target``.)
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self.fallback = fallback or LocalTargetLocks()
         self._warned: set[str] = set()
 
     def _key(self, key: str) -> str:
@@ -203,22 +263,25 @@ class RedisTargetLocks:
         lease = LockLease(tuple(sorted(set(keys))), owner)
         names = [self._key(k) for k in lease.keys]
         ttl_ms = str(max(int(ttl * 1000), 1))
+        sent = time.monotonic()
         try:
             refused = await self.client.eval(_ACQUIRE, len(names), *names, self._value(lease), ttl_ms)
         except (RedisError, OSError) as exc:
-            _warn_once(self._warned, "down", "Redis unreachable (%s): target locks are in-process for now", exc)
-            async with self.fallback.hold(lease.keys, ttl, owner) as local:
-                yield local
-            return
-        self._warned.discard("down")
+            _warn_once(self._warned, "down", "Redis unreachable (%s): runs wait for their target locks", exc)
+            raise LockStoreUnavailable(", ".join(lease.keys), f"Redis: {exc}") from exc
+        if "down" in self._warned:
+            self._warned.discard("down")
+            log.info("Redis answers again: target locks are taken again")
         if refused:
             key, value = (part.decode() if isinstance(part, bytes) else str(part) for part in refused)
             raise LockRefused(key.removeprefix(f"{self.prefix}:lock:"), value.partition(" ")[2])
+        lease.valid_until = sent + ttl
 
-        async def renew() -> None:
-            await self.client.eval(_RENEW, len(names), *names, self._value(lease), ttl_ms)
+        async def renew() -> bool:
+            kept = await self.client.eval(_RENEW, len(names), *names, self._value(lease), ttl_ms)
+            return int(kept) == len(names)
 
-        renewer = _Renewer(renew, ttl)
+        renewer = _Renewer(lease, renew, ttl)
         try:
             yield lease
         finally:
