@@ -119,6 +119,13 @@ class SelectionMode(StrEnum):
     RANDOM_MAX_PERCENT = "random-max-percent"
 
 
+# The field selector grammar of the API server (terms split at unescaped commas, each a key, the first of !=, == or
+# =, and a value in which \\, \, and \= are the only escapes), with keys limited to the characters of a field label:
+# a selector the API server could never accept is refused at admission rather than when a run lists its targets.
+_FIELD_SELECTOR_TERM = r"[A-Za-z0-9_./-]+(==|!=|=)([^,=\\]|\\[\\,=])*"
+FIELD_SELECTOR_PATTERN = rf"^({_FIELD_SELECTOR_TERM})?(,({_FIELD_SELECTOR_TERM})?)*$"
+
+
 class Target(Model):
     kind: TargetKind = Field(
         default=TargetKind.POD,
@@ -138,7 +145,12 @@ class Target(Model):
     fieldSelector: str | None = Field(
         default=None,
         max_length=1024,
-        description="A Kubernetes field selector passed to the API server, e.g. spec.nodeName=node-1.",
+        pattern=templatable(FIELD_SELECTOR_PATTERN),
+        description=(
+            "A Kubernetes field selector passed to the API server, e.g. spec.nodeName=node-1: terms key=value, "
+            "key==value or key!=value separated by commas (a backslash escapes \\, ',' and '=' in a value). Which "
+            "keys a kind supports is the API server's to say when the run lists its targets."
+        ),
     )
     annotationSelector: dict[str, str] = Field(
         default_factory=dict, description="Annotations a target must carry, with these exact values."

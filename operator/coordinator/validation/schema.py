@@ -20,7 +20,13 @@ from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from coordinator.api.crd import KINDS, build_crd
-from coordinator.api.models import DNS_LABEL_PATTERN, DURATION_PATTERN, SCHEDULE_PATTERN, templatable
+from coordinator.api.models import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    FIELD_SELECTOR_PATTERN,
+    SCHEDULE_PATTERN,
+    templatable,
+)
 from coordinator.validation.source import Document, FieldPath, Finding
 
 Schema = dict[str, Any]
@@ -32,6 +38,8 @@ _PATTERN_MEANINGS = {
     DNS_LABEL_PATTERN: "a DNS label (lowercase letters, digits and '-')",
     templatable(DNS_LABEL_PATTERN): "a DNS label (lowercase letters, digits and '-') or a {{ params.NAME }} reference",
     SCHEDULE_PATTERN: "five cron fields, @hourly, @daily, @weekly, @monthly, @yearly or '@every <duration>'",
+    templatable(FIELD_SELECTOR_PATTERN): "a field selector: key=value, key==value or key!=value terms separated by "
+    "commas (escape \\, ',' and '=' in a value with a backslash), or a {{ params.NAME }} reference",
 }
 
 
