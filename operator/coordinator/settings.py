@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     history_retention_days: int = Field(
         default=90, ge=0, description="Runs that completed longer ago are purged from the history; 0 keeps them."
     )
+    history_delete_wait: float = Field(
+        default=900,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds a deleted TestRun not yet in the history keeps its finalizer while the history "
+        "database is unavailable (its namespace's deletion waits too); then it goes unrecorded, logged as an error.",
+    )
     redis_url: SecretStr | None = Field(
         default=None,
         description="Redis URL (redis://...) for live progress, target locks and the report cache; in-process "

@@ -263,6 +263,7 @@ class Batch:
     stored: list[dict[str, Any]]
     events: dict[str, int]
     injections: dict[str, int]
+    log: str  # the operator's log from the outage until every run was synced
 
 
 @pytest.fixture(scope="module")
@@ -289,15 +290,16 @@ def batch(
             names.append(chaos.run("kill-web", name=f"run-{i}"))
             chaos.wait_phase(names[-1], TERMINAL, timeout=90)
         wait_for(
-            lambda: "not in the history yet" in history.operator.log_path.read_text(errors="replace")[log_before:],
+            lambda: "unavailable" in history.operator.log_path.read_text(errors="replace")[log_before:],
             timeout=30,
-            description="the operator retrying the mirror while PostgreSQL is down",
+            description="the operator saying the history database is unavailable",
         )
         synced_during_outage = [n for n in names[1:] if _synced(chaos, n)]
     finally:
         postgres.start()
     for name in names:
         wait_for(lambda name=name: _synced(chaos, name), timeout=60, description=f"{name} synced after the outage")
+    outage_log = history.operator.log_path.read_text(errors="replace")[log_before:]
     stored = history.query(lambda s: s.list_runs(namespace=ns))
     uids = {r["uid"]: r["name"] for r in stored}
     events = {name: len(history.query(lambda s, uid=uid: s.events(uid))) for uid, name in uids.items()}
@@ -309,6 +311,7 @@ def batch(
         stored=stored,
         events=events,
         injections={n: len(chaos.status(n).get("injections") or []) for n in names},
+        log=outage_log,
     )
 
 
@@ -330,6 +333,98 @@ def test_no_run_is_in_the_history_twice(batch: Batch) -> None:
 
 def test_no_chaos_event_is_stored_twice(batch: Batch) -> None:
     assert batch.events == batch.injections
+
+
+def test_the_outage_is_one_log_line_when_it_starts_and_one_when_it_ends(batch: Batch) -> None:
+    """Not one line per unsynced run every few seconds (about 500 a minute with a hundred runs waiting)."""
+    lines = batch.log.splitlines()
+    started = [line for line in lines if "history database" in line and "unavailable" in line]
+    ended = [line for line in lines if "history database" in line and "is back after" in line]
+    assert (len(started), len(ended)) == (1, 1), "\n".join(started + ended)
+    assert not [line for line in lines if '"level": "error"' in line], "a transient outage is no ERROR"
+
+
+# --- runs deleted while PostgreSQL is down ------------------------------------------------------------------
+
+
+def _exists(chaos: Chaos, name: str) -> bool:
+    try:
+        chaos.get_run(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _finished_unsynced(chaos: Chaos, scenario: str, name: str) -> str:
+    run = chaos.run(scenario, name=name)
+    chaos.wait_phase(run, "Passed", timeout=90)
+    assert not _synced(chaos, run), "PostgreSQL is down: not in the history yet"
+    return run
+
+
+def test_runs_deleted_while_postgresql_is_down_reach_the_history_once_it_is_back(
+    history: HistoryEnv,
+    postgres: PostgresServer,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    """Deletion, and deletion of the whole namespace, while the database is down: the finalizer holds the runs
+    (past the sweeper's 10 s grace) until they are written. The skip-history annotation lets one go at once."""
+    ns = _namespace(core, history, "deleted")
+    # A namespace this test deletes itself (not in history.namespaces: the module's teardown must not list it).
+    doomed = f"{NAMESPACE_PREFIX}-nsdel-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=doomed, labels={"test": "e2e", **OPT_IN}))
+    )
+    chaos, doomed_chaos = Chaos(api_client, ns), Chaos(api_client, doomed)
+    for where, helper in ((ns, chaos), (doomed, doomed_chaos)):
+        make_deployment(apps, where, "web", replicas=3)
+        wait_ready(core, where, "web", 3)
+        helper.scenario("kill-web", _scenario())
+    log_before = len(history.operator.log_path.read_text(errors="replace"))
+    postgres.stop()
+    try:
+        deleted = _finished_unsynced(chaos, "kill-web", "deleted")
+        skipped = _finished_unsynced(chaos, "kill-web", "skipped")
+        in_doomed = _finished_unsynced(doomed_chaos, "kill-web", "in-doomed")
+        uids = {n: c.get_run(n)["metadata"]["uid"] for n, c in ((deleted, chaos), (in_doomed, doomed_chaos))}
+        skipped_uid = chaos.get_run(skipped)["metadata"]["uid"]
+        for name in (deleted, skipped):
+            chaos.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "testruns", name)
+        core.delete_namespace(doomed)
+        time.sleep(15)  # longer than the sweeper's grace for a deletion stuck on our finalizer (10 s)
+        assert _exists(chaos, deleted), "a deleted run waits for the history"
+        assert _exists(chaos, skipped)
+        assert _exists(doomed_chaos, in_doomed), "so does a run of a namespace being deleted"
+        # A person lets one go at once.
+        chaos.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "testruns",
+            skipped,
+            {"metadata": {"annotations": {"chaos.coordinator.dev/skip-history": "true"}}},
+        )
+        wait_for(lambda: not _exists(chaos, skipped), timeout=20, description=f"{skipped} let go on request")
+        assert _exists(chaos, deleted)
+    finally:
+        postgres.start()
+    wait_for(lambda: not _exists(chaos, deleted), timeout=60, description=f"{deleted} written, then let go")
+    wait_for(
+        lambda: doomed not in {n.metadata.name for n in core.list_namespace().items},
+        timeout=90,
+        description=f"namespace {doomed} deleted once its run is written",
+    )
+    for name, uid in uids.items():
+        stored = history.query(lambda s, uid=uid: s.get_run(uid))
+        assert stored is not None, f"{name} is in the history"
+        assert stored["phase"] == "Passed"
+    assert history.query(lambda s: s.get_run(skipped_uid)) is None, "the skipped run was let go unrecorded"
+    log = history.operator.log_path.read_text(errors="replace")[log_before:]
+    assert "skip-history is set" in log
 
 
 # --- reports over the mirrored runs --------------------------------------------------------------------------

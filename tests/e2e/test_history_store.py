@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import redis.asyncio as aioredis
 from alembic.autogenerate import compare_metadata
@@ -20,7 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from coordinator.handlers.history import DELETE_MIRROR_RETRIES, FinishedRunMirror, handle_mirror_deleted_testrun
+from coordinator.domain.conditions import now_iso
+from coordinator.handlers.history import SKIP_HISTORY_ANNOTATION, FinishedRunMirror, handle_mirror_deleted_testrun
 from coordinator.history.models import SCHEMA_HEAD
 from coordinator.history.records import run_record
 from coordinator.history.redis import (
@@ -507,24 +507,98 @@ async def test_the_redis_report_cache_expires_and_is_retired_by_bump(redis_clien
 async def test_a_run_deleted_before_its_mirror_is_written_on_deletion(store: HistoryStore) -> None:
     run = finished_testrun()
     cache = LocalReportCache()
-    await handle_mirror_deleted_testrun(store, cache, run, retry=0, logger=logging.getLogger("test"))
+    # The API server is asked only while the database is down (for the skip-history annotation).
+    await handle_mirror_deleted_testrun(store, cache, None, run, 900, logging.getLogger("test"))  # type: ignore[arg-type]
     assert (await store.get_run(run["metadata"]["uid"])) is not None
     assert await cache.generation() == 1, "the report cache is retired"
 
 
-async def test_deletion_retries_while_the_database_is_down_then_lets_go(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_deleted_run_waits_for_the_database_up_to_its_bound(caplog: pytest.LogCaptureFixture) -> None:
     store = HistoryStore(f"postgresql+asyncpg://postgres:{PG_PASSWORD}@127.0.0.1:{free_port()}/postgres", _instance())
     run = finished_testrun(name="doomed")
-    logger = logging.getLogger("test")
+    run["metadata"]["deletionTimestamp"] = now_iso()
+    started = time.monotonic()
     try:
-        with pytest.raises(kopf.TemporaryError):
-            await handle_mirror_deleted_testrun(store, LocalReportCache(), run, retry=0, logger=logger)
-        await handle_mirror_deleted_testrun(
-            store, LocalReportCache(), run, retry=DELETE_MIRROR_RETRIES - 1, logger=logger
-        )
+        await handle_mirror_deleted_testrun(store, LocalReportCache(), None, run, 1.5, logging.getLogger("test"))  # type: ignore[arg-type]
     finally:
         await store.close()
-    assert "shop/doomed was deleted before it reached the history" in caplog.text
+    assert 1.0 <= time.monotonic() - started < 10, "it waited for the bound, then let the run go"
+    assert "shop/doomed let go without reaching the history" in caplog.text
+    assert "COORDINATOR_HISTORY_DELETE_WAIT" in caplog.text
+
+
+async def test_a_deleted_run_with_skip_history_goes_at_once(store: HistoryStore) -> None:
+    run = finished_testrun(name="skipped")
+    run["metadata"]["annotations"] = {SKIP_HISTORY_ANNOTATION: "true"}
+    await handle_mirror_deleted_testrun(store, LocalReportCache(), None, run, 900, logging.getLogger("test"))  # type: ignore[arg-type]
+    assert await store.count_runs() == 0
+
+
+# --- a database that refuses us, and one that goes away ------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrong", ["password", "database"])
+async def test_a_refusing_database_is_reported_once_with_its_cause(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture, wrong: str
+) -> None:
+    url = (
+        postgres.url().replace(PG_PASSWORD, "not-the-password")
+        if wrong == "password"
+        else postgres.url(database="nosuch")
+    )
+    store = HistoryStore(url, _instance())
+    try:
+        for _ in range(3):
+            with pytest.raises(HistoryUnavailable) as raised:
+                await store.upsert_run(finished_testrun())
+            assert raised.value.permanent
+        with pytest.raises(HistoryUnavailable) as explained:
+            await store.ping()  # what /readyz shows
+    finally:
+        await store.close()
+    cause = "InvalidPasswordError" if wrong == "password" else "InvalidCatalogNameError"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert cause in errors[0].getMessage()
+    assert "COORDINATOR_DATABASE_URL" in errors[0].getMessage()
+    assert "refused" in str(explained.value)
+    assert cause in str(explained.value)
+    assert "not-the-password" not in caplog.text
+
+
+async def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="coordinator.history")
+    store = HistoryStore(postgres.url(), _instance())
+    runs = [finished_testrun(name=f"run-{i}") for i in range(20)]
+
+    async def write(run: dict[str, Any]) -> None:
+        while True:
+            try:
+                await store.mirror(run_record(run))
+                return
+            except HistoryUnavailable:
+                await store.availability.wait()
+
+    try:
+        await store.upgrade()
+        postgres.stop()
+        try:
+            writers = [asyncio.create_task(write(run)) for run in runs]
+            await asyncio.sleep(4)
+            assert not store.availability.up
+            assert "20 finished run(s) wait" in store.availability.explain()
+        finally:
+            postgres.start()
+        await asyncio.wait_for(asyncio.gather(*writers), timeout=30)
+        assert await store.count_runs() == 20
+    finally:
+        await store.close()
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("coordinator.history")]
+    assert len([m for m in messages if "unavailable" in m]) == 1, messages
+    assert len([m for m in messages if "is back after" in m]) == 1, messages
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # --- a finishing run's own mirror ---------------------------------------------------------------------------

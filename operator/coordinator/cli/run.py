@@ -23,7 +23,7 @@ from coordinator.cli.supervision import Supervisor
 from coordinator.engine import observers
 from coordinator.engine.scheduler import release_deleted_scenarios
 from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
-from coordinator.handlers.history import FinishedRunMirror
+from coordinator.handlers.history import DeletedRunGate, FinishedRunMirror
 from coordinator.handlers.namespaces import reconcile_forever, settled_names
 from coordinator.history.redis import ProgressObserver, redis_services
 from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
@@ -33,12 +33,12 @@ from coordinator.settings import Settings, uses_patterns
 log = logging.getLogger("coordinator")
 
 
-async def sweep_forever(client: KubeClient, settings: Settings) -> None:
+async def sweep_forever(client: KubeClient, settings: Settings, gate: DeletedRunGate | None = None) -> None:
     """Revert orphaned faults at start-up (crash recovery), then every ``sweep_interval`` seconds."""
     while True:
         try:
             scope = sweep_scope(settings)
-            await release_stuck_deletions(client, settings, namespaces=scope)
+            await release_stuck_deletions(client, settings, namespaces=scope, may_release=gate)
             await release_deleted_scenarios(client, scope)
             reverted = await sweep(client, scope)
             if reverted:
@@ -122,7 +122,8 @@ async def _operate(
     """The leader's work: kopf and our periodic tasks, until kopf stops (a signal, or leadership lost)."""
     ready = asyncio.Event()
     insights = Insights()
-    sweeper = asyncio.create_task(sweep_forever(client, settings))
+    gate = DeletedRunGate(history, memo.redis.cache, settings.history_delete_wait)
+    sweeper = asyncio.create_task(sweep_forever(client, settings, gate))
     purger = asyncio.create_task(purge_expired_forever(history, settings.history_retention_days))
     announcer = asyncio.create_task(_announce(ready, namespaces, supervisor))
     tasks = [sweeper, announcer, purger]
@@ -159,8 +160,10 @@ async def open_history(settings: Settings) -> HistoryStore:
     history = HistoryStore.from_settings(settings)
     try:
         await asyncio.wait_for(history.upgrade(), timeout=15)
-    except (HistoryUnavailable, TimeoutError) as exc:
-        log.warning("history store %s unavailable at start-up, will retry: %s", history.description, exc)
+    except HistoryUnavailable:
+        pass  # the store's availability has said so, once, with its cause, and asks again with backoff
+    except TimeoutError:
+        log.warning("history store %s did not answer at start-up; it is asked again on first use", history.description)
     return history
 
 

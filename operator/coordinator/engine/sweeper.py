@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -155,19 +155,26 @@ async def release_our_finalizer(client: KubeClient, kind: str, meta: JSON) -> bo
 
 
 async def release_stuck_deletions(
-    client: KubeClient, settings: Settings, grace: float = 10.0, namespaces: Sequence[str] | None = None
+    client: KubeClient,
+    settings: Settings,
+    grace: float = 10.0,
+    namespaces: Sequence[str] | None = None,
+    may_release: Callable[[JSON], Awaitable[bool]] | None = None,
 ) -> list[str]:
     """Revert and release TestRuns whose deletion has waited on our finalizer for more than ``grace`` seconds.
 
     Normally the deletion handler does this at once. It cannot when nobody watches the TestRun any more — kopf
     stops watching a namespace that is being deleted when it serves namespaces by pattern — and a namespace must
-    never hang on our finalizer.
+    never hang on our finalizer for ever. ``may_release`` keeps a finished run that has not reached the history
+    yet, up to its own bound (handlers/history.py ``DeletedRunGate``, which writes it when it can).
     """
     released = []
     now = parse_iso(now_iso())
     for run in await list_scoped(client, "TestRun", namespaces):
         meta = run["metadata"]
         if not stuck_on_our_finalizer(meta, now, grace):
+            continue
+        if may_release is not None and not await may_release(run):
             continue
         try:
             await revert_run(client, settings, run)

@@ -122,16 +122,26 @@ def _mirror_due(status: kopf.Status, **_: Any) -> bool:
 # Finished runs are mirrored into the history store; the timer retries while the database is unreachable.
 @kopf.timer(GROUP, VERSION, "testruns", interval=1.0, when=_sharded(_mirror_due))
 @instrumented("testrun_history")
-async def testrun_history(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def testrun_history(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Mirror a finished TestRun into the history store, then mark it synced in its status."""
-    await handle_mirror_testrun(memo.history, memo.client, memo.redis.cache, body, logger)  # type: ignore[arg-type]
+    # kopf passes timers their stop flag as ``stopped`` (like daemons), though its TimerFn type does not say so.
+    stopped = kwargs.get("stopped")
+    await handle_mirror_testrun(memo.history, memo.client, memo.redis.cache, body, logger, stopped)  # type: ignore[arg-type]
 
 
 @kopf.on.delete(GROUP, VERSION, "testruns", id="history", when=_sharded(_mirror_due))
 @instrumented("testrun_history_deleted")
-async def testrun_history_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, logger: kopf.Logger, **_: Any) -> None:
-    """Mirror a finished TestRun deleted before the timer wrote it; a few tries, then it is let go."""
-    await handle_mirror_deleted_testrun(memo.history, memo.redis.cache, body, retry, logger)  # type: ignore[arg-type]
+async def testrun_history_deleted(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Mirror a finished TestRun deleted before the timer wrote it; its finalizer stays until it is written
+    (at most COORDINATOR_HISTORY_DELETE_WAIT, or until annotated chaos.coordinator.dev/skip-history)."""
+    await handle_mirror_deleted_testrun(
+        memo.history,
+        memo.redis.cache,
+        memo.client,
+        body,
+        memo.settings.history_delete_wait,
+        logger,  # type: ignore[arg-type]
+    )
 
 
 def _scheduled(spec: kopf.Spec, **_: Any) -> bool:

@@ -4,8 +4,9 @@ Writes are idempotent upserts keyed by the TestRun's UID (a run's events and res
 so mirroring can be retried at will: at-least-once delivery, exactly-once content. Reads are the report's
 aggregates, computed in SQL over indexed columns so a report over 100k runs stays well under a second.
 
-Errors that mean "the database is not reachable now" become ``HistoryUnavailable``; callers retry later. The
-database URL is only ever shown with its password masked.
+Errors that mean "the database is not reachable now" (or that it refuses us) become ``HistoryUnavailable``;
+callers wait on ``availability`` (history/availability.py) and write once it is back. The database URL is only
+ever shown with its password masked.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from coordinator.history.availability import HistoryAvailability
 from coordinator.history.batching import GroupCommit
 from coordinator.history.models import SCHEMA_HEAD, HistoryTables, history_tables, table_prefix, version_table
 from coordinator.history.records import RunRecord, run_record
@@ -69,7 +71,26 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 class HistoryUnavailable(Exception):
-    """The history database cannot be reached (or is starting up); the operation can be retried later."""
+    """The history database cannot be reached (or is starting up); the operation can be retried later.
+
+    ``permanent``: the database answered and refused us (authentication, unknown database): retrying will not
+    help until a person fixes the configuration, though the operator keeps asking, less often."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# SQLSTATEs of a database that refuses the operator: invalid authorization (class 28: wrong user or password),
+# invalid catalog name (the database does not exist).
+REFUSED_SQLSTATES = ("28", "3D000")
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database refuses us, rather than that it cannot be reached now."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return isinstance(code, str) and any(code.startswith(prefix) for prefix in REFUSED_SQLSTATES)
 
 
 def masked(url: str | URL) -> str:
@@ -94,6 +115,9 @@ def database_url(settings: Settings) -> URL:
 
 def _reason(exc: BaseException) -> str:
     inner = getattr(exc, "orig", None) or exc
+    driver = inner.__cause__
+    if driver is not None and type(driver).__module__.startswith("asyncpg"):
+        inner = driver  # InvalidPasswordError says more than SQLAlchemy's adapter class ("Error")
     text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
     return f"{type(inner).__name__}: {text}"[:300]
 
@@ -120,16 +144,30 @@ class HistoryStore:
         )
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
+        self.availability = HistoryAvailability(self._probe, self.description)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HistoryStore:
         return cls(database_url(settings), settings.instance_name)
 
     async def ping(self) -> bool:
-        """Whether the database answers (for /readyz): one ``SELECT 1``."""
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        """Whether the database answers (for /readyz): one ``SELECT 1``. During an outage it does not ask: it
+        raises ``HistoryUnavailable`` explaining the outage (cause, since when, who waits, next attempt)."""
+        if not self.availability.up:
+            raise HistoryUnavailable(self.availability.explain(), self.availability.permanent)
+        await self._probe()
         return True
+
+    async def _probe(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def _unavailable(self, exc: BaseException) -> HistoryUnavailable:
+        """The error for callers, reported once to ``availability`` (which logs the start of an outage)."""
+        reason = _reason(exc)
+        permanent = refused(exc)
+        self.availability.failed(reason, permanent)
+        return HistoryUnavailable(f"history database {self.description}: {reason}", permanent)
 
     def _create_engine(self) -> AsyncEngine:
         if self.backend == "sqlite":
@@ -154,6 +192,7 @@ class HistoryStore:
         )
 
     async def close(self) -> None:
+        await self.availability.close()
         await self.engine.dispose()
 
     # --- schema --------------------------------------------------------------------------------------------
@@ -171,7 +210,7 @@ class HistoryStore:
         except (DBAPIError, OSError, TimeoutError) as exc:
             if isinstance(exc, IntegrityError | ProgrammingError | DataError):
                 raise
-            raise HistoryUnavailable(f"history database {self.description}: {_reason(exc)}") from exc
+            raise self._unavailable(exc) from exc
         if not self._schema_ready:
             log.info("history store %s at schema revision %s", self.description, revision)
         self._schema_ready = True
@@ -209,7 +248,8 @@ class HistoryStore:
         except (DBAPIError, OSError, TimeoutError) as exc:
             if isinstance(exc, IntegrityError | ProgrammingError | DataError):
                 raise
-            raise HistoryUnavailable(f"history database {self.description}: {_reason(exc)}") from exc
+            raise self._unavailable(exc) from exc
+        self.availability.succeeded()
 
     # --- writes --------------------------------------------------------------------------------------------
 

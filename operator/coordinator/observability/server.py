@@ -8,7 +8,9 @@ Both health endpoints answer with the service's health payload::
 ``/healthz`` only says the process and its event loop are alive (a restart would not help with anything else).
 ``/readyz`` also checks what the operator depends on: the Kubernetes API server, and the history database and
 Redis when they are configured (``memo.history`` / ``memo.redis``, anything with a ``ping()``, sync or async; one
-without ``ping()`` is reported ``unchecked``); it answers 503 when one of them fails. A standby replica is ready too: it is healthy and takes over when the leader goes.
+without ``ping()`` is reported ``unchecked``); it answers 503 when one of them fails. During a history outage
+the database's detail explains it: refused (a person must fix the URL) or unreachable, since when, how many
+finished runs wait, and when it is asked next (history/availability.py). A standby replica is ready too: it is healthy and takes over when the leader goes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from coordinator.observability import metrics
 from coordinator.settings import Settings
 
 CHECK_TIMEOUT = 2.0
+DETAIL_LIMIT = 600  # characters of a failing check's detail (the history's explains cause, since, waiting runs)
 # "disabled": a dependency that is not configured is neither healthy ("ok") nor broken.
 OK, FAIL, NOT_CONFIGURED, UNCHECKED = "ok", "fail", "disabled", "unchecked"
 
@@ -86,7 +89,7 @@ class HealthService:
         except TimeoutError:
             return {"status": FAIL, "detail": f"no answer within {self.check_timeout:g}s"}
         except Exception as exc:  # any failure of a dependency is "not ready", never a 500
-            return {"status": FAIL, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+            return {"status": FAIL, "detail": f"{type(exc).__name__}: {exc}"[:DETAIL_LIMIT]}
         return result
 
     async def checks(self) -> dict[str, dict[str, str]]:
