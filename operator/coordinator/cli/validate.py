@@ -7,16 +7,21 @@ import json
 import sys
 from pathlib import Path
 
+from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
 from coordinator.settings import DEFAULT_PROTECTED_NAMESPACES, ConfigurationError, load_settings
 
 
-def protected_namespaces() -> frozenset[str]:
-    """The namespaces the operator would refuse, from the same COORDINATOR_* variables it reads."""
+def operator_limits() -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+    """The namespaces the operator would refuse and the addresses its probes never call, from the same
+    COORDINATOR_* variables it reads."""
     try:
-        return load_settings().protected
+        settings = load_settings()
     except ConfigurationError as exc:
-        print(f"warning: {exc}; checking against the default protected namespaces", file=sys.stderr)
-        return frozenset({*DEFAULT_PROTECTED_NAMESPACES, "test-coordinator"})
+        print(
+            f"warning: {exc}; checking against the default protected namespaces and denied addresses", file=sys.stderr
+        )
+        return frozenset({*DEFAULT_PROTECTED_NAMESPACES, "test-coordinator"}), parse_cidrs(DEFAULT_DENIED_CIDRS)
+    return settings.protected, settings.probe_deny_cidrs
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -24,7 +29,8 @@ def validate(args: argparse.Namespace) -> int:
     # Imported here: the checks load the CRD schemas and every fault driver, which other commands never need.
     from coordinator.validation import validate_paths
 
-    report = validate_paths([Path(p) for p in args.paths], protected_namespaces())
+    protected, denied = operator_limits()
+    report = validate_paths([Path(p) for p in args.paths], protected, denied)
     if report.documents == 0 and report.ok:
         # Nothing checked is not "ok": a typo'd path or the wrong directory must fail a pipeline, not pass it.
         where = ", ".join(args.paths)

@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.api.models import API_VERSION, DNS_SUBDOMAIN_PATTERN, GROUP, Parameter
+from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
+from coordinator.engine.probing import ProbeReach
 from coordinator.validation.schema import apply_defaults, cel_findings, crd_schema, known_kinds, schema_findings
 from coordinator.validation.semantics import ScenarioFacts, scenario_findings, testrun_findings
 from coordinator.validation.source import MAX_OBJECT_BYTES, Document, Finding, expand, json_size, load_file
 
 __all__ = ["Finding", "Report", "validate_paths"]
+
+DEFAULT_DENIED = parse_cidrs(DEFAULT_DENIED_CIDRS)
 
 
 @dataclass
@@ -86,8 +90,12 @@ def _structural(document: Document) -> tuple[list[Finding], dict[str, object]]:
     return cel_findings(document, defaulted), defaulted
 
 
-def validate_paths(paths: Sequence[Path], protected: frozenset[str]) -> Report:
-    """Check every ChaosScenario and TestRun in ``paths`` (files, or directories searched for *.yaml/*.yml)."""
+def validate_paths(
+    paths: Sequence[Path], protected: frozenset[str], denied: tuple[IPNetwork, ...] = DEFAULT_DENIED
+) -> Report:
+    """Check every ChaosScenario and TestRun in ``paths`` (files, or directories searched for *.yaml/*.yml), with
+    the operator's protected namespaces and the addresses its probes never call (COORDINATOR_PROBE_DENY_CIDRS)."""
+    reach = ProbeReach(protected=protected, denied=denied)
     report = Report()
     documents: list[Document] = []
     for path in paths:
@@ -116,7 +124,7 @@ def validate_paths(paths: Sequence[Path], protected: frozenset[str]) -> Report:
         assert isinstance(spec, dict)
         meta = document.data["metadata"]
         if document.kind == "ChaosScenario":
-            own = _at_run_start(scenario_findings(document, spec, protected))
+            own = _at_run_start(scenario_findings(document, spec, reach))
             report.findings += own
             declared = [Parameter.model_validate(p) for p in spec.get("parameters") or []]
             scenarios[(meta.get("namespace"), meta.get("name"))] = ScenarioFacts(
@@ -133,6 +141,6 @@ def validate_paths(paths: Sequence[Path], protected: frozenset[str]) -> Report:
         assert isinstance(ref, dict)
         namespace = ref.get("namespace") or document.data["metadata"].get("namespace")
         scenario = scenarios.get((namespace, ref.get("name")))
-        report.findings += _at_run_start(testrun_findings(document, spec, scenario, protected))
+        report.findings += _at_run_start(testrun_findings(document, spec, scenario, reach))
     report.findings = sorted(set(report.findings), key=lambda f: (f.file, f.line, f.field, f.message))
     return report

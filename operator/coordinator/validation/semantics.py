@@ -23,6 +23,8 @@ from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, Value, coerce, render, resolve_parameters
 from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zone
 from coordinator.domain.selection import SelectionError, label_selector_to_string, select_targets
+from coordinator.engine.probing import ProbeReach
+from coordinator.engine.probing import refusal as probe_refusal
 from coordinator.faults import driver_for
 from coordinator.validation.source import Document, FieldPath, Finding, format_path
 
@@ -133,7 +135,7 @@ def _declared(document: Document, spec: Mapping[str, Any], findings: list[Findin
     return declared
 
 
-def scenario_findings(document: Document, spec: Mapping[str, Any], protected: frozenset[str]) -> list[Finding]:
+def scenario_findings(document: Document, spec: Mapping[str, Any], reach: ProbeReach) -> list[Finding]:
     """Semantic problems of a schema-valid, defaulted ChaosScenario spec."""
     findings: list[Finding] = []
     declared = _declared(document, spec, findings)
@@ -170,17 +172,25 @@ def scenario_findings(document: Document, spec: Mapping[str, Any], protected: fr
             findings.append(document.finding(path, f"{error['msg']}{note}"))
         return findings
     own = (document.data.get("metadata") or {}).get("namespace")
-    findings += [document.finding(path, message) for path, message in scenario_rules(scenario, protected, own)]
+    findings += [document.finding(path, message) for path, message in scenario_rules(scenario, reach, own)]
     findings += _schedule_findings(document, scenario, declared)
     return findings
 
 
 def scenario_rules(
-    scenario: ChaosScenarioSpec, protected: frozenset[str], own_namespace: str | None
+    scenario: ChaosScenarioSpec, reach: ProbeReach, own_namespace: str | None
 ) -> list[tuple[FieldPath, str]]:
     """What the operator refuses in a rendered, model-valid scenario when a run starts or plans a step: a fault
-    for another target kind, protected namespaces, a label selector it cannot send or that never matches."""
+    for another target kind, protected namespaces, a label selector it cannot send or that never matches, a probe
+    that asks for what no probe may reach (a Secret, a protected namespace, a denied address)."""
+    protected = reach.protected
     findings: list[tuple[FieldPath, str]] = []
+    probes = scenario.steadyState.probes if scenario.steadyState else []
+    for index, probe in enumerate(probes):
+        refused = probe_refusal(probe, own_namespace or "default", reach)
+        if refused is not None:
+            where = ("spec", "steadyState", "probes", index, *parse_path(refused.field))
+            findings.append((where, refused.reason))
     kind = str(scenario.target.kind)
     for index, step in enumerate(scenario.steps):
         for f_index, fault in enumerate(step.faults):
@@ -258,7 +268,7 @@ def _schedule_findings(document: Document, scenario: ChaosScenarioSpec, declared
 
 
 def testrun_findings(
-    document: Document, spec: Mapping[str, Any], scenario: ScenarioFacts | None, protected: frozenset[str]
+    document: Document, spec: Mapping[str, Any], scenario: ScenarioFacts | None, reach: ProbeReach
 ) -> list[Finding]:
     """Semantic problems of a schema-valid TestRun. When its scenario is in the files checked, the run start is
     checked as the operator makes it: the run's parameters resolved, the scenario rendered with them and validated,
@@ -281,7 +291,7 @@ def testrun_findings(
             if len(path) == 3 and path[:2] == ("spec", "parameters"):
                 findings.append(document.finding(path, problem.message))
         return findings
-    return _rendered_findings(document, run, scenario, values, protected)
+    return _rendered_findings(document, run, scenario, values, reach)
 
 
 def _references_under(raw: Any) -> list[str]:
@@ -300,7 +310,7 @@ def _rendered_findings(
     run: TestRunSpec,
     scenario: ScenarioFacts,
     values: Mapping[str, Value],
-    protected: frozenset[str],
+    reach: ProbeReach,
 ) -> list[Finding]:
     """What the operator would refuse at this run's start that the scenario's own findings do not already say:
     a problem that comes from a parameter's value is reported at the TestRun, at the parameter when the run set
@@ -329,7 +339,7 @@ def _rendered_findings(
             )
         return findings
     findings = []
-    for path, message in scenario_rules(parsed, protected, scenario.namespace):
+    for path, message in scenario_rules(parsed, reach, scenario.namespace):
         if (format_path(path), message) in scenario.reported:
             continue
         names = _references_under(_at(scenario.spec, path[1:])) if path[:1] == ("spec",) else []
