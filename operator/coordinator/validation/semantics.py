@@ -22,7 +22,7 @@ from coordinator.api.models import (
 from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, Value, coerce, render, resolve_parameters
 from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zone
-from coordinator.domain.selection import SelectionError, label_selector_to_string, select_targets
+from coordinator.domain.selection import SelectionError, label_selector_to_string, namespace_allowed, select_targets
 from coordinator.engine.probing import ProbeReach
 from coordinator.engine.probing import refusal as probe_refusal
 from coordinator.faults import driver_for
@@ -280,6 +280,16 @@ def testrun_findings(
             document.finding(parse_path(validation_problem(error)[0]), validation_problem(error)[1])
             for error in exc.errors()
         ]
+    own = (document.data.get("metadata") or {}).get("namespace")
+    elsewhere = run.scenarioRef.namespace
+    if elsewhere and elsewhere != own:
+        # As the operator asks before it reads a scenario of another namespace; whether that namespace opted in
+        # is the cluster's to say, so only the protected namespaces are known here.
+        allowed, reason = namespace_allowed(
+            elsewhere, protected=reach.protected, namespace_labels={}, require_opt_in=False
+        )
+        if not allowed:
+            return [document.finding(("spec", "scenarioRef", "namespace"), reason)]
     if scenario is None:
         return []
     findings = []
