@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,10 +153,10 @@ def mutate(draw: Callable[[st.SearchStrategy[Any]], Any], spec: Body) -> tuple[B
         parent = _get(spec, path[:-1])
         key = path[-1]
         action = draw(st.sampled_from(["edge-string", "edge-number", "drop", "unknown", "duplicate"]))
-        if action == "edge-string":
-            parent[key] = draw(st.sampled_from(EDGE_STRINGS))
-        elif action == "edge-number":
-            parent[key] = draw(st.sampled_from(EDGE_NUMBERS))
+        if action in ("edge-string", "edge-number"):
+            value = draw(st.sampled_from(EDGE_STRINGS if action == "edge-string" else EDGE_NUMBERS))
+            parent[key] = value
+            action = f"{action} {value!r}"[:80]
         elif action == "drop":
             del parent[key]
         elif action == "unknown" and isinstance(parent, dict):
@@ -166,14 +165,7 @@ def mutate(draw: Callable[[st.SearchStrategy[Any]], Any], spec: Body) -> tuple[B
             parent.append(copy.deepcopy(parent[key]))
         else:
             continue
-        done.append(
-            Mutation(
-                path,
-                action
-                if action != "edge-string"
-                else f"edge-string {parent.get(key) if isinstance(parent, dict) else parent[key]!r}"[:80],
-            )
-        )
+        done.append(Mutation(path, action))
     return spec, done
 
 
@@ -267,16 +259,3 @@ def api_server_verdict(custom: client.CustomObjectsApi, body: Body) -> Verdict:
             return Verdict(False, f"{exc.status}: {message}")
         raise
     return Verdict(True, "")
-
-
-_FIELD = re.compile(r"^[^:]+:\d+: ")
-
-
-def validate_verdict(path: Path, body: Body, protected: frozenset[str]) -> tuple[Verdict, list[str]]:
-    """``coordinator validate``'s answer for ``body`` written to ``path`` as YAML; its findings as printed."""
-    from coordinator.validation import validate_paths
-
-    path.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
-    report = validate_paths([path], protected)
-    findings = [_FIELD.sub("", str(finding)) for finding in report.findings]
-    return Verdict(report.ok, "; ".join(findings)), findings
