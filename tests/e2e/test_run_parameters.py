@@ -71,7 +71,7 @@ def _seconds(value: str) -> float:
         ({"replicas": 1, "colour": "red"}, ["spec.parameters.colour", "declares no such parameter"]),
         ({"replicas": "many"}, ["spec.parameters.replicas", 'expected an integer, got "many"']),
         ({}, ["spec.parameters.replicas", "required"]),
-        ({"replicas": -1}, ["spec.steps.0.faults.0.scale.replicas", "the value of parameter replicas"]),
+        ({"replicas": -1}, ["spec.steps[0].faults[0].scale.replicas: ", "the value of parameter replicas"]),
     ],
     ids=["unknown", "ill-typed", "missing", "out-of-range"],
 )

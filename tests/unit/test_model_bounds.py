@@ -94,3 +94,9 @@ def test_a_templated_duration_is_checked_once_rendered() -> None:
     declared = ChaosScenarioSpec.model_validate(raw).parameters
     with pytest.raises(ValidationError, match="at most 24h"):
         ChaosScenarioSpec.model_validate(render(raw, resolve_parameters(declared, {"hold": "100h"})))
+
+
+def test_the_starting_deadline_is_bounded() -> None:
+    """A deadline of 10**20 s overflowed `now - timedelta(...)` in the scheduler on every tick."""
+    with pytest.raises(ValidationError, match="less than or equal to 31622400"):
+        ChaosScenarioSpec.model_validate(scenario(schedule="@every 1h", startingDeadlineSeconds=10**20))

@@ -60,3 +60,43 @@ async def test_a_stop_request_ends_the_wait() -> None:
     with pytest.raises(kopf.TemporaryError):
         await testrun.wait_for_finalizer(body(), stop)  # type: ignore[arg-type]
     assert time.monotonic() - started < 0.5
+
+
+class WaitableStop(Stop):
+    """With kopf's ``wait``: True once a stop is requested within the timeout."""
+
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - kopf's DaemonStopped.wait
+        await asyncio.sleep(timeout)
+        return self.requested
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda live: live["spec"].update(abort=True),
+        lambda live: live["metadata"].update(annotations={"chaos.coordinator.dev/abort": "true"}),
+        lambda live: live.update(status={"deadline": "2000-01-01T00:00:00.000000Z"}),
+    ],
+    ids=["spec-abort", "abort-annotation", "deadline-passed"],
+)
+async def test_a_retry_backoff_is_cut_short_by_abort_or_the_deadline(change: Any) -> None:
+    """Between two attempts of a failing run the daemon waits up to 30 s; an abort (or the deadline) must not
+    wait that long: the next attempt, which checks both first, comes within a poll interval."""
+    live: dict[str, Any] = {**body(FINALIZER), "spec": {}}
+
+    async def abort_soon() -> None:
+        await asyncio.sleep(0.1)
+        change(live)
+
+    changer = asyncio.create_task(abort_soon())
+    started = time.monotonic()
+    stopped = await testrun._pause(live, WaitableStop(), delay=30, poll=0.05)  # type: ignore[arg-type]
+    await changer
+    assert stopped is False
+    assert time.monotonic() - started < 0.5
+
+
+async def test_a_retry_backoff_ends_when_the_daemon_stops() -> None:
+    stop = WaitableStop()
+    stop.requested = True
+    assert await testrun._pause({**body(), "spec": {}}, stop, delay=30, poll=0.05) is True  # type: ignore[arg-type]

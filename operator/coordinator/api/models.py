@@ -414,6 +414,7 @@ class ScenarioScheduling(Model):
     startingDeadlineSeconds: int | None = Field(
         default=None,
         ge=0,
+        le=31_622_400,  # a leap year, as the longest @every: a larger deadline overflowed the clock arithmetic
         description=(
             "A run that could not start within this many seconds of its scheduled time is skipped. Missed times "
             "are never caught up in a burst: at most the most recent one runs."
@@ -676,6 +677,14 @@ class Condition(Model):
     observedGeneration: int | None = Field(default=None, description="The generation this condition describes.")
 
 
+class RunEnding(Model):
+    """The end a run has reached while some of its changes could not be reverted yet."""
+
+    phase: Phase = Field(description="The phase the run ends in once every change is reverted.")
+    reason: str = Field(description="Its reason.")
+    message: str = Field(description="Its message.")
+
+
 class HistorySync(Model):
     """Whether the finished run has been written to the history store (which outlives the TestRun object)."""
 
@@ -695,6 +704,11 @@ class TestRunStatus(Model):
     )
     reason: str | None = Field(default=None, description="Why the run is in its phase, CamelCase.")
     message: str | None = Field(default=None, description="A human-readable account of the outcome.")
+    ending: RunEnding | None = Field(
+        default=None,
+        description="Set while a run that has ended still reverts its changes (a revert failed and is retried): "
+        "the phase, reason and message it will end with. A retry finishes this end; it never resumes the run.",
+    )
     scenario: str | None = Field(default=None, description="The scenario, as namespace/name.")
     scenarioGeneration: int | None = Field(default=None, description="The scenario generation the run uses.")
     startedAt: str | None = Field(default=None, description="When the run started.")

@@ -14,9 +14,11 @@ import contextlib
 import json
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,6 +33,7 @@ from coordinator.api.models import (
     InjectionState,
     Parameter,
     Phase,
+    RunEnding,
     StepOutcome,
     StepRecord,
     TargetRef,
@@ -41,6 +44,7 @@ from coordinator.api.probes import ProbeMode
 from coordinator.domain import conditions as cond
 from coordinator.domain.conditions import now_iso, parse_iso
 from coordinator.domain.durations import format_duration, parse_duration
+from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.domain.selection import SelectionError
 from coordinator.domain.verdict import evaluate_assertion, failed_probe, pass_rate, resilience_score, scenario_ref
@@ -66,6 +70,7 @@ from coordinator.settings import Settings
 log = logging.getLogger(__name__)
 
 ABORT_ANNOTATION = "chaos.coordinator.dev/abort"
+MAX_ERROR_TEXT = 300  # characters of an unexpected error's own text in status.message
 # Held while a run checks the global cap and writes Running (see Executor.admit).
 _ADMISSION = asyncio.Lock()
 MAX_LISTED_TARGETS = 100
@@ -98,7 +103,12 @@ class RetryLater(Exception):
     """A transient problem (API server unavailable, a revert that failed); the handler retries with a delay."""
 
 
-class WaitingForTarget(RetryLater):
+class Waiting(RetryLater):
+    """The run waits its turn (the concurrency cap, a target another run holds): a queue, not a failure; retried
+    at a steady pace and logged at INFO."""
+
+
+class WaitingForTarget(Waiting):
     """The step's targets are held by another run, or the lock store cannot be asked: a queue, not a fault."""
 
 
@@ -111,6 +121,16 @@ class RunHandle:
 
     body: Mapping[str, Any]  # kopf's live view: spec and annotations update while the run executes
     stopped: Callable[[], bool]
+
+
+def abort_requested(body: Mapping[str, Any]) -> bool:
+    """spec.abort, or the abort annotation, on the TestRun ``body``."""
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    return bool((body.get("spec") or {}).get("abort")) or annotations.get(ABORT_ANNOTATION) == "true"
+
+
+def deadline_passed(deadline: str | None) -> bool:
+    return bool(deadline) and parse_iso(now_iso()) >= parse_iso(str(deadline))
 
 
 def describe(target: TargetRef) -> str:
@@ -153,7 +173,7 @@ def _reference_at(raw: Any, loc: tuple[int | str, ...]) -> str | None:
     return None
 
 
-CLEARED_WHEN_NONE = ("step", "resilienceScore")
+CLEARED_WHEN_NONE = ("step", "resilienceScore", "ending")
 
 
 class Executor:
@@ -185,6 +205,7 @@ class Executor:
         self.spec_body = dict(source.get("spec") or {})
         self.metadata = dict(meta)
         self._trackers: dict[int, RecoveryTracker] = {}
+        self.doing = "start"  # where the run is, for the message of an error nobody expected
         self._lease: LockLease | None = None  # the step's target lock while it is held (see target_lock)
 
     # --- plumbing ------------------------------------------------------------------------------------------
@@ -236,37 +257,70 @@ class Executor:
         if self.handle.stopped():
             raise RunInterrupted("operator stopping or TestRun deleted")
         self.check_lease()
-        body = self.handle.body
-        annotations = body.get("metadata", {}).get("annotations") or {}
-        if (body.get("spec") or {}).get("abort") or annotations.get(ABORT_ANNOTATION) == "true":
+        if abort_requested(self.handle.body):
             raise RunEnded(Phase.CANCELLED, "Aborted", "aborted on request; every fault was reverted")
-        if self.status.deadline and parse_iso(now_iso()) >= parse_iso(self.status.deadline):
+        if deadline_passed(self.status.deadline):
             raise RunEnded(Phase.TIMED_OUT, "TimedOut", f"the run exceeded spec.timeout ({self.spec.timeout})")
 
     # --- the state machine ---------------------------------------------------------------------------------
 
+    def _unexpected(self, exc: Exception) -> str:
+        """The message of an error no sub-step expected: where the run was, what was raised, and the line that
+        raised it (logged once at ERROR: a bug to report, not a state to retry)."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        origin = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
+        text = str(exc)[:MAX_ERROR_TEXT]
+        message = f"{self.doing}: unexpected {type(exc).__name__}: {text}{origin}; every change was reverted"
+        log.error("TestRun %s ended Error: %s", self.run.ref, message)
+        log.debug("TestRun %s: the unexpected error", self.run.ref, exc_info=exc)
+        return message
+
     async def execute(self) -> None:
-        """Drive the run to a terminal phase (or until interrupted, leaving a resumable status)."""
+        """Drive the run to a terminal phase (or until interrupted, leaving a resumable status).
+
+        Every exception a sub-step raises ends here as a result: RunEnded as it says, a fault's or selection's
+        failure as Error, a transient API failure as RetryLater (the caller retries with backoff; abort and the
+        deadline are checked before anything else on every attempt), anything else as Error InternalError. Each
+        way out through ``finish`` reverts every change first.
+        """
         if self.status.phase in TERMINAL_PHASES:
             return
         try:
             try:
+                if self.status.ending is not None:  # ended already; only its revert is left
+                    with contextlib.suppress(RunEnded, ValueError):
+                        self.load_snapshot()
+                    ending = self.status.ending
+                    raise RunEnded(Phase(ending.phase), ending.reason, ending.message)
                 if self.status.phase in (None, Phase.PENDING):
+                    self.doing = "start"
                     await self.start()
+                self.doing = "status.scenarioSnapshot"
                 self.load_snapshot()
+                # On every attempt, before anything that failed last time can fail again.
+                self.check_stop()
                 assert self.scenario is not None
+                self.doing = "spec.steadyState"
                 self.open_probes()
                 await self.baseline()
                 for index in range(self.status.currentStep or 0, len(self.scenario.steps)):
                     self.status.currentStep = index
                     self.status.step = f"{index + 1}/{len(self.scenario.steps)} {self.scenario.steps[index].name}"
+                    self.doing = f"spec.steps[{index}] ({self.scenario.steps[index].name})"
                     await self.run_step(index)
                 self.status.currentStep = len(self.scenario.steps)
+                self.doing = "the checks after the last step"
                 await self.after_checks()
                 raise self.verdict()
             except (FaultError, SelectionError, ProbeRefused) as exc:
                 phase = Phase.ERROR
                 raise RunEnded(phase, type(exc).__name__.removesuffix("Error") or "Error", str(exc)) from exc
+            except (RunEnded, RunInterrupted, RetryLater, ApiError):
+                raise
+            except Exception as exc:
+                # The run's boundary: whatever else a sub-step raises ends the run Error, with every change
+                # reverted, instead of a retry loop that keeps the faults in place.
+                raise RunEnded(Phase.ERROR, "InternalError", self._unexpected(exc)) from exc
         except RunEnded as end:
             await self.finish(end)
         except ApiError as exc:
@@ -424,12 +478,12 @@ class Executor:
             scenario = ChaosScenarioSpec.model_validate(rendered)
         except ValidationError as exc:
             first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
+            field, problem = validation_problem(first)
             reference = _reference_at(raw, first["loc"])
             raise RunEnded(
                 Phase.ERROR,
                 "InvalidParameters" if reference else "InvalidScenario",
-                f"ChaosScenario {namespace}/{ref.name}: spec.{field}: {first['msg']}"
+                f"ChaosScenario {namespace}/{ref.name}: {field}: {problem}"
                 + (f" (the value of {reference})" if reference else ""),
             ) from exc
         for index, step in enumerate(scenario.steps):
@@ -501,7 +555,7 @@ class Executor:
             self.status.message = message
             await self.persist()
             await self.event("Queued", message)
-        raise RetryLater(message)
+        raise Waiting(message)
 
     def load_snapshot(self) -> None:
         raw = self.status.scenarioSnapshot
@@ -775,6 +829,12 @@ class Executor:
             except ApiError as exc:
                 failures.append(f"{injection.id}: {exc}")
                 continue
+            except Exception as exc:  # kept in the ledger and retried: a revert is never given up on
+                log.error(
+                    "TestRun %s: reverting %s failed: %s: %s", self.run.ref, injection.id, type(exc).__name__, exc
+                )
+                failures.append(f"{injection.id}: unexpected {type(exc).__name__}: {str(exc)[:MAX_ERROR_TEXT]}")
+                continue
             injection.state = InjectionState.REVERTED
             injection.revertedAt = now_iso()
             observers.notify("fault_reverted", self.info, injection)
@@ -793,8 +853,12 @@ class Executor:
 
     async def finish(self, end: RunEnded) -> None:
         if self.status.injections:
+            # Written with the revert's failure (never otherwise), so a retry finishes this end instead of
+            # resuming the run: an Error must not become a pass because its revert needed a second attempt.
+            self.status.ending = RunEnding(phase=end.phase, reason=end.reason, message=end.message)
             await self.revert(lambda _: True)
             self._condition(cond.FAULTS_REVERTED, True, "Reverted", "every fault was reverted")
+        self.status.ending = None
         completed = now_iso()
         self.status.phase = end.phase
         self.status.reason = end.reason

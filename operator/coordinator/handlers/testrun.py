@@ -18,7 +18,9 @@ from coordinator.engine.executor import (
     RetryLater,
     RunHandle,
     RunInterrupted,
-    WaitingForTarget,
+    Waiting,
+    abort_requested,
+    deadline_passed,
     revert_run,
 )
 from coordinator.history.redis import TargetLocks
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DELETE_RETRIES = 8
 TARGET_WAIT_RETRY = 2.0  # seconds between attempts of a run waiting for its target lock
+RETRY_BACKOFF_START = 1.0  # seconds before the first retry after a transient failure; doubles up to the maximum
+RETRY_BACKOFF_MAX = 30.0
 FINALIZER_WAIT = 5.0  # seconds the daemon waits for kopf's finalizer patch before it backs off to a retry
 FINALIZER_POLL = 0.01
 
@@ -73,17 +77,39 @@ async def handle_execute_testrun(
     await wait_for_finalizer(body, stopped)
     ref = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     said = ""
+    backoff = RETRY_BACKOFF_START
     while True:
         try:
             await _execute_once(client, settings, body, stopped, locks, mirror)
             return
-        except WaitingForTarget as exc:
+        except Waiting as exc:
             if str(exc) != said:
                 said = str(exc)
                 log.info("TestRun %s: %s", ref, said)
-        # Outside the run's lock: its deletion can revert meanwhile.
-        if await stopped.wait(TARGET_WAIT_RETRY):
+            delay = TARGET_WAIT_RETRY
+        except (RetryLater, ApiError) as exc:
+            # A transient failure (API server away, a revert to try again): retried with backoff, logged when
+            # the failure changes, not on every attempt.
+            text = f"Kubernetes API: {exc}" if isinstance(exc, ApiError) else str(exc)
+            if text != said:
+                said = text
+                log.warning("TestRun %s: retrying in %.0fs: %s", ref, backoff, text)
+            delay, backoff = backoff, min(backoff * 2, RETRY_BACKOFF_MAX)
+        # Outside the run's lock: its deletion can revert meanwhile. An abort or the deadline cuts the wait short:
+        # the next attempt checks both before anything that failed can fail again.
+        if await _pause(body, stopped, delay, settings.poll_interval):
             return
+
+
+async def _pause(body: Mapping[str, Any], stopped: kopf.DaemonStopped, delay: float, poll: float) -> bool:
+    """Wait ``delay`` seconds, less when the run is aborted or its deadline passes; True when the daemon stops."""
+    deadline = time.monotonic() + delay
+    while (left := deadline - time.monotonic()) > 0:
+        if await stopped.wait(min(left, poll)):
+            return True
+        if abort_requested(body) or deadline_passed((body.get("status") or {}).get("deadline")):
+            return False
+    return False
 
 
 async def _execute_once(
@@ -96,13 +122,10 @@ async def _execute_once(
 ) -> None:
     uid = body["metadata"]["uid"]
     async with _lock(uid):
-        try:
-            # kopf's body can lag behind our own status writes; a resumed run must start from what is stored.
-            stored = await client.get_or_none(
-                resource_path("TestRun", body["metadata"]["namespace"], body["metadata"]["name"])
-            )
-        except ApiError as exc:
-            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=2) from exc
+        # kopf's body can lag behind our own status writes; a resumed run must start from what is stored.
+        stored = await client.get_or_none(
+            resource_path("TestRun", body["metadata"]["namespace"], body["metadata"]["name"])
+        )
         if stored is None or stored["metadata"]["uid"] != uid:
             return
         handle = RunHandle(body=body, stopped=lambda: bool(stopped))
@@ -111,12 +134,6 @@ async def _execute_once(
             await executor.execute()
         except RunInterrupted:
             return
-        except WaitingForTarget:
-            raise
-        except RetryLater as exc:
-            raise kopf.TemporaryError(str(exc), delay=2) from exc
-        except ApiError as exc:
-            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=2) from exc
     _locks.pop(uid, None)
 
 
