@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from coordinator.adapters.kube import KubeClient
 from support.chaos import Chaos
 from support.operator import OperatorProcess
 from support.servers import PostgresServer, RedisServer
@@ -149,3 +150,28 @@ def wait_ready(core: client.CoreV1Api, namespace: str, app: str, count: int) -> 
         timeout=60,
         description=f"{count} ready pods of {app}",
     )
+
+
+@pytest.fixture
+def workload(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> str:
+    """A 3-replica Deployment "web", Ready, in the test's chaos namespace; returns the namespace."""
+    make_deployment(apps, chaos.namespace, "web", replicas=3)
+    wait_ready(core, chaos.namespace, "web", 3)
+    return chaos.namespace
+
+
+@pytest.fixture
+def unwatched_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[str]:
+    """An opted-in namespace outside the session operator's prefix: only the test's own (in-process) engine acts
+    there, so a test can drive an Executor or a sweep itself."""
+    name = create_test_namespace(core, request, "own", {"test": "e2e", **OPT_IN})
+    yield name
+    delete_test_namespace(core, name)
+
+
+@pytest.fixture
+async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
+    """The operator's own Kubernetes client, for tests that drive engine code in-process."""
+    connected = await KubeClient.connect(str(kubeconfig))
+    yield connected
+    await connected.close()

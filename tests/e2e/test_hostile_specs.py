@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from conftest import make_deployment, wait_ready
 from support.chaos import Chaos
 from support.operator import OperatorProcess
 from support.residue import residue
@@ -84,13 +83,6 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
         "spec.target.fieldSelector: the API server refused it",
     ),
 }
-
-
-@pytest.fixture
-def workload(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> str:
-    make_deployment(apps, chaos.namespace, "web", replicas=3)
-    wait_ready(core, chaos.namespace, "web", 3)
-    return chaos.namespace
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

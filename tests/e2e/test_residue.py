@@ -4,35 +4,16 @@ controller copied onto a ReplicaSet, and that the Deployment no longer carries, 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import pytest
 from kubernetes import client
 
-from conftest import OPT_IN, make_deployment
+from conftest import make_deployment
 from coordinator.adapters.kube import KubeClient
 from coordinator.engine.sweeper import stale_record_copies
 from coordinator.faults.base import ANNOTATION_PREFIX
 from support.residue import residue
-from support.testnamespaces import create_test_namespace, delete_test_namespace
 from support.waiting import wait_for
-
-
-@pytest.fixture
-def quiet_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Any:
-    # Not the session operator's prefix: its own sweep must not do this test's work.
-    name = create_test_namespace(core, request, "res", {"test": "e2e", **OPT_IN})
-    yield name
-    delete_test_namespace(core, name)
-
-
-@pytest.fixture
-async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
-    connected = await KubeClient.connect(str(kubeconfig))
-    yield connected
-    await connected.close()
 
 
 def _copies(apps: client.AppsV1Api, ns: str) -> dict[str, set[str]]:
@@ -43,9 +24,9 @@ def _copies(apps: client.AppsV1Api, ns: str) -> dict[str, set[str]]:
 
 
 async def test_the_sweep_removes_record_copies_the_deployment_no_longer_carries(
-    kube: KubeClient, apps: client.AppsV1Api, kubeconfig: Path, quiet_namespace: str
+    kube: KubeClient, apps: client.AppsV1Api, kubeconfig: Path, unwatched_namespace: str
 ) -> None:
-    ns = quiet_namespace
+    ns = unwatched_namespace
     make_deployment(apps, ns, "web", replicas=1)
     gone, kept = f"{ANNOTATION_PREFIX}gone", f"{ANNOTATION_PREFIX}kept"
     record = json.dumps({"run": f"{ns}/r", "runUid": "u", "fault": "scale"})

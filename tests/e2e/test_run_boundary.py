@@ -10,37 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from conftest import OPT_IN, make_deployment
+from conftest import make_deployment
 from coordinator.adapters.kube import ApiError, KubeClient
 from coordinator.engine.executor import Executor, RetryLater, RunHandle
 from coordinator.faults import driver_for
 from coordinator.settings import Settings
 from support.chaos import GROUP, VERSION, Chaos
-from support.testnamespaces import create_test_namespace, delete_test_namespace
 
 REPLICAS = 3
-
-
-@pytest.fixture
-def boundary_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Any:
-    # Not the session operator's prefix: only this process executes the runs here.
-    name = create_test_namespace(core, request, "brk", {"test": "e2e", **OPT_IN})
-    yield name
-    delete_test_namespace(core, name)
-
-
-@pytest.fixture
-async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
-    connected = await KubeClient.connect(str(kubeconfig))
-    yield connected
-    await connected.close()
 
 
 class Runs:
@@ -77,8 +60,8 @@ class Runs:
 
 
 @pytest.fixture
-def runs(api_client: client.ApiClient, apps: client.AppsV1Api, kube: KubeClient, boundary_namespace: str) -> Runs:
-    return Runs(api_client, apps, kube, boundary_namespace)
+def runs(api_client: client.ApiClient, apps: client.AppsV1Api, kube: KubeClient, unwatched_namespace: str) -> Runs:
+    return Runs(api_client, apps, kube, unwatched_namespace)
 
 
 def broken_after(executor: Executor, method: str, exc: Exception) -> None:

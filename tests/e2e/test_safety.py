@@ -67,13 +67,6 @@ CASES = {
 }
 
 
-@pytest.fixture
-def workload(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> str:
-    make_deployment(apps, chaos.namespace, "web", replicas=3)
-    wait_ready(core, chaos.namespace, "web", 3)
-    return chaos.namespace
-
-
 @pytest.mark.parametrize("fault", sorted(CASES))
 def test_operator_killed_mid_run_resumes_and_reverts(
     fault: str, chaos: Chaos, workload: str, api_client: client.ApiClient, running_operator: OperatorProcess

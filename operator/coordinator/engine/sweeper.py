@@ -7,7 +7,6 @@ non-terminal phase; the run's own executor is responsible for those.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from coordinator.api.models import FINALIZER, TERMINAL_PHASES, FaultType, Inject
 from coordinator.domain.conditions import now_iso, parse_iso
 from coordinator.engine.executor import RetryLater, revert_run
 from coordinator.faults import driver_for
-from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL, clear_on_target
+from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL, clear_on_target, parsed_records
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,13 +71,7 @@ def records_of(kind: str, obj: JSON) -> list[tuple[str, dict[str, str]]]:
     logged and skipped: one bad annotation must never stop the sweep for everything else.
     """
     out = []
-    for key, value in (obj.get("metadata", {}).get("annotations") or {}).items():
-        if not key.startswith(ANNOTATION_PREFIX):
-            continue
-        try:
-            record = json.loads(value)
-        except (ValueError, TypeError):
-            record = None
+    for key, record in parsed_records(obj):
         valid = (
             isinstance(record, dict)
             and all(isinstance(record.get(f), str) for f in ("run", "runUid", "fault"))

@@ -156,19 +156,27 @@ class TargetHeld(Exception):
         self.holder = holder
 
 
-def records_on(obj: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The record annotations on an object that can be read (key, record), in the order they were recorded
-    (records from before ``recordedAt`` existed come first)."""
-    found = []
+def parsed_records(obj: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Every record annotation on an object as (key, its JSON value), None where the value is not JSON."""
+    found: list[tuple[str, Any]] = []
     for key, value in (obj.get("metadata", {}).get("annotations") or {}).items():
         if not key.startswith(ANNOTATION_PREFIX):
             continue
         try:
-            record = json.loads(value)
+            found.append((key, json.loads(value)))
         except (ValueError, TypeError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("runUid"), str):
-            found.append((key, record))
+            found.append((key, None))
+    return found
+
+
+def records_on(obj: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The record annotations on an object that can be read (key, record), in the order they were recorded
+    (records from before ``recordedAt`` existed come first)."""
+    found = [
+        (key, record)
+        for key, record in parsed_records(obj)
+        if isinstance(record, dict) and isinstance(record.get("runUid"), str)
+    ]
     return sorted(found, key=lambda item: str(item[1].get("recordedAt") or ""))
 
 
