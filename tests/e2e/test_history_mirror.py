@@ -534,6 +534,7 @@ def test_the_redis_lock_keeps_two_runs_off_one_target(
     chaos = Chaos(api_client, ns)
     chaos.scenario("first", _scale_scenario(1, "4s"))
     chaos.scenario("second", _scale_scenario(2, "1s", allow=allow))
+    log_before = len(history.operator.log_path.read_text(errors="replace"))
     first = chaos.run("first")
     chaos.wait_step(first, 0, "Injected")
     second = chaos.run("second")
@@ -546,3 +547,9 @@ def test_the_redis_lock_keeps_two_runs_off_one_target(
         assert overlap <= 0, f"two runs held web at once for {overlap:.2f}s"
         assert b[0] >= a[1]
         assert apps.read_namespaced_deployment("web", ns).spec.replicas == 3
+        # Waiting for a target is a queue, not an ERROR (kopf logs every retry of a handler as one).
+        log = history.operator.log_path.read_text(errors="replace")[log_before:]
+        waits = [line for line in log.splitlines() if "waits: target" in line]
+        assert waits, "the wait is logged"
+        assert all('"level": "info"' in line for line in waits), waits[:3]
+        assert not [line for line in log.splitlines() if '"level": "error"' in line]
