@@ -32,8 +32,9 @@ DELETE_RETRIES = 8
 TARGET_WAIT_RETRY = 2.0  # seconds between attempts of a run waiting for its target lock
 RETRY_BACKOFF_START = 1.0  # seconds before the first retry after a transient failure; doubles up to the maximum
 RETRY_BACKOFF_MAX = 30.0
-FINALIZER_WAIT = 5.0  # seconds the daemon waits for kopf's finalizer patch before it backs off to a retry
+FINALIZER_WAIT = 5.0  # seconds the daemon polls fast for kopf's finalizer patch, before it polls slower
 FINALIZER_POLL = 0.01
+FINALIZER_SLOW_POLL = 0.5  # after FINALIZER_WAIT
 
 # One lock per TestRun: the deletion handler never reverts while the run's daemon is still applying.
 _locks: dict[str, asyncio.Lock] = {}
@@ -45,19 +46,34 @@ def _lock(uid: str) -> asyncio.Lock:
 
 async def wait_for_finalizer(
     body: Mapping[str, Any], stopped: kopf.DaemonStopped, within: float = FINALIZER_WAIT
-) -> None:
-    """Return once our finalizer is on the TestRun: nothing is injected before it is.
+) -> bool:
+    """Return True once our finalizer is on the TestRun (nothing is injected before it is), False when the daemon
+    stops first.
 
     kopf spawns the daemon in the same processing cycle in which it sends the finalizer patch, so the first call
     nearly always comes a few milliseconds too early. ``body`` is kopf's live view of the object: wait for the
-    patch to show there, briefly, instead of raising a retry at once (a kopf retry costs its whole delay, which
-    was most of a run's injection latency). If it does not come, retry later as before.
+    patch to show there, polling fast for ``within`` seconds (a kopf retry would cost its whole delay, most of a
+    run's injection latency), then slower, saying so once at INFO. A kopf retry was logged as an ERROR for what
+    is only a wait.
     """
     deadline = time.monotonic() + within
+    said = False
     while FINALIZER not in (body["metadata"].get("finalizers") or []):
-        if stopped or time.monotonic() >= deadline:
-            raise kopf.TemporaryError("waiting for the finalizer before injecting anything", delay=0.5)
-        await asyncio.sleep(FINALIZER_POLL)
+        if stopped:
+            return False
+        if time.monotonic() < deadline:
+            await asyncio.sleep(FINALIZER_POLL)
+            continue
+        if not said:
+            said = True
+            meta = body["metadata"]
+            log.info(
+                "TestRun %s/%s: waiting for the finalizer before injecting anything",
+                meta.get("namespace"),
+                meta.get("name"),
+            )
+        await stopped.wait(FINALIZER_SLOW_POLL)
+    return True
 
 
 async def handle_execute_testrun(
@@ -74,7 +90,8 @@ async def handle_execute_testrun(
     retry as an ERROR (and posts it as a Warning Event), and a queue is nothing a person must act on. It is
     logged at INFO when the reason for waiting changes; the TestRun's status says why it waits.
     """
-    await wait_for_finalizer(body, stopped)
+    if not await wait_for_finalizer(body, stopped):
+        return
     ref = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     said = ""
     backoff = RETRY_BACKOFF_START
