@@ -15,7 +15,7 @@ import structlog
 from coordinator.cli.main import build_parser, main
 from coordinator.cli.supervision import Supervisor
 from coordinator.engine import observers
-from coordinator.engine.sweeper import sweep_scope
+from coordinator.engine.sweeper import namespace_in, sweep_scope
 from coordinator.observability import metrics
 from coordinator.observability.instrumentation import instrumented
 from coordinator.settings import ConfigurationError, get_settings, load_settings
@@ -117,13 +117,35 @@ def test_a_bad_selector_flag_stops_the_run_before_anything_starts(
 
 @pytest.mark.parametrize(
     ("watched", "scope"),
-    [("", None), ("shop", ["shop"]), ("shop,payments", ["shop", "payments"]), ("c1-*", None), ("shop,c1-*", None)],
+    [
+        ("", None),
+        ("shop", ["shop"]),
+        ("shop,payments", ["shop", "payments"]),
+        ("c1-*", ["c1-*"]),
+        ("shop,c1-*", ["shop", "c1-*"]),
+    ],
 )
-def test_sweep_scope_is_namespaced_only_for_exact_names(
+def test_the_sweep_scope_is_what_the_operator_watches(
     monkeypatch: pytest.MonkeyPatch, watched: str, scope: list[str] | None
 ) -> None:
     monkeypatch.setenv("COORDINATOR_WATCH_NAMESPACES", watched)
     assert sweep_scope(load_settings()) == scope
+
+
+@pytest.mark.parametrize(
+    ("namespace", "patterns", "inside"),
+    [
+        ("c1-shop", ["c1-*"], True),
+        ("c1h-history", ["c1-*"], False),  # another instance's namespaces: the CI failure this guards against
+        ("shop", ["shop", "c1-*"], True),
+        ("c1-skip", ["c1-*", "!c1-skip"], False),
+        ("payments", ["!c1-*"], True),
+    ],
+)
+def test_glob_scopes_keep_a_sweep_to_the_watched_namespaces(namespace: str, patterns: list[str], inside: bool) -> None:
+    """An operator watching c1-* swept cluster-wide and released another instance's deleted runs (into its own
+    history store) while that instance's database was down."""
+    assert namespace_in(namespace, patterns) is inside
 
 
 async def test_instrumented_handlers_keep_their_name_and_report() -> None:

@@ -7,6 +7,7 @@ non-terminal phase; the run's own executor is responsible for those.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from coordinator.domain.conditions import now_iso, parse_iso
 from coordinator.engine.executor import RetryLater, revert_run
 from coordinator.faults import driver_for
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL, clear_on_target, parsed_records
-from coordinator.settings import Settings
+from coordinator.settings import Settings, uses_patterns
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +27,28 @@ SWEPT_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "Node", "Network
 
 
 def sweep_scope(settings: Settings) -> list[str] | None:
-    """The namespaces to sweep when the operator watches an exact list of them (a single-namespace install has
-    no right to list cluster-wide), or None for cluster-wide (no list, or glob patterns that need the whole view)."""
-    if not settings.watched or settings.watches_patterns:
-        return None
-    return settings.watched
+    """What the sweeps may touch: the watched namespaces (exact names, or kopf's glob patterns), or None for the
+    whole cluster (nothing watched). Another operator instance, watching other namespaces with a history store of
+    its own, must never release or revert what is this one's to do (and the other way round)."""
+    return settings.watched or None
+
+
+def namespace_in(namespace: str, patterns: Sequence[str]) -> bool:
+    """Whether ``namespace`` is among ``patterns``, as kopf reads them: exact names or globs, and ``!glob`` to
+    exclude (a list of exclusions only means everything else)."""
+    included = [p for p in patterns if not p.startswith("!")]
+    excluded = [p[1:] for p in patterns if p.startswith("!")]
+    if any(fnmatch.fnmatchcase(namespace, p) for p in excluded):
+        return False
+    return not included or any(fnmatch.fnmatchcase(namespace, p) for p in included)
 
 
 async def list_scoped(
     client: KubeClient, kind: str, namespaces: Sequence[str] | None, label_selector: str | None = None
 ) -> list[JSON]:
-    """List ``kind`` cluster-wide, or in each of ``namespaces``. In namespaced mode a cluster-scoped kind the
-    operator may not read (nodes, in a single-namespace install) is skipped rather than failing the sweep."""
+    """List ``kind`` cluster-wide, or in ``namespaces`` (each exact name in turn; for glob patterns, a cluster-wide
+    list kept to the matching namespaces). In namespaced mode a cluster-scoped kind the operator may not read
+    (nodes, in a single-namespace install) is skipped rather than failing the sweep."""
     if namespaces is None:
         return await client.list(resource_path(kind), label_selector=label_selector)
     if kind in CLUSTER_SCOPED:
@@ -47,6 +58,9 @@ async def list_scoped(
             if exc.status == 403:
                 return []
             raise
+    if uses_patterns(list(namespaces)):
+        listed = await client.list(resource_path(kind), label_selector=label_selector)
+        return [item for item in listed if namespace_in(item["metadata"].get("namespace", ""), namespaces)]
     items: list[JSON] = []
     for namespace in namespaces:
         items += await client.list(resource_path(kind, namespace), label_selector=label_selector)
