@@ -26,3 +26,10 @@ def test_other_groups_and_values_naming_us_are_not_keys_of_ours() -> None:
         "spec": {"containers": [{"name": "app", "image": "web"}]},
     }
     assert list(keys_of_ours(pod)) == []
+
+
+def test_the_tests_own_keys_can_be_left_out() -> None:
+    """The real tier's workloads select the real node by its label, which is under our group too."""
+    pod = {"spec": {"nodeSelector": {"chaos.coordinator.dev/node": "real"}}, "metadata": {"annotations": {}}}
+    assert list(keys_of_ours(pod)) == ["spec.nodeSelector.chaos.coordinator.dev/node"]
+    assert list(keys_of_ours(pod, ignore={"chaos.coordinator.dev/node"})) == []
