@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -175,3 +176,38 @@ async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
     connected = await KubeClient.connect(str(kubeconfig))
     yield connected
     await connected.close()
+
+
+@contextlib.contextmanager
+def own_operator(
+    kubeconfig: Path, api_client: client.ApiClient, core: client.CoreV1Api, name: str, env: dict[str, str]
+) -> Iterator[Chaos]:
+    """An opted-in namespace served by an operator of its own, started with ``env`` and watching only that
+    namespace's prefix (which the session operator does not serve). The namespace goes first, so the operator can
+    release its runs' finalizers; then the operator stops."""
+    prefix = f"{name[0]}{uuid.uuid4().hex[:5]}"
+    namespace = f"{prefix}-{name}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=OPT_IN)))
+    log_dir = Path(__file__).resolve().parents[2] / ".test-logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    operator = OperatorProcess(
+        kubeconfig,
+        log_dir,
+        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"), **env},
+        namespaces=[f"{prefix}-*"],
+        name=f"{name}-operator",
+    )
+    operator.start()
+    try:
+        yield Chaos(api_client, namespace)
+    finally:
+        try:
+            core.delete_namespace(namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        wait_for(
+            lambda: namespace not in {ns.metadata.name for ns in core.list_namespace().items},
+            timeout=90,
+            description=f"namespace {namespace} deleted",
+        )
+        operator.stop()

@@ -6,19 +6,15 @@ prefix the session operator does not serve.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
-from conftest import OPT_IN, make_deployment, wait_ready
+from conftest import make_deployment, own_operator, wait_ready
 from support.chaos import Chaos, pod_kill_spec
-from support.operator import OperatorProcess
 from support.waiting import wait_for
 
 
@@ -27,33 +23,8 @@ def capped(
     kubeconfig: Path, crds_installed: list[str], api_client: client.ApiClient, core: client.CoreV1Api
 ) -> Iterator[Chaos]:
     """An opted-in namespace served by an operator with COORDINATOR_MAX_CONCURRENT_RUNS=1."""
-    prefix = f"q{uuid.uuid4().hex[:5]}"
-    namespace = f"{prefix}-capped"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=OPT_IN)))
-    log_dir = Path(__file__).resolve().parents[2] / ".test-logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-cap"
-    operator = OperatorProcess(
-        kubeconfig,
-        log_dir,
-        env={"COORDINATOR_MAX_CONCURRENT_RUNS": "1", "COORDINATOR_HISTORY_PATH": str(log_dir / "history.db")},
-        namespaces=[f"{prefix}-*"],
-        name="capped-operator",
-    )
-    operator.start()
-    try:
-        yield Chaos(api_client, namespace)
-    finally:
-        try:
-            core.delete_namespace(namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        # The operator releases the runs' finalizers; only then may it stop.
-        wait_for(
-            lambda: namespace not in {ns.metadata.name for ns in core.list_namespace().items},
-            timeout=90,
-            description=f"namespace {namespace} deleted",
-        )
-        operator.stop()
+    with own_operator(kubeconfig, api_client, core, "capped", {"COORDINATOR_MAX_CONCURRENT_RUNS": "1"}) as chaos:
+        yield chaos
 
 
 def _time(value: str) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +14,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import OPT_IN, make_deployment, wait_ready
+from conftest import make_deployment, own_operator, wait_ready
 from support.chaos import GROUP, VERSION, Chaos
 from support.http_target import HttpTarget
-from support.operator import OperatorProcess
-from support.waiting import wait_for
 
 PROBE = "spec.steadyState.probes[0]"
 
@@ -109,35 +106,9 @@ def denying_loopback(
     Loopback is the one address family a test can serve a name from without touching /etc/hosts or DNS: the
     name ``localhost`` resolves to it through the ordinary resolver, as any name of a rebinding attacker would.
     """
-    prefix = f"d{uuid.uuid4().hex[:5]}"
-    namespace = f"{prefix}-reach"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=OPT_IN)))
-    log_dir = Path(__file__).resolve().parents[2] / ".test-logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-reach"
-    operator = OperatorProcess(
-        kubeconfig,
-        log_dir,
-        env={
-            "COORDINATOR_PROBE_DENY_CIDRS": "127.0.0.0/8,::1/128,169.254.0.0/16",
-            "COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"),
-        },
-        namespaces=[f"{prefix}-*"],
-        name="reach-operator",
-    )
-    operator.start()
-    try:
-        yield Chaos(api_client, namespace)
-    finally:
-        try:
-            core.delete_namespace(namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        wait_for(
-            lambda: namespace not in {ns.metadata.name for ns in core.list_namespace().items},
-            timeout=90,
-            description=f"namespace {namespace} deleted",
-        )
-        operator.stop()
+    deny = {"COORDINATOR_PROBE_DENY_CIDRS": "127.0.0.0/8,::1/128,169.254.0.0/16"}
+    with own_operator(kubeconfig, api_client, core, "reach", deny) as chaos:
+        yield chaos
 
 
 def test_a_name_resolving_to_a_denied_address_is_refused(denying_loopback: Chaos) -> None:
