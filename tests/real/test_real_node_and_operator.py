@@ -205,6 +205,22 @@ def _leader(kubeconfig: Path) -> str | None:
     return holder
 
 
+def _shrink_web(
+    core: client.CoreV1Api, apps: client.AppsV1Api, api_client: client.ApiClient, ns: str, name: str, hold: str
+) -> tuple[Chaos, str]:
+    """Two Ready web pods, and a run of scenario ``name`` scaling them to one for ``hold``; (chaos, run name)."""
+    web_deployment(apps, ns, replicas=2)
+    wait_ready(core, ns, "web", 2)
+    chaos = Chaos(api_client, ns)
+    spec = {
+        "target": {"kind": "Deployment", "names": ["web"]},
+        "mode": "all",
+        "steps": [{"name": "shrink", "duration": hold, "faults": [{"type": "scale", "scale": {"replicas": 1}}]}],
+    }
+    chaos.scenario(name, spec)
+    return chaos, chaos.run(name)
+
+
 def _ready_operator_pods(core: client.CoreV1Api, count: int = 2) -> list[client.V1Pod]:
     def ready() -> list[client.V1Pod] | None:
         pods = [
@@ -236,16 +252,7 @@ def test_operator_image_runs_in_cluster_and_a_standby_finishes_the_run(
     names = {p.metadata.name for p in ready}
     leader = wait_for(lambda: h if (h := _leader(kubeconfig)) in names else None, timeout=60, description="a leader")
 
-    web_deployment(apps, ns, replicas=2)
-    wait_ready(core, ns, "web", 2)
-    chaos = Chaos(api_client, ns)
-    spec = {
-        "target": {"kind": "Deployment", "names": ["web"]},
-        "mode": "all",
-        "steps": [{"name": "shrink", "duration": "20s", "faults": [{"type": "scale", "scale": {"replicas": 1}}]}],
-    }
-    chaos.scenario("ha", spec)
-    run = chaos.run("ha")
+    chaos, run = _shrink_web(core, apps, api_client, ns, "ha", "20s")
     chaos.wait_step(run, 0, "Injected", timeout=90)
     assert apps.read_namespaced_deployment("web", ns).spec.replicas == 1
     killed_at = time.time()
@@ -323,16 +330,7 @@ def test_history_outlives_both_operator_pods(
     new pods give still has the run."""
     ns = installed_operator
     before = {p.metadata.name for p in _ready_operator_pods(core)}
-    web_deployment(apps, ns, replicas=2)
-    wait_ready(core, ns, "web", 2)
-    chaos = Chaos(api_client, ns)
-    spec = {
-        "target": {"kind": "Deployment", "names": ["web"]},
-        "mode": "all",
-        "steps": [{"name": "shrink", "duration": "1s", "faults": [{"type": "scale", "scale": {"replicas": 1}}]}],
-    }
-    chaos.scenario("kept", spec)
-    run = chaos.run("kept")
+    chaos, run = _shrink_web(core, apps, api_client, ns, "kept", "1s")
     chaos.wait_phase(run, "Passed", timeout=120)
     wait_for(
         lambda: (chaos.status(run).get("history") or {}).get("synced"), timeout=60, description="the run in history"
