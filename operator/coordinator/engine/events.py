@@ -40,17 +40,11 @@ def target_object(target: TargetRef) -> dict[str, Any]:
 
 
 async def post_event(
-    client: KubeClient,
-    obj: Mapping[str, Any],
-    reason: str,
-    message: str,
-    type_: str = "Normal",
-    at: str | None = None,
+    client: KubeClient, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal"
 ) -> None:
-    """Post an Event on ``obj``; ``at`` (ISO time): when it happened, for an Event posted later than that."""
     involved = involved_object(obj)
     namespace = involved.get("namespace") or "default"
-    stamp = (at or now_iso())[:19] + "Z"
+    stamp = now_iso()[:19] + "Z"
     body = {
         "apiVersion": "v1",
         "kind": "Event",

@@ -207,7 +207,6 @@ class Executor:
         self._trackers: dict[int, RecoveryTracker] = {}
         self.doing = "start"  # where the run is, for the message of an error nobody expected
         self._lease: LockLease | None = None  # the step's target lock while it is held (see target_lock)
-        self._held_events: list[tuple[str, str, str]] = []  # (reason, message, when): see hold_event
 
     # --- plumbing ------------------------------------------------------------------------------------------
 
@@ -246,18 +245,7 @@ class Executor:
             raise
 
     async def event(self, reason: str, message: str, warning: bool = False) -> None:
-        await self.post_held_events()
         await post_event(self.client, self._run_object, reason, message, "Warning" if warning else "Normal")
-
-    def hold_event(self, reason: str, message: str) -> None:
-        """An Event posted with the run's next one (stamped now): the Started Event waits for the first injection,
-        so 100 runs created at once do not post 100 Events before any of them injects (benchmarks/README.md)."""
-        self._held_events.append((reason, message, now_iso()))
-
-    async def post_held_events(self) -> None:
-        held, self._held_events = self._held_events, []
-        for reason, message, when in held:
-            await post_event(self.client, self._run_object, reason, message, at=when)
 
     def _condition(self, type_: str, status: bool, reason: str, message: str = "") -> None:
         self.status.conditions = cond.set_condition(
@@ -340,7 +328,6 @@ class Executor:
                 raise RetryLater(str(exc)) from exc
             await self.finish(RunEnded(Phase.ERROR, "ApiError", f"Kubernetes API: {exc}"))
         finally:
-            await self.post_held_events()  # a run interrupted or retried before its next Event
             if self.probes is not None:
                 await self.probes.close()
 
@@ -535,7 +522,7 @@ class Executor:
             if self.settings.max_concurrent_runs or scenario.steadyState or not scenario.steps:
                 await self.persist()
         observers.notify("run_started", self.info)
-        self.hold_event("Started", f"running scenario {namespace}/{ref.name}")
+        await self.event("Started", f"running scenario {namespace}/{ref.name}")
 
     async def admit(self) -> None:
         """Keep the run Pending (reason Queued) while COORDINATOR_MAX_CONCURRENT_RUNS runs are Running.
