@@ -44,16 +44,17 @@ from harness import (
 
 from coordinator.adapters.kube import JSON_PATCH
 from coordinator.api.models import FINALIZER
+from coordinator.engine.events import post_event
 
 # What one pod-kill run costs the API server from its creation to its first injection, in order: the user's
-# create, kopf's finalizer patch, then the run's daemon (the stored TestRun, the scenario, the target namespace's
-# protection label, the selection LIST, the plan written to status, the pod deletion). The Started Event was a
-# ninth until it waited for the first injection (benchmarks/README.md, finding 24).
+# create, kopf's finalizer patch, then the run's daemon (the stored TestRun, the scenario, the Started Event, the
+# target namespace's protection label, the selection LIST, the plan written to status, the pod deletion).
 PRE_INJECTION = (
     "POST testruns",
     "PATCH testruns (finalizer)",
     "GET testruns",
     "GET chaosscenarios",
+    "POST events",
     "GET namespaces",
     "LIST pods",
     "PATCH testruns/status",
@@ -118,8 +119,9 @@ async def one_run(client: KubeClient, namespace: str, scenario: dict[str, Any], 
         ],
         content_type=JSON_PATCH,
     )
-    await client.get(path)
+    run = await client.get(path)
     await client.get(resource_path("ChaosScenario", namespace, "kill-slot"))
+    await post_event(client, run, "Started", f"running scenario {namespace}/kill-slot")
     await client.get(resource_path("Namespace", name=namespace))
     listed = await client.list_summaries(
         resource_path("Pod", namespace),
