@@ -91,9 +91,9 @@ def rows() -> list[Row]:
                     "its floor: the API requests of 100 runs up to their injection, plain client, no operator",
                     "",
                     f"{_s(floor['floor_seconds'])} ({floor['requests_per_run']} requests/run x {floor['runs']} runs "
-                    f"÷ {floor['served_per_second']:.0f} requests/s served); the API server's CPU alone "
-                    f"{_s(floor['server_cpu_floor_seconds'])} ({floor['server_cpu_ms_per_request']:.1f} ms/request "
-                    "on every core)",
+                    f"÷ {floor['served_per_second']:.0f} requests/s served); with the API server and etcd alone on "
+                    f"every core {_s(floor['server_cpu_floor_seconds'])} ({floor['server_cpu_ms_per_request']:.1f} ms "
+                    "of their CPU per request)",
                     None,
                 )
             )
