@@ -11,7 +11,7 @@ import pytest
 
 from coordinator.adapters.kube import ApiError
 from coordinator.api.models import Phase
-from coordinator.engine.executor import ScenarioSummaries
+from coordinator.engine.run import ScenarioSummaries
 
 
 class ScenarioApi:

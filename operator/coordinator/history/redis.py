@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from coordinator.api.base import format_timestamp
 from coordinator.api.models import Injection, TestRunStatus
 from coordinator.domain.conditions import now_iso
 from coordinator.engine.observers import RunInfo
@@ -414,7 +415,8 @@ class ProgressObserver:
         )
 
     def run_finished(self, run: RunInfo, status: TestRunStatus) -> None:
-        self._write(run, {"phase": str(status.phase), "completedAt": status.completedAt})
+        completed = format_timestamp(status.completedAt) if status.completedAt else None
+        self._write(run, {"phase": str(status.phase), "completedAt": completed})
 
     async def drain(self) -> None:
         """Wait for the writes in flight (at shutdown)."""
