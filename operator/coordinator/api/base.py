@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from coordinator.domain.durations import parse_duration
+from coordinator.api.durations import parse_duration
 
 GROUP = "chaos.coordinator.dev"
 VERSION = "v1alpha1"

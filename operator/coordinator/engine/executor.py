@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.api.durations import format_duration, parse_duration
 from coordinator.api.models import (
     TERMINAL_PHASES,
     ChaosScenarioSpec,
@@ -43,13 +44,13 @@ from coordinator.api.models import (
 from coordinator.api.probes import ProbeMode
 from coordinator.domain import conditions as cond
 from coordinator.domain.conditions import now_iso, parse_iso
-from coordinator.domain.durations import format_duration, parse_duration
 from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.domain.selection import SelectionError
 from coordinator.domain.verdict import evaluate_assertion, failed_probe, pass_rate, resilience_score, scenario_ref
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
+from coordinator.engine.locks import LockLease, LockRefused, LockStoreUnavailable, TargetLocks
 from coordinator.engine.probing import ProbeReach, ProbeSession, RecoveryTracker
 from coordinator.engine.targets import NamespacePolicy, resolve_targets
 from coordinator.faults import driver_for
@@ -63,7 +64,6 @@ from coordinator.faults.base import (
     claim_target,
     clear_on_target,
 )
-from coordinator.history.redis import LockLease, LockRefused, LockStoreUnavailable, TargetLocks
 from coordinator.probes.base import ProbeRefused
 from coordinator.settings import Settings
 

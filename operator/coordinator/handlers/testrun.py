@@ -23,7 +23,7 @@ from coordinator.engine.executor import (
     deadline_passed,
     revert_run,
 )
-from coordinator.history.redis import TargetLocks
+from coordinator.engine.locks import TargetLocks
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
