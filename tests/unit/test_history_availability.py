@@ -9,9 +9,9 @@ import logging
 import pytest
 
 from coordinator.domain.conditions import parse_iso
-from coordinator.handlers.history import skip_requested, waited_out
 from coordinator.history import availability
 from coordinator.history.availability import HistoryAvailability
+from coordinator.history.mirror import skip_requested, waited_out
 
 
 @pytest.fixture(autouse=True)

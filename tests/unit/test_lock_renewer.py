@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from coordinator.history.redis import LocalTargetLocks, LockLease, _Renewer
+from coordinator.engine.locks import LocalTargetLocks, LockLease, _Renewer
 
 
 async def test_stop_ends_a_renewer_whose_renew_swallows_the_cancellation() -> None:

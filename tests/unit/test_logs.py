@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
-from coordinator.engine.observers import RunInfo
+from coordinator.domain.runs import RunInfo
 from coordinator.observability.logs import RunLogger, configure_logging, run_context
 
 

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
 from coordinator.domain.conditions import now_iso
+from coordinator.domain.runs import RunInfo
 from coordinator.engine import observers
-from coordinator.engine.observers import RunInfo
 from coordinator.observability import metrics
 
 RUN = RunInfo(namespace="shop", name="run-1", uid="uid-1", scenario="shop/kill-web")

@@ -25,10 +25,10 @@ from tests.support.fake_kube import Call, Crash, FakeKube
 
 from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import TERMINAL_PHASES, TestRunStatus
+from coordinator.engine.locks import LocalTargetLocks, LockLease
 from coordinator.engine.run import RetryLater, RunHandle, RunMachine, Waiting
 from coordinator.engine.run.stages import TRANSITIONS, Position, Stage, position_of
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL
-from coordinator.history.redis import LocalTargetLocks, LockLease
 from coordinator.settings import Settings
 
 NS = "shop"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
-from coordinator.domain.durations import parse_duration
+from coordinator.api.durations import parse_duration
 
 GROUP = "chaos.coordinator.dev"
 VERSION = "v1alpha1"

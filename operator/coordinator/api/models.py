@@ -64,6 +64,7 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     templatable as templatable,
 )
+from coordinator.api.durations import parse_duration
 from coordinator.api.inpod import (
     INPOD_OPTION_FIELDS,
     INPOD_REQUIRED_OPTIONS,
@@ -76,7 +77,6 @@ from coordinator.api.inpod import (
     NetworkPercentOptions,
 )
 from coordinator.api.probes import Assertion, AssertionResult, ProbeResult, SteadyState
-from coordinator.domain.durations import parse_duration
 
 # --- parameter references ------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from coordinator.api.base import (
     templatable,
     unique_names,
 )
-from coordinator.domain.durations import parse_duration
+from coordinator.api.durations import parse_duration
 
 ProbeInterval = Annotated[
     str,

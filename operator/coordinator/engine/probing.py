@@ -13,13 +13,14 @@ from aiohttp.abc import AbstractResolver
 from coordinator.adapters.kube import KubeClient
 from coordinator.api.probes import Probe, ProbeMode, ProbeType
 from coordinator.domain.addresses import IPNetwork
+from coordinator.domain.samples import Sample
 from coordinator.domain.verdict import ProbeStats
+from coordinator.engine import observers
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
-from coordinator.observability import metrics
 from coordinator.probes import http as http_probe
 from coordinator.probes import k8s as k8s_probe
 from coordinator.probes import prometheus as prometheus_probe
-from coordinator.probes.base import ProbeRefused, Sample
+from coordinator.probes.base import ProbeRefused
 from coordinator.probes.reach import guarded_session
 from coordinator.settings import Settings
 
@@ -186,7 +187,7 @@ class ProbeSession:
         while True:
             sample = await self.sample(probe)
             stats.record(sample)
-            metrics.probe_result(probe.name, "pass" if sample.ok else "fail")
+            observers.notify("probe_sampled", probe.name, sample)
             if sample.ok:
                 passes, fails = passes + 1, 0
             else:
@@ -216,7 +217,7 @@ class ProbeSession:
         for probe, sample in zip(due, samples, strict=True):
             stats = self.stats[probe.name]
             stats.record(sample)
-            metrics.probe_result(probe.name, "pass" if sample.ok else "fail")
+            observers.notify("probe_sampled", probe.name, sample)
             if probe.stopOnFailure and stats.tripped and stopping is None:
                 stopping = probe
         return stopping

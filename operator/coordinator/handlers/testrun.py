@@ -14,6 +14,7 @@ import kopf
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import FINALIZER
 from coordinator.domain.conditions import parse_iso
+from coordinator.engine.locks import TargetLocks
 from coordinator.engine.run import (
     Mirror,
     RetryLater,
@@ -24,7 +25,6 @@ from coordinator.engine.run import (
     abort_requested,
     revert_run,
 )
-from coordinator.history.redis import TargetLocks
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError
 from coordinator.api.base import format_timestamp
+from coordinator.api.durations import format_duration
 from coordinator.api.models import HistorySync, Phase, RunEnding, StepOutcome
 from coordinator.domain import conditions as cond
-from coordinator.domain.durations import format_duration
 from coordinator.engine import observers
 from coordinator.engine.run.errors import RunEnded
 from coordinator.engine.run.probes import ProbeSupervisor

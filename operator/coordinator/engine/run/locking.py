@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 from coordinator.adapters.kube import ApiError
 from coordinator.api.models import Injection, Phase
+from coordinator.engine.locks import LockLease, LockRefused, LockStoreUnavailable, TargetLocks
 from coordinator.engine.run.errors import WAITING_REASON, RunEnded, WaitingForTarget
 from coordinator.engine.run.state import RunState
 from coordinator.faults.base import TargetHeld
-from coordinator.history.redis import LockLease, LockRefused, LockStoreUnavailable, TargetLocks
 
 
 class TargetGuard:

@@ -25,6 +25,7 @@ from coordinator.adapters.kube import ApiError, KubeClient
 from coordinator.api.models import TERMINAL_PHASES, Phase
 from coordinator.domain.selection import SelectionError
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
+from coordinator.engine.locks import TargetLocks
 from coordinator.engine.run.admission import Admission, load_snapshot
 from coordinator.engine.run.errors import RetryLater, RunEnded, RunInterrupted, ending_of, is_transient
 from coordinator.engine.run.finish import Finisher, Mirror
@@ -34,7 +35,6 @@ from coordinator.engine.run.state import RunHandle, RunState
 from coordinator.engine.run.steps import StepRunner
 from coordinator.engine.targets import NamespacePolicy
 from coordinator.faults.base import FaultError
-from coordinator.history.redis import TargetLocks
 from coordinator.probes.base import ProbeRefused
 from coordinator.settings import Settings
 

@@ -10,8 +10,8 @@ from typing import Any
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import API_VERSION, ChaosScenarioSpec, Phase, TestRunSpec, TestRunStatus
 from coordinator.domain import conditions as cond
+from coordinator.domain.runs import RunInfo
 from coordinator.domain.verdict import scenario_ref
-from coordinator.engine import observers
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.engine.events import post_event
 from coordinator.engine.run.errors import IllegalTransition, RunEnded, RunInterrupted
@@ -84,10 +84,8 @@ class RunState:
         return (self.status.scenario or self.run.ref).split("/")[0]
 
     @property
-    def info(self) -> observers.RunInfo:
-        return observers.RunInfo(
-            self.run.namespace, self.run.name, self.run.uid, self.status.scenario or self.scenario_ref
-        )
+    def info(self) -> RunInfo:
+        return RunInfo(self.run.namespace, self.run.name, self.run.uid, self.status.scenario or self.scenario_ref)
 
     @property
     def run_object(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from coordinator.api.models import Fault, Injection, InjectionState, Phase, RunE
 from coordinator.domain import conditions as cond
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
+from coordinator.engine.locks import TargetLocks
 from coordinator.engine.run.errors import RunEnded, ending_of, is_transient
 from coordinator.engine.run.locking import TargetGuard
 from coordinator.engine.run.probes import ProbeSupervisor
@@ -25,7 +26,6 @@ from coordinator.engine.run.state import RunState
 from coordinator.engine.targets import NamespacePolicy, resolve_targets
 from coordinator.faults import driver_for
 from coordinator.faults.base import FaultContext, FaultError, ProtectedTargetError, claim_target
-from coordinator.history.redis import TargetLocks
 
 MAX_LISTED_TARGETS = 100
 APPLY_PARALLELISM = 32  # changes of one step in flight at once (the client's QPS limit still applies)
