@@ -169,12 +169,12 @@ async def test_abort_ends_a_run_stuck_in_a_transient_retry_loop(runs: Runs) -> N
 async def test_the_timeout_ends_a_run_stuck_in_a_transient_retry_loop(runs: Runs) -> None:
     name = runs.start(timeout="2s")
     executor = runs.executor(name)
-    broken_after(executor, "apply_step", ApiError(500, "InternalError", "etcd is slow"))
+    broken_after(executor, "steps.apply", ApiError(500, "InternalError", "etcd is slow"))
     with pytest.raises(RetryLater):
         await executor.execute()
     await asyncio.sleep(2.1)
     retry = runs.executor(name)
-    broken_after(retry, "apply_step", ApiError(500, "InternalError", "etcd is slow"))
+    broken_after(retry, "steps.apply", ApiError(500, "InternalError", "etcd is slow"))
     await retry.execute()
     status = runs.chaos.status(name)
     assert status["phase"] == "TimedOut", status
