@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from coordinator.domain.conditions import parse_iso
+from coordinator.domain.timestamps import parse_iso
 from coordinator.handlers.history import skip_requested, waited_out
 from coordinator.history import availability
 from coordinator.history.availability import HistoryAvailability

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
-from coordinator.domain.conditions import now_iso
+from coordinator.domain.timestamps import now_iso
 from coordinator.engine import observers
 from coordinator.engine.observers import RunInfo
 from coordinator.observability import metrics

@@ -42,11 +42,11 @@ from coordinator.api.models import (
 )
 from coordinator.api.probes import ProbeMode
 from coordinator.domain import conditions as cond
-from coordinator.domain.conditions import now_iso, parse_iso
 from coordinator.domain.durations import format_duration, parse_duration
 from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.domain.selection import SelectionError
+from coordinator.domain.timestamps import format_iso, now_iso, parse_iso
 from coordinator.domain.verdict import evaluate_assertion, failed_probe, pass_rate, resilience_score, scenario_ref
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
@@ -508,7 +508,7 @@ class Executor:
             self.status.scenario = f"{namespace}/{ref.name}"
             self.status.scenarioGeneration = int(obj["metadata"].get("generation") or 1)
             self.status.startedAt = started
-            self.status.deadline = (parse_iso(started) + timedelta(seconds=timeout)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            self.status.deadline = format_iso(parse_iso(started) + timedelta(seconds=timeout))
             self.status.currentStep = 0
             self.status.targets = 0
             self.status.steps = [StepRecord(name=s.name) for s in scenario.steps]
@@ -759,7 +759,7 @@ class Executor:
         injected = now_iso()
         record.outcome = StepOutcome.INJECTED
         record.injectedAt = injected
-        record.endsAt = (parse_iso(injected) + timedelta(seconds=duration)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record.endsAt = format_iso(parse_iso(injected) + timedelta(seconds=duration))
         notes = f"; {'; '.join(ctx.notes)}" if ctx.notes else ""
         if len(ours) > MAX_TARGET_EVENTS:
             notes += f"; Events on the first {MAX_TARGET_EVENTS} targets only"

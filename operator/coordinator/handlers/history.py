@@ -29,7 +29,7 @@ import kopf
 
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import TERMINAL_PHASES
-from coordinator.domain.conditions import now_iso, parse_iso
+from coordinator.domain.timestamps import now_iso, parse_iso
 from coordinator.history.records import run_record
 from coordinator.history.redis import ReportCache
 from coordinator.history.store import HistoryStore, HistoryUnavailable

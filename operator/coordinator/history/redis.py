@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from coordinator.api.models import Injection, TestRunStatus
-from coordinator.domain.conditions import now_iso
+from coordinator.domain.timestamps import now_iso
 from coordinator.engine.observers import RunInfo
 from coordinator.history.store import masked
 

@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, TestRunStatus
-from coordinator.domain.conditions import parse_iso
+from coordinator.domain.timestamps import parse_iso
 
 if TYPE_CHECKING:
     # Only for annotations: at run time this module needs nothing above api/ and domain/, so any layer (the
