@@ -1,0 +1,488 @@
+"""An in-memory API server for unit tests: the one fake of ``coordinator.adapters.kube.KubeApi``.
+
+Unit tests of code that reads and writes objects use this instead of writing their own client. It keeps objects
+by their API path (``resource_path(kind, namespace, name)``) and answers as the API server does where our code
+depends on it:
+
+- ``get``/``get_or_none``/``list``/``list_summaries``: deep copies, so a caller cannot change what is stored;
+  lists sorted by namespace and name, narrowed by ``labelSelector`` (the shared parser of
+  ``coordinator.domain.labelselectors``) and by equality ``fieldSelector`` (``metadata.name=x``,
+  ``spec.nodeName!=y``); a namespaced kind listed without a namespace lists every namespace.
+- ``create``: 409 AlreadyExists; the namespace from the path; ``uid``, ``resourceVersion``, ``generation`` 1,
+  ``creationTimestamp``; ``generateName``.
+- ``patch``: JSON merge patch (RFC 7386) by default, a strategic merge patch (lists of named items merged by
+  ``name``, as for containers) when asked; 404 when absent; ``metadata.resourceVersion`` in the patch is a
+  precondition (409 Conflict when stale). The status subresource (``.../status``) changes only ``status``; the
+  object's own path changes everything but ``status`` (for the kinds with a status subresource, as all of ours
+  have). ``generation`` counts changes outside ``metadata`` and ``status``; every write bumps
+  ``resourceVersion``.
+- ``delete``: 404 when absent; an object with finalizers gets a ``deletionTimestamp`` and stays until a patch
+  removes the last finalizer.
+- ``watch``: the events of a collection after a ``resourceVersion`` (or ADDED for what exists), then new ones as
+  they happen, until ``timeout_seconds`` of loop time pass.
+
+Every request is recorded in ``calls`` (method, path, body), and ``fail`` makes chosen requests raise an
+``ApiError`` (an API server that is down, a conflict at just the wrong moment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from coordinator.adapters.kube import (
+    JSON,
+    JSON_PATCH,
+    MERGE_PATCH,
+    STRATEGIC_PATCH,
+    ApiError,
+    Listed,
+    ListedItems,
+    resource_path,
+)
+from coordinator.domain.labelselectors import parse_selector
+from coordinator.domain.timestamps import format_iso_seconds
+
+# Collections whose objects have no status subresource: a write to the object's own path may set status.
+NO_STATUS_SUBRESOURCE = frozenset({"events", "leases", "configmaps", "secrets", "serviceaccounts"})
+SUBRESOURCES = frozenset({"status", "scale", "log", "eviction", "ephemeralcontainers"})
+
+# .../namespaces/<namespace>/<plural>/<name>
+_NAMESPACED = re.compile(r"^(?P<prefix>.*)/namespaces/(?P<namespace>[^/]+)/(?P<plural>[^/]+)/(?P<name>[^/]+)$")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``patch`` applied to ``target`` as a JSON merge patch (RFC 7386): objects merge key by key, ``null``
+    removes a key, anything else (lists included) replaces. Neither argument is changed."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic merge patch as far as our code sends one: a merge patch, except that lists of objects that
+    all carry a ``name`` (containers, ephemeral containers, volumes, env) merge item by item on ``name``."""
+    if isinstance(patch, list) and isinstance(target, list) and _named(patch) and _named(target):
+        merged = {item["name"]: copy.deepcopy(item) for item in target}
+        for item in patch:
+            merged[item["name"]] = strategic_merge_patch(merged.get(item["name"]), item)
+        return list(merged.values())
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = strategic_merge_patch(result.get(key), value)
+    return result
+
+
+def _named(items: list[Any]) -> bool:
+    return all(isinstance(item, Mapping) and isinstance(item.get("name"), str) for item in items)
+
+
+def _field(obj: Mapping[str, Any], dotted: str) -> str:
+    value: Any = obj
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return "" if value is None else str(value)
+
+
+def _field_selector_matches(obj: Mapping[str, Any], selector: str | None) -> bool:
+    for requirement in (selector or "").split(","):
+        if not requirement.strip():
+            continue
+        negated = "!=" in requirement
+        key, _, value = requirement.replace("!=", "=").replace("==", "=").partition("=")
+        if (_field(obj, key.strip()) == value.strip()) == negated:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    body: Any = None
+
+
+@dataclass
+class _Failure:
+    error: ApiError
+    method: str | None
+    path: str | None
+    times: int | None
+
+    def applies(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (self.path is None or self.path == path)
+
+
+# (inside FakeKube, ``list`` names its method)
+_Calls = list[Call]
+_Objects = list[JSON]
+_Failures = list[_Failure]
+_Events = list[tuple[int, str, str, JSON]]
+
+
+class FakeKube:
+    """In-memory objects by API path, served with the API server's semantics (see the module docstring).
+
+    Seed objects with :meth:`add` (a kind the adapter knows) or :meth:`put` (any path); read them back with
+    :meth:`object` or ``objects``. ``now`` is the creation and deletion time stamped on objects; ``texts`` holds
+    the plain-text answers of ``get_text`` by path (a container's log: ``.../pods/<name>/log``).
+    """
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.objects: dict[str, JSON] = {}
+        self.calls: _Calls = []
+        self.texts: dict[str, str] = {}
+        self.now = now or datetime(2026, 1, 1, tzinfo=UTC)
+        self.resource_version = 0
+        self._uids = 0
+        self._failures: _Failures = []
+        self._events: _Events = []
+        self._changed: asyncio.Event | None = None
+
+    # --- seeding and inspecting ---------------------------------------------------------------------------
+
+    def add(self, obj: JSON) -> JSON:
+        """Store ``obj`` at its path, from its ``kind``, ``metadata.namespace`` and ``metadata.name``."""
+        metadata = obj["metadata"]
+        return self.put(resource_path(obj["kind"], metadata.get("namespace"), metadata["name"]), obj)
+
+    def put(self, path: str, obj: JSON) -> JSON:
+        """Store ``obj`` at ``path`` as created (uid, resourceVersion, generation filled in when absent)."""
+        stored = copy.deepcopy(obj)
+        metadata = stored.setdefault("metadata", {})
+        metadata.setdefault("name", path.rsplit("/", 1)[1])
+        if match := _NAMESPACED.match(path):
+            metadata.setdefault("namespace", match["namespace"])
+        metadata.setdefault("uid", self._next_uid())
+        metadata.setdefault("generation", 1)
+        metadata.setdefault("creationTimestamp", format_iso_seconds(self.now))
+        self._write("ADDED", path, stored)
+        return copy.deepcopy(stored)
+
+    def object(self, path: str) -> JSON:
+        """The stored object at ``path`` (a copy); KeyError when absent."""
+        return copy.deepcopy(self.objects[path])
+
+    def calls_of(self, method: str) -> list[Call]:
+        """The requests made with ``method`` (``GET``, ``POST``, ``PATCH``, ``PUT``, ``DELETE``), in order."""
+        return [call for call in self.calls if call.method == method]
+
+    def fail(
+        self, error: ApiError, *, method: str | None = None, path: str | None = None, times: int | None = 1
+    ) -> None:
+        """Make the next ``times`` requests (all of them with ``None``) that match ``method`` and ``path`` raise
+        ``error`` instead of being served. :meth:`recover` ends the failures."""
+        self._failures.append(_Failure(error, method, path, times))
+
+    def recover(self) -> None:
+        self._failures.clear()
+
+    # --- the KubeApi protocol -------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        match method:
+            case "GET":
+                return await self.get(path, params)
+            case "POST":
+                return await self.create(path, body)
+            case "PATCH":
+                return await self.patch(path, body, content_type)
+            case "PUT":
+                return self._replace(path, body)
+            case "DELETE":
+                return await self.delete(path, body)
+        raise ApiError(405, "MethodNotAllowed", f"{method} {path}")
+
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> JSON:
+        self._record("GET", path)
+        if path in self.objects:
+            return copy.deepcopy(self.objects[path])
+        owner, _, subresource = path.rpartition("/")
+        if subresource == "status" and owner in self.objects:
+            return copy.deepcopy(self.objects[owner])
+        if self._is_collection(path):
+            items = self._items(path, (params or {}).get("labelSelector"), (params or {}).get("fieldSelector"))
+            return {"kind": "List", "metadata": {"resourceVersion": str(self.resource_version)}, "items": items}
+        raise _not_found(path)
+
+    async def get_text(self, path: str, params: Mapping[str, str | int] | None = None) -> str:
+        self._record("GET", path)
+        if path not in self.texts:
+            raise _not_found(path)
+        return self.texts[path]
+
+    async def get_or_none(self, path: str) -> JSON | None:
+        try:
+            return await self.get(path)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def list_summaries(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        metadata_only: bool = False,
+    ) -> ListedItems:
+        self._record("GET", path)
+        items = self._items(path, label_selector, field_selector)
+        if metadata_only:
+            items = [
+                {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": item["metadata"]}
+                for item in items
+            ]
+        return [Listed.of(msgspec.Raw(orjson.dumps(item))) for item in items]
+
+    async def create(self, path: str, body: JSON) -> JSON:
+        self._record("POST", path, body)
+        metadata = dict(body.get("metadata") or {})
+        if not metadata.get("name"):
+            if not metadata.get("generateName"):
+                raise ApiError(422, "Invalid", f"POST {path}: metadata.name or metadata.generateName is required")
+            self._uids += 1
+            metadata["name"] = f"{metadata['generateName']}{self._uids:05d}"
+        item = f"{path}/{metadata['name']}"
+        if item in self.objects:
+            raise ApiError(409, "AlreadyExists", f"{item} already exists", {"reason": "AlreadyExists"})
+        metadata.pop("resourceVersion", None)
+        for key in ("uid", "generation", "creationTimestamp", "deletionTimestamp"):
+            metadata.pop(key, None)
+        return self.put(item, {**body, "metadata": metadata})
+
+    async def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> JSON:
+        self._record("PATCH", path, body)
+        owner, subresource = self._owner(path)
+        current = self.objects[owner]
+        if content_type == MERGE_PATCH:
+            patched = merge_patch(current, body)
+        elif content_type == STRATEGIC_PATCH:
+            patched = strategic_merge_patch(current, body)
+        else:
+            kind = "a JSON patch" if content_type == JSON_PATCH else repr(content_type)
+            raise ApiError(415, "UnsupportedMediaType", f"the fake API server does not apply {kind}")
+        wanted = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, Mapping) else None
+        return self._update(owner, subresource, current, patched, wanted)
+
+    async def delete(self, path: str, body: JSON | None = None) -> JSON:
+        self._record("DELETE", path, body)
+        if path not in self.objects:
+            raise _not_found(path)
+        obj = self.objects[path]
+        metadata = obj["metadata"]
+        if metadata.get("finalizers"):
+            if not metadata.get("deletionTimestamp"):
+                metadata["deletionTimestamp"] = format_iso_seconds(self.now)
+                self._write("MODIFIED", path, obj)
+            return copy.deepcopy(obj)
+        return self._remove(path)
+
+    async def watch(
+        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
+    ) -> AsyncIterator[JSON]:
+        self._record("GET", path)
+        selector = parse_selector(label_selector)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        if resource_version is None:
+            for item in self._items(path, label_selector, None):
+                yield {"type": "ADDED", "object": item}
+            seen = self.resource_version
+        else:
+            seen = int(resource_version)
+        while True:
+            for version, kind, item_path, obj in self._events:
+                if version > seen and self._in_collection(item_path, path) and selector.matches(_labels(obj)):
+                    yield {"type": kind, "object": copy.deepcopy(obj)}
+            seen = max(seen, self.resource_version)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            changed = self._changed = self._changed or asyncio.Event()
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+    # Last: inside the class body, ``list`` names this method.
+    async def list(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> list[JSON]:
+        self._record("GET", path)
+        return self._items(path, label_selector, field_selector)
+
+    # --- the server's bookkeeping -----------------------------------------------------------------------------
+
+    def _record(self, method: str, path: str, body: Any = None) -> None:
+        self.calls.append(Call(method, path, copy.deepcopy(body)))
+        for failure in self._failures:
+            if failure.applies(method, path):
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self._failures.remove(failure)
+                raise failure.error
+
+    def _next_uid(self) -> str:
+        self._uids += 1
+        return f"uid-{self._uids}"
+
+    def _write(self, kind: str, path: str, obj: JSON) -> None:
+        self.resource_version += 1
+        obj["metadata"]["resourceVersion"] = str(self.resource_version)
+        self.objects[path] = obj
+        self._events.append((self.resource_version, kind, path, copy.deepcopy(obj)))
+        self._notify()
+
+    def _remove(self, path: str) -> JSON:
+        obj = self.objects.pop(path)
+        self.resource_version += 1
+        self._events.append((self.resource_version, "DELETED", path, copy.deepcopy(obj)))
+        self._notify()
+        return obj
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _owner(self, path: str) -> tuple[str, str]:
+        """The stored object a path writes to, and the subresource (``""`` for the object itself)."""
+        if path in self.objects:
+            return path, ""
+        owner, _, subresource = path.rpartition("/")
+        if subresource in SUBRESOURCES and owner in self.objects:
+            return owner, subresource
+        raise _not_found(path)
+
+    def _update(self, path: str, subresource: str, current: JSON, wanted: JSON, precondition: str | None) -> JSON:
+        if precondition is not None and precondition != current["metadata"].get("resourceVersion"):
+            raise ApiError(
+                409,
+                "Conflict",
+                f"Operation cannot be fulfilled on {path}: the object has been modified; please apply your changes "
+                "to the latest version and try again",
+                {"reason": "Conflict"},
+            )
+        has_status = self._collection_of(path).rsplit("/", 1)[1] not in NO_STATUS_SUBRESOURCE
+        result = copy.deepcopy(current)
+        if subresource == "status":
+            result.pop("status", None)
+            if "status" in wanted:
+                result["status"] = copy.deepcopy(wanted["status"])
+        elif subresource:
+            raise ApiError(405, "MethodNotAllowed", f"the fake API server does not write {subresource} of {path}")
+        else:
+            status = current.get("status")
+            result = copy.deepcopy(wanted)
+            if has_status:
+                result.pop("status", None)
+                if status is not None:
+                    result["status"] = copy.deepcopy(status)
+            # What the server owns stays as it was.
+            for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp"):
+                if key in current["metadata"]:
+                    result["metadata"][key] = current["metadata"][key]
+                else:
+                    result["metadata"].pop(key, None)
+            if _spec_of(result) != _spec_of(current):
+                result["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
+        if result == current:
+            return copy.deepcopy(current)  # a no-op write keeps the resourceVersion, as the API server does
+        if result["metadata"].get("deletionTimestamp") and not result["metadata"].get("finalizers"):
+            self.objects[path] = result
+            return copy.deepcopy(self._remove(path))
+        self._write("MODIFIED", path, result)
+        return copy.deepcopy(result)
+
+    def _replace(self, path: str, body: JSON) -> JSON:
+        self._record("PUT", path, body)
+        owner, subresource = self._owner(path)
+        current = self.objects[owner]
+        wanted = copy.deepcopy(body)
+        wanted.setdefault("metadata", {})
+        return self._update(owner, subresource, current, wanted, wanted["metadata"].get("resourceVersion"))
+
+    # --- collections --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _collection_of(path: str) -> str:
+        return path.rsplit("/", 1)[0]
+
+    def _in_collection(self, item_path: str, collection: str) -> bool:
+        if self._collection_of(item_path) == collection:
+            return True
+        # A namespaced kind listed across namespaces: /api/v1/pods holds /api/v1/namespaces/x/pods/y.
+        match = _NAMESPACED.match(item_path)
+        return match is not None and f"{match['prefix']}/{match['plural']}" == collection
+
+    @staticmethod
+    def _is_collection(path: str) -> bool:
+        """Whether ``path`` names a collection (``/api/v1/pods``, ``/apis/g/v/namespaces/x/things``), which the
+        API server lists even when it is empty, rather than one object."""
+        match = re.match(r"^(/api/v1|/apis/[^/]+/[^/]+)/(?P<rest>.+)$", path)
+        if match is None:
+            return False
+        parts = match["rest"].split("/")
+        return len(parts) == 1 or (len(parts) == 3 and parts[0] == "namespaces" and parts[2] not in SUBRESOURCES)
+
+    def _items(self, path: str, label_selector: Any, field_selector: Any) -> _Objects:
+        selector = parse_selector(str(label_selector or ""))
+        found = [
+            obj
+            for item_path, obj in self.objects.items()
+            if self._in_collection(item_path, path)
+            and selector.matches(_labels(obj))
+            and _field_selector_matches(obj, str(field_selector or ""))
+        ]
+        found.sort(key=lambda obj: (obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+        return copy.deepcopy(found)
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def _spec_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``metadata.generation`` counts: everything but metadata and status."""
+    return {key: value for key, value in obj.items() if key not in ("metadata", "status")}
+
+
+def _not_found(path: str) -> ApiError:
+    return ApiError(404, "NotFound", f"{path} not found", {"reason": "NotFound", "code": 404})
