@@ -21,7 +21,8 @@ depends on it:
 - ``watch``: the events of a collection after a ``resourceVersion`` (or ADDED for what exists), then new ones as
   they happen, until ``timeout_seconds`` of loop time pass.
 
-Every request is recorded in ``calls`` (method, path, body), and ``fail`` makes chosen requests raise an
+Every request is recorded in ``calls`` (method, path, body), every write in ``events`` (``written`` reads
+them by collection), and ``fail`` makes chosen requests raise an
 ``ApiError`` (an API server that is down, a conflict at just the wrong moment).
 """
 
@@ -123,6 +124,16 @@ class Call:
     body: Any = None
 
 
+@dataclass(frozen=True)
+class Event:
+    """One write as the server recorded it (what a watch sends): ``ADDED``, ``MODIFIED`` or ``DELETED``."""
+
+    resource_version: int
+    type: str
+    path: str
+    object: JSON
+
+
 @dataclass
 class _Failure:
     error: ApiError
@@ -138,7 +149,7 @@ class _Failure:
 _Calls = list[Call]
 _Objects = list[JSON]
 _Failures = list[_Failure]
-_Events = list[tuple[int, str, str, JSON]]
+_Events = list[Event]
 
 
 class FakeKube:
@@ -157,7 +168,7 @@ class FakeKube:
         self.resource_version = 0
         self._uids = 0
         self._failures: _Failures = []
-        self._events: _Events = []
+        self.events: _Events = []
         self._changed: asyncio.Event | None = None
 
     # --- seeding and inspecting ---------------------------------------------------------------------------
@@ -183,6 +194,15 @@ class FakeKube:
     def object(self, path: str) -> JSON:
         """The stored object at ``path`` (a copy); KeyError when absent."""
         return copy.deepcopy(self.objects[path])
+
+    def written(self, type_: str, collection: str) -> _Objects:
+        """The objects of ``collection`` as each write of ``type_`` left them, in order (``ADDED``: what was
+        created, even when deleted since)."""
+        return [
+            copy.deepcopy(event.object)
+            for event in self.events
+            if event.type == type_ and self._in_collection(event.path, collection)
+        ]
 
     def calls_of(self, method: str) -> list[Call]:
         """The requests made with ``method`` (``GET``, ``POST``, ``PATCH``, ``PUT``, ``DELETE``), in order."""
@@ -322,9 +342,13 @@ class FakeKube:
         else:
             seen = int(resource_version)
         while True:
-            for version, kind, item_path, obj in self._events:
-                if version > seen and self._in_collection(item_path, path) and selector.matches(_labels(obj)):
-                    yield {"type": kind, "object": copy.deepcopy(obj)}
+            for event in self.events:
+                if (
+                    event.resource_version > seen
+                    and self._in_collection(event.path, path)
+                    and selector.matches(_labels(event.object))
+                ):
+                    yield {"type": event.type, "object": copy.deepcopy(event.object)}
             seen = max(seen, self.resource_version)
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -367,13 +391,13 @@ class FakeKube:
         self.resource_version += 1
         obj["metadata"]["resourceVersion"] = str(self.resource_version)
         self.objects[path] = obj
-        self._events.append((self.resource_version, kind, path, copy.deepcopy(obj)))
+        self.events.append(Event(self.resource_version, kind, path, copy.deepcopy(obj)))
         self._notify()
 
     def _remove(self, path: str) -> JSON:
         obj = self.objects.pop(path)
         self.resource_version += 1
-        self._events.append((self.resource_version, "DELETED", path, copy.deepcopy(obj)))
+        self.events.append(Event(self.resource_version, "DELETED", path, copy.deepcopy(obj)))
         self._notify()
         return obj
 
