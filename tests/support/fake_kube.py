@@ -18,6 +18,7 @@ depends on it:
   ``resourceVersion``.
 - ``delete``: 404 when absent; an object with finalizers gets a ``deletionTimestamp`` and stays until a patch
   removes the last finalizer.
+- ``GET /version``: ``version``; every request waits ``latency`` seconds first (a slow API server).
 - ``watch``: the events of a collection after a ``resourceVersion`` (or ADDED for what exists), then new ones as
   they happen, until ``timeout_seconds`` of loop time pass.
 
@@ -32,7 +33,7 @@ import asyncio
 import copy
 import re
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,6 +123,8 @@ class Call:
     method: str
     path: str
     body: Any = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """A list's query: ``labelSelector``, ``fieldSelector`` (those given), ``metadataOnly`` for a metadata list."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,10 @@ class FakeKube:
         self._failures: _Failures = []
         self.events: _Events = []
         self._changed: asyncio.Event | None = None
+        self.latency = 0.0
+        """Seconds (of loop time) each request takes before it is answered: a slow API server."""
+        self.version: JSON = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
+        """What ``GET /version`` answers."""
 
     # --- seeding and inspecting ---------------------------------------------------------------------------
 
@@ -237,13 +244,15 @@ class FakeKube:
             case "PATCH":
                 return await self.patch(path, body, content_type)
             case "PUT":
-                return self._replace(path, body)
+                return await self._replace(path, body)
             case "DELETE":
                 return await self.delete(path, body)
         raise ApiError(405, "MethodNotAllowed", f"{method} {path}")
 
     async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> JSON:
-        self._record("GET", path)
+        await self._record("GET", path, params=params)
+        if path == "/version":
+            return copy.deepcopy(self.version)
         if path in self.objects:
             return copy.deepcopy(self.objects[path])
         owner, _, subresource = path.rpartition("/")
@@ -255,7 +264,7 @@ class FakeKube:
         raise _not_found(path)
 
     async def get_text(self, path: str, params: Mapping[str, str | int] | None = None) -> str:
-        self._record("GET", path)
+        await self._record("GET", path)
         if path not in self.texts:
             raise _not_found(path)
         return self.texts[path]
@@ -276,7 +285,11 @@ class FakeKube:
         field_selector: str | None = None,
         metadata_only: bool = False,
     ) -> ListedItems:
-        self._record("GET", path)
+        await self._record(
+            "GET",
+            path,
+            params={"labelSelector": label_selector, "fieldSelector": field_selector, "metadataOnly": metadata_only},
+        )
         items = self._items(path, label_selector, field_selector)
         if metadata_only:
             items = [
@@ -286,7 +299,7 @@ class FakeKube:
         return [Listed.of(msgspec.Raw(orjson.dumps(item))) for item in items]
 
     async def create(self, path: str, body: JSON) -> JSON:
-        self._record("POST", path, body)
+        await self._record("POST", path, body)
         metadata = dict(body.get("metadata") or {})
         if not metadata.get("name"):
             if not metadata.get("generateName"):
@@ -302,7 +315,7 @@ class FakeKube:
         return self.put(item, {**body, "metadata": metadata})
 
     async def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> JSON:
-        self._record("PATCH", path, body)
+        await self._record("PATCH", path, body)
         owner, subresource = self._owner(path)
         current = self.objects[owner]
         if content_type == MERGE_PATCH:
@@ -316,7 +329,7 @@ class FakeKube:
         return self._update(owner, subresource, current, patched, wanted)
 
     async def delete(self, path: str, body: JSON | None = None) -> JSON:
-        self._record("DELETE", path, body)
+        await self._record("DELETE", path, body)
         if path not in self.objects:
             raise _not_found(path)
         obj = self.objects[path]
@@ -331,7 +344,7 @@ class FakeKube:
     async def watch(
         self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
     ) -> AsyncIterator[JSON]:
-        self._record("GET", path)
+        await self._record("GET", path)
         selector = parse_selector(label_selector)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
@@ -368,13 +381,15 @@ class FakeKube:
         field_selector: str | None = None,
         page_size: int = 500,
     ) -> list[JSON]:
-        self._record("GET", path)
+        await self._record("GET", path, params={"labelSelector": label_selector, "fieldSelector": field_selector})
         return self._items(path, label_selector, field_selector)
 
     # --- the server's bookkeeping -----------------------------------------------------------------------------
 
-    def _record(self, method: str, path: str, body: Any = None) -> None:
-        self.calls.append(Call(method, path, copy.deepcopy(body)))
+    async def _record(self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        self.calls.append(Call(method, path, copy.deepcopy(body), {k: v for k, v in (params or {}).items() if v}))
         for failure in self._failures:
             if failure.applies(method, path):
                 if failure.times is not None:
@@ -455,8 +470,8 @@ class FakeKube:
         self._write("MODIFIED", path, result)
         return copy.deepcopy(result)
 
-    def _replace(self, path: str, body: JSON) -> JSON:
-        self._record("PUT", path, body)
+    async def _replace(self, path: str, body: JSON) -> JSON:
+        await self._record("PUT", path, body)
         owner, subresource = self._owner(path)
         current = self.objects[owner]
         wanted = copy.deepcopy(body)

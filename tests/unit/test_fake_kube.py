@@ -266,3 +266,16 @@ async def test_a_watch_sees_existing_objects_then_changes() -> None:
     assert seen == [("ADDED", None), ("MODIFIED", 1), ("DELETED", 1)]
     since = [e["type"] async for e in kube.watch(RUNS, resource_version="1", timeout_seconds=0)]
     assert since == ["MODIFIED", "DELETED"]
+
+
+@pytest.mark.looptime
+async def test_version_params_and_latency_are_served_like_the_api_server() -> None:
+    kube = FakeKube()
+    assert (await kube.get("/version"))["gitVersion"].startswith("v1.")
+    await kube.list_summaries(resource_path("Pod", "ns"), label_selector="app=web", metadata_only=True)
+    assert kube.calls[-1].params == {"labelSelector": "app=web", "metadataOnly": True}
+    kube.latency = 7
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await kube.get_or_none(RUN)
+    assert loop.time() - started == pytest.approx(7)
