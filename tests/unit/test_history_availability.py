@@ -13,6 +13,9 @@ from coordinator.handlers.history import skip_requested, waited_out
 from coordinator.history import availability
 from coordinator.history.availability import HistoryAvailability
 
+# The prober's backoff and the tests' waits pass in the event loop's fake time (looptime).
+pytestmark = pytest.mark.looptime
+
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
