@@ -17,7 +17,7 @@ from kubernetes.client import ApiException
 
 from coordinator.api.crd import KINDS
 from coordinator.api.models import GROUP, VERSION
-from support.waiting import wait_for
+from coordinator.testing.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 

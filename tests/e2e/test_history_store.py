@@ -38,7 +38,8 @@ from coordinator.history.redis import (
 )
 from coordinator.history.report import ReportFilters
 from coordinator.history.store import HistoryStore, HistoryUnavailable, fetch_report
-from support.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer, free_port
+from coordinator.testing.process import free_port
+from coordinator.testing.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
 from support.testruns import T0, finished_testrun
 
 
