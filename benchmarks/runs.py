@@ -373,7 +373,7 @@ async def seed_history(env: dict[str, str], runs: int) -> dict[str, Any]:
 
 
 def parse_seconds(duration: str) -> float:
-    from coordinator.domain.durations import parse_duration
+    from coordinator.api.durations import parse_duration
 
     return parse_duration(duration)
 

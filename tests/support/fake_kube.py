@@ -16,15 +16,17 @@ depends on it:
   object's own path changes everything but ``status`` (for the kinds with a status subresource, as all of ours
   have). ``generation`` counts changes outside ``metadata`` and ``status``; every write bumps
   ``resourceVersion``.
-- ``delete``: 404 when absent; an object with finalizers gets a ``deletionTimestamp`` and stays until a patch
-  removes the last finalizer.
+- ``delete``: 404 when absent; ``preconditions`` (uid, resourceVersion) checked (409); an object with
+  finalizers gets a ``deletionTimestamp`` and stays until a patch removes the last finalizer.
 - ``GET /version``: ``version``; every request waits ``latency`` seconds first (a slow API server).
 - ``watch``: the events of a collection after a ``resourceVersion`` (or ADDED for what exists), then new ones as
   they happen, until ``timeout_seconds`` of loop time pass.
 
-Every request is recorded in ``calls`` (method, path, body), every write in ``events`` (``written`` reads
-them by collection), and ``fail`` makes chosen requests raise an
-``ApiError`` (an API server that is down, a conflict at just the wrong moment).
+Every request is recorded in ``calls`` (verb, path, body, params), every write in ``events`` (``written``
+reads them by collection). ``fail`` makes chosen requests raise an ``ApiError`` (an API server that is down, a
+conflict at just the wrong moment); ``before`` and ``after`` see each write before it is served (and may refuse
+it) and after it is made (and may raise :class:`Crash`: the operator dies once the API server has the change),
+for resume-after-crash tests.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -118,9 +120,10 @@ def _field_selector_matches(obj: Mapping[str, Any], selector: str | None) -> boo
 
 @dataclass(frozen=True)
 class Call:
-    """One request as the fake received it."""
+    """One request as the fake received it: ``verb`` is ``get``, ``list``, ``watch``, ``create``, ``patch``,
+    ``update`` (PUT) or ``delete``; ``path`` is the object's own for a create (the collection's plus the name)."""
 
-    method: str
+    verb: str
     path: str
     body: Any = None
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -137,15 +140,22 @@ class Event:
     object: JSON
 
 
+MUTATING = frozenset({"create", "patch", "update", "delete"})
+
+
+class Crash(BaseException):
+    """The operator process dies here: nothing after this call runs (it passes every ``except Exception``)."""
+
+
 @dataclass
 class _Failure:
     error: ApiError
-    method: str | None
+    verb: str | None
     path: str | None
     times: int | None
 
-    def applies(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (self.path is None or self.path == path)
+    def applies(self, verb: str, path: str) -> bool:
+        return (self.verb is None or self.verb == verb) and (self.path is None or self.path == path)
 
 
 # (inside FakeKube, ``list`` names its method)
@@ -158,8 +168,8 @@ _Events = list[Event]
 class FakeKube:
     """In-memory objects by API path, served with the API server's semantics (see the module docstring).
 
-    Seed objects with :meth:`add` (a kind the adapter knows) or :meth:`put` (any path); read them back with
-    :meth:`object` or ``objects``. ``now`` is the creation and deletion time stamped on objects; ``texts`` holds
+    Seed objects with :meth:`add`; read them back with :meth:`stored` (a copy) or ``objects`` (the stored dicts
+    themselves, for a test that changes them as another writer would). ``now`` is the creation and deletion time stamped on objects; ``texts`` holds
     the plain-text answers of ``get_text`` by path (a container's log: ``.../pods/<name>/log``).
     """
 
@@ -173,6 +183,10 @@ class FakeKube:
         self._failures: _Failures = []
         self.events: _Events = []
         self._changed: asyncio.Event | None = None
+        self.before: Callable[[Call], None] | None = None
+        """Called with each write before it is served; it may raise an ``ApiError`` to refuse it."""
+        self.after: Callable[[Call], None] | None = None
+        """Called with each write the server made; it may raise :class:`Crash` (the operator dies right then)."""
         self.latency = 0.0
         """Seconds (of loop time) each request takes before it is answered: a slow API server."""
         self.version: JSON = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
@@ -180,13 +194,9 @@ class FakeKube:
 
     # --- seeding and inspecting ---------------------------------------------------------------------------
 
-    def add(self, obj: JSON) -> JSON:
-        """Store ``obj`` at its path, from its ``kind``, ``metadata.namespace`` and ``metadata.name``."""
-        metadata = obj["metadata"]
-        return self.put(resource_path(obj["kind"], metadata.get("namespace"), metadata["name"]), obj)
-
-    def put(self, path: str, obj: JSON) -> JSON:
-        """Store ``obj`` at ``path`` as created (uid, resourceVersion, generation filled in when absent)."""
+    def add(self, path: str, obj: JSON) -> JSON:
+        """Store ``obj`` at ``path`` (an object's path, ``resource_path``) as the API server would after a create:
+        ``uid``, ``generation``, ``creationTimestamp`` filled in when absent, a new ``resourceVersion``."""
         stored = copy.deepcopy(obj)
         metadata = stored.setdefault("metadata", {})
         metadata.setdefault("name", path.rsplit("/", 1)[1])
@@ -198,7 +208,7 @@ class FakeKube:
         self._write("ADDED", path, stored)
         return copy.deepcopy(stored)
 
-    def object(self, path: str) -> JSON:
+    def stored(self, path: str) -> JSON:
         """The stored object at ``path`` (a copy); KeyError when absent."""
         return copy.deepcopy(self.objects[path])
 
@@ -211,16 +221,18 @@ class FakeKube:
             if event.type == type_ and self._in_collection(event.path, collection)
         ]
 
-    def calls_of(self, method: str) -> list[Call]:
-        """The requests made with ``method`` (``GET``, ``POST``, ``PATCH``, ``PUT``, ``DELETE``), in order."""
-        return [call for call in self.calls if call.method == method]
+    def calls_of(self, verb: str | None = None, path: str | None = None) -> list[Call]:
+        """The requests made (with ``verb``, to ``path``, when given), in order."""
+        return [c for c in self.calls if (verb is None or c.verb == verb) and (path is None or c.path == path)]
 
-    def fail(
-        self, error: ApiError, *, method: str | None = None, path: str | None = None, times: int | None = 1
-    ) -> None:
-        """Make the next ``times`` requests (all of them with ``None``) that match ``method`` and ``path`` raise
+    def mutations(self, verb: str | None = None, path: str | None = None) -> list[Call]:
+        """The writes requested (creates, patches, updates, deletes), as :meth:`calls_of` selects them."""
+        return [c for c in self.calls_of(verb, path) if c.verb in MUTATING]
+
+    def fail(self, error: ApiError, *, verb: str | None = None, path: str | None = None, times: int | None = 1) -> None:
+        """Make the next ``times`` requests (all of them with ``None``) that match ``verb`` and ``path`` raise
         ``error`` instead of being served. :meth:`recover` ends the failures."""
-        self._failures.append(_Failure(error, method, path, times))
+        self._failures.append(_Failure(error, verb, path, times))
 
     def recover(self) -> None:
         self._failures.clear()
@@ -250,7 +262,7 @@ class FakeKube:
         raise ApiError(405, "MethodNotAllowed", f"{method} {path}")
 
     async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> JSON:
-        await self._record("GET", path, params=params)
+        await self._record("get", path, params=params)
         if path == "/version":
             return copy.deepcopy(self.version)
         if path in self.objects:
@@ -264,7 +276,7 @@ class FakeKube:
         raise _not_found(path)
 
     async def get_text(self, path: str, params: Mapping[str, str | int] | None = None) -> str:
-        await self._record("GET", path)
+        await self._record("get", path)
         if path not in self.texts:
             raise _not_found(path)
         return self.texts[path]
@@ -286,7 +298,7 @@ class FakeKube:
         metadata_only: bool = False,
     ) -> ListedItems:
         await self._record(
-            "GET",
+            "list",
             path,
             params={"labelSelector": label_selector, "fieldSelector": field_selector, "metadataOnly": metadata_only},
         )
@@ -299,7 +311,6 @@ class FakeKube:
         return [Listed.of(msgspec.Raw(orjson.dumps(item))) for item in items]
 
     async def create(self, path: str, body: JSON) -> JSON:
-        await self._record("POST", path, body)
         metadata = dict(body.get("metadata") or {})
         if not metadata.get("name"):
             if not metadata.get("generateName"):
@@ -307,15 +318,16 @@ class FakeKube:
             self._uids += 1
             metadata["name"] = f"{metadata['generateName']}{self._uids:05d}"
         item = f"{path}/{metadata['name']}"
+        call = await self._record("create", item, body)
         if item in self.objects:
             raise ApiError(409, "AlreadyExists", f"{item} already exists", {"reason": "AlreadyExists"})
         metadata.pop("resourceVersion", None)
         for key in ("uid", "generation", "creationTimestamp", "deletionTimestamp"):
             metadata.pop(key, None)
-        return self.put(item, {**body, "metadata": metadata})
+        return self._made(call, self.add(item, {**body, "metadata": metadata}))
 
     async def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> JSON:
-        await self._record("PATCH", path, body)
+        call = await self._record("patch", path, body)
         owner, subresource = self._owner(path)
         current = self.objects[owner]
         if content_type == MERGE_PATCH:
@@ -326,25 +338,31 @@ class FakeKube:
             kind = "a JSON patch" if content_type == JSON_PATCH else repr(content_type)
             raise ApiError(415, "UnsupportedMediaType", f"the fake API server does not apply {kind}")
         wanted = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, Mapping) else None
-        return self._update(owner, subresource, current, patched, wanted)
+        return self._made(call, self._update(owner, subresource, current, patched, wanted))
 
     async def delete(self, path: str, body: JSON | None = None) -> JSON:
-        await self._record("DELETE", path, body)
+        call = await self._record("delete", path, body)
         if path not in self.objects:
             raise _not_found(path)
         obj = self.objects[path]
         metadata = obj["metadata"]
+        preconditions = (body or {}).get("preconditions") or {}
+        for key in ("uid", "resourceVersion"):
+            if key in preconditions and preconditions[key] != metadata.get(key):
+                raise ApiError(
+                    409, "Conflict", f"{path}: precondition failed: {key} {preconditions[key]}", {"reason": "Conflict"}
+                )
         if metadata.get("finalizers"):
             if not metadata.get("deletionTimestamp"):
                 metadata["deletionTimestamp"] = format_iso_seconds(self.now)
                 self._write("MODIFIED", path, obj)
-            return copy.deepcopy(obj)
-        return self._remove(path)
+            return self._made(call, copy.deepcopy(obj))
+        return self._made(call, self._remove(path))
 
     async def watch(
         self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
     ) -> AsyncIterator[JSON]:
-        await self._record("GET", path)
+        await self._record("watch", path)
         selector = parse_selector(label_selector)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
@@ -381,22 +399,32 @@ class FakeKube:
         field_selector: str | None = None,
         page_size: int = 500,
     ) -> list[JSON]:
-        await self._record("GET", path, params={"labelSelector": label_selector, "fieldSelector": field_selector})
+        await self._record("list", path, params={"labelSelector": label_selector, "fieldSelector": field_selector})
         return self._items(path, label_selector, field_selector)
 
     # --- the server's bookkeeping -----------------------------------------------------------------------------
 
-    async def _record(self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> None:
+    async def _record(self, verb: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> Call:
         if self.latency:
             await asyncio.sleep(self.latency)
-        self.calls.append(Call(method, path, copy.deepcopy(body), {k: v for k, v in (params or {}).items() if v}))
+        call = Call(verb, path, copy.deepcopy(body), {k: v for k, v in (params or {}).items() if v})
+        self.calls.append(call)
         for failure in self._failures:
-            if failure.applies(method, path):
+            if failure.applies(verb, path):
                 if failure.times is not None:
                     failure.times -= 1
                     if failure.times <= 0:
                         self._failures.remove(failure)
                 raise failure.error
+        if verb in MUTATING and self.before is not None:
+            self.before(call)
+        return call
+
+    def _made(self, call: Call, result: JSON) -> JSON:
+        """``result`` of a write the server made, once ``after`` has seen it (it may raise Crash)."""
+        if self.after is not None:
+            self.after(call)
+        return result
 
     def _next_uid(self) -> str:
         self._uids += 1
@@ -471,12 +499,13 @@ class FakeKube:
         return copy.deepcopy(result)
 
     async def _replace(self, path: str, body: JSON) -> JSON:
-        await self._record("PUT", path, body)
+        call = await self._record("update", path, body)
         owner, subresource = self._owner(path)
         current = self.objects[owner]
         wanted = copy.deepcopy(body)
         wanted.setdefault("metadata", {})
-        return self._update(owner, subresource, current, wanted, wanted["metadata"].get("resourceVersion"))
+        precondition = wanted["metadata"].get("resourceVersion")
+        return self._made(call, self._update(owner, subresource, current, wanted, precondition))
 
     # --- collections --------------------------------------------------------------------------------------------
 
@@ -525,3 +554,9 @@ def _spec_of(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def _not_found(path: str) -> ApiError:
     return ApiError(404, "NotFound", f"{path} not found", {"reason": "NotFound", "code": 404})
+
+
+def path_of(obj: Mapping[str, Any]) -> str:
+    """The API path of ``obj`` from its ``kind``, ``metadata.namespace`` and ``metadata.name`` (for ``add``)."""
+    metadata = obj["metadata"]
+    return resource_path(obj["kind"], metadata.get("namespace"), metadata["name"])

@@ -18,7 +18,7 @@ from coordinator.adapters.kube import (
     KubeClient,
     resource_path,
 )
-from support.fake_kube import Call, FakeKube, merge_patch
+from support.fake_kube import Call, Crash, FakeKube, merge_patch, path_of
 
 RUN = resource_path("TestRun", "ns", "run-1")
 RUNS = resource_path("TestRun", "ns")
@@ -39,6 +39,10 @@ def pod(name: str, namespace: str = "ns", **labels: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"nodeName": "n1"},
     }
+
+
+def seed(kube: FakeKube, obj: dict[str, Any]) -> dict[str, Any]:
+    return kube.add(path_of(obj), obj)
 
 
 def test_the_fake_and_the_client_both_have_the_protocols_methods_and_signatures() -> None:
@@ -86,11 +90,11 @@ async def test_missing_objects_are_404_and_empty_collections_are_empty() -> None
 
 async def test_reads_are_copies() -> None:
     kube = FakeKube()
-    kube.add(run())
+    seed(kube, run())
     got = await kube.get(RUN)
     got["spec"]["changed"] = True
     (await kube.list(RUNS))[0]["spec"]["changed"] = True
-    assert "changed" not in kube.object(RUN)["spec"]
+    assert "changed" not in kube.stored(RUN)["spec"]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +125,7 @@ def test_merge_patch_is_rfc_7386(target: Any, patch: Any, result: Any) -> None:
 
 async def test_patch_bumps_the_resource_version_and_generation_only_for_spec() -> None:
     kube = FakeKube()
-    kube.add(run(a=1))
+    seed(kube, run(a=1))
     labelled = await kube.patch(RUN, {"metadata": {"labels": {"x": "y"}}})
     assert labelled["metadata"]["labels"] == {"team": "shop", "x": "y"}
     assert (labelled["metadata"]["resourceVersion"], labelled["metadata"]["generation"]) == ("2", 1)
@@ -134,17 +138,17 @@ async def test_patch_bumps_the_resource_version_and_generation_only_for_spec() -
 
 async def test_a_stale_resource_version_in_a_patch_is_a_conflict() -> None:
     kube = FakeKube()
-    version = kube.add(run())["metadata"]["resourceVersion"]
+    version = seed(kube, run())["metadata"]["resourceVersion"]
     await kube.patch(RUN, {"metadata": {"resourceVersion": version}, "spec": {"a": 1}})
     with pytest.raises(ApiError) as stale:
         await kube.patch(RUN, {"metadata": {"resourceVersion": version}, "spec": {"a": 2}})
     assert (stale.value.status, stale.value.reason) == (409, "Conflict")
-    assert kube.object(RUN)["spec"]["a"] == 1
+    assert kube.stored(RUN)["spec"]["a"] == 1
 
 
 async def test_status_is_written_only_through_its_subresource() -> None:
     kube = FakeKube()
-    kube.add(run())
+    seed(kube, run())
     ignored = await kube.patch(RUN, {"status": {"phase": "Running"}, "spec": {"a": 1}})
     assert "status" not in ignored
     assert ignored["spec"]["a"] == 1
@@ -154,25 +158,25 @@ async def test_status_is_written_only_through_its_subresource() -> None:
     assert written["metadata"]["generation"] == 2, "a status write is not a new generation"
     assert (await kube.get(f"{RUN}/status"))["status"] == {"phase": "Running"}
     await kube.patch(f"{RUN}/status", {"status": {"phase": None, "verdict": "Passed"}})
-    assert kube.object(RUN)["status"] == {"verdict": "Passed"}
+    assert kube.stored(RUN)["status"] == {"verdict": "Passed"}
 
 
 async def test_a_lease_has_no_status_subresource() -> None:
     kube = FakeKube()
     path = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/lock"
-    kube.put(path, {"spec": {"holderIdentity": "a"}})
+    kube.add(path, {"spec": {"holderIdentity": "a"}})
     assert (await kube.patch(path, {"status": {"x": 1}}))["status"] == {"x": 1}
 
 
 async def test_delete_waits_for_the_finalizers() -> None:
     kube = FakeKube()
-    kube.add(run() | {"metadata": {"name": "run-1", "namespace": "ns", "finalizers": ["ours"]}})
+    seed(kube, run() | {"metadata": {"name": "run-1", "namespace": "ns", "finalizers": ["ours"]}})
     deleting = await kube.delete(RUN)
     assert deleting["metadata"]["deletionTimestamp"]
     assert (await kube.get(RUN))["metadata"]["deletionTimestamp"]
     await kube.patch(RUN, {"metadata": {"finalizers": None}})
     assert await kube.get_or_none(RUN) is None
-    kube.add(run())
+    seed(kube, run())
     await kube.delete(RUN)
     assert await kube.get_or_none(RUN) is None
 
@@ -180,7 +184,7 @@ async def test_delete_waits_for_the_finalizers() -> None:
 async def test_lists_select_by_label_and_field_across_namespaces() -> None:
     kube = FakeKube()
     for obj in (pod("b", app="web"), pod("a", app="web", tier="x"), pod("c", app="db"), pod("a", "other", app="web")):
-        kube.add(obj)
+        seed(kube, obj)
     kube.objects[resource_path("Pod", "ns", "c")]["spec"]["nodeName"] = "n2"
 
     def names(items: list[dict[str, Any]]) -> list[str]:
@@ -201,7 +205,7 @@ async def test_lists_select_by_label_and_field_across_namespaces() -> None:
 
 async def test_a_strategic_merge_patch_merges_named_list_items() -> None:
     kube = FakeKube()
-    path = kube.add(pod("a") | {"spec": {"containers": [{"name": "app", "image": "v1"}, {"name": "side"}]}})
+    path = seed(kube, pod("a") | {"spec": {"containers": [{"name": "app", "image": "v1"}, {"name": "side"}]}})
     path_of = resource_path("Pod", "ns", path["metadata"]["name"])
     patched = await kube.patch(path_of, {"spec": {"containers": [{"name": "app", "image": "v2"}]}}, STRATEGIC_PATCH)
     assert patched["spec"]["containers"] == [{"name": "app", "image": "v2"}, {"name": "side"}]
@@ -214,8 +218,8 @@ async def test_a_strategic_merge_patch_merges_named_list_items() -> None:
 
 async def test_calls_are_logged_and_failures_injected() -> None:
     kube = FakeKube()
-    kube.add(run())
-    kube.fail(ApiError(503, "ServiceUnavailable", "down"), method="PATCH")
+    seed(kube, run())
+    kube.fail(ApiError(503, "ServiceUnavailable", "down"), verb="patch")
     with pytest.raises(ApiError) as down:
         await kube.patch(RUN, {"spec": {"a": 1}})
     assert down.value.status == 503
@@ -226,8 +230,8 @@ async def test_calls_are_logged_and_failures_injected() -> None:
             await kube.get(RUN)
     kube.recover()
     await kube.get(RUN)
-    assert kube.calls_of("PATCH") == [Call("PATCH", RUN, {"spec": {"a": 1}})] * 2
-    assert [call.method for call in kube.calls] == ["PATCH", "PATCH", "GET", "GET", "GET", "GET"]
+    assert kube.calls_of("patch") == [Call("patch", RUN, {"spec": {"a": 1}})] * 2
+    assert [call.verb for call in kube.calls] == ["patch", "patch", "get", "get", "get", "get"]
 
 
 async def test_request_dispatches_like_the_client() -> None:
@@ -249,7 +253,7 @@ async def test_request_dispatches_like_the_client() -> None:
 
 async def test_a_watch_sees_existing_objects_then_changes() -> None:
     kube = FakeKube()
-    kube.add(run())
+    seed(kube, run())
     seen: list[tuple[str, Any]] = []
 
     async def watching() -> None:
@@ -279,3 +283,37 @@ async def test_version_params_and_latency_are_served_like_the_api_server() -> No
     started = loop.time()
     await kube.get_or_none(RUN)
     assert loop.time() - started == pytest.approx(7)
+
+
+async def test_hooks_see_each_write_and_a_crash_leaves_the_change_made() -> None:
+    kube = FakeKube()
+    seed(kube, run())
+    refused: list[Call] = []
+
+    def before(call: Call) -> None:
+        if call.verb == "delete":
+            refused.append(call)
+            raise ApiError(403, "Forbidden", "not you")
+
+    def after(call: Call) -> None:
+        if call.verb == "patch":
+            raise Crash
+
+    kube.before, kube.after = before, after
+    with pytest.raises(Crash):
+        await kube.patch(RUN, {"spec": {"a": 1}})
+    assert kube.stored(RUN)["spec"]["a"] == 1, "the server made the change before the process died"
+    with pytest.raises(ApiError) as forbidden:
+        await kube.delete(RUN)
+    assert forbidden.value.status == 403
+    assert [c.verb for c in refused] == ["delete"]
+    created = await kube.create(RUNS, run() | {"metadata": {"name": "run-2", "namespace": "ns"}})
+    assert kube.mutations("create") == [
+        Call("create", f"{RUNS}/run-2", run() | {"metadata": {"name": "run-2", "namespace": "ns"}})
+    ]
+    kube.before = kube.after = None
+    with pytest.raises(ApiError) as stale:
+        await kube.delete(f"{RUNS}/run-2", {"preconditions": {"uid": "someone-else"}})
+    assert stale.value.conflict
+    await kube.delete(f"{RUNS}/run-2", {"preconditions": {"uid": created["metadata"]["uid"]}})
+    assert [c.verb for c in kube.mutations()] == ["patch", "delete", "create", "delete", "delete"]

@@ -6,18 +6,18 @@ import asyncio
 
 import pytest
 
-from coordinator.history import redis
-from coordinator.history.redis import LocalTargetLocks, LockLease, _Renewer
+from coordinator.engine import locks
+from coordinator.engine.locks import LocalTargetLocks, LockLease, _Renewer
 from support.clock import use_loop_clock
 
-# The renewer's periods, its TTLs (time.monotonic in history/redis.py) and the tests' waits all pass in the event
+# The renewer's periods, its TTLs (time.monotonic in engine/locks.py) and the tests' waits all pass in the event
 # loop's fake time (looptime): exact, and no test waits for real.
 pytestmark = pytest.mark.looptime
 
 
 @pytest.fixture(autouse=True)
 async def loop_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_loop_clock(monkeypatch, redis)
+    use_loop_clock(monkeypatch, locks)
 
 
 def now() -> float:

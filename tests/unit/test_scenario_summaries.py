@@ -10,7 +10,7 @@ import pytest
 
 from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import Phase
-from coordinator.engine.executor import ScenarioSummaries
+from coordinator.engine.run import ScenarioSummaries
 from support.fake_kube import FakeKube
 
 # Each request takes 10 ms of loop time (looptime): runs that finish meanwhile join the next write.
@@ -24,7 +24,7 @@ def api(*names: str) -> FakeKube:
     kube = FakeKube()
     kube.latency = 0.01
     for name in names:
-        kube.add({"kind": "ChaosScenario", "metadata": {"name": name, "namespace": "shop"}, "spec": {}, "status": {}})
+        kube.add(resource_path("ChaosScenario", "shop", name), {"metadata": {"name": name}, "spec": {}, "status": {}})
     return kube
 
 
@@ -47,8 +47,8 @@ async def test_runs_finishing_together_are_all_counted_in_few_writes() -> None:
     assert counted["passedRuns"] == 40
     assert counted["passRate"] == "80%"
     assert counted["lastRun"] == {"name": "run-49", "phase": "Failed", "completedAt": "2026-01-01T00:00:49Z"}
-    assert len(kube.calls_of("PATCH")) <= 3, "runs that finish while a write is in flight share the next write"
-    assert len(kube.calls_of("GET")) == 1, "later writes start from the status the previous PATCH returned"
+    assert len(kube.calls_of("patch")) <= 3, "runs that finish while a write is in flight share the next write"
+    assert len(kube.calls_of("get")) == 1, "later writes start from the status the previous PATCH returned"
 
 
 async def test_a_stale_copy_is_read_again_and_nothing_is_lost() -> None:
@@ -65,7 +65,7 @@ async def test_a_stale_copy_is_read_again_and_nothing_is_lost() -> None:
 
 async def test_endless_conflicts_fail_every_waiter_of_the_batch() -> None:
     kube = api("kill")
-    kube.fail(CONFLICT, method="PATCH", times=None)  # someone else writes right before each of our PATCHes
+    kube.fail(CONFLICT, verb="patch", times=None)  # someone else writes right before each of our PATCHes
     summaries = ScenarioSummaries()
     results = await asyncio.gather(
         *(summaries.count(kube, "shop", "kill", f"run-{i}", Phase.PASSED, None) for i in range(3)),  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ RUNS = f"{BASE}/testruns"
 
 
 def add_scenario(kube: FakeKube, **spec: Any) -> dict[str, Any]:
-    return kube.put(
+    return kube.add(
         SCENARIO,
         {
             "apiVersion": "chaos.coordinator.dev/v1alpha1",
@@ -70,7 +70,7 @@ def name_at(seconds: int) -> str:
 
 
 async def tick(kube: FakeKube, seconds: float) -> None:
-    await reconcile_schedule(kube, kube.object(SCENARIO), T0 + timedelta(seconds=seconds))  # type: ignore[arg-type]
+    await reconcile_schedule(kube, kube.stored(SCENARIO), T0 + timedelta(seconds=seconds))  # type: ignore[arg-type]
 
 
 async def test_runs_are_created_on_schedule_owned_labelled_and_recorded() -> None:
@@ -169,7 +169,7 @@ async def test_runs_not_yet_mirrored_to_history_are_kept() -> None:
 async def test_runs_of_other_owners_are_left_alone() -> None:
     kube = FakeKube()
     add_scenario(kube, schedule="@every 5s", successfulRunsHistoryLimit=0)
-    kube.put(
+    kube.add(
         f"{RUNS}/manual",
         {
             "metadata": {"name": "manual", "uid": "m", "labels": {SCENARIO_LABEL: "nightly"}},

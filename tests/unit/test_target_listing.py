@@ -9,7 +9,7 @@ import pytest
 from coordinator.api.models import FaultType, Target
 from coordinator.engine.targets import pods_by_metadata, resolve_targets
 from coordinator.faults import driver_for
-from support.fake_kube import Call, FakeKube
+from support.fake_kube import Call, FakeKube, path_of
 
 
 async def allow(namespace: str) -> tuple[bool, str]:
@@ -19,7 +19,7 @@ async def allow(namespace: str) -> tuple[bool, str]:
 def cluster(*pods: dict[str, Any]) -> FakeKube:
     kube = FakeKube()
     for pod in pods:
-        kube.add(pod)
+        kube.add(path_of(pod), pod)
     return kube
 
 
@@ -48,7 +48,7 @@ async def test_a_metadata_list_filters_the_phase_on_the_server() -> None:
     selection = await resolve_targets(client, allow, target, "shop", "all", None, 1, reads_targets=False)  # type: ignore[arg-type]
     assert client.calls == [
         Call(
-            "GET",
+            "list",
             "/api/v1/namespaces/shop/pods",
             params={
                 "labelSelector": "app=web",
@@ -65,6 +65,6 @@ async def test_a_full_list_filters_the_phase_itself() -> None:
     client = cluster(pod("a", "Running"), pod("b", "Pending"))
     target = Target.model_validate({"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}})
     selection = await resolve_targets(client, allow, target, "shop", "all", None, 1)  # type: ignore[arg-type]
-    assert client.calls == [Call("GET", "/api/v1/namespaces/shop/pods", params={"labelSelector": "app=web"})]
+    assert client.calls == [Call("list", "/api/v1/namespaces/shop/pods", params={"labelSelector": "app=web"})]
     assert [t.ref.name for t in selection.targets] == ["a"]
     assert selection.targets[0].obj["status"] == {"phase": "Running"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coordinator.api.probes import Assertion, AssertionResult, HttpProbe, K8sProbe, Probe
+from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.domain.verdict import (
     ProbeStats,
     evaluate_assertion,
@@ -13,7 +14,7 @@ from coordinator.domain.verdict import (
     scenario_ref,
 )
 from coordinator.engine.probing import RecoveryTracker
-from coordinator.probes.base import ProbeError, Sample, compare, lookup
+from coordinator.probes.base import lookup
 from coordinator.probes.http import check_response
 from coordinator.probes.k8s import collection_path, evaluate
 from coordinator.probes.prometheus import query_value

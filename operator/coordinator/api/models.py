@@ -7,6 +7,7 @@ The CRDs in ``crds/`` are generated from these classes (``coordinator crds``); f
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, ClassVar
 
 from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
@@ -34,6 +35,7 @@ from coordinator.api.base import (
     MAX_STEP_DURATION,
     Cidr,
     RunTimeout,
+    Timestamp,
     duration_check,
     duration_field,
     unique_names,
@@ -62,6 +64,7 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     templatable as templatable,
 )
+from coordinator.api.durations import parse_duration
 from coordinator.api.inpod import (
     INPOD_OPTION_FIELDS,
     INPOD_REQUIRED_OPTIONS,
@@ -339,6 +342,11 @@ class Step(Model):
         min_length=1, max_length=16, description="Faults injected together (a combined step when several)."
     )
 
+    @cached_property
+    def seconds(self) -> float:
+        """``duration`` in seconds, parsed once (a rendered scenario holds no parameter references)."""
+        return parse_duration(self.duration)
+
 
 class ScenarioType(StrEnum):
     SERVICE_RESTART = "service_restart"
@@ -587,6 +595,12 @@ class TestRunSpec(Model):
     # spec is fixed from creation; runs start at once anyway.) tests/unit/test_crds.py checks every field but
     # abort is listed.
     IMMUTABLE_FIELDS: ClassVar[tuple[str, ...]] = ("scenarioRef", "parameters", "dryRun", "timeout", "seed")
+
+    @cached_property
+    def timeout_seconds(self) -> float:
+        """``timeout`` in seconds, parsed once."""
+        return parse_duration(self.timeout)
+
     cel_rules = (
         (
             " && ".join(
@@ -636,8 +650,8 @@ class Injection(Model):
     target: TargetRef = Field(description="What was changed.")
     state: InjectionState = Field(description="Recorded, Applied, Reverted, Irreversible or Failed.")
     original: str | None = Field(default=None, description="What to restore, as JSON.")
-    appliedAt: str | None = Field(default=None, description="When it was applied.")
-    revertedAt: str | None = Field(default=None, description="When it was reverted.")
+    appliedAt: Timestamp | None = Field(default=None, description="When it was applied.")
+    revertedAt: Timestamp | None = Field(default=None, description="When it was reverted.")
     message: str | None = Field(default=None, description="Why it failed, if it did.")
 
 
@@ -655,9 +669,9 @@ class StepRecord(Model):
     outcome: StepOutcome = Field(default=StepOutcome.PENDING, description="What happened in this step.")
     targets: list[TargetRef] = Field(default_factory=list, description="The targets chosen (at most 100 listed).")
     targetCount: int = Field(default=0, description="How many targets were chosen.")
-    injectedAt: str | None = Field(default=None, description="When the step's faults were applied.")
-    endsAt: str | None = Field(default=None, description="When the step's faults are due to be reverted.")
-    revertedAt: str | None = Field(default=None, description="When they were reverted.")
+    injectedAt: Timestamp | None = Field(default=None, description="When the step's faults were applied.")
+    endsAt: Timestamp | None = Field(default=None, description="When the step's faults are due to be reverted.")
+    revertedAt: Timestamp | None = Field(default=None, description="When they were reverted.")
     recoveryTimeSeconds: float | None = Field(
         default=None, description="From injection to the first moment every steady-state probe passed again."
     )
@@ -689,7 +703,7 @@ class HistorySync(Model):
     """Whether the finished run has been written to the history store (which outlives the TestRun object)."""
 
     synced: bool = Field(default=False, description="True once the run is in the history store.")
-    syncedAt: str | None = Field(default=None, description="When it was written.")
+    syncedAt: Timestamp | None = Field(default=None, description="When it was written.")
     store: str | None = Field(default=None, description="The kind of store it went to: postgresql or sqlite.")
 
 
@@ -698,7 +712,9 @@ class TestRunStatus(Model):
 
     __test__ = False
 
-    model_config = ConfigDict(extra="allow")
+    # A status written by a newer operator may hold fields this one does not know: read past them (the schema
+    # preserves them, and merge patches leave them alone).
+    model_config = ConfigDict(extra="ignore")
     phase: Phase | None = Field(
         default=None, description="Pending, Running, Passed, Failed, Error, Cancelled or TimedOut."
     )
@@ -711,14 +727,14 @@ class TestRunStatus(Model):
     )
     scenario: str | None = Field(default=None, description="The scenario, as namespace/name.")
     scenarioGeneration: int | None = Field(default=None, description="The scenario generation the run uses.")
-    startedAt: str | None = Field(default=None, description="When the run started.")
-    completedAt: str | None = Field(default=None, description="When it ended.")
+    startedAt: Timestamp | None = Field(default=None, description="When the run started.")
+    completedAt: Timestamp | None = Field(default=None, description="When it ended.")
     durationSeconds: float | None = Field(default=None, description="completedAt - startedAt in seconds.")
     duration: str | None = Field(default=None, description="The same as a duration, e.g. 5.1s or 2m3s.")
     step: str | None = Field(
         default=None, description="While the run is active: the step in progress, as <n>/<steps> <name>."
     )
-    deadline: str | None = Field(default=None, description="startedAt + spec.timeout.")
+    deadline: Timestamp | None = Field(default=None, description="startedAt + spec.timeout.")
     targets: int | None = Field(default=None, description="How many targets the run chose, over all steps.")
     currentStep: int | None = Field(default=None, description="Index of the step in progress.")
     steps: list[StepRecord] = Field(default_factory=list, description="One record per scenario step.")
@@ -741,6 +757,15 @@ class TestRunStatus(Model):
         default=None,
         description="The scenario spec this run executes, as JSON with its parameters filled in, taken when the "
         "run started: editing the scenario never changes a run in flight.",
+    )
+    baselineChecked: bool | None = Field(
+        default=None,
+        description="True once the before/edge probes passed, before anything was injected: a resumed run does not "
+        "check its baseline again while its faults are in place.",
+    )
+    scenarioCounted: bool | None = Field(
+        default=None,
+        description="True once the finished run is counted on its ChaosScenario's status, so it is counted once.",
     )
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-_SECONDS = "%Y-%m-%dT%H:%M:%S"
+from coordinator.api.base import TIMESTAMP_FORMAT
+
+# The status models serialise their times with TIMESTAMP_FORMAT (api/ is below domain/, so it lives there).
+_SECONDS = TIMESTAMP_FORMAT.removesuffix(".%fZ")
 
 
 def _utc(moment: datetime) -> datetime:
@@ -22,7 +25,7 @@ def _utc(moment: datetime) -> datetime:
 
 def format_iso(moment: datetime) -> str:
     """``moment`` in UTC to the microsecond: ``2026-12-06T10:44:26.123456Z``."""
-    return _utc(moment).strftime(f"{_SECONDS}.%fZ")
+    return _utc(moment).strftime(TIMESTAMP_FORMAT)
 
 
 def format_iso_seconds(moment: datetime) -> str:

@@ -17,7 +17,7 @@ from coordinator.api.probes import (
     ProbeResult,
 )
 from coordinator.domain.percentiles import percentile
-from coordinator.probes.base import Sample, compare
+from coordinator.domain.samples import Sample, compare
 
 KEEP = 1000  # latencies and values kept per probe for percentiles: bounded memory, bounded status
 

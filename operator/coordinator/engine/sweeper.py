@@ -16,7 +16,7 @@ from datetime import datetime
 from coordinator.adapters.kube import CLUSTER_SCOPED, JSON, ApiError, KubeClient, resource_path
 from coordinator.api.models import FINALIZER, TERMINAL_PHASES, FaultType, Injection, InjectionState, TargetRef
 from coordinator.domain.timestamps import now_iso, parse_iso
-from coordinator.engine.executor import RetryLater, revert_run
+from coordinator.engine.run import RetryLater, revert_run
 from coordinator.faults import driver_for
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL, clear_on_target, parsed_records
 from coordinator.settings import Settings, uses_patterns
@@ -173,7 +173,7 @@ async def release_stuck_deletions(
     Normally the deletion handler does this at once. It cannot when nobody watches the TestRun any more — kopf
     stops watching a namespace that is being deleted when it serves namespaces by pattern — and a namespace must
     never hang on our finalizer for ever. ``may_release`` keeps a finished run that has not reached the history
-    yet, up to its own bound (handlers/history.py ``DeletedRunGate``, which writes it when it can).
+    yet, up to its own bound (history/mirror.py ``DeletedRunGate``, which writes it when it can).
     """
     released = []
     now = parse_iso(now_iso())

@@ -6,24 +6,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import FINALIZER
-from coordinator.engine.executor import (
-    Executor,
+from coordinator.domain.timestamps import parse_iso
+from coordinator.engine.locks import TargetLocks
+from coordinator.engine.run import (
     Mirror,
     RetryLater,
     RunHandle,
     RunInterrupted,
+    RunMachine,
     Waiting,
     abort_requested,
-    deadline_passed,
     revert_run,
 )
-from coordinator.history.redis import TargetLocks
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,14 @@ async def _pause(body: Mapping[str, Any], stopped: kopf.DaemonStopped, delay: fl
     while (left := deadline - time.monotonic()) > 0:
         if await stopped.wait(min(left, poll)):
             return True
-        if abort_requested(body) or deadline_passed((body.get("status") or {}).get("deadline")):
+        if abort_requested(body) or _deadline_passed(body):
             return False
     return False
+
+
+def _deadline_passed(body: Mapping[str, Any]) -> bool:
+    deadline = (body.get("status") or {}).get("deadline")
+    return bool(deadline) and datetime.now(UTC) >= parse_iso(str(deadline))
 
 
 async def _execute_once(
@@ -146,9 +152,9 @@ async def _execute_once(
         if stored is None or stored["metadata"]["uid"] != uid:
             return
         handle = RunHandle(body=body, stopped=lambda: bool(stopped))
-        executor = Executor(client, settings, handle, stored=stored, locks=locks, mirror=mirror)
+        machine = RunMachine(client, settings, handle, stored=stored, locks=locks, mirror=mirror)
         try:
-            await executor.execute()
+            await machine.execute()
         except RunInterrupted:
             return
     _locks.pop(uid, None)

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from coordinator.domain.percentiles import percentile_rank
 from coordinator.history.availability import HistoryAvailability
 from coordinator.history.batching import GroupCommit
+from coordinator.history.cache import ReportCache
 from coordinator.history.models import SCHEMA_HEAD, HistoryTables, history_tables, table_prefix, version_table
 from coordinator.history.records import RunRecord, run_record
 from coordinator.history.report import (
@@ -57,9 +58,9 @@ from coordinator.history.report import (
     RunSummary,
     ScenarioStats,
 )
+from coordinator.history.urls import masked
 
 if TYPE_CHECKING:
-    from coordinator.history.redis import ReportCache
     from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,14 +92,6 @@ def refused(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
     return isinstance(code, str) and any(code.startswith(prefix) for prefix in REFUSED_SQLSTATES)
-
-
-def masked(url: str | URL) -> str:
-    """The URL as it may appear in logs, status and errors: any password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
 
 
 def database_url(settings: Settings) -> URL:

@@ -13,8 +13,9 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeClient
 from coordinator.api.probes import API_VERSION_PATTERN, KIND_PATTERN, OBJECT_NAME_PATTERN, K8sProbe
+from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.domain.selection import label_selector_to_string
-from coordinator.probes.base import ProbeError, ProbeRefused, Sample, compare, excerpt, lookup, short
+from coordinator.probes.base import ProbeRefused, excerpt, lookup, short
 
 # Plurals of the kinds probes usually look at; others fall back to the lowercase kind + "s".
 PLURALS = {
