@@ -19,7 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from coordinator.domain.conditions import now_iso
+from coordinator.domain.percentiles import percentile
+from coordinator.domain.timestamps import now_iso
 from coordinator.engine.locks import LocalTargetLocks, LockRefused, LockStoreUnavailable, RedisTargetLocks, TargetLocks
 from coordinator.history.mirror import SKIP_HISTORY_ANNOTATION, FinishedRunMirror, mirror_deleted_testrun
 from coordinator.history.models import SCHEMA_HEAD
@@ -32,9 +33,10 @@ from coordinator.history.redis import (
     RedisProgress,
     RedisReportCache,
 )
-from coordinator.history.report import ReportFilters, nearest_rank_percentile
+from coordinator.history.report import ReportFilters
 from coordinator.history.store import HistoryStore, HistoryUnavailable, fetch_report
-from support.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer, free_port
+from coordinator.testing.process import free_port
+from coordinator.testing.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
 from support.testruns import T0, finished_testrun
 
 
@@ -263,7 +265,7 @@ async def test_report_computes_mean_and_p95_recovery(filled: HistoryStore) -> No
     report = await filled.report(ReportFilters(scenario="shop/kill-web"))
     (stats,) = report.scenarios
     assert stats.mean_recovery == pytest.approx(sum(RECOVERIES) / len(RECOVERIES))
-    assert stats.p95_recovery == nearest_rank_percentile(RECOVERIES) == 10.0
+    assert stats.p95_recovery == percentile(RECOVERIES) == 10.0
 
 
 async def test_report_has_no_recovery_where_none_was_measured(filled: HistoryStore) -> None:

@@ -41,7 +41,7 @@ from coordinator.faults.inpod import (
     apply_commands,
     revert_commands,
 )
-from support.waiting import wait_for
+from coordinator.testing.waiting import wait_for
 
 TOOLS = ("ip", "tc", "nft", "ping", "stress-ng", "unshare", "nsenter")
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from coordinator.engine import locks as engine_locks
 from coordinator.engine.locks import (
     LocalTargetLocks,
     LockRefused,
@@ -18,6 +19,7 @@ from coordinator.engine.locks import (
     target_locks,
 )
 from coordinator.history.redis import LockStoreDown, in_process_services, redis_services
+from support.clock import use_loop_clock
 
 
 class MemoryLockStore:
@@ -90,7 +92,9 @@ async def test_an_unreachable_store_fails_closed_and_says_so_once(caplog: pytest
     assert "target locks are taken again" in caplog.text
 
 
-async def test_a_lock_the_store_forgot_is_lost() -> None:
+@pytest.mark.looptime  # the renewer's period and the TTL pass in the loop's fake time
+async def test_a_lock_the_store_forgot_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_loop_clock(monkeypatch, engine_locks)
     store = MemoryLockStore()
     locks = RedisTargetLocks(store)
     async with locks.hold(["Pod/shop/x"], ttl=0.15, owner="a") as lease:

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.support.fake_kube import Call, Crash, FakeKube
 
 from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import TERMINAL_PHASES, TestRunStatus
@@ -30,6 +29,7 @@ from coordinator.engine.run import RetryLater, RunHandle, RunMachine, Waiting
 from coordinator.engine.run.stages import TRANSITIONS, Position, Stage, position_of
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL
 from coordinator.settings import Settings
+from support.fake_kube import Call, Crash, FakeKube
 
 NS = "shop"
 RUN = resource_path("TestRun", NS, "run")

@@ -10,7 +10,6 @@ from coordinator.domain.verdict import (
     ProbeStats,
     evaluate_assertion,
     pass_rate,
-    percentile,
     resilience_score,
     scenario_ref,
 )
@@ -117,12 +116,6 @@ def _stats(name: str, oks: list[bool], weight: int = 1, latencies: list[float] |
         latency = latencies[i] if latencies else None
         stats.record(Sample(ok=ok, at=float(i), error=None if ok else "500", latency_ms=latency))
     return stats
-
-
-def test_percentile_nearest_rank() -> None:
-    assert percentile([], 95) is None
-    assert percentile([10, 20, 30, 40], 50) == 20
-    assert percentile(range(1, 101), 95) == 95
 
 
 def test_score_is_weighted_success() -> None:

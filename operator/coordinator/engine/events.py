@@ -9,7 +9,7 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeClient, api_version_of, resource_path
 from coordinator.api.models import TargetRef
-from coordinator.domain.conditions import now_iso
+from coordinator.domain.timestamps import now_iso_seconds
 
 log = logging.getLogger(__name__)
 COMPONENT = "test-coordinator"
@@ -44,7 +44,7 @@ async def post_event(
 ) -> None:
     involved = involved_object(obj)
     namespace = involved.get("namespace") or "default"
-    stamp = now_iso()[:19] + "Z"
+    stamp = now_iso_seconds()
     body = {
         "apiVersion": "v1",
         "kind": "Event",

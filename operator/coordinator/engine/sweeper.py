@@ -15,7 +15,7 @@ from datetime import datetime
 
 from coordinator.adapters.kube import CLUSTER_SCOPED, JSON, ApiError, KubeClient, resource_path
 from coordinator.api.models import FINALIZER, TERMINAL_PHASES, FaultType, Injection, InjectionState, TargetRef
-from coordinator.domain.conditions import now_iso, parse_iso
+from coordinator.domain.timestamps import now_iso, parse_iso
 from coordinator.engine.run import RetryLater, revert_run
 from coordinator.faults import driver_for
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL, clear_on_target, parsed_records

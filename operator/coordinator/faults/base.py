@@ -14,11 +14,11 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from coordinator.adapters.kube import JSON, ApiError, KubeClient, resource_path
 from coordinator.api.models import Fault, FaultType, Injection, InjectionState, TargetRef
+from coordinator.domain.timestamps import now_iso
 
 ANNOTATION_PREFIX = "chaos.coordinator.dev/injection-"
 INJECTED_LABEL = "chaos.coordinator.dev/injected"
@@ -220,7 +220,7 @@ async def claim_target(
                 injection.original = json.dumps(dict(fresh), sort_keys=True)
         recorded_at = own.get("recordedAt") if own else None
         payload = json.loads(record_payload(ctx.run, injection))
-        payload["recordedAt"] = recorded_at or now_stamp()
+        payload["recordedAt"] = recorded_at or now_iso()
         body = {
             "metadata": {
                 "resourceVersion": obj.get("metadata", {}).get("resourceVersion"),
@@ -235,11 +235,6 @@ async def claim_target(
             if not exc.conflict:
                 raise
     raise ApiError(409, "Conflict", f"{injection.target.kind} {injection.target.name} changed {CLAIM_ATTEMPTS} times")
-
-
-def now_stamp() -> str:
-    """A sortable UTC time with microseconds, for ``recordedAt``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def clear_on_target(client: KubeClient, target: TargetRef, key: str) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from coordinator.adapters.kube import KubeClient
 from coordinator.api.models import Fault, FaultType, Injection, InjectionState
+from coordinator.domain.timestamps import now_iso_seconds
 from coordinator.faults.base import FaultContext, FaultDriver, target_path
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -23,7 +23,7 @@ class RolloutRestartFault(FaultDriver):
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
         ctx.guard(injection.target)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = now_iso_seconds()
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         await ctx.client.patch(target_path(injection.target), body)
         return InjectionState.IRREVERSIBLE

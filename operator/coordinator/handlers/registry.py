@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
-from coordinator.domain.sharding import ShardSelector, parse_shard_selector
+from coordinator.domain.labelselectors import Selector, parse_selector
 from coordinator.engine.scheduler import run_now_due
 from coordinator.handlers.diffbase import NoDiffBase
 from coordinator.handlers.history import handle_mirror_testrun
@@ -57,8 +57,8 @@ async def login(**_: Any) -> kopf.AiohttpSession:
 
 
 @lru_cache(maxsize=1)
-def _shard() -> ShardSelector:
-    return parse_shard_selector(get_settings().selector)
+def _shard() -> Selector:
+    return parse_selector(get_settings().selector)
 
 
 def in_shard(labels: kopf.Labels, **_: Any) -> bool:

@@ -13,7 +13,7 @@ import kopf
 
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import FINALIZER
-from coordinator.domain.conditions import parse_iso
+from coordinator.domain.timestamps import parse_iso
 from coordinator.engine.locks import TargetLocks
 from coordinator.engine.run import (
     Mirror,

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from coordinator.adapters.kube import ApiError, KubeClient, resource_path
 from coordinator.api.models import TERMINAL_PHASES
-from coordinator.domain.conditions import now_iso, parse_iso
+from coordinator.domain.timestamps import now_iso, parse_iso
 from coordinator.history.cache import ReportCache
 from coordinator.history.records import run_record
 from coordinator.history.store import HistoryStore, HistoryUnavailable

@@ -24,9 +24,9 @@ from redis.exceptions import RedisError
 
 from coordinator.api.base import format_timestamp
 from coordinator.api.models import Injection, TestRunStatus
-from coordinator.domain.conditions import now_iso
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
+from coordinator.domain.timestamps import now_iso
 from coordinator.history.cache import ReportCache
 from coordinator.history.urls import masked
 

@@ -44,6 +44,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from coordinator.domain.percentiles import percentile_rank
 from coordinator.history.availability import HistoryAvailability
 from coordinator.history.batching import GroupCommit
 from coordinator.history.cache import ReportCache
@@ -56,7 +57,6 @@ from coordinator.history.report import (
     ReportFilters,
     RunSummary,
     ScenarioStats,
-    percentile_rank,
 )
 from coordinator.history.urls import masked
 

@@ -36,9 +36,9 @@ from prometheus_client.registry import Collector
 
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, TestRunStatus
-from coordinator.domain.conditions import parse_iso
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
+from coordinator.domain.timestamps import parse_iso
 
 SERVICE = "test-coordinator"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
