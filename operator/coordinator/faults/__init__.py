@@ -1,11 +1,14 @@
-"""One module per fault, all behind ``FaultDriver`` (plan -> apply -> revert, each idempotent)."""
+"""One module per fault, all behind ``FaultDriver`` (plan -> apply -> revert, each idempotent).
+
+A fault type is declared in ``coordinator.api.models`` (``FAULT_TYPES``: its options and target kinds) and driven
+from here: ``DRIVERS`` below is the registry, one line per driver. docs/adding-a-fault.md walks through it.
+"""
 
 from __future__ import annotations
 
-from coordinator.api.inpod import INPOD_OPTION_FIELDS
 from coordinator.api.models import FaultType
 from coordinator.faults.base import FaultDriver
-from coordinator.faults.ephemeral import driver_for_type
+from coordinator.faults.ephemeral import IN_POD_DRIVERS
 from coordinator.faults.network_partition import NetworkPartitionFault
 from coordinator.faults.node_cordon import NodeCordonFault
 from coordinator.faults.node_drain import NodeDrainFault
@@ -13,6 +16,7 @@ from coordinator.faults.pod_failure import PodFailureFault
 from coordinator.faults.pod_kill import PodKillFault
 from coordinator.faults.rollout_restart import RolloutRestartFault
 from coordinator.faults.scale import ScaleFault
+from coordinator.faults.target_kinds import kind_problems
 
 DRIVERS: dict[str, FaultDriver] = {
     str(driver.type): driver
@@ -24,10 +28,13 @@ DRIVERS: dict[str, FaultDriver] = {
         NodeCordonFault(),
         NodeDrainFault(),
         NetworkPartitionFault(),
-        *(driver_for_type(fault) for fault in FaultType if fault.value in INPOD_OPTION_FIELDS),
+        *IN_POD_DRIVERS.values(),
     )
 }
 
 
 def driver_for(fault_type: FaultType | str) -> FaultDriver:
     return DRIVERS[str(fault_type)]
+
+
+__all__ = ["DRIVERS", "FaultDriver", "driver_for", "kind_problems"]

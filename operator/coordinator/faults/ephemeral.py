@@ -17,15 +17,40 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, Generic
 
 from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeClient
-from coordinator.api.inpod import TrafficScopeOptions
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState
-from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path
+from coordinator.api.inpod import (
+    ContainerKillOptions,
+    CpuStressOptions,
+    IoStressOptions,
+    MemoryStressOptions,
+    NetworkBandwidthOptions,
+    NetworkDelayOptions,
+    NetworkPercentOptions,
+    TrafficScopeOptions,
+)
+from coordinator.api.models import (
+    CONTAINER_KILL,
+    CPU_STRESS,
+    IO_STRESS,
+    MEMORY_STRESS,
+    NETWORK_BANDWIDTH,
+    NETWORK_CORRUPT,
+    NETWORK_DELAY,
+    NETWORK_DUPLICATE,
+    NETWORK_LOSS,
+    Fault,
+    FaultDeclaration,
+    FaultType,
+    Injection,
+    InjectionState,
+    OptionsT,
+)
+from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path, unless_gone
 from coordinator.faults.inpod import agent, commands
 
 
@@ -38,15 +63,6 @@ class AgentFailedError(FaultError):
     """The agent ran and could not apply the fault (a missing kernel feature, no permission): reason AgentFailed."""
 
 
-NETWORK_FAULTS = frozenset(
-    {
-        FaultType.NETWORK_DELAY,
-        FaultType.NETWORK_LOSS,
-        FaultType.NETWORK_DUPLICATE,
-        FaultType.NETWORK_CORRUPT,
-        FaultType.NETWORK_BANDWIDTH,
-    }
-)
 DEFAULT_AGENT_IMAGE = "test-coordinator-tools:0.1.0"
 # Container waiting reasons that will not resolve by themselves while a step lasts.
 AGENT_CANNOT_START = frozenset(
@@ -155,37 +171,51 @@ def _scope(options: TrafficScopeOptions) -> commands.TrafficScope:
     )
 
 
-def to_agent_fault(fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
-    """Map the CRD options onto the agent's fault description (pure); ValueError names a bad option."""
-    kind = FaultType(fault.type)
-    if kind == FaultType.NETWORK_DELAY:
-        d = fault.networkDelay
-        assert d is not None
-        return commands.NetworkDelay(d.latencyMs, d.jitterMs, d.correlationPercent, _scope(d.scope))
-    if kind in (FaultType.NETWORK_LOSS, FaultType.NETWORK_DUPLICATE, FaultType.NETWORK_CORRUPT):
-        p = fault.networkLoss or fault.networkDuplicate or fault.networkCorrupt
-        assert p is not None
-        scope = _scope(p.scope)
-        if kind == FaultType.NETWORK_LOSS:
-            return commands.NetworkLoss(p.percent, p.correlationPercent, scope)
-        if kind == FaultType.NETWORK_DUPLICATE:
-            return commands.NetworkDuplicate(p.percent, p.correlationPercent, scope)
-        return commands.NetworkCorrupt(p.percent, p.correlationPercent, scope)
-    if kind == FaultType.NETWORK_BANDWIDTH:
-        b = fault.networkBandwidth
-        assert b is not None
-        return commands.NetworkBandwidth(b.rate, b.burstBytes, b.limitBytes, scope=_scope(b.scope))
-    if kind == FaultType.CPU_STRESS:
-        c = fault.cpuStress
-        return commands.CpuStress(c.workers, c.loadPercent) if c else commands.CpuStress()
-    if kind == FaultType.MEMORY_STRESS:
-        m = fault.memoryStress
-        return commands.MemoryStress(m.size, m.workers) if m else commands.MemoryStress()
-    if kind == FaultType.IO_STRESS:
-        i = fault.ioStress
-        return commands.IoStress(i.workers, i.size) if i else commands.IoStress()
-    k = fault.containerKill
-    assert k is not None
+def _given(options: OptionsT | None, declaration: FaultDeclaration[OptionsT]) -> OptionsT:
+    if options is None:  # the CRD requires them; a spec that bypassed it is refused here, by name
+        raise ValueError(f"{declaration.type} faults need {declaration.option_field} options")
+    return options
+
+
+def _network_delay(o: NetworkDelayOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    d = _given(o, NETWORK_DELAY)
+    return commands.NetworkDelay(d.latencyMs, d.jitterMs, d.correlationPercent, _scope(d.scope))
+
+
+def _network_loss(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = _given(o, NETWORK_LOSS)
+    return commands.NetworkLoss(p.percent, p.correlationPercent, _scope(p.scope))
+
+
+def _network_duplicate(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = _given(o, NETWORK_DUPLICATE)
+    return commands.NetworkDuplicate(p.percent, p.correlationPercent, _scope(p.scope))
+
+
+def _network_corrupt(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = _given(o, NETWORK_CORRUPT)
+    return commands.NetworkCorrupt(p.percent, p.correlationPercent, _scope(p.scope))
+
+
+def _network_bandwidth(o: NetworkBandwidthOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    b = _given(o, NETWORK_BANDWIDTH)
+    return commands.NetworkBandwidth(b.rate, b.burstBytes, b.limitBytes, scope=_scope(b.scope))
+
+
+def _cpu_stress(c: CpuStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    return commands.CpuStress(c.workers, c.loadPercent) if c else commands.CpuStress()
+
+
+def _memory_stress(m: MemoryStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    return commands.MemoryStress(m.size, m.workers) if m else commands.MemoryStress()
+
+
+def _io_stress(i: IoStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    return commands.IoStress(i.workers, i.size) if i else commands.IoStress()
+
+
+def _container_kill(o: ContainerKillOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    k = _given(o, CONTAINER_KILL)
     container_id = None
     for status in pod.get("status", {}).get("containerStatuses") or []:
         if status.get("name") == k.containerName and status.get("containerID"):
@@ -193,21 +223,51 @@ def to_agent_fault(fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
     return commands.ContainerKill(k.containerName, k.signal, container_id)
 
 
+def to_agent_fault(fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
+    """Map the CRD options onto the agent's fault description (pure); ValueError names a bad option."""
+    return _driver(fault).agent_fault(fault, pod)
+
+
+def _driver(fault: Fault) -> InPodFault[Any]:
+    driver = IN_POD_DRIVERS.get(str(fault.type))
+    if driver is None:
+        raise FaultError(f"{fault.type} is not an in-pod fault")
+    return driver
+
+
+def _target_container(fault: Fault) -> str | None:
+    """The container that container-kill's agent shares a process namespace with; None for the other faults."""
+    if fault.type != FaultType.CONTAINER_KILL:
+        return None
+    options = CONTAINER_KILL.options_of(fault)
+    if options is None:
+        raise FaultError("container-kill faults need containerKill options")
+    return options.containerName
+
+
+def hold_seconds(step_duration: float | None) -> int:
+    """How long the agent holds its fault: the step's duration in whole seconds, at least 1 (the least the agent
+    can hold; a 0s step still gets its fault applied and removed). The step's duration has its default in the
+    model (Step.duration), so an unknown one is an error, not a second default."""
+    if step_duration is None:
+        raise FaultError("an in-pod fault needs the step's duration, and none was given")
+    return max(1, math.ceil(step_duration))
+
+
 def guard_pod(fault: Fault, pod: Mapping[str, Any]) -> None:
     """Refuse pods where the agent would hit more than the pod: the node's network or the node's processes."""
     spec = pod.get("spec", {})
     name = pod.get("metadata", {}).get("name")
-    if FaultType(fault.type) in NETWORK_FAULTS and spec.get("hostNetwork"):
+    # A network fault (NET_ADMIN) acts on the pod's network namespace: on the node's network it would shape the node.
+    if _driver(fault).capability == NET_ADMIN and spec.get("hostNetwork"):
         raise FaultError(f"pod {name} uses hostNetwork: a {fault.type} fault would shape the node itself")
     if fault.type == FaultType.CONTAINER_KILL:
         if spec.get("hostPID"):
             raise FaultError(f"pod {name} uses hostPID: container-kill could signal the node's processes")
-        assert fault.containerKill is not None
+        container = _target_container(fault)
         names = {c.get("name") for c in spec.get("containers", [])}
-        if fault.containerKill.containerName not in names:
-            raise FaultError(
-                f"pod {name} has no container {fault.containerKill.containerName!r} (containerKill.containerName)"
-            )
+        if container not in names:
+            raise FaultError(f"pod {name} has no container {container!r} (containerKill.containerName)")
 
 
 def ephemeral_container(
@@ -222,10 +282,8 @@ def ephemeral_container(
     except ValueError as exc:
         raise FaultError(str(exc)) from exc
     capabilities: dict[str, Any] = {"drop": ["ALL"]}
-    if FaultType(fault.type) in NETWORK_FAULTS:
-        capabilities["add"] = ["NET_ADMIN"]
-    elif fault.type == FaultType.CONTAINER_KILL:
-        capabilities["add"] = ["KILL"]
+    if _driver(fault).capability:
+        capabilities["add"] = [_driver(fault).capability]
     container: dict[str, Any] = {
         "name": f"coordinator-{fault_id}"[:63].rstrip("-_").replace("_", "-"),
         "image": image,
@@ -238,20 +296,31 @@ def ephemeral_container(
             "capabilities": capabilities,
         },
     }
-    if fault.type == FaultType.CONTAINER_KILL:
-        assert fault.containerKill is not None
-        container["targetContainerName"] = fault.containerKill.containerName
+    target_container = _target_container(fault)
+    if target_container is not None:
+        container["targetContainerName"] = target_container
     return container
 
 
-class InPodFault(FaultDriver):
-    """One driver class for every in-pod fault type; ``type`` is set per instance."""
+class InPodFault(FaultDriver, Generic[OptionsT]):
+    """One driver class for the in-pod fault types: an instance per type, with its declaration, how its options
+    become the agent's fault description, and the capability the agent needs."""
 
-    kinds: ClassVar[frozenset[str]] = frozenset({"Pod"})
-
-    def __init__(self, fault_type: FaultType, image: str = DEFAULT_AGENT_IMAGE) -> None:
-        self.type = fault_type  # type: ignore[misc]
+    def __init__(
+        self,
+        declaration: FaultDeclaration[OptionsT],
+        describe: Callable[[OptionsT | None, Mapping[str, Any]], commands.InPodFault],
+        capability: str,
+        image: str = DEFAULT_AGENT_IMAGE,
+    ) -> None:
+        self.declaration = declaration
+        self.describe = describe
+        self.capability = capability
         self.image = image
+
+    def agent_fault(self, fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
+        """The agent's description of this fault on ``pod`` (pure); ValueError names a bad option."""
+        return self.describe(self.declaration.options_of(fault), pod)
 
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         # Nothing of the pod changes but the ephemeral container list; the record names the agent's container.
@@ -262,10 +331,10 @@ class InPodFault(FaultDriver):
         pod = await ctx.client.get(target_path(injection.target))
         if injection.target.uid and pod["metadata"]["uid"] != injection.target.uid:
             raise FaultError(f"pod {injection.target.name} was replaced before injection")
-        duration = math.ceil(ctx.step_duration or 30)
+        duration = hold_seconds(ctx.step_duration)
         container = ephemeral_container(fault, pod, injection.id, duration, ctx.agent_image or self.image)
         existing = {c["name"] for c in pod.get("spec", {}).get("ephemeralContainers") or []}
-        target_container = fault.containerKill.containerName if fault.containerKill else None
+        target_container = _target_container(fault)
         restarts_before = restart_count(pod, target_container) if target_container else 0
         if container["name"] not in existing:  # a repeated apply after a restart adds nothing
             try:
@@ -342,14 +411,10 @@ class InPodFault(FaultDriver):
         what is checked is that the pod still exists (a deleted pod took the fault with it).
         """
         _ = original_of(injection)
-        try:
-            await client.get(target_path(injection.target))
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
+        await unless_gone(client.get(target_path(injection.target)))
 
 
-class OneShotInPodFault(InPodFault):
+class OneShotInPodFault(InPodFault[OptionsT]):
     """container-kill: the signal is sent once and there is nothing to hold or undo."""
 
     reversible = False
@@ -359,5 +424,19 @@ class OneShotInPodFault(InPodFault):
         return InjectionState.IRREVERSIBLE
 
 
-def driver_for_type(fault_type: FaultType) -> InPodFault:
-    return OneShotInPodFault(fault_type) if fault_type == FaultType.CONTAINER_KILL else InPodFault(fault_type)
+NET_ADMIN, KILL, NO_CAPABILITY = "NET_ADMIN", "KILL", ""
+
+IN_POD_DRIVERS: dict[str, InPodFault[Any]] = {
+    str(driver.type): driver
+    for driver in (
+        InPodFault(NETWORK_DELAY, _network_delay, NET_ADMIN),
+        InPodFault(NETWORK_LOSS, _network_loss, NET_ADMIN),
+        InPodFault(NETWORK_DUPLICATE, _network_duplicate, NET_ADMIN),
+        InPodFault(NETWORK_CORRUPT, _network_corrupt, NET_ADMIN),
+        InPodFault(NETWORK_BANDWIDTH, _network_bandwidth, NET_ADMIN),
+        InPodFault(CPU_STRESS, _cpu_stress, NO_CAPABILITY),
+        InPodFault(MEMORY_STRESS, _memory_stress, NO_CAPABILITY),
+        InPodFault(IO_STRESS, _io_stress, NO_CAPABILITY),
+        OneShotInPodFault(CONTAINER_KILL, _container_kill, KILL),
+    )
+}
