@@ -32,7 +32,7 @@ from coordinator.api.models import (
 )
 from coordinator.faults import DRIVERS, kind_problems
 from coordinator.faults.base import FaultContext, FaultDriver, FaultError, unless_gone
-from coordinator.faults.ephemeral import IN_POD_DRIVERS, ephemeral_container, hold_seconds, to_agent_fault
+from coordinator.faults.ephemeral import InPodFault, hold_seconds
 from coordinator.faults.inpod import commands
 from coordinator.faults.node_cordon import NodeCordonFault
 from coordinator.faults.node_drain import NodeDrainFault
@@ -176,7 +176,7 @@ def test_the_option_fields_are_the_ones_users_write() -> None:
         **INPOD_OPTION_FIELDS,
     }
     assert list(Fault.model_fields) == ["type", *Fault.OPTION_FIELDS.values()]
-    assert set(INPOD_OPTION_FIELDS) == set(IN_POD_DRIVERS)
+    assert set(INPOD_OPTION_FIELDS) == {t for t, driver in DRIVERS.items() if isinstance(driver, InPodFault)}
 
 
 def test_required_options_are_the_ones_a_fault_cannot_do_without() -> None:
@@ -233,6 +233,16 @@ AGENT_FAULT = {
 }
 
 
+def in_pod_driver(fault_type: str) -> InPodFault[Any]:
+    driver = DRIVERS[fault_type]
+    assert isinstance(driver, InPodFault)
+    return driver
+
+
+def agent_container(fault: Fault, pod: Mapping[str, Any] = POD, seconds: int = 30) -> dict[str, Any]:
+    return in_pod_driver(str(fault.type)).container(fault, pod, "0.0/x/Pod/shop/checkout-1", seconds, "tools:1")
+
+
 def in_pod_fault(fault_type: str) -> Fault:
     body: dict[str, Any] = {"type": fault_type}
     if fault_type in MINIMAL_OPTIONS:
@@ -242,7 +252,7 @@ def in_pod_fault(fault_type: str) -> Fault:
 
 @pytest.mark.parametrize("fault_type", sorted(INPOD_OPTION_FIELDS))
 def test_each_in_pod_fault_maps_onto_its_agent_fault(fault_type: str) -> None:
-    assert type(to_agent_fault(in_pod_fault(fault_type), POD)) is AGENT_FAULT[fault_type]
+    assert type(in_pod_driver(fault_type).agent_fault(in_pod_fault(fault_type), POD)) is AGENT_FAULT[fault_type]
 
 
 @pytest.mark.parametrize(
@@ -255,7 +265,7 @@ def test_each_in_pod_fault_maps_onto_its_agent_fault(fault_type: str) -> None:
     ],
 )
 def test_the_agent_gets_only_the_capability_its_fault_needs(fault_type: str, capability: list[str] | None) -> None:
-    container = ephemeral_container(in_pod_fault(fault_type), POD, "0.0/x/Pod/shop/checkout-1", 30, "tools:1")
+    container = agent_container(in_pod_fault(fault_type))
     assert container["securityContext"]["capabilities"].get("add") == capability
     assert ("targetContainerName" in container) == (fault_type == "container-kill")
 
@@ -263,14 +273,26 @@ def test_the_agent_gets_only_the_capability_its_fault_needs(fault_type: str, cap
 def test_missing_required_options_are_refused_by_name() -> None:
     fault = Fault.model_construct(type="network-delay")
     with pytest.raises(FaultError, match="network-delay faults need networkDelay options"):
-        ephemeral_container(fault, POD, "0.0/x/Pod/shop/checkout-1", 30, "tools:1")
+        agent_container(fault)
+
+
+@pytest.mark.parametrize(
+    ("pod_spec", "refusal"),
+    [({"hostPID": True}, "hostPID"), ({"containers": [{"name": "sidecar"}]}, "has no container 'app'")],
+)
+def test_container_kill_refuses_the_node_processes_and_a_missing_container(
+    pod_spec: dict[str, Any], refusal: str
+) -> None:
+    pod = {**POD, "spec": {**POD["spec"], **pod_spec}}
+    with pytest.raises(FaultError, match=refusal):
+        agent_container(in_pod_fault("container-kill"), pod)
 
 
 def test_a_network_fault_refuses_a_pod_on_the_node_network() -> None:
     pod = {**POD, "spec": {**POD["spec"], "hostNetwork": True}}
     with pytest.raises(FaultError, match="hostNetwork"):
-        ephemeral_container(in_pod_fault("network-loss"), pod, "0.0/x/Pod/shop/checkout-1", 30, "tools:1")
-    ephemeral_container(in_pod_fault("cpu-stress"), pod, "0.0/x/Pod/shop/checkout-1", 30, "tools:1")
+        agent_container(in_pod_fault("network-loss"), pod)
+    agent_container(in_pod_fault("cpu-stress"), pod)
 
 
 # --- how long the agent holds ---------------------------------------------------------------------------------
@@ -283,9 +305,7 @@ def test_the_agent_holds_for_the_step_not_a_default(step_seconds: float, held: i
 
 
 def test_a_zero_second_step_gives_an_agent_that_holds_one_second() -> None:
-    container = ephemeral_container(
-        in_pod_fault("cpu-stress"), POD, "0.0/x/Pod/shop/checkout-1", hold_seconds(0), "tools:1"
-    )
+    container = agent_container(in_pod_fault("cpu-stress"), seconds=hold_seconds(0))
     assert "cpu-stress for 1s" in container["command"][2]
 
 

@@ -6,9 +6,20 @@ from here: ``DRIVERS`` below is the registry, one line per driver. docs/adding-a
 
 from __future__ import annotations
 
-from coordinator.api.models import FaultType
+from coordinator.api.models import (
+    CPU_STRESS,
+    IO_STRESS,
+    MEMORY_STRESS,
+    NETWORK_BANDWIDTH,
+    NETWORK_CORRUPT,
+    NETWORK_DELAY,
+    NETWORK_DUPLICATE,
+    NETWORK_LOSS,
+    FaultType,
+)
+from coordinator.faults import ephemeral
 from coordinator.faults.base import FaultDriver
-from coordinator.faults.ephemeral import IN_POD_DRIVERS
+from coordinator.faults.ephemeral import NET_ADMIN, NO_CAPABILITY, ContainerKillFault, InPodFault
 from coordinator.faults.network_partition import NetworkPartitionFault
 from coordinator.faults.node_cordon import NodeCordonFault
 from coordinator.faults.node_drain import NodeDrainFault
@@ -28,7 +39,15 @@ DRIVERS: dict[str, FaultDriver] = {
         NodeCordonFault(),
         NodeDrainFault(),
         NetworkPartitionFault(),
-        *IN_POD_DRIVERS.values(),
+        InPodFault(NETWORK_DELAY, ephemeral.network_delay, NET_ADMIN),
+        InPodFault(NETWORK_LOSS, ephemeral.network_loss, NET_ADMIN),
+        InPodFault(NETWORK_DUPLICATE, ephemeral.network_duplicate, NET_ADMIN),
+        InPodFault(NETWORK_CORRUPT, ephemeral.network_corrupt, NET_ADMIN),
+        InPodFault(NETWORK_BANDWIDTH, ephemeral.network_bandwidth, NET_ADMIN),
+        InPodFault(CPU_STRESS, ephemeral.cpu_stress, NO_CAPABILITY),
+        InPodFault(MEMORY_STRESS, ephemeral.memory_stress, NO_CAPABILITY),
+        InPodFault(IO_STRESS, ephemeral.io_stress, NO_CAPABILITY),
+        ContainerKillFault(),
     )
 }
 

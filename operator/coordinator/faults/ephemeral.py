@@ -35,9 +35,6 @@ from coordinator.api.inpod import (
 )
 from coordinator.api.models import (
     CONTAINER_KILL,
-    CPU_STRESS,
-    IO_STRESS,
-    MEMORY_STRESS,
     NETWORK_BANDWIDTH,
     NETWORK_CORRUPT,
     NETWORK_DELAY,
@@ -45,7 +42,6 @@ from coordinator.api.models import (
     NETWORK_LOSS,
     Fault,
     FaultDeclaration,
-    FaultType,
     Injection,
     InjectionState,
     OptionsT,
@@ -64,6 +60,8 @@ class AgentFailedError(FaultError):
 
 
 DEFAULT_AGENT_IMAGE = "test-coordinator-tools:0.1.0"
+# The capability an agent adds (everything else is dropped): network faults shape the pod's network namespace.
+NET_ADMIN, KILL, NO_CAPABILITY = "NET_ADMIN", "KILL", ""
 # Container waiting reasons that will not resolve by themselves while a step lasts.
 AGENT_CANNOT_START = frozenset(
     {
@@ -171,78 +169,60 @@ def _scope(options: TrafficScopeOptions) -> commands.TrafficScope:
     )
 
 
-def _given(options: OptionsT | None, declaration: FaultDeclaration[OptionsT]) -> OptionsT:
-    if options is None:  # the CRD requires them; a spec that bypassed it is refused here, by name
+def given(options: OptionsT | None, declaration: FaultDeclaration[OptionsT]) -> OptionsT:
+    """Options the CRD requires; a spec that bypassed it is refused by name (ValueError, as a bad option is)."""
+    if options is None:
         raise ValueError(f"{declaration.type} faults need {declaration.option_field} options")
     return options
 
 
-def _network_delay(o: NetworkDelayOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
-    d = _given(o, NETWORK_DELAY)
+# How each fault's options become the agent's fault description (pure; ValueError names a bad option).
+
+
+def network_delay(o: NetworkDelayOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    d = given(o, NETWORK_DELAY)
     return commands.NetworkDelay(d.latencyMs, d.jitterMs, d.correlationPercent, _scope(d.scope))
 
 
-def _network_loss(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
-    p = _given(o, NETWORK_LOSS)
+def network_loss(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = given(o, NETWORK_LOSS)
     return commands.NetworkLoss(p.percent, p.correlationPercent, _scope(p.scope))
 
 
-def _network_duplicate(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
-    p = _given(o, NETWORK_DUPLICATE)
+def network_duplicate(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = given(o, NETWORK_DUPLICATE)
     return commands.NetworkDuplicate(p.percent, p.correlationPercent, _scope(p.scope))
 
 
-def _network_corrupt(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
-    p = _given(o, NETWORK_CORRUPT)
+def network_corrupt(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = given(o, NETWORK_CORRUPT)
     return commands.NetworkCorrupt(p.percent, p.correlationPercent, _scope(p.scope))
 
 
-def _network_bandwidth(o: NetworkBandwidthOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
-    b = _given(o, NETWORK_BANDWIDTH)
+def network_bandwidth(o: NetworkBandwidthOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    b = given(o, NETWORK_BANDWIDTH)
     return commands.NetworkBandwidth(b.rate, b.burstBytes, b.limitBytes, scope=_scope(b.scope))
 
 
-def _cpu_stress(c: CpuStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+def cpu_stress(c: CpuStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
     return commands.CpuStress(c.workers, c.loadPercent) if c else commands.CpuStress()
 
 
-def _memory_stress(m: MemoryStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+def memory_stress(m: MemoryStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
     return commands.MemoryStress(m.size, m.workers) if m else commands.MemoryStress()
 
 
-def _io_stress(i: IoStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+def io_stress(i: IoStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
     return commands.IoStress(i.workers, i.size) if i else commands.IoStress()
 
 
-def _container_kill(o: ContainerKillOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
-    k = _given(o, CONTAINER_KILL)
+def container_kill(o: ContainerKillOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    k = given(o, CONTAINER_KILL)
     container_id = None
     for status in pod.get("status", {}).get("containerStatuses") or []:
         if status.get("name") == k.containerName and status.get("containerID"):
             container_id = str(status["containerID"]).split("://", 1)[-1]
     return commands.ContainerKill(k.containerName, k.signal, container_id)
-
-
-def to_agent_fault(fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
-    """Map the CRD options onto the agent's fault description (pure); ValueError names a bad option."""
-    return _driver(fault).agent_fault(fault, pod)
-
-
-def _driver(fault: Fault) -> InPodFault[Any]:
-    driver = IN_POD_DRIVERS.get(str(fault.type))
-    if driver is None:
-        raise FaultError(f"{fault.type} is not an in-pod fault")
-    return driver
-
-
-def _target_container(fault: Fault) -> str | None:
-    """The container that container-kill's agent shares a process namespace with; None for the other faults."""
-    if fault.type != FaultType.CONTAINER_KILL:
-        return None
-    options = CONTAINER_KILL.options_of(fault)
-    if options is None:
-        raise FaultError("container-kill faults need containerKill options")
-    return options.containerName
 
 
 def hold_seconds(step_duration: float | None) -> int:
@@ -254,57 +234,9 @@ def hold_seconds(step_duration: float | None) -> int:
     return max(1, math.ceil(step_duration))
 
 
-def guard_pod(fault: Fault, pod: Mapping[str, Any]) -> None:
-    """Refuse pods where the agent would hit more than the pod: the node's network or the node's processes."""
-    spec = pod.get("spec", {})
-    name = pod.get("metadata", {}).get("name")
-    # A network fault (NET_ADMIN) acts on the pod's network namespace: on the node's network it would shape the node.
-    if _driver(fault).capability == NET_ADMIN and spec.get("hostNetwork"):
-        raise FaultError(f"pod {name} uses hostNetwork: a {fault.type} fault would shape the node itself")
-    if fault.type == FaultType.CONTAINER_KILL:
-        if spec.get("hostPID"):
-            raise FaultError(f"pod {name} uses hostPID: container-kill could signal the node's processes")
-        container = _target_container(fault)
-        names = {c.get("name") for c in spec.get("containers", [])}
-        if container not in names:
-            raise FaultError(f"pod {name} has no container {container!r} (containerKill.containerName)")
-
-
-def ephemeral_container(
-    fault: Fault, pod: Mapping[str, Any], injection_id: str, duration_seconds: int, image: str
-) -> dict[str, Any]:
-    """The ephemeral container spec that runs the agent (pure)."""
-    guard_pod(fault, pod)
-    fault_id = commands.fault_id_for(injection_id)
-    try:
-        description = to_agent_fault(fault, pod)
-        command = agent.agent_command(description, duration_seconds, fault_id=fault_id)
-    except ValueError as exc:
-        raise FaultError(str(exc)) from exc
-    capabilities: dict[str, Any] = {"drop": ["ALL"]}
-    if _driver(fault).capability:
-        capabilities["add"] = [_driver(fault).capability]
-    container: dict[str, Any] = {
-        "name": f"coordinator-{fault_id}"[:63].rstrip("-_").replace("_", "-"),
-        "image": image,
-        "command": command,
-        "terminationMessagePolicy": "File",
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "allowPrivilegeEscalation": False,
-            "capabilities": capabilities,
-        },
-    }
-    target_container = _target_container(fault)
-    if target_container is not None:
-        container["targetContainerName"] = target_container
-    return container
-
-
 class InPodFault(FaultDriver, Generic[OptionsT]):
-    """One driver class for the in-pod fault types: an instance per type, with its declaration, how its options
-    become the agent's fault description, and the capability the agent needs."""
+    """The driver of an in-pod fault type, one instance per type (the registry in coordinator.faults): its
+    declaration, how its options become the agent's fault description, and the capability the agent adds."""
 
     def __init__(
         self,
@@ -322,6 +254,48 @@ class InPodFault(FaultDriver, Generic[OptionsT]):
         """The agent's description of this fault on ``pod`` (pure); ValueError names a bad option."""
         return self.describe(self.declaration.options_of(fault), pod)
 
+    def target_container(self, fault: Fault) -> str | None:
+        """The container whose process namespace the agent joins; None: the pod's (network) namespaces only."""
+        return None
+
+    def guard_pod(self, fault: Fault, pod: Mapping[str, Any]) -> None:
+        """Refuse pods where the agent would hit more than the pod: the node's network (or, for container-kill,
+        the node's processes)."""
+        spec = pod.get("spec", {})
+        if self.capability == NET_ADMIN and spec.get("hostNetwork"):
+            name = pod.get("metadata", {}).get("name")
+            raise FaultError(f"pod {name} uses hostNetwork: a {fault.type} fault would shape the node itself")
+
+    def container(
+        self, fault: Fault, pod: Mapping[str, Any], injection_id: str, duration_seconds: int, image: str
+    ) -> dict[str, Any]:
+        """The ephemeral container spec that runs the agent (pure)."""
+        self.guard_pod(fault, pod)
+        fault_id = commands.fault_id_for(injection_id)
+        try:
+            command = agent.agent_command(self.agent_fault(fault, pod), duration_seconds, fault_id=fault_id)
+        except ValueError as exc:
+            raise FaultError(str(exc)) from exc
+        capabilities: dict[str, Any] = {"drop": ["ALL"]}
+        if self.capability:
+            capabilities["add"] = [self.capability]
+        container: dict[str, Any] = {
+            "name": f"coordinator-{fault_id}"[:63].rstrip("-_").replace("_", "-"),
+            "image": image,
+            "command": command,
+            "terminationMessagePolicy": "File",
+            "securityContext": {
+                "runAsUser": 0,
+                "runAsNonRoot": False,
+                "allowPrivilegeEscalation": False,
+                "capabilities": capabilities,
+            },
+        }
+        target_container = self.target_container(fault)
+        if target_container is not None:
+            container["targetContainerName"] = target_container
+        return container
+
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         # Nothing of the pod changes but the ephemeral container list; the record names the agent's container.
         return {"inPod": True}
@@ -332,9 +306,9 @@ class InPodFault(FaultDriver, Generic[OptionsT]):
         if injection.target.uid and pod["metadata"]["uid"] != injection.target.uid:
             raise FaultError(f"pod {injection.target.name} was replaced before injection")
         duration = hold_seconds(ctx.step_duration)
-        container = ephemeral_container(fault, pod, injection.id, duration, ctx.agent_image or self.image)
+        container = self.container(fault, pod, injection.id, duration, ctx.agent_image or self.image)
         existing = {c["name"] for c in pod.get("spec", {}).get("ephemeralContainers") or []}
-        target_container = _target_container(fault)
+        target_container = self.target_container(fault)
         restarts_before = restart_count(pod, target_container) if target_container else 0
         if container["name"] not in existing:  # a repeated apply after a restart adds nothing
             try:
@@ -414,29 +388,30 @@ class InPodFault(FaultDriver, Generic[OptionsT]):
         await unless_gone(client.get(target_path(injection.target)))
 
 
-class OneShotInPodFault(InPodFault[OptionsT]):
-    """container-kill: the signal is sent once and there is nothing to hold or undo."""
+class ContainerKillFault(InPodFault[ContainerKillOptions]):
+    """container-kill: the agent joins the target container's process namespace and sends the signal once; there
+    is nothing to hold or undo."""
 
     reversible = False
+
+    def __init__(self, image: str = DEFAULT_AGENT_IMAGE) -> None:
+        super().__init__(CONTAINER_KILL, container_kill, KILL, image)
+
+    def target_container(self, fault: Fault) -> str | None:
+        return given(CONTAINER_KILL.options_of(fault), CONTAINER_KILL).containerName
+
+    def guard_pod(self, fault: Fault, pod: Mapping[str, Any]) -> None:
+        spec = pod.get("spec", {})
+        name = pod.get("metadata", {}).get("name")
+        if spec.get("hostPID"):
+            raise FaultError(f"pod {name} uses hostPID: container-kill could signal the node's processes")
+        try:
+            container = self.target_container(fault)
+        except ValueError as exc:
+            raise FaultError(str(exc)) from exc
+        if container not in {c.get("name") for c in spec.get("containers", [])}:
+            raise FaultError(f"pod {name} has no container {container!r} (containerKill.containerName)")
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
         await super().apply(ctx, fault, injection)
         return InjectionState.IRREVERSIBLE
-
-
-NET_ADMIN, KILL, NO_CAPABILITY = "NET_ADMIN", "KILL", ""
-
-IN_POD_DRIVERS: dict[str, InPodFault[Any]] = {
-    str(driver.type): driver
-    for driver in (
-        InPodFault(NETWORK_DELAY, _network_delay, NET_ADMIN),
-        InPodFault(NETWORK_LOSS, _network_loss, NET_ADMIN),
-        InPodFault(NETWORK_DUPLICATE, _network_duplicate, NET_ADMIN),
-        InPodFault(NETWORK_CORRUPT, _network_corrupt, NET_ADMIN),
-        InPodFault(NETWORK_BANDWIDTH, _network_bandwidth, NET_ADMIN),
-        InPodFault(CPU_STRESS, _cpu_stress, NO_CAPABILITY),
-        InPodFault(MEMORY_STRESS, _memory_stress, NO_CAPABILITY),
-        InPodFault(IO_STRESS, _io_stress, NO_CAPABILITY),
-        OneShotInPodFault(CONTAINER_KILL, _container_kill, KILL),
-    )
-}
