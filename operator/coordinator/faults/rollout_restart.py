@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from coordinator.adapters.kube import KubeClient
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState
+from coordinator.api.models import ROLLOUT_RESTART, Fault, Injection, InjectionState
 from coordinator.domain.timestamps import now_iso_seconds
 from coordinator.faults.base import FaultContext, FaultDriver, target_path
 
@@ -14,8 +14,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 class RolloutRestartFault(FaultDriver):
-    type = FaultType.ROLLOUT_RESTART
-    kinds: ClassVar[frozenset[str]] = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+    declaration = ROLLOUT_RESTART
     reversible = False
 
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:

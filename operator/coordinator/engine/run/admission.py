@@ -17,13 +17,13 @@ from pydantic import ValidationError
 from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import ChaosScenarioSpec, Parameter, Phase, StepRecord
 from coordinator.domain import conditions as cond
-from coordinator.domain.fieldpaths import validation_problem
+from coordinator.domain.fieldpaths import format_path, validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.engine import observers
 from coordinator.engine.run.errors import RunEnded, Waiting
 from coordinator.engine.run.state import RunState
 from coordinator.engine.targets import NamespacePolicy
-from coordinator.faults import driver_for
+from coordinator.faults import kind_problems
 
 # Held while a run checks the global cap and writes Running, so two runs cannot both take the last slot.
 _ADMISSION = asyncio.Lock()
@@ -110,17 +110,10 @@ class Admission:
                 "InvalidParameters" if reference else "InvalidScenario",
                 f"{named}: {field}: {problem}" + (f" (the value of {reference})" if reference else ""),
             ) from exc
-        for index, step in enumerate(scenario.steps):
-            for f_index, fault in enumerate(step.faults):
-                driver = driver_for(fault.type)
-                if str(scenario.target.kind) not in driver.kinds:
-                    raise RunEnded(
-                        Phase.ERROR,
-                        "InvalidScenario",
-                        f"{named}: spec.steps[{index}].faults[{f_index}].type: "
-                        f"{fault.type} acts on {'/'.join(sorted(driver.kinds))}, not spec.target.kind "
-                        f"{scenario.target.kind}",
-                    )
+        problems = kind_problems(scenario)
+        if problems:
+            path, problem = problems[0]
+            raise RunEnded(Phase.ERROR, "InvalidScenario", f"{named}: {format_path(path)}: {problem}")
         return scenario, f"{namespace}/{ref.name}", int(obj["metadata"].get("generation") or 1)
 
     async def start(self) -> None:
