@@ -345,7 +345,7 @@ async def play(name: str, crash_after: int | None = None) -> Outcome:
         if (stored.get("status") or {}).get("phase") in TERMINAL_PHASES:
             break
         machine = RunMachine(
-            kube,  # type: ignore[arg-type]
+            kube,
             settings,
             RunHandle(body=LiveBody(kube), stopped=lambda: False),
             stored=stored,

@@ -10,7 +10,7 @@ from typing import TypeVar
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from coordinator.adapters.kube import KubeClient
+from coordinator.adapters.kube import KubeApi
 from coordinator.api.probes import Probe, ProbeMode, ProbeType
 from coordinator.domain.addresses import IPNetwork
 from coordinator.domain.samples import Sample
@@ -116,7 +116,7 @@ class ProbeSession:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         probes: list[Probe],
         namespace: str,
         prometheus_url: str | None = None,

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import API_VERSION, GROUP, TERMINAL_PHASES, Phase, ScenarioScheduling
 from coordinator.domain.schedule import (
     Action,
@@ -110,7 +110,7 @@ def run_now_due(scenario: Mapping[str, Any]) -> str | None:
     return token if token and token != done else None
 
 
-async def start_run_now(client: KubeClient, scenario: Mapping[str, Any]) -> str | None:
+async def start_run_now(client: KubeApi, scenario: Mapping[str, Any]) -> str | None:
     """Create the TestRun for a new ``run-now`` token (once: its name comes from the token), then record the token
     in the scenario's status. Returns the run's name, or None when there was nothing to start."""
     token = run_now_due(scenario)
@@ -176,7 +176,7 @@ def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, sched
 class Scheduler:
     """One reconcile of one scheduled scenario, from a fresh read of the API server."""
 
-    def __init__(self, client: KubeClient, scenario: Mapping[str, Any]) -> None:
+    def __init__(self, client: KubeApi, scenario: Mapping[str, Any]) -> None:
         self.client = client
         self.scenario = scenario
         meta = scenario["metadata"]
@@ -302,7 +302,7 @@ class Scheduler:
                 raise
 
 
-async def reconcile_schedule(client: KubeClient, cached: Mapping[str, Any], now: datetime | None = None) -> None:
+async def reconcile_schedule(client: KubeApi, cached: Mapping[str, Any], now: datetime | None = None) -> None:
     """Reconcile one scheduled scenario if the cached object says there may be something to do."""
     now = now or datetime.now(UTC)
     if not needs_reconcile(cached, now):
@@ -316,7 +316,7 @@ async def reconcile_schedule(client: KubeClient, cached: Mapping[str, Any], now:
 
 
 async def release_deleted_scenarios(
-    client: KubeClient, namespaces: Sequence[str] | None = None, grace: float = 10.0
+    client: KubeApi, namespaces: Sequence[str] | None = None, grace: float = 10.0
 ) -> list[str]:
     """Remove our finalizer from ChaosScenarios whose deletion has waited on it for more than ``grace`` seconds.
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from coordinator.adapters.kube import JSON, ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import JSON, ApiError, KubeApi, resource_path
 from coordinator.api.models import Fault, FaultDeclaration, FaultType, Injection, InjectionState, TargetRef
 from coordinator.domain.timestamps import now_iso
 
@@ -58,7 +58,7 @@ class PlannedTarget:
 
 @dataclass
 class FaultContext:
-    client: KubeClient
+    client: KubeApi
     run: RunIdentity
     protected: frozenset[str]
     step_index: int = 0
@@ -240,7 +240,7 @@ async def claim_target(
     raise ApiError(409, "Conflict", f"{injection.target.kind} {injection.target.name} changed {CLAIM_ATTEMPTS} times")
 
 
-async def clear_on_target(client: KubeClient, target: TargetRef, key: str) -> None:
+async def clear_on_target(client: KubeApi, target: TargetRef, key: str) -> None:
     """Remove a record annotation, and the label once no record is left. A vanished target is fine."""
     obj = await unless_gone(client.get(target_path(target)))
     if obj is None:
@@ -255,7 +255,7 @@ async def clear_on_target(client: KubeClient, target: TargetRef, key: str) -> No
         await clear_on_replicasets(client, target, obj, key)
 
 
-async def clear_on_replicasets(client: KubeClient, deployment: TargetRef, obj: Mapping[str, Any], key: str) -> None:
+async def clear_on_replicasets(client: KubeApi, deployment: TargetRef, obj: Mapping[str, Any], key: str) -> None:
     """The Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes them:
     remove the record from each ReplicaSet the Deployment owns, once it is gone from the Deployment itself."""
     uid = obj.get("metadata", {}).get("uid")
@@ -318,7 +318,7 @@ class FaultDriver(ABC):
         """Make the change; return Applied, or Irreversible for changes that need no revert."""
 
     @abstractmethod
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         """Undo the change from the ledger entry alone; a target that is gone counts as reverted (``unless_gone``)."""
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic
 
-from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeClient
+from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeApi
 from coordinator.api.inpod import (
     ContainerKillOptions,
     CpuStressOptions,
@@ -378,7 +378,7 @@ class InPodFault(FaultDriver, Generic[OptionsT]):
                 return ""
             raise
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         """The agent removes the fault itself when its duration ends (or on SIGTERM when the pod stops).
 
         Ephemeral containers cannot be stopped or removed through the API, so there is nothing to call here;

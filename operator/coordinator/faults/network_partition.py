@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import (
     NETWORK_PARTITION,
     Fault,
@@ -133,7 +133,7 @@ class NetworkPartitionFault(FaultDriver):
                 raise
         return InjectionState.APPLIED
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         target = injection.target
         if target.kind == "Pod":
             label = original_of(injection)["label"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import KubeClient
+from coordinator.adapters.kube import KubeApi
 from coordinator.api.models import NODE_CORDON, Fault, FaultDeclaration, Injection, InjectionState
 from coordinator.faults.base import FaultContext, FaultDriver, original_of, target_path, unless_gone
 
 
-async def set_unschedulable(client: KubeClient, injection: Injection, value: bool) -> None:
+async def set_unschedulable(client: KubeApi, injection: Injection, value: bool) -> None:
     await client.patch(target_path(injection.target), {"spec": {"unschedulable": value or None}})
 
 
@@ -26,5 +26,5 @@ class NodeCordonFault(FaultDriver):
         await set_unschedulable(ctx.client, injection, True)
         return InjectionState.APPLIED
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         await unless_gone(set_unschedulable(client, injection, original_of(injection)["unschedulable"]))

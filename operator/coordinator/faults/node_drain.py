@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import NODE_DRAIN, Fault, Injection, InjectionState, NodeDrainOptions
 from coordinator.faults.base import FaultContext
 from coordinator.faults.node_cordon import NodeCordonFault
@@ -61,7 +61,7 @@ class NodeDrainFault(NodeCordonFault):
         ctx.notes.append(note)
         return InjectionState.APPLIED
 
-    async def _evict(self, client: KubeClient, namespace: str, name: str, options: NodeDrainOptions) -> bool:
+    async def _evict(self, client: KubeApi, namespace: str, name: str, options: NodeDrainOptions) -> bool:
         delete_options: dict[str, Any] = {}
         if options.gracePeriodSeconds is not None:
             delete_options["gracePeriodSeconds"] = options.gracePeriodSeconds

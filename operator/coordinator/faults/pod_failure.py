@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import STRATEGIC_PATCH, KubeClient
+from coordinator.adapters.kube import STRATEGIC_PATCH, KubeApi
 from coordinator.api.models import POD_FAILURE, Fault, Injection, InjectionState, PodFailureOptions
 from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path, unless_gone
 
@@ -34,6 +34,6 @@ class PodFailureFault(FaultDriver):
         await ctx.client.patch(target_path(injection.target), _images_patch(broken), STRATEGIC_PATCH)
         return InjectionState.APPLIED
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         images = _images_patch(original_of(injection)["images"])
         await unless_gone(client.patch(target_path(injection.target), images, STRATEGIC_PATCH))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient
+from coordinator.adapters.kube import ApiError, KubeApi
 from coordinator.api.models import POD_KILL, Fault, Injection, InjectionState, PodKillOptions
 from coordinator.faults.base import FaultContext, FaultDriver, target_path
 
@@ -35,5 +35,5 @@ class PodKillFault(FaultDriver):
                 raise
         return InjectionState.IRREVERSIBLE
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import KubeClient
+from coordinator.adapters.kube import KubeApi
 from coordinator.api.models import ROLLOUT_RESTART, Fault, Injection, InjectionState
 from coordinator.domain.timestamps import now_iso_seconds
 from coordinator.faults.base import FaultContext, FaultDriver, target_path
@@ -27,5 +27,5 @@ class RolloutRestartFault(FaultDriver):
         await ctx.client.patch(target_path(injection.target), body)
         return InjectionState.IRREVERSIBLE
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import KubeClient
+from coordinator.adapters.kube import KubeApi
 from coordinator.api.models import SCALE, Fault, Injection, InjectionState, ScaleOptions
 from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path, unless_gone
 
@@ -32,6 +32,6 @@ class ScaleFault(FaultDriver):
         await ctx.client.patch(target_path(injection.target), {"spec": {"replicas": replicas}})
         return InjectionState.APPLIED
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         replicas = original_of(injection)["replicas"]
         await unless_gone(client.patch(target_path(injection.target), {"spec": {"replicas": replicas}}))

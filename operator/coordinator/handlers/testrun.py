@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import FINALIZER
 from coordinator.domain.timestamps import parse_iso
 from coordinator.engine.locks import TargetLocks
@@ -78,7 +78,7 @@ async def wait_for_finalizer(
 
 
 async def handle_execute_testrun(
-    client: KubeClient,
+    client: KubeApi,
     settings: Settings,
     body: Mapping[str, Any],
     stopped: kopf.DaemonStopped,
@@ -136,7 +136,7 @@ def _deadline_passed(body: Mapping[str, Any]) -> bool:
 
 
 async def _execute_once(
-    client: KubeClient,
+    client: KubeApi,
     settings: Settings,
     body: Mapping[str, Any],
     stopped: kopf.DaemonStopped,
@@ -161,7 +161,7 @@ async def _execute_once(
 
 
 async def handle_delete_testrun(
-    client: KubeClient, settings: Settings, body: Mapping[str, Any], retry: int, logger: logging.Logger
+    client: KubeApi, settings: Settings, body: Mapping[str, Any], retry: int, logger: logging.Logger
 ) -> None:
     """Revert whatever the deleted TestRun still holds before its finalizer goes.
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient
+from coordinator.adapters.kube import ApiError, KubeApi
 from coordinator.api.models import TERMINAL_PHASES, Phase
 from coordinator.domain.selection import SelectionError
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
@@ -46,7 +46,7 @@ class RunMachine:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         settings: Settings,
         handle: RunHandle,
         stored: Mapping[str, Any] | None = None,
@@ -136,7 +136,7 @@ class RunMachine:
         raise self.probes.verdict()
 
 
-async def revert_run(client: KubeClient, settings: Settings, body: Mapping[str, Any]) -> int:
+async def revert_run(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> int:
     """Undo everything a TestRun's ledger still holds (its deletion): returns how many changes were reverted."""
     state = RunState(client, settings, RunHandle(body=body, stopped=lambda: False))
     todo = [i for i in state.status.injections if pending(i)]

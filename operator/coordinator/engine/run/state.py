@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import API_VERSION, ChaosScenarioSpec, Phase, TestRunSpec, TestRunStatus
 from coordinator.domain import conditions as cond
 from coordinator.domain.runs import RunInfo
@@ -50,7 +50,7 @@ class RunState:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         settings: Settings,
         handle: RunHandle,
         stored: Mapping[str, Any] | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import Phase
 from coordinator.domain.verdict import pass_rate
 
@@ -28,7 +28,7 @@ class ScenarioSummaries:
         self._known: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def count(
-        self, client: KubeClient, namespace: str, name: str, run: str, phase: Phase, completed_at: str | None
+        self, client: KubeApi, namespace: str, name: str, run: str, phase: Phase, completed_at: str | None
     ) -> None:
         """Count one finished run; returns once a write that includes it succeeded (raises ApiError if not)."""
         key = (namespace, name)
@@ -38,7 +38,7 @@ class ScenarioSummaries:
             self._flushers[key] = asyncio.create_task(self._flush(client, key), name=f"summary of {namespace}/{name}")
         await done
 
-    async def _flush(self, client: KubeClient, key: tuple[str, str]) -> None:
+    async def _flush(self, client: KubeApi, key: tuple[str, str]) -> None:
         try:
             while self._pending.get(key):
                 batch = self._pending.pop(key)
@@ -57,7 +57,7 @@ class ScenarioSummaries:
             self._flushers.pop(key, None)
 
     async def _write(
-        self, client: KubeClient, key: tuple[str, str], batch: list[tuple[str, Phase, str | None, Any]]
+        self, client: KubeApi, key: tuple[str, str], batch: list[tuple[str, Phase, str | None, Any]]
     ) -> None:
         namespace, name = key
         last_run, last_phase, last_completed, _ = max(batch, key=lambda item: item[2] or "")
