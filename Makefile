@@ -30,6 +30,8 @@ lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	# The layers of docs/architecture.md ([tool.importlinter] in pyproject.toml), on this checkout's operator/.
+	PYTHONPATH=operator $(VENV)/bin/lint-imports
 
 # The CRDs in crds/ are generated from operator/coordinator/api/models.py; tests/unit/test_crds.py fails on drift.
 crds: venv

@@ -20,12 +20,8 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
     BenchCluster,

@@ -3,9 +3,9 @@ machine description, statistics and the JSON result files.
 
 The benchmarks run against their own control plane (``.cluster-bench/``, ports shifted by 2000, 100 kwok nodes),
 so a test session's cluster is left alone; it is booted when not running and stopped afterwards unless
-``--keep-cluster``. The operator is a real ``coordinator run`` process (tests/support/operator.py), configured
-like a production install: PostgreSQL 15 and Redis started on 127.0.0.1 (tests/support/servers.py), default
-intervals, INFO JSON logs.
+``--keep-cluster``. The operator is a real ``coordinator run`` process (coordinator.testing.process, as the tests
+and the demo start it), configured like a production install: PostgreSQL 15 and Redis started on 127.0.0.1
+(coordinator.testing.servers), default intervals, INFO JSON logs.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the operator and server helpers the e2e tests use
+from coordinator import __version__
+from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.servers import PostgresServer, RedisServer
 
-from coordinator import __version__  # noqa: E402
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path  # noqa: E402
-from support.operator import OperatorProcess  # noqa: E402
-from support.servers import PostgresServer, RedisServer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RESULTS_ENV = "COORDINATOR_BENCH_RESULTS"  # another folder for the JSON files (run_all.py --quick uses one)
 
@@ -211,7 +210,9 @@ def stores(backend: str) -> Iterator[dict[str, str]]:
 def operator(
     cluster: BenchCluster, namespaces: list[str], env: Mapping[str, str], name: str
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(cluster.kubeconfig, LOGS, env={**OPERATOR_SETTINGS, **env}, namespaces=namespaces, name=name)
+    proc = OperatorProcess(
+        cluster.kubeconfig, LOGS, env={**OPERATOR_SETTINGS, **env}, namespaces=namespaces, name=name, intervals={}
+    )
     proc.start()
     try:
         yield proc

@@ -6,7 +6,7 @@ path the operator uses - then times each report the CLI can ask for (median of `
 and prints a table; the numbers go to ``benchmarks/results/history.json``.
 
 PostgreSQL: ``--postgres-url`` or, by default, a throw-away PostgreSQL 15 cluster started like the tests do
-(tests/support/servers.py; fsync left on). Not part of the test suite: run it by hand,
+(coordinator.testing.servers; fsync left on). Not part of the test suite: run it by hand,
 
     .venv/bin/python benchmarks/history_report.py            # 100k runs, both backends
     .venv/bin/python benchmarks/history_report.py --runs 10000 --backend sqlite
@@ -31,18 +31,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from harness import machine
 from sqlalchemy import text
 
+from coordinator.history.records import EventRecord, ResultRecord, RunRecord, ScenarioRecord
+from coordinator.history.report import ReportFilters, render_table
+from coordinator.history.store import HistoryStore
+from coordinator.testing.servers import PostgresServer
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the PostgreSQL helper the tests use
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from harness import machine  # noqa: E402
-
-from coordinator.history.records import EventRecord, ResultRecord, RunRecord, ScenarioRecord  # noqa: E402
-from coordinator.history.report import ReportFilters, render_table  # noqa: E402
-from coordinator.history.store import HistoryStore  # noqa: E402
-from support.servers import PostgresServer  # noqa: E402
 
 
 def default_output() -> Path:

@@ -26,14 +26,10 @@ import argparse
 import asyncio
 import contextlib
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from floor import floor_median, floor_round
 from harness import (
@@ -395,7 +391,7 @@ async def seed_history(env: dict[str, str], runs: int) -> dict[str, Any]:
 
 
 def parse_seconds(duration: str) -> float:
-    from coordinator.domain.durations import parse_duration
+    from coordinator.api.durations import parse_duration
 
     return parse_duration(duration)
 

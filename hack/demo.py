@@ -5,7 +5,8 @@ Steps: boot the cluster (or reuse a running one), install the CRDs, deploy the s
 examples/pod-kill.yaml and follow the TestRun to its end, show what happened, stop the operator. The cluster keeps
 running afterwards. Re-running the demo replaces the previous TestRun.
 
-Run with the project's virtualenv (``make demo`` does). Everything happens on 127.0.0.1.
+Run with the project's virtualenv (``make demo`` does): the operator is started by coordinator.testing's
+OperatorProcess, as the test tiers and the benchmarks start it. Everything happens on 127.0.0.1.
 
 ``make demo REAL=1`` adds a real kubelet node to the cluster (hack/cluster/node.py), runs the web workload there
 from the locally built image, and runs pod-kill and network-partition on those real pods: it prints the recovery
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from coordinator.testing.process import OperatorExited, OperatorProcess
+from coordinator.testing.waiting import WaitTimeout
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = [sys.executable, str(REPO / "hack" / "cluster")]
@@ -186,69 +189,12 @@ def deploy_workload(kubeconfig: Path) -> None:
 # --- the operator --------------------------------------------------------------------------------------------
 
 
-class Operator:
-    """``coordinator run`` as a background process, its output in a log file."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # Port 0: the demo's operator must not collide with anything already serving metrics on 8080.
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "COORDINATOR_METRICS_PORT": "0"}
-        # Only TestRuns in the demo namespace: the demo never competes with another operator (a test session's,
-        # say) for other namespaces' runs.
-        command = [
-            sys.executable,
-            "-m",
-            "coordinator.cli.main",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--namespace",
-            NAMESPACE,
-        ]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        say(f"\noperator started (pid {self.proc.pid}), log: {self.log_path}")
-        poll(self._ready, timeout=60, what="the operator to log 'operator ready'")
-        say("operator ready")
-
-    def _ready(self) -> bool | None:
-        self.check_alive()
-        return True if "operator ready" in self.log_path.read_text(errors="replace") else None
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise DemoError(f"the operator exited with code {self.proc.returncode}; its log ends:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        """SIGINT (kopf's graceful stop), then SIGKILL if it does not exit in time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        say(f"\noperator stopped (exit code {self.proc.returncode})")
-
-
 # --- the chaos test ------------------------------------------------------------------------------------------
 
 
 def run_example(
     kubeconfig: Path,
-    operator: Operator,
+    operator: OperatorProcess,
     example: Path = EXAMPLE,
     testrun: str = TESTRUN,
     while_running: Callable[[dict[str, Any]], None] | None = None,
@@ -311,7 +257,7 @@ def peer_reaches_web(kubeconfig: Path) -> str:
     return ", ".join(results)
 
 
-def real_demo(kubeconfig: Path, operator: Operator) -> None:
+def real_demo(kubeconfig: Path, operator: OperatorProcess) -> None:
     """pod-kill and network-partition on real pods: the recovery time, and what a peer saw during the partition."""
     poll(lambda: True if "Running" in kubectl(kubeconfig, "get", "pod", "peer", "-n", NAMESPACE) else None, 90, "peer")
     kill = run_example(kubeconfig, operator)
@@ -373,14 +319,18 @@ def show_history_report(kubeconfig: Path) -> None:
 
 
 def main() -> int:
-    operator: Operator | None = None
+    operator: OperatorProcess | None = None
     try:
         kubeconfig = boot_cluster()
         kubectl(kubeconfig, "get", "nodes", "-o", "wide", show=True)
         install_crds(kubeconfig)
         deploy_workload(kubeconfig)
-        operator = Operator(kubeconfig, kubeconfig.parent / "operator.log")
-        operator.start()
+        # Only TestRuns in the demo namespace: the demo never competes with another operator (a test session's,
+        # say) for other namespaces' runs. Its metrics server takes a free loopback port, not 8080.
+        operator = OperatorProcess(kubeconfig, kubeconfig.parent, namespaces=[NAMESPACE], intervals={})
+        say(f"\nstarting the operator, log: {operator.log_path}")
+        operator.start(timeout=60)
+        say(f"operator ready (pid {operator.pid})")
         if REAL:
             real_demo(kubeconfig, operator)
             return 0
@@ -394,15 +344,15 @@ def main() -> int:
                 f"operator log ({operator.log_path}) ends:\n{operator.log_tail()}"
             )
         show_history_report(kubeconfig)
-    except DemoError as exc:
+    except (DemoError, OperatorExited, WaitTimeout) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ndemo interrupted", file=sys.stderr)
         return 130
     finally:
-        if operator is not None:
-            operator.stop()
+        if operator is not None and operator.proc is not None:
+            say(f"\noperator stopped (exit code {operator.stop()})")
     say(
         "\nThe demo passed. The cluster keeps running; use it with:\n"
         f"  export KUBECONFIG={kubeconfig}\n"

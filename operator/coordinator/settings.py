@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
-from coordinator.domain.sharding import parse_shard_selector
+from coordinator.domain.labelselectors import parse_selector
 
 DEFAULT_PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     @field_validator("selector")
     @classmethod
     def _selector(cls, value: str) -> str:
-        return str(parse_shard_selector(value))
+        return str(parse_selector(value))
 
     @model_validator(mode="after")
     def _leader_election(self) -> Settings:

@@ -13,11 +13,11 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from coordinator.adapters.kube import KubeClient
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.servers import PostgresServer, RedisServer
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
-from support.operator import OperatorProcess
-from support.servers import PostgresServer, RedisServer
 from support.testnamespaces import create_test_namespace, delete_test_namespace
-from support.waiting import wait_for
 
 OPT_IN = {"chaos.coordinator.dev/allow": "true"}
 # Every namespace this session makes starts with this prefix, and its operator watches only those: two test

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.testing.waiting import wait_for
 from support.cluster import CLUSTER_SCRIPT, ClusterUnderTest
-from support.waiting import wait_for
 
 OFFSET = 1000  # a second cluster beside the session's one
 PORTS = [p + OFFSET for p in (12379, 12380, 16443, 20257, 20259, 20247)]

@@ -14,8 +14,8 @@ import pytest
 from kubernetes import client
 
 from conftest import make_deployment, own_operator, wait_ready
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos, pod_kill_spec
-from support.waiting import wait_for
 
 
 @pytest.fixture

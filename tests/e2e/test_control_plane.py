@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kubernetes import client
 
+from coordinator.testing.waiting import wait_for
 from support.cluster import ClusterUnderTest
-from support.waiting import wait_for
 
 VERSIONS = dict(
     line.split("=", 1)

@@ -7,7 +7,6 @@ import copy
 import json
 import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,7 +16,8 @@ from kubernetes.client import ApiException
 
 from coordinator.api.crd import KINDS
 from coordinator.api.models import GROUP, VERSION
-from support.waiting import wait_for
+from coordinator.domain.timestamps import now_iso_seconds
+from coordinator.testing.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -448,7 +448,7 @@ def test_short_names_and_category_resolve_to_our_kinds(kubeconfig: Path) -> None
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now_iso_seconds()
 
 
 def test_printer_columns_status_subresource_and_kubectl_wait(

@@ -13,6 +13,7 @@ from kubernetes import client
 
 from conftest import wait_ready
 from coordinator.api.models import ChaosScenario, FaultType, TestRun
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos
 from support.examples import (
     EXAMPLE_NAMESPACE,
@@ -29,7 +30,6 @@ from support.examples import (
     rendered,
 )
 from support.residue import residue
-from support.waiting import wait_for
 
 
 def test_examples_cover_every_fault() -> None:

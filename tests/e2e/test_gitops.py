@@ -10,8 +10,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
-from support.waiting import wait_for
 
 
 def _wait(kubeconfig: Path, ns: str, run: str, condition: str) -> subprocess.CompletedProcess[str]:

@@ -14,10 +14,10 @@ import pytest
 from kubernetes import client
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
 from support.namespaces import OPT_IN, ForeignNamespaces
-from support.operator import OperatorProcess
-from support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LEASE_DURATION = 6  # seconds; the standby takes over this long after the leader's last renewal

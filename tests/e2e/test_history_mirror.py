@@ -31,10 +31,10 @@ from PIL import Image
 from conftest import OPT_IN, SESSION_PREFIX, make_deployment, wait_ready
 from coordinator.history.redis import RedisProgress
 from coordinator.history.store import HistoryStore
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, TERMINAL, VERSION, Chaos, ready_probe
-from support.operator import OperatorProcess
-from support.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
-from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 JUNIT_XSD = REPO / "tests" / "data" / "junit.xsd"

@@ -19,25 +19,24 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from coordinator.domain.conditions import now_iso
-from coordinator.handlers.history import SKIP_HISTORY_ANNOTATION, FinishedRunMirror, handle_mirror_deleted_testrun
+from coordinator.domain.percentiles import percentile
+from coordinator.domain.timestamps import now_iso
+from coordinator.engine.locks import LocalTargetLocks, LockRefused, LockStoreUnavailable, RedisTargetLocks, TargetLocks
+from coordinator.history.mirror import SKIP_HISTORY_ANNOTATION, FinishedRunMirror, mirror_deleted_testrun
 from coordinator.history.models import SCHEMA_HEAD
 from coordinator.history.records import run_record
 from coordinator.history.redis import (
     LiveProgress,
     LocalProgress,
     LocalReportCache,
-    LocalTargetLocks,
-    LockRefused,
-    LockStoreUnavailable,
+    RedisLockStore,
     RedisProgress,
     RedisReportCache,
-    RedisTargetLocks,
-    TargetLocks,
 )
-from coordinator.history.report import ReportFilters, nearest_rank_percentile
+from coordinator.history.report import ReportFilters
 from coordinator.history.store import HistoryStore, HistoryUnavailable, fetch_report
-from support.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer, free_port
+from coordinator.testing.process import free_port
+from coordinator.testing.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
 from support.testruns import T0, finished_testrun
 
 
@@ -266,7 +265,7 @@ async def test_report_computes_mean_and_p95_recovery(filled: HistoryStore) -> No
     report = await filled.report(ReportFilters(scenario="shop/kill-web"))
     (stats,) = report.scenarios
     assert stats.mean_recovery == pytest.approx(sum(RECOVERIES) / len(RECOVERIES))
-    assert stats.p95_recovery == nearest_rank_percentile(RECOVERIES) == 10.0
+    assert stats.p95_recovery == percentile(RECOVERIES) == 10.0
 
 
 async def test_report_has_no_recovery_where_none_was_measured(filled: HistoryStore) -> None:
@@ -364,7 +363,7 @@ def locks(request: pytest.FixtureRequest) -> TargetLocks:
     if request.param == "in-process":
         return LocalTargetLocks()
     client: aioredis.Redis = request.getfixturevalue("redis_client")
-    return RedisTargetLocks(client, _instance())
+    return RedisTargetLocks(RedisLockStore(client, _instance()))
 
 
 async def test_a_second_holder_of_a_target_is_refused(locks: TargetLocks) -> None:
@@ -423,7 +422,7 @@ async def test_a_crashed_holder_blocks_only_until_the_ttl(redis_client: aioredis
     prefix = _instance()
     # What a crashed operator leaves: the key, with no process renewing it.
     await redis_client.set(f"{prefix}:lock:Pod/shop/x", "token crashed-run", px=300)
-    locks = RedisTargetLocks(redis_client, prefix)
+    locks = RedisTargetLocks(RedisLockStore(redis_client, prefix))
     with pytest.raises(LockRefused):
         async with locks.hold(["Pod/shop/x"], ttl=30, owner="next"):
             pass
@@ -435,7 +434,7 @@ async def test_a_crashed_holder_blocks_only_until_the_ttl(redis_client: aioredis
 async def test_without_redis_nobody_takes_a_target(caplog: pytest.LogCaptureFixture) -> None:
     """Fail closed: an in-process fallback knew nothing of the locks held in Redis (two runs on one target)."""
     client = aioredis.Redis.from_url(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    locks = RedisTargetLocks(client, _instance())
+    locks = RedisTargetLocks(RedisLockStore(client, _instance()))
     try:
         for owner in ("a", "b"):
             with pytest.raises(LockStoreUnavailable, match="lock store is unreachable"):
@@ -451,7 +450,7 @@ async def test_a_lock_the_store_forgot_is_lost_and_taken_by_nobody_else_meanwhil
 ) -> None:
     """Redis restarted empty: the holder finds out at its next renewal and must stop."""
     prefix = _instance()
-    locks = RedisTargetLocks(redis_client, prefix)
+    locks = RedisTargetLocks(RedisLockStore(redis_client, prefix))
     async with locks.hold(["Deployment/shop/web"], ttl=0.6, owner="first") as lease:
         assert not lease.lapsed
         await redis_client.delete(f"{prefix}:lock:Deployment/shop/web")  # what a restart without persistence does
@@ -466,7 +465,7 @@ async def test_a_lock_that_cannot_be_renewed_lapses_before_the_store_lets_it_go(
     """The holder's own deadline (from when it sent its last renewal) comes before the key's expiry in Redis."""
     prefix = _instance()
     client = aioredis.Redis.from_url(redis_server.url)
-    locks = RedisTargetLocks(client, prefix)
+    locks = RedisTargetLocks(RedisLockStore(client, prefix))
     try:
         async with locks.hold(["Deployment/shop/web"], ttl=1.0, owner="first") as lease:
             deadline = lease.valid_until
@@ -508,7 +507,7 @@ async def test_a_run_deleted_before_its_mirror_is_written_on_deletion(store: His
     run = finished_testrun()
     cache = LocalReportCache()
     # The API server is asked only while the database is down (for the skip-history annotation).
-    await handle_mirror_deleted_testrun(store, cache, None, run, 900, logging.getLogger("test"))  # type: ignore[arg-type]
+    await mirror_deleted_testrun(store, cache, None, run, 900, logging.getLogger("test"))  # type: ignore[arg-type]
     assert (await store.get_run(run["metadata"]["uid"])) is not None
     assert await cache.generation() == 1, "the report cache is retired"
 
@@ -519,7 +518,7 @@ async def test_a_deleted_run_waits_for_the_database_up_to_its_bound(caplog: pyte
     run["metadata"]["deletionTimestamp"] = now_iso()
     started = time.monotonic()
     try:
-        await handle_mirror_deleted_testrun(store, LocalReportCache(), None, run, 1.5, logging.getLogger("test"))  # type: ignore[arg-type]
+        await mirror_deleted_testrun(store, LocalReportCache(), None, run, 1.5, logging.getLogger("test"))  # type: ignore[arg-type]
     finally:
         await store.close()
     assert 1.0 <= time.monotonic() - started < 10, "it waited for the bound, then let the run go"
@@ -530,7 +529,7 @@ async def test_a_deleted_run_waits_for_the_database_up_to_its_bound(caplog: pyte
 async def test_a_deleted_run_with_skip_history_goes_at_once(store: HistoryStore) -> None:
     run = finished_testrun(name="skipped")
     run["metadata"]["annotations"] = {SKIP_HISTORY_ANNOTATION: "true"}
-    await handle_mirror_deleted_testrun(store, LocalReportCache(), None, run, 900, logging.getLogger("test"))  # type: ignore[arg-type]
+    await mirror_deleted_testrun(store, LocalReportCache(), None, run, 900, logging.getLogger("test"))  # type: ignore[arg-type]
     assert await store.count_runs() == 0
 
 

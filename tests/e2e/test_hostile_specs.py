@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
-from support.operator import OperatorProcess
 from support.residue import residue
-from support.waiting import wait_for
 
 WEB = {"kind": "Deployment", "labelSelector": {"matchLabels": {"app": "web"}}}
 

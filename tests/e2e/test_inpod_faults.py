@@ -15,8 +15,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
-from support.waiting import wait_for
 
 
 def _scenario(fault: dict[str, Any], mode: str = "all", duration: str = "2s") -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from kubernetes import client
 
 from coordinator.adapters.kube import KubeClient
-from support.waiting import wait_for
+from coordinator.testing.waiting import wait_for
 
 ETCD_LISTS = re.compile(r'^etcd_requests_total\{operation="list",type="configmaps"\} (\d+)', re.MULTILINE)
 

@@ -11,9 +11,9 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos, ready_probe
-from support.operator import OperatorProcess
-from support.waiting import wait_for
 
 CONSTANT = {"service": "test-coordinator", "instance": "test-coordinator", "version": "0.1.0"}
 

@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client, watch
 
 from conftest import make_deployment, ready_pods, wait_ready
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
-from support.waiting import wait_for
 
 
 def runs_version(custom: client.CustomObjectsApi, ns: str) -> str:

@@ -23,10 +23,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos, pod_kill_spec
 from support.namespaces import OPT_IN, ForeignNamespaces
-from support.operator import OperatorProcess
-from support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO_ROOT / "manifests"

@@ -12,8 +12,8 @@ from conftest import make_deployment
 from coordinator.adapters.kube import KubeClient
 from coordinator.engine.sweeper import stale_record_copies
 from coordinator.faults.base import ANNOTATION_PREFIX
+from coordinator.testing.waiting import wait_for
 from support.residue import residue
-from support.waiting import wait_for
 
 
 def _copies(apps: client.AppsV1Api, ns: str) -> dict[str, set[str]]:

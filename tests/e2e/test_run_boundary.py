@@ -1,6 +1,6 @@
 """Errors become results: every sub-step of a run, broken on purpose, ends the run with every change reverted.
 
-The Executor runs in this process against the real API server (the session's operator watches only its own
+The run machine runs in this process against the real API server (the session's operator watches only its own
 namespaces, so it leaves these runs alone), and each test breaks one sub-step: the run must end ``Error`` with a
 reason and a message naming where it was, and the Deployment it scaled must be back at its replicas. A transient
 failure is retried, and abort and the run's timeout are honoured between the attempts of a failing retry loop.
@@ -18,7 +18,7 @@ from kubernetes import client
 
 from conftest import make_deployment
 from coordinator.adapters.kube import ApiError, KubeClient
-from coordinator.engine.executor import Executor, RetryLater, RunHandle
+from coordinator.engine.run import RetryLater, RunHandle, RunMachine
 from coordinator.faults import driver_for
 from coordinator.settings import Settings
 from support.chaos import GROUP, VERSION, Chaos
@@ -48,9 +48,9 @@ class Runs:
     def start(self, **spec: Any) -> str:
         return self.chaos.run("scale-down", name=f"run-{uuid.uuid4().hex[:6]}", **spec)
 
-    def executor(self, name: str) -> Executor:
+    def executor(self, name: str) -> RunMachine:
         stored: dict[str, Any] = self.chaos.get_run(name)
-        return Executor(self.kube, self.settings, RunHandle(body=stored, stopped=lambda: False), stored=stored)
+        return RunMachine(self.kube, self.settings, RunHandle(body=stored, stopped=lambda: False), stored=stored)
 
     def replicas(self) -> int:
         return int(self.apps.read_namespaced_deployment("web", self.namespace).spec.replicas)
@@ -64,8 +64,11 @@ def runs(api_client: client.ApiClient, apps: client.AppsV1Api, kube: KubeClient,
     return Runs(api_client, apps, kube, unwatched_namespace)
 
 
-def broken_after(executor: Executor, method: str, exc: Exception) -> None:
-    """Make ``executor.<method>`` do its work, then raise ``exc`` (a fault applied, then an error)."""
+def broken_after(machine: RunMachine, where: str, exc: Exception) -> None:
+    """Make the machine's ``<collaborator>.<method>`` do its work, then raise ``exc`` (a fault applied, then an
+    error)."""
+    part, method = where.split(".")
+    executor = getattr(machine, part)
     original: Callable[..., Any] = getattr(executor, method)
     if not asyncio.iscoroutinefunction(original):
 
@@ -85,14 +88,14 @@ def broken_after(executor: Executor, method: str, exc: Exception) -> None:
 
 # Each sub-step of a run, in the order a run meets them; broken after it did its work.
 SUB_STEPS = [
-    ("start", "start"),
-    ("load_snapshot", "status.scenarioSnapshot"),
-    ("open_probes", "spec.steadyState"),
-    ("plan_step", "spec.steps[0] (shrink)"),
-    ("apply_step", "spec.steps[0] (shrink)"),
-    ("hold", "spec.steps[0] (shrink)"),
-    ("await_recovery", "spec.steps[0] (shrink)"),
-    ("after_checks", "the checks after the last step"),
+    ("admission.start", "start"),
+    ("probes.open", "spec.steadyState"),
+    ("probes.baseline", "spec.steadyState"),
+    ("steps.plan", "spec.steps[0] (shrink)"),
+    ("steps.apply", "spec.steps[0] (shrink)"),
+    ("steps.hold", "spec.steps[0] (shrink)"),
+    ("probes.await_recovery", "spec.steps[0] (shrink)"),
+    ("probes.after_checks", "the checks after the last step"),
 ]
 
 
@@ -121,7 +124,7 @@ async def test_a_failing_revert_keeps_the_change_in_the_ledger_and_the_next_atte
 ) -> None:
     name = runs.start()
     executor = runs.executor(name)
-    broken_after(executor, "hold", ValueError("boom"))
+    broken_after(executor, "steps.hold", ValueError("boom"))
     driver = driver_for("scale")
 
     async def refuse(*_: Any) -> None:
@@ -148,12 +151,12 @@ async def test_a_failing_revert_keeps_the_change_in_the_ledger_and_the_next_atte
 async def test_abort_ends_a_run_stuck_in_a_transient_retry_loop(runs: Runs) -> None:
     name = runs.start()
     executor = runs.executor(name)
-    broken_after(executor, "hold", ApiError(503, "ServiceUnavailable", "the API server is away"))
+    broken_after(executor, "steps.hold", ApiError(503, "ServiceUnavailable", "the API server is away"))
     with pytest.raises(RetryLater):
         await executor.execute()
     assert runs.replicas() == 1, "a transient failure leaves the fault for the retry"
     retry = runs.executor(name)
-    broken_after(retry, "hold", ApiError(503, "ServiceUnavailable", "still away"))
+    broken_after(retry, "steps.hold", ApiError(503, "ServiceUnavailable", "still away"))
     with pytest.raises(RetryLater):
         await retry.execute()
     runs.patch(name, {"spec": {"abort": True}})
@@ -166,12 +169,12 @@ async def test_abort_ends_a_run_stuck_in_a_transient_retry_loop(runs: Runs) -> N
 async def test_the_timeout_ends_a_run_stuck_in_a_transient_retry_loop(runs: Runs) -> None:
     name = runs.start(timeout="2s")
     executor = runs.executor(name)
-    broken_after(executor, "apply_step", ApiError(500, "InternalError", "etcd is slow"))
+    broken_after(executor, "steps.apply", ApiError(500, "InternalError", "etcd is slow"))
     with pytest.raises(RetryLater):
         await executor.execute()
     await asyncio.sleep(2.1)
     retry = runs.executor(name)
-    broken_after(retry, "apply_step", ApiError(500, "InternalError", "etcd is slow"))
+    broken_after(retry, "steps.apply", ApiError(500, "InternalError", "etcd is slow"))
     await retry.execute()
     status = runs.chaos.status(name)
     assert status["phase"] == "TimedOut", status

@@ -12,8 +12,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos
-from support.waiting import wait_for
 
 
 def shrink_spec() -> dict[str, Any]:

@@ -11,9 +11,9 @@ from kubernetes.client.rest import ApiException
 
 from conftest import make_deployment, wait_ready
 from coordinator.api.models import FINALIZER
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
-from support.operator import OperatorProcess
-from support.waiting import wait_for
 
 
 def _scenario(target: dict[str, Any], fault: dict[str, Any], duration: str = "6s", **extra: Any) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import pytest
 from kubernetes import client
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, TERMINAL, VERSION, Chaos, pod_kill_spec
-from support.operator import OperatorProcess
-from support.waiting import wait_for
 
 SCENARIO_LABEL = "chaos.coordinator.dev/scenario"
 

@@ -20,10 +20,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import OPT_IN, SESSION_PREFIX, make_deployment, wait_ready
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.servers import RedisServer
+from coordinator.testing.waiting import wait_for
 from support.chaos import TERMINAL, Chaos
-from support.operator import OperatorProcess
-from support.servers import RedisServer
-from support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_PREFIX = f"{SESSION_PREFIX}l"  # not matched by the session operator's "<prefix>-*"

@@ -30,12 +30,12 @@ from kubernetes import client
 
 from conftest import make_deployment
 from coordinator.settings import DEFAULT_PROTECTED_NAMESPACES
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from coordinator.validation import validate_paths
 from coordinator.validation.source import MAX_OBJECT_BYTES, json_size
 from support.chaos import TERMINAL, Chaos
 from support.fuzz import Generated, api_server_verdict, generate
-from support.operator import OperatorProcess
-from support.waiting import wait_for
 
 PROTECTED = frozenset({*DEFAULT_PROTECTED_NAMESPACES, "test-coordinator"})
 SHORT_DOCUMENTS = 300

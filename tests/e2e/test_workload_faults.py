@@ -7,8 +7,8 @@ import re
 from kubernetes import client
 
 from conftest import make_deployment, wait_ready
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
-from support.waiting import wait_for
 
 
 def _one_step(target: dict, fault: dict, duration: str = "3s", mode: str = "all", **extra: object) -> dict:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
 from support.cluster import CLUSTER_SCRIPT, REPO_ROOT, ClusterUnderTest
-from support.operator import OperatorProcess
 from support.realnode import EXTERNAL_KUBECONFIG, REAL_CLUSTER_ENV, EffectLog, host_unsupported_reason
 from support.testnamespaces import create_test_namespace, delete_test_namespace
-from support.waiting import wait_for
 
 OPT_IN = {"chaos.coordinator.dev/allow": "true"}
 SESSION_PREFIX = f"r{uuid.uuid4().hex[:4]}"

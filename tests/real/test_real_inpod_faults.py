@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
-from support.operator import OperatorProcess
 from support.realnode import (
     WEB_PORT,
     EffectLog,
@@ -27,7 +28,6 @@ from support.realnode import (
     timestamp,
     udp_delivery,
 )
-from support.waiting import wait_for
 
 
 def _scenario(fault: dict[str, Any], duration: str) -> dict[str, Any]:

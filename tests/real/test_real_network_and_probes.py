@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kubernetes import client
 
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
 from support.prometheus import PrometheusServer
 from support.realnode import (
@@ -24,7 +25,6 @@ from support.realnode import (
     web_deployment,
     web_service,
 )
-from support.waiting import wait_for
 
 
 def test_network_partition_cuts_traffic_but_allowed_peers(

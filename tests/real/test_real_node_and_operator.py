@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
 from support.cluster import CLUSTER_SCRIPT, REPO_ROOT, ClusterUnderTest
 from support.realnode import (
@@ -33,7 +34,6 @@ from support.realnode import (
     wait_ready,
     web_deployment,
 )
-from support.waiting import wait_for
 
 OPERATOR_NAMESPACE = "test-coordinator"
 LEASE = "test-coordinator-leader"

@@ -8,9 +8,9 @@ from typing import Any
 
 from kubernetes import client, watch
 
+from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos, ready_probe
 from support.realnode import EffectLog, one_web_pod, ready_pods, timestamp, wait_ready, web_deployment
-from support.waiting import wait_for
 
 
 def _scenario(fault: dict[str, Any], target: dict[str, Any], duration: str = "3s", **extra: Any) -> dict[str, Any]:

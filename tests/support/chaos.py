@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes import client
 
-from support.waiting import wait_for
+from coordinator.testing.waiting import wait_for
 
 GROUP = "chaos.coordinator.dev"
 VERSION = "v1alpha1"

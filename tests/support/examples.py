@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from coordinator.api.inpod import INPOD_OPTION_FIELDS
-from coordinator.api.models import Parameter
+from coordinator.api.models import INPOD_OPTION_FIELDS, Parameter
 from coordinator.domain.parameters import render, resolve_parameters
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from support.waiting import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from coordinator.testing.process import free_port
+from coordinator.testing.waiting import wait_for
 
 
 class PrometheusServer:

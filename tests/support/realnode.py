@@ -14,8 +14,8 @@ from typing import Any
 
 from kubernetes import client
 
+from coordinator.testing.waiting import wait_for
 from support.cluster import REPO_ROOT
-from support.waiting import wait_for
 
 REAL_CLUSTER_DIR = REPO_ROOT / ".cluster-real"
 REAL_CLUSTER_ENV = {

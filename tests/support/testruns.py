@@ -7,11 +7,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from coordinator.domain.timestamps import format_iso
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_iso(moment)
 
 
 def finished_testrun(

@@ -1,4 +1,4 @@
-"""How a step's changes go out (Executor.apply_step): a sliding window of APPLY_PARALLELISM, halted by a failure.
+"""How a step's changes go out (StepRunner.apply): a sliding window of APPLY_PARALLELISM, halted by a failure.
 
 The Kubernetes client is a recording stand-in here: what is under test is the engine's scheduling of requests,
 not the API server (the e2e tiers run the same code against a real one).
@@ -14,7 +14,9 @@ import pytest
 
 from coordinator.adapters.kube import ApiError
 from coordinator.api.models import ChaosScenarioSpec, InjectionState, TargetRef
-from coordinator.engine.executor import APPLY_PARALLELISM, SNAPSHOT_KEY, Executor, RunHandle
+from coordinator.engine.run import RunHandle, RunMachine
+from coordinator.engine.run.admission import load_snapshot
+from coordinator.engine.run.steps import APPLY_PARALLELISM
 from coordinator.faults.base import FaultError, new_injection
 from coordinator.settings import Settings
 
@@ -65,7 +67,7 @@ class RecordingClient:
         return {}
 
 
-def executor(client: RecordingClient) -> Executor:
+def executor(client: RecordingClient) -> RunMachine:
     scenario = ChaosScenarioSpec.model_validate(
         {
             "target": {"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}},
@@ -84,11 +86,11 @@ def executor(client: RecordingClient) -> Executor:
             "phase": "Running",
             "steps": [{"name": "kill", "outcome": "Pending", "targetCount": PODS}],
             "injections": [i.model_dump(mode="json", exclude_none=True) for i in injections],
-            SNAPSHOT_KEY: json.dumps(scenario.model_dump(mode="json", exclude_none=True)),
+            "scenarioSnapshot": json.dumps(scenario.model_dump(mode="json", exclude_none=True)),
         },
     }
-    run = Executor(client, Settings(), RunHandle(body=stored, stopped=lambda: False), stored=stored)  # type: ignore[arg-type]
-    run.load_snapshot()
+    run = RunMachine(client, Settings(), RunHandle(body=stored, stopped=lambda: False), stored=stored)  # type: ignore[arg-type]
+    load_snapshot(run.state)
     return run
 
 
@@ -97,24 +99,24 @@ async def test_a_slow_change_does_not_hold_up_the_others() -> None:
     client = RecordingClient()
     client.held["pod-0"] = asyncio.Event()
     run = executor(client)
-    applying = asyncio.create_task(run.apply_step(0, run._context(0)))
+    applying = asyncio.create_task(run.steps.apply(0, run.steps.context(0)))
     await client.until_finished(PODS - 1)
     client.held["pod-0"].set()
     await asyncio.wait_for(applying, 10)
     assert sorted(client.finished) == sorted(f"pod-{n}" for n in range(PODS))
     assert client.most_in_flight == APPLY_PARALLELISM
-    assert {i.state for i in run.status.injections} == {InjectionState.IRREVERSIBLE}
+    assert {i.state for i in run.state.status.injections} == {InjectionState.IRREVERSIBLE}
 
 
 async def test_after_a_failure_no_further_change_starts_and_what_happened_is_written() -> None:
     client = RecordingClient(failing="pod-10")
     run = executor(client)
     with pytest.raises(FaultError, match="pod-10"):
-        await run.apply_step(0, run._context(0))
+        await run.steps.apply(0, run.steps.context(0))
     assert len(client.started) < PODS, "changes after the failure were not started"
     assert len(client.started) <= 10 + 1 + APPLY_PARALLELISM
     assert sorted(client.finished) == sorted(client.started), "every change in flight finished"
-    states = {i.target.name: i.state for i in run.status.injections}
+    states = {i.target.name: i.state for i in run.state.status.injections}
     assert states["pod-10"] == InjectionState.FAILED
     assert {states[name] for name in client.started if name != "pod-10"} == {InjectionState.IRREVERSIBLE}
     assert {s for name, s in states.items() if name not in client.started} == {InjectionState.RECORDED}
@@ -129,8 +131,8 @@ async def test_a_stop_halts_the_window() -> None:
     client.held["pod-0"] = asyncio.Event()
     stopped = False
     run = executor(client)
-    run.handle = RunHandle(body=run.handle.body, stopped=lambda: stopped)
-    applying = asyncio.create_task(run.apply_step(0, run._context(0)))
+    run.state.handle = RunHandle(body=run.state.handle.body, stopped=lambda: stopped)
+    applying = asyncio.create_task(run.steps.apply(0, run.steps.context(0)))
     await client.until_finished(APPLY_PARALLELISM)
     stopped = True
     client.held["pod-0"].set()

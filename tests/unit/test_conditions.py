@@ -13,10 +13,9 @@ from coordinator.domain.conditions import (
     FAULTS_REVERTED,
     TARGETS_SELECTED,
     get_condition,
-    now_iso,
-    parse_iso,
     set_condition,
 )
+from coordinator.domain.timestamps import now_iso, parse_iso
 
 T0 = "2024-05-01T10:00:00.000000Z"
 T1 = "2024-05-01T10:00:30.000000Z"

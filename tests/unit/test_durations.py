@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator.api.durations import format_duration, parse_duration
 from coordinator.api.models import DURATION_PATTERN
-from coordinator.domain.durations import format_duration, parse_duration
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -9,6 +9,9 @@ import pytest
 
 from coordinator.history.batching import GroupCommit
 
+# The store's write delays and the tests' waits pass in the event loop's fake time (looptime).
+pytestmark = pytest.mark.looptime
+
 
 class Away(Exception):
     """Stands for HistoryUnavailable: the whole batch may be retried later."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,21 +14,9 @@ from coordinator import __version__
 from coordinator.adapters.kube import ApiError
 from coordinator.observability.server import HealthService, start_server
 from coordinator.settings import Settings
+from support.fake_kube import FakeKube
 
 PAYLOAD_KEYS = {"status", "service", "instance", "version", "environment", "timestamp", "leader", "uptimeSeconds"}
-
-
-class FakeKube:
-    def __init__(self) -> None:
-        self.error: Exception | None = None
-        self.delay = 0.0
-
-    async def get(self, path: str) -> dict[str, Any]:
-        assert path == "/version"
-        await asyncio.sleep(self.delay)
-        if self.error is not None:
-            raise self.error
-        return {"gitVersion": "v1.33.0"}
 
 
 class Pingable:
@@ -154,12 +141,12 @@ async def test_a_failing_dependency_makes_readyz_503(serve: Serve, memo: kopf.Me
 
 async def test_an_unreachable_api_server_makes_readyz_503(serve: Serve) -> None:
     kube, url = await serve()
-    kube.error = ApiError(503, "ServiceUnavailable", "etcd is down")
+    kube.fail(ApiError(503, "ServiceUnavailable", "etcd is down"), path="/version", times=None)
     status, body = await _get(serve, f"{url}/readyz")
     assert status == 503
     assert "etcd is down" in body["checks"]["kubernetes"]["detail"]
-    kube.error = None
-    kube.delay = 5
+    kube.recover()
+    kube.latency = 5  # real seconds: the answer is awaited through a real HTTP server and client
     status, body = await _get(serve, f"{url}/readyz")
     assert status == 503
     assert body["checks"]["kubernetes"]["detail"] == "no answer within 0.3s"

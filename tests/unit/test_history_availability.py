@@ -8,10 +8,13 @@ import logging
 
 import pytest
 
-from coordinator.domain.conditions import parse_iso
-from coordinator.handlers.history import skip_requested, waited_out
+from coordinator.domain.timestamps import parse_iso
 from coordinator.history import availability
 from coordinator.history.availability import HistoryAvailability
+from coordinator.history.mirror import skip_requested, waited_out
+
+# The prober's backoff and the tests' waits pass in the event loop's fake time (looptime).
+pytestmark = pytest.mark.looptime
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 
 from coordinator.cli.history import parse_since
-from coordinator.handlers.history import needs_mirroring
+from coordinator.history.mirror import needs_mirroring
 from coordinator.history.models import history_tables, table_prefix, version_table
 from coordinator.history.records import run_record
-from coordinator.history.store import masked
+from coordinator.history.urls import masked
 from support.testruns import T0, finished_testrun
 
 

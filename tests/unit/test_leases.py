@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import time
 from typing import Any
 
 import pytest
@@ -12,8 +10,13 @@ import pytest
 from coordinator.adapters.kube import ApiError
 from coordinator.domain.leases import Decision, LeaseRecord, decide, next_spec, released_spec
 from coordinator.engine.leadership import LeaderElector, lease_path
+from support.fake_kube import FakeKube
 
 NOW = "2025-01-01T00:00:00.000000Z"
+
+# The elector's retry and renew periods, and the tests' waits, pass in the event loop's fake time (looptime): no
+# test waits for real, and none depends on how busy the machine is.
+pytestmark = pytest.mark.looptime
 
 
 # --- the rules ---------------------------------------------------------------------------------------------------
@@ -86,57 +89,13 @@ def test_release_clears_the_holder_and_shortens_the_lease() -> None:
 # --- the elector ------------------------------------------------------------------------------------------------
 
 
-class FakeLeases:
-    """Lease objects with resourceVersion compare-and-swap, as the API server keeps them."""
+LEASE = lease_path("ops", "lease")
+DOWN = ApiError(503, "ServiceUnavailable", "the API server is down")
 
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.version = 0
-        self.failing = False
-        self.calls: list[str] = []
 
-    def _check(self) -> None:
-        if self.failing:
-            raise ApiError(503, "ServiceUnavailable", "the API server is down")
-
-    async def get_or_none(self, path: str) -> dict[str, Any] | None:
-        self.calls.append(f"GET {path}")
-        self._check()
-        obj = self.objects.get(path)
-        return copy.deepcopy(obj) if obj else None
-
-    async def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(f"POST {collection}")
-        self._check()
-        path = f"{collection}/{body['metadata']['name']}"
-        if path in self.objects:
-            raise ApiError(409, "AlreadyExists", "exists")
-        self.version += 1
-        self.objects[path] = {
-            **copy.deepcopy(body),
-            "metadata": {**body["metadata"], "resourceVersion": str(self.version)},
-        }
-        return copy.deepcopy(self.objects[path])
-
-    async def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(f"PATCH {path}")
-        self._check()
-        current = self.objects[path]
-        wanted = body.get("metadata", {}).get("resourceVersion")
-        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified")
-        for key, value in body.get("spec", {}).items():
-            if value is None:
-                current["spec"].pop(key, None)
-            else:
-                current["spec"][key] = value
-        self.version += 1
-        current["metadata"]["resourceVersion"] = str(self.version)
-        return copy.deepcopy(current)
-
-    def holder(self, namespace: str = "ops", name: str = "lease") -> str | None:
-        obj = self.objects.get(lease_path(namespace, name))
-        return obj["spec"].get("holderIdentity") if obj else None
+def holder(kube: FakeKube) -> str | None:
+    obj = kube.objects.get(LEASE)
+    return obj["spec"].get("holderIdentity") if obj else None
 
 
 class Clock:
@@ -147,7 +106,7 @@ class Clock:
         return self.now
 
 
-def _elector(leases: FakeLeases, identity: str, clock: Clock, **kwargs: Any) -> LeaderElector:
+def _elector(leases: FakeKube, identity: str, clock: Clock, **kwargs: Any) -> LeaderElector:
     return LeaderElector(
         leases,  # type: ignore[arg-type]
         namespace="ops",
@@ -162,31 +121,31 @@ def _elector(leases: FakeLeases, identity: str, clock: Clock, **kwargs: Any) -> 
 
 
 async def test_first_candidate_creates_the_lease_the_second_waits() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b = _elector(leases, "a", clock), _elector(leases, "b", clock)
     assert await a.try_acquire_or_renew() is True
-    assert leases.holder() == "a"
+    assert holder(leases) == "a"
     assert await b.try_acquire_or_renew() is False
     assert b.holder == "a"
     clock.now += 14
     assert await b.try_acquire_or_renew() is False, "b saw the record 14s ago: not expired yet"
-    assert leases.holder() == "a"
+    assert holder(leases) == "a"
 
 
 async def test_a_lease_that_stops_being_renewed_is_taken_over() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b = _elector(leases, "a", clock), _elector(leases, "b", clock)
     await a.try_acquire_or_renew()
     assert await b.try_acquire_or_renew() is False
     clock.now += 15
     assert await b.try_acquire_or_renew() is True
-    spec = next(iter(leases.objects.values()))["spec"]
+    spec = leases.objects[LEASE]["spec"]
     assert spec["holderIdentity"] == "b"
     assert spec["leaseTransitions"] == 1
 
 
 async def test_renewals_keep_a_standby_waiting() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b = _elector(leases, "a", clock), _elector(leases, "b", clock)
     await a.try_acquire_or_renew()
     for _ in range(10):
@@ -196,7 +155,7 @@ async def test_renewals_keep_a_standby_waiting() -> None:
 
 
 async def test_of_two_racing_takeovers_only_one_wins() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b, c = (_elector(leases, name, clock) for name in "abc")
     await a.try_acquire_or_renew()
     await b.try_acquire_or_renew()
@@ -205,11 +164,11 @@ async def test_of_two_racing_takeovers_only_one_wins() -> None:
     # Both read the same expired record; the resourceVersion in the patch lets only the first write land.
     first, second = await asyncio.gather(b.try_acquire_or_renew(), c.try_acquire_or_renew())
     assert sorted([first, second]) == [False, True]
-    assert leases.holder() in ("b", "c")
+    assert holder(leases) in ("b", "c")
 
 
 async def test_acquire_waits_for_the_lease_and_reports_leadership() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     changes: list[bool] = []
     a = _elector(leases, "a", clock)
     b = _elector(leases, "b", clock, retry_period=0.01, renew_deadline=0.02, lease_duration=1, on_change=changes.append)
@@ -225,7 +184,7 @@ async def test_acquire_waits_for_the_lease_and_reports_leadership() -> None:
 
 
 async def test_acquire_returns_false_when_stopped_while_standing_by() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     await _elector(leases, "a", clock).try_acquire_or_renew()
     b = _elector(leases, "b", clock, retry_period=0.01, renew_deadline=0.02, lease_duration=1)
     stopping = asyncio.Event()
@@ -237,18 +196,18 @@ async def test_acquire_returns_false_when_stopped_while_standing_by() -> None:
 
 
 async def test_acquire_survives_api_errors() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     b = _elector(leases, "b", clock, retry_period=0.01, renew_deadline=0.02, lease_duration=1)
-    leases.failing = True
+    leases.fail(DOWN, times=None)
     waiting = asyncio.create_task(b.acquire(asyncio.Event()))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    leases.failing = False
+    leases.recover()
     assert await asyncio.wait_for(waiting, 2) is True
 
 
 async def test_hold_gives_up_after_the_renew_deadline() -> None:
-    leases = FakeLeases()
+    leases = FakeKube()
     changes: list[bool] = []
     a = LeaderElector(
         leases,  # type: ignore[arg-type]
@@ -258,27 +217,28 @@ async def test_hold_gives_up_after_the_renew_deadline() -> None:
         lease_duration=0.5,
         renew_deadline=0.2,
         retry_period=0.02,
-        clock=time.monotonic,
+        clock=asyncio.get_running_loop().time,
         on_change=changes.append,
     )
     assert await a.acquire(asyncio.Event())
     holding = asyncio.create_task(a.hold())
     await asyncio.sleep(0.1)
     assert not holding.done(), "renewals succeed: still leading"
-    leases.failing = True
-    started = time.monotonic()
+    leases.fail(DOWN, times=None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     await asyncio.wait_for(holding, 2)
-    assert 0.1 <= time.monotonic() - started < 0.5, "gave up at the renew deadline, before the lease expired"
+    assert 0.1 <= loop.time() - started < 0.5, "gave up at the renew deadline, before the lease expired"
     assert not a.leader
     assert changes == [True, False]
 
 
 async def test_hold_gives_up_at_once_when_someone_else_holds_the_lease() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a = _elector(leases, "a", clock, retry_period=0.01, renew_deadline=0.5, lease_duration=1)
     assert await a.acquire(asyncio.Event())
     # Somebody overwrote the lease (e.g. we were paused for longer than the lease lasts).
-    obj = next(iter(leases.objects.values()))
+    obj = leases.objects[LEASE]
     obj["spec"]["holderIdentity"] = "intruder"
     await asyncio.wait_for(a.hold(), 2)
     assert not a.leader
@@ -286,25 +246,25 @@ async def test_hold_gives_up_at_once_when_someone_else_holds_the_lease() -> None
 
 
 async def test_release_hands_the_lease_back_at_once() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a, b = _elector(leases, "a", clock), _elector(leases, "b", clock)
     assert await a.acquire(asyncio.Event())
     assert await b.try_acquire_or_renew() is False
     await a.release()
     assert not a.leader
-    assert leases.holder() is None
+    assert holder(leases) is None
     assert await b.try_acquire_or_renew() is True, "no waiting for the old lease to expire"
 
 
 async def test_release_leaves_a_lease_someone_else_took() -> None:
-    leases, clock = FakeLeases(), Clock()
+    leases, clock = FakeKube(), Clock()
     a = _elector(leases, "a", clock)
     assert await a.acquire(asyncio.Event())
-    next(iter(leases.objects.values()))["spec"]["holderIdentity"] = "b"
+    leases.objects[LEASE]["spec"]["holderIdentity"] = "b"
     await a.release()
-    assert leases.holder() == "b"
+    assert holder(leases) == "b"
 
 
 def test_timings_must_leave_room_to_stop() -> None:
     with pytest.raises(ValueError, match="retry_period < renew_deadline < lease_duration"):
-        _elector(FakeLeases(), "a", Clock(), renew_deadline=15.0)
+        _elector(FakeKube(), "a", Clock(), renew_deadline=15.0)

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
-from coordinator.history.redis import LocalTargetLocks, LockLease, _Renewer
+import pytest
+
+from coordinator.engine import locks
+from coordinator.engine.locks import LocalTargetLocks, LockLease, _Renewer
+from support.clock import use_loop_clock
+
+# The renewer's periods, its TTLs (time.monotonic in engine/locks.py) and the tests' waits all pass in the event
+# loop's fake time (looptime): exact, and no test waits for real.
+pytestmark = pytest.mark.looptime
+
+
+@pytest.fixture(autouse=True)
+async def loop_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_loop_clock(monkeypatch, locks)
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 async def test_stop_ends_a_renewer_whose_renew_swallows_the_cancellation() -> None:
@@ -23,9 +39,9 @@ async def test_stop_ends_a_renewer_whose_renew_swallows_the_cancellation() -> No
 
     renewer = _Renewer(LockLease(("Pod/shop/a",), "run-a"), renew, ttl=0.15)  # renews every 0.05 s
     await asyncio.sleep(0.08)  # inside renew() now
-    started = time.monotonic()
+    started = now()
     await renewer.stop()
-    assert time.monotonic() - started < 1.0
+    assert now() - started < 1.0
     count = renewals
     await asyncio.sleep(0.2)
     assert renewals == count, "no renewal after stop"
@@ -41,7 +57,7 @@ async def test_local_locks_release_on_exit_and_keep_renewing_while_held() -> Non
 
 
 async def test_a_lease_the_store_no_longer_holds_is_lost_at_the_next_renewal() -> None:
-    lease = LockLease(("Deployment/shop/web",), "run-a", valid_until=time.monotonic() + 30)
+    lease = LockLease(("Deployment/shop/web",), "run-a", valid_until=now() + 30)
 
     async def renew() -> bool:
         return False  # the store came back empty, or someone else holds the key now
@@ -54,7 +70,7 @@ async def test_a_lease_the_store_no_longer_holds_is_lost_at_the_next_renewal() -
 
 
 async def test_a_lease_that_cannot_be_renewed_lapses_at_its_ttl_and_not_before() -> None:
-    lease = LockLease(("Deployment/shop/web",), "run-a", valid_until=time.monotonic() + 0.3)
+    lease = LockLease(("Deployment/shop/web",), "run-a", valid_until=now() + 0.3)
 
     async def renew() -> bool:
         raise ConnectionError("Redis is down")
@@ -69,7 +85,7 @@ async def test_a_lease_that_cannot_be_renewed_lapses_at_its_ttl_and_not_before()
 
 
 async def test_each_confirmed_renewal_moves_the_lease_on() -> None:
-    lease = LockLease(("Deployment/shop/web",), "run-a", valid_until=time.monotonic() + 0.3)
+    lease = LockLease(("Deployment/shop/web",), "run-a", valid_until=now() + 0.3)
 
     async def renew() -> bool:
         return True

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
-from coordinator.engine.observers import RunInfo
+from coordinator.domain.runs import RunInfo
 from coordinator.observability.logs import RunLogger, configure_logging, run_context
 
 
@@ -70,8 +70,8 @@ def test_kopf_object_records_carry_namespace_and_run(captured: io.StringIO) -> N
 def test_bound_context_reaches_stdlib_records_of_the_same_task(captured: io.StringIO) -> None:
     _configure(captured)
     with structlog.contextvars.bound_contextvars(namespace="shop", run="run-1", scenario="shop/kill-web"):
-        logging.getLogger("coordinator.engine.executor").info("step planned")
-    logging.getLogger("coordinator.engine.executor").info("outside")
+        logging.getLogger("coordinator.engine.run.machine").info("step planned")
+    logging.getLogger("coordinator.engine.run.machine").info("outside")
     inside, outside = _records(captured)
     assert (inside["namespace"], inside["run"], inside["scenario"]) == ("shop", "run-1", "shop/kill-web")
     assert "run" not in outside

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
-from coordinator.domain.conditions import now_iso
+from coordinator.domain.runs import RunInfo
+from coordinator.domain.timestamps import format_iso, now_iso
 from coordinator.engine import observers
-from coordinator.engine.observers import RunInfo
 from coordinator.observability import metrics
 
 RUN = RunInfo(namespace="shop", name="run-1", uid="uid-1", scenario="shop/kill-web")
@@ -172,7 +173,7 @@ def test_overdue_measures_active_faults_past_their_steps_end() -> None:
     live = metrics.LiveRuns()
     live.injected(RUN, injection(FaultType.NODE_CORDON))
     ended = time.time() - 90
-    ended_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ended)) + ".000000Z"
+    ended_iso = format_iso(datetime.fromtimestamp(int(ended), UTC))
     assert metrics.overdue(live, time.time()) == {}, "no body known: nothing to compare with"
     with live.executing("uid-1", _body(None)):
         assert metrics.overdue(live, time.time()) == {}, "step end not written yet"

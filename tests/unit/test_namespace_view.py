@@ -1,14 +1,18 @@
-"""kopf's namespace view, repaired (handlers/namespaces.py): namespaces kopf missed between its two listings."""
+"""kopf's namespace view, repaired (engine/namespaces.py): namespaces kopf missed between its two listings."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from kopf._cogs.structs.references import Insights, NamespaceName
 
-from coordinator.handlers.namespaces import add_missed, missed, reconcile_forever, settled_names
+from coordinator.engine.namespaces import add_missed, missed, reconcile_forever, settled_names
 from coordinator.settings import uses_patterns
+
+# The reconciler's intervals and the tests' waits pass in the event loop's fake time (looptime).
+pytestmark = pytest.mark.looptime
 
 
 def test_patterns_are_told_from_exact_names() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from coordinator.api.models import ChaosScenarioSpec, Parameter, ParameterType
 from coordinator.domain.parameters import ParameterError, coerce, references, render, resolve_parameters
-from coordinator.engine.executor import RunEnded, render_scenario
+from coordinator.engine.run import RunEnded, render_scenario
 
 
 def declare(**types: str) -> list[Parameter]:

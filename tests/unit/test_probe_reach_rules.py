@@ -21,10 +21,11 @@ from coordinator.adapters.kube import KubeClient
 from coordinator.api.crd import build_crd
 from coordinator.api.probes import HttpProbe, K8sProbe, Probe, ProbeMode
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, denied_by, parse_cidrs
+from coordinator.domain.samples import ProbeError
 from coordinator.engine.probing import ProbeReach, ProbeSession
 from coordinator.probes import http as http_probe
 from coordinator.probes import k8s as k8s_probe
-from coordinator.probes.base import EXCERPT_LIMIT, ProbeError, ProbeRefused, excerpt
+from coordinator.probes.base import EXCERPT_LIMIT, ProbeRefused, excerpt
 from coordinator.probes.reach import AddressDenied, guarded_session
 from coordinator.settings import ConfigurationError, get_settings, load_settings
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from coordinator.api.models import Injection, InjectionState, TargetRef
-from coordinator.engine.observers import RunInfo
+from coordinator.domain.runs import RunInfo
 from coordinator.history.redis import LocalProgress, ProgressObserver
 
 RUN = RunInfo(namespace="team", name="run-1", uid="uid-1", scenario="team/kill")

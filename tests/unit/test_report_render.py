@@ -20,8 +20,6 @@ from coordinator.history.report import (
     ReportFilters,
     RunSummary,
     ScenarioStats,
-    nearest_rank_percentile,
-    percentile_rank,
     render,
     render_html,
     render_json,
@@ -97,17 +95,6 @@ EMPTY = Report(generated_at=T0, filters=ReportFilters(), scenarios=())
 def test_pass_rate_failed_and_flaky_follow_from_the_counts() -> None:
     assert (KILL.pass_rate, KILL.failed, KILL.flaky) == (pytest.approx(100 * 2 / 6), 4, True)
     assert (DRAIN.pass_rate, DRAIN.failed, DRAIN.flaky) == (100.0, 0, False)
-
-
-@pytest.mark.parametrize(("count", "rank"), [(1, 1), (10, 10), (20, 19), (100, 95), (101, 96)])
-def test_p95_is_the_nearest_rank(count: int, rank: int) -> None:
-    assert percentile_rank(count) == rank
-
-
-def test_nearest_rank_percentile_of_values() -> None:
-    assert nearest_rank_percentile([5.0, 1.0, 3.0]) == 5.0
-    assert nearest_rank_percentile([float(i) for i in range(1, 21)]) == 19.0
-    assert nearest_rank_percentile([]) is None
 
 
 def test_filters_describe_themselves() -> None:

@@ -4,35 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-import orjson
 import pytest
 
-from coordinator.adapters.kube import Listed
 from coordinator.api.models import FaultType, Target
 from coordinator.engine.targets import pods_by_metadata, resolve_targets
 from coordinator.faults import driver_for
-
-
-class ListingClient:
-    """Answers list_summaries with fixed pods and records how it was asked."""
-
-    def __init__(self, pods: list[dict[str, Any]]) -> None:
-        self.pods = pods
-        self.calls: list[dict[str, Any]] = []
-
-    async def list_summaries(self, path: str, **kwargs: Any) -> list[Listed]:
-        self.calls.append({"path": path, **kwargs})
-        return [Listed.of(msgspec.Raw(orjson.dumps(pod))) for pod in self.pods]
+from support.fake_kube import Call, FakeKube, path_of
 
 
 async def allow(namespace: str) -> tuple[bool, str]:
     return True, ""
 
 
-def pod(name: str, **status: Any) -> dict[str, Any]:
+def cluster(*pods: dict[str, Any]) -> FakeKube:
+    kube = FakeKube()
+    for pod in pods:
+        kube.add(path_of(pod), pod)
+    return kube
+
+
+def pod(name: str, phase: str, node: str = "n1") -> dict[str, Any]:
     meta = {"name": name, "namespace": "shop", "uid": f"uid-{name}", "labels": {"app": "web"}}
-    return {"kind": "Pod", "metadata": meta, **({"status": status} if status else {})}
+    return {"kind": "Pod", "metadata": meta, "spec": {"nodeName": node}, "status": {"phase": phase}}
 
 
 def test_only_pod_kill_plans_without_reading_its_targets() -> None:
@@ -48,33 +41,30 @@ def test_metadata_lists_are_for_pods_whose_faults_read_nothing(kind: str, reads:
 
 
 async def test_a_metadata_list_filters_the_phase_on_the_server() -> None:
-    client = ListingClient([pod("a"), pod("b")])  # metadata only: no status at all
+    client = cluster(pod("a", "Running"), pod("b", "Running"), pod("c", "Pending"), pod("d", "Running", node="n2"))
     target = Target.model_validate(
         {"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}, "fieldSelector": "spec.nodeName=n1"}
     )
     selection = await resolve_targets(client, allow, target, "shop", "all", None, 1, reads_targets=False)  # type: ignore[arg-type]
     assert client.calls == [
-        {
-            "path": "/api/v1/namespaces/shop/pods",
-            "label_selector": "app=web",
-            "field_selector": "status.phase=Running,spec.nodeName=n1",
-            "metadata_only": True,
-        }
+        Call(
+            "list",
+            "/api/v1/namespaces/shop/pods",
+            params={
+                "labelSelector": "app=web",
+                "fieldSelector": "status.phase=Running,spec.nodeName=n1",
+                "metadataOnly": True,
+            },
+        )
     ]
-    assert [t.ref.name for t in selection.targets] == ["a", "b"], "the server kept only Running pods"
+    assert [t.ref.name for t in selection.targets] == ["a", "b"], "the server kept only Running pods on n1"
+    assert all("status" not in t.obj for t in selection.targets), "metadata only"
 
 
 async def test_a_full_list_filters_the_phase_itself() -> None:
-    client = ListingClient([pod("a", phase="Running"), pod("b", phase="Pending")])
+    client = cluster(pod("a", "Running"), pod("b", "Pending"))
     target = Target.model_validate({"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}})
     selection = await resolve_targets(client, allow, target, "shop", "all", None, 1)  # type: ignore[arg-type]
-    assert client.calls == [
-        {
-            "path": "/api/v1/namespaces/shop/pods",
-            "label_selector": "app=web",
-            "field_selector": None,
-            "metadata_only": False,
-        }
-    ]
+    assert client.calls == [Call("list", "/api/v1/namespaces/shop/pods", params={"labelSelector": "app=web"})]
     assert [t.ref.name for t in selection.targets] == ["a"]
     assert selection.targets[0].obj["status"] == {"phase": "Running"}

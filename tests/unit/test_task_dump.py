@@ -6,7 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
+
 from coordinator.cli.run import _await_chain
+
+# The tests' waits pass in the event loop's fake time (looptime).
+pytestmark = pytest.mark.looptime
 
 
 @contextlib.asynccontextmanager

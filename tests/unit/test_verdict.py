@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from coordinator.api.probes import Assertion, AssertionResult, HttpProbe, K8sProbe, Probe
+from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.domain.verdict import (
     ProbeStats,
     evaluate_assertion,
     pass_rate,
-    percentile,
     resilience_score,
     scenario_ref,
 )
 from coordinator.engine.probing import RecoveryTracker
-from coordinator.probes.base import ProbeError, Sample, compare, lookup
+from coordinator.probes.base import lookup
 from coordinator.probes.http import check_response
 from coordinator.probes.k8s import collection_path, evaluate
 from coordinator.probes.prometheus import query_value
@@ -116,12 +116,6 @@ def _stats(name: str, oks: list[bool], weight: int = 1, latencies: list[float] |
         latency = latencies[i] if latencies else None
         stats.record(Sample(ok=ok, at=float(i), error=None if ok else "500", latency_ms=latency))
     return stats
-
-
-def test_percentile_nearest_rank() -> None:
-    assert percentile([], 95) is None
-    assert percentile([10, 20, 30, 40], 50) == 20
-    assert percentile(range(1, 101), 95) == 95
 
 
 def test_score_is_weighted_success() -> None:

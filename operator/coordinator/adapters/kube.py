@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
@@ -284,6 +284,62 @@ async def load_credentials(kubeconfig: str | None = None) -> Credentials:
     explicit = kubeconfig or os.environ.get("KUBECONFIG") or None
     credentials = await asyncio.to_thread(_resolve, explicit)
     return credentials if credentials is not None else await _library_credentials(explicit)
+
+
+@runtime_checkable
+class KubeApi(Protocol):
+    """What code that talks to the API server needs of a client: :class:`KubeClient` in the operator, the
+    in-memory ``tests/support/fake_kube.py`` in unit tests. Type a collaborator's client against this, not the
+    class, when it only reads and writes objects (no ``close``, no request counters).
+
+    Paths are API paths (:func:`resource_path`); errors are :class:`ApiError` with the API server's status
+    (404 not found, 409 conflict or already exists).
+    """
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        content_type: str = "application/json",
+    ) -> JSON: ...
+
+    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> JSON: ...
+
+    async def get_text(self, path: str, params: Mapping[str, str | int] | None = None) -> str: ...
+
+    async def get_or_none(self, path: str) -> JSON | None: ...
+
+    async def list_summaries(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        metadata_only: bool = False,
+    ) -> ListedItems: ...
+
+    async def create(self, path: str, body: JSON) -> JSON: ...
+
+    async def patch(self, path: str, body: Any, content_type: str = MERGE_PATCH) -> JSON: ...
+
+    async def delete(self, path: str, body: JSON | None = None) -> JSON: ...
+
+    def watch(
+        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
+    ) -> AsyncIterator[JSON]: ...
+
+    # Last: inside the class body, ``list`` names this method.
+    async def list(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> list[JSON]: ...
 
 
 class KubeClient:

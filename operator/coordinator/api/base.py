@@ -6,12 +6,13 @@ Kept apart from ``models`` so that ``probes`` can build on them without a circul
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
-from coordinator.domain.durations import parse_duration
+from coordinator.api.durations import parse_duration
 
 GROUP = "chaos.coordinator.dev"
 VERSION = "v1alpha1"
@@ -25,6 +26,17 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+
+# Every time the operator writes: RFC 3339 in UTC with microseconds, always the same width, so that the written
+# strings also sort as the times do. In Python it is an aware datetime, parsed once when the status is read.
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+Timestamp = Annotated[AwareDatetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
 # "{{ params.NAME }}" in a scenario field is replaced by the TestRun's parameter value when the run starts
 # (coordinator.domain.parameters). The CRD schema lets references through in templatable fields; the rendered spec
 # is then validated by the models, whose integer fields accept only integers.

@@ -88,25 +88,3 @@ class ContainerKillOptions(Model):
         description="The signal. SIGKILL cannot reach a container's PID 1 from another container unless the pod "
         "shares its process namespace (shareProcessNamespace: true); SIGTERM works for most servers.",
     )
-
-
-INPOD_OPTION_FIELDS: dict[str, str] = {
-    "network-delay": "networkDelay",
-    "network-loss": "networkLoss",
-    "network-duplicate": "networkDuplicate",
-    "network-corrupt": "networkCorrupt",
-    "network-bandwidth": "networkBandwidth",
-    "cpu-stress": "cpuStress",
-    "memory-stress": "memoryStress",
-    "io-stress": "ioStress",
-    "container-kill": "containerKill",
-}
-# Faults whose options have required fields, so the options object itself is required.
-INPOD_REQUIRED_OPTIONS = (
-    "network-delay",
-    "network-loss",
-    "network-duplicate",
-    "network-corrupt",
-    "network-bandwidth",
-    "container-kill",
-)

@@ -6,10 +6,14 @@ The CRDs in ``crds/`` are generated from these classes (``coordinator crds``); f
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, cast
 
-from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, create_model, field_validator
 
 from coordinator.api.base import (  # re-exported: models is the API's entry point
     API_VERSION as API_VERSION,
@@ -32,8 +36,10 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     MAX_RUN_TIMEOUT,
     MAX_STEP_DURATION,
+    CelRule,
     Cidr,
     RunTimeout,
+    Timestamp,
     duration_check,
     duration_field,
     unique_names,
@@ -62,9 +68,8 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     templatable as templatable,
 )
+from coordinator.api.durations import parse_duration
 from coordinator.api.inpod import (
-    INPOD_OPTION_FIELDS,
-    INPOD_REQUIRED_OPTIONS,
     ContainerKillOptions,
     CpuStressOptions,
     IoStressOptions,
@@ -269,61 +274,163 @@ class NetworkPartitionOptions(Model):
     )
 
 
-class Fault(Model):
-    type: FaultType = Field(description="The fault to inject. Its options go in the field of the same name.")
-    podKill: PodKillOptions | None = Field(default=None, description="Options for pod-kill.")
-    podFailure: PodFailureOptions | None = Field(default=None, description="Options for pod-failure.")
-    rolloutRestart: RolloutRestartOptions | None = Field(default=None, description="Options for rollout-restart.")
-    scale: ScaleOptions | None = Field(default=None, description="Options for scale (required for scale).")
-    nodeCordon: NodeCordonOptions | None = Field(default=None, description="Options for node-cordon.")
-    nodeDrain: NodeDrainOptions | None = Field(default=None, description="Options for node-drain.")
-    networkPartition: NetworkPartitionOptions | None = Field(default=None, description="Options for network-partition.")
-    networkDelay: NetworkDelayOptions | None = Field(default=None, description="Options for network-delay (netem).")
-    networkLoss: NetworkPercentOptions | None = Field(default=None, description="Options for network-loss (nftables).")
-    networkDuplicate: NetworkPercentOptions | None = Field(
-        default=None, description="Options for network-duplicate (netem)."
-    )
-    networkCorrupt: NetworkPercentOptions | None = Field(
-        default=None, description="Options for network-corrupt (netem)."
-    )
-    networkBandwidth: NetworkBandwidthOptions | None = Field(
-        default=None, description="Options for network-bandwidth (tbf)."
-    )
-    cpuStress: CpuStressOptions | None = Field(default=None, description="Options for cpu-stress (stress-ng).")
-    memoryStress: MemoryStressOptions | None = Field(default=None, description="Options for memory-stress (stress-ng).")
-    ioStress: IoStressOptions | None = Field(default=None, description="Options for io-stress (stress-ng).")
-    containerKill: ContainerKillOptions | None = Field(default=None, description="Options for container-kill.")
+OptionsT = TypeVar("OptionsT", bound=Model)
 
-    # Options for a fault type other than the chosen one are a mistake worth rejecting up front.
-    OPTION_FIELDS: ClassVar[dict[str, str]] = {
-        "pod-kill": "podKill",
-        "pod-failure": "podFailure",
-        "rollout-restart": "rolloutRestart",
-        "scale": "scale",
-        "node-cordon": "nodeCordon",
-        "node-drain": "nodeDrain",
-        "network-partition": "networkPartition",
-        **INPOD_OPTION_FIELDS,
-    }
-    cel_rules = (
-        ("self.type != 'scale' || has(self.scale)", "scale faults need spec.steps[].faults[].scale", ".scale"),
-        *(
-            (
-                f"self.type != '{fault}' || has(self.{INPOD_OPTION_FIELDS[fault]})",
-                f"{fault} faults need {INPOD_OPTION_FIELDS[fault]} options",
-                f".{INPOD_OPTION_FIELDS[fault]}",
-            )
-            for fault in INPOD_REQUIRED_OPTIONS
-        ),
-        *(
-            (
-                f"!has(self.{option}) || self.type == '{fault}'",
-                f"{option} is only valid when type is {fault}",
-                f".{option}",
-            )
-            for fault, option in OPTION_FIELDS.items()
-        ),
+
+@dataclass(frozen=True)
+class FaultDeclaration(Generic[OptionsT]):
+    """What the resources know of one fault type: the CRD field holding its options and their model, the target
+    kinds it acts on, whether an in-pod agent runs it. ``FAULT_TYPES`` lists them; ``Fault``'s option fields, its
+    CEL rules and the fault-vs-target-kind check derive from it, and the fault's driver (``coordinator.faults``)
+    refers to its declaration. docs/adding-a-fault.md walks through adding one."""
+
+    type: str
+    option_field: str
+    options: builtins.type[OptionsT]  # (``type`` is the field above)
+    kinds: frozenset[str]
+    note: str = ""  # said after the type in the option field's description: "Options for scale (required ...)."
+    options_required: bool = False  # the options object must be given (its model has required fields, or a rule)
+    in_pod: bool = False  # run by the in-pod agent (coordinator.faults.ephemeral)
+
+    @property
+    def description(self) -> str:
+        return f"Options for {self.type}{f' ({self.note})' if self.note else ''}."
+
+    def options_of(self, fault: FaultBase) -> OptionsT | None:
+        """This type's options as the fault gives them (None when omitted)."""
+        return cast("OptionsT | None", getattr(fault, self.option_field))
+
+
+POD_KILL = FaultDeclaration(FaultType.POD_KILL, "podKill", PodKillOptions, frozenset({TargetKind.POD}))
+POD_FAILURE = FaultDeclaration(FaultType.POD_FAILURE, "podFailure", PodFailureOptions, frozenset({TargetKind.POD}))
+ROLLOUT_RESTART = FaultDeclaration(
+    FaultType.ROLLOUT_RESTART,
+    "rolloutRestart",
+    RolloutRestartOptions,
+    frozenset({TargetKind.DEPLOYMENT, TargetKind.STATEFULSET, TargetKind.DAEMONSET}),
+)
+SCALE = FaultDeclaration(
+    FaultType.SCALE,
+    "scale",
+    ScaleOptions,
+    frozenset({TargetKind.DEPLOYMENT, TargetKind.STATEFULSET}),
+    note="required for scale",
+    options_required=True,
+)
+NODE_CORDON = FaultDeclaration(FaultType.NODE_CORDON, "nodeCordon", NodeCordonOptions, frozenset({TargetKind.NODE}))
+NODE_DRAIN = FaultDeclaration(FaultType.NODE_DRAIN, "nodeDrain", NodeDrainOptions, frozenset({TargetKind.NODE}))
+NETWORK_PARTITION = FaultDeclaration(
+    FaultType.NETWORK_PARTITION, "networkPartition", NetworkPartitionOptions, frozenset({TargetKind.POD})
+)
+
+
+def _in_pod(
+    fault_type: FaultType, field: str, options: builtins.type[OptionsT], note: str, *, required: bool
+) -> FaultDeclaration[OptionsT]:
+    return FaultDeclaration(
+        fault_type, field, options, frozenset({TargetKind.POD}), note=note, options_required=required, in_pod=True
     )
+
+
+NETWORK_DELAY = _in_pod(FaultType.NETWORK_DELAY, "networkDelay", NetworkDelayOptions, "netem", required=True)
+NETWORK_LOSS = _in_pod(FaultType.NETWORK_LOSS, "networkLoss", NetworkPercentOptions, "nftables", required=True)
+NETWORK_DUPLICATE = _in_pod(
+    FaultType.NETWORK_DUPLICATE, "networkDuplicate", NetworkPercentOptions, "netem", required=True
+)
+NETWORK_CORRUPT = _in_pod(FaultType.NETWORK_CORRUPT, "networkCorrupt", NetworkPercentOptions, "netem", required=True)
+NETWORK_BANDWIDTH = _in_pod(
+    FaultType.NETWORK_BANDWIDTH, "networkBandwidth", NetworkBandwidthOptions, "tbf", required=True
+)
+CPU_STRESS = _in_pod(FaultType.CPU_STRESS, "cpuStress", CpuStressOptions, "stress-ng", required=False)
+MEMORY_STRESS = _in_pod(FaultType.MEMORY_STRESS, "memoryStress", MemoryStressOptions, "stress-ng", required=False)
+IO_STRESS = _in_pod(FaultType.IO_STRESS, "ioStress", IoStressOptions, "stress-ng", required=False)
+CONTAINER_KILL = _in_pod(FaultType.CONTAINER_KILL, "containerKill", ContainerKillOptions, "", required=True)
+
+# Every fault type, in FaultType's order (the order of Fault's fields and of the CRD's rules).
+FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
+    POD_KILL,
+    POD_FAILURE,
+    ROLLOUT_RESTART,
+    SCALE,
+    NODE_CORDON,
+    NODE_DRAIN,
+    NETWORK_PARTITION,
+    NETWORK_DELAY,
+    NETWORK_LOSS,
+    NETWORK_DUPLICATE,
+    NETWORK_CORRUPT,
+    NETWORK_BANDWIDTH,
+    CPU_STRESS,
+    MEMORY_STRESS,
+    IO_STRESS,
+    CONTAINER_KILL,
+)
+if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time
+    raise ImportError("FAULT_TYPES must declare every FaultType once, in FaultType's order")
+DECLARED: dict[str, FaultDeclaration[Any]] = {d.type: d for d in FAULT_TYPES}
+INPOD_OPTION_FIELDS: dict[str, str] = {d.type: d.option_field for d in FAULT_TYPES if d.in_pod}
+
+
+def declaration_of(fault_type: FaultType | str) -> FaultDeclaration[Any]:
+    return DECLARED[str(fault_type)]
+
+
+def option_fields(declarations: Sequence[FaultDeclaration[Any]]) -> dict[str, str]:
+    """Fault type -> the field holding its options."""
+    return {d.type: d.option_field for d in declarations}
+
+
+def fault_cel_rules(declarations: Sequence[FaultDeclaration[Any]]) -> tuple[CelRule, ...]:
+    """The Fault object's CEL rules: required options must be given, and options for a fault type other than the
+    chosen one are a mistake worth rejecting up front."""
+    required: list[CelRule] = [
+        (
+            f"self.type != '{d.type}' || has(self.{d.option_field})",
+            f"{d.type} faults need {d.option_field} options",
+            f".{d.option_field}",
+        )
+        for d in declarations
+        if d.options_required
+    ]
+    only: list[CelRule] = [
+        (
+            f"!has(self.{d.option_field}) || self.type == '{d.type}'",
+            f"{d.option_field} is only valid when type is {d.type}",
+            f".{d.option_field}",
+        )
+        for d in declarations
+    ]
+    return (*required, *only)
+
+
+class FaultBase(Model):
+    """The part of a fault that is not one type's options. ``Fault`` adds one optional field per declared type."""
+
+    type: FaultType = Field(description="The fault to inject. Its options go in the field of the same name.")
+    OPTION_FIELDS: ClassVar[dict[str, str]] = {}
+
+
+def _optional(model: Any) -> Any:
+    return model | None
+
+
+def fault_model(
+    declarations: Sequence[FaultDeclaration[Any]], base: type[FaultBase] = FaultBase, name: str = "Fault"
+) -> type[FaultBase]:
+    """The Fault model of these declarations: ``base`` plus each type's option field, with the derived rules."""
+    fields: dict[str, Any] = {
+        d.option_field: (_optional(d.options), Field(default=None, description=d.description)) for d in declarations
+    }
+    model = create_model(name, __base__=base, __module__=__name__, **fields)
+    model.OPTION_FIELDS = option_fields(declarations)
+    model.cel_rules = fault_cel_rules(declarations)
+    return model
+
+
+if TYPE_CHECKING:
+    Fault = FaultBase  # the option fields are read through a declaration (FaultDeclaration.options_of)
+else:
+    Fault = fault_model(FAULT_TYPES)
 
 
 class Step(Model):
@@ -338,6 +445,11 @@ class Step(Model):
     faults: list[Fault] = Field(
         min_length=1, max_length=16, description="Faults injected together (a combined step when several)."
     )
+
+    @cached_property
+    def seconds(self) -> float:
+        """``duration`` in seconds, parsed once (a rendered scenario holds no parameter references)."""
+        return parse_duration(self.duration)
 
 
 class ScenarioType(StrEnum):
@@ -587,6 +699,12 @@ class TestRunSpec(Model):
     # spec is fixed from creation; runs start at once anyway.) tests/unit/test_crds.py checks every field but
     # abort is listed.
     IMMUTABLE_FIELDS: ClassVar[tuple[str, ...]] = ("scenarioRef", "parameters", "dryRun", "timeout", "seed")
+
+    @cached_property
+    def timeout_seconds(self) -> float:
+        """``timeout`` in seconds, parsed once."""
+        return parse_duration(self.timeout)
+
     cel_rules = (
         (
             " && ".join(
@@ -636,8 +754,8 @@ class Injection(Model):
     target: TargetRef = Field(description="What was changed.")
     state: InjectionState = Field(description="Recorded, Applied, Reverted, Irreversible or Failed.")
     original: str | None = Field(default=None, description="What to restore, as JSON.")
-    appliedAt: str | None = Field(default=None, description="When it was applied.")
-    revertedAt: str | None = Field(default=None, description="When it was reverted.")
+    appliedAt: Timestamp | None = Field(default=None, description="When it was applied.")
+    revertedAt: Timestamp | None = Field(default=None, description="When it was reverted.")
     message: str | None = Field(default=None, description="Why it failed, if it did.")
 
 
@@ -655,9 +773,9 @@ class StepRecord(Model):
     outcome: StepOutcome = Field(default=StepOutcome.PENDING, description="What happened in this step.")
     targets: list[TargetRef] = Field(default_factory=list, description="The targets chosen (at most 100 listed).")
     targetCount: int = Field(default=0, description="How many targets were chosen.")
-    injectedAt: str | None = Field(default=None, description="When the step's faults were applied.")
-    endsAt: str | None = Field(default=None, description="When the step's faults are due to be reverted.")
-    revertedAt: str | None = Field(default=None, description="When they were reverted.")
+    injectedAt: Timestamp | None = Field(default=None, description="When the step's faults were applied.")
+    endsAt: Timestamp | None = Field(default=None, description="When the step's faults are due to be reverted.")
+    revertedAt: Timestamp | None = Field(default=None, description="When they were reverted.")
     recoveryTimeSeconds: float | None = Field(
         default=None, description="From injection to the first moment every steady-state probe passed again."
     )
@@ -689,7 +807,7 @@ class HistorySync(Model):
     """Whether the finished run has been written to the history store (which outlives the TestRun object)."""
 
     synced: bool = Field(default=False, description="True once the run is in the history store.")
-    syncedAt: str | None = Field(default=None, description="When it was written.")
+    syncedAt: Timestamp | None = Field(default=None, description="When it was written.")
     store: str | None = Field(default=None, description="The kind of store it went to: postgresql or sqlite.")
 
 
@@ -698,7 +816,9 @@ class TestRunStatus(Model):
 
     __test__ = False
 
-    model_config = ConfigDict(extra="allow")
+    # A status written by a newer operator may hold fields this one does not know: read past them (the schema
+    # preserves them, and merge patches leave them alone).
+    model_config = ConfigDict(extra="ignore")
     phase: Phase | None = Field(
         default=None, description="Pending, Running, Passed, Failed, Error, Cancelled or TimedOut."
     )
@@ -711,14 +831,14 @@ class TestRunStatus(Model):
     )
     scenario: str | None = Field(default=None, description="The scenario, as namespace/name.")
     scenarioGeneration: int | None = Field(default=None, description="The scenario generation the run uses.")
-    startedAt: str | None = Field(default=None, description="When the run started.")
-    completedAt: str | None = Field(default=None, description="When it ended.")
+    startedAt: Timestamp | None = Field(default=None, description="When the run started.")
+    completedAt: Timestamp | None = Field(default=None, description="When it ended.")
     durationSeconds: float | None = Field(default=None, description="completedAt - startedAt in seconds.")
     duration: str | None = Field(default=None, description="The same as a duration, e.g. 5.1s or 2m3s.")
     step: str | None = Field(
         default=None, description="While the run is active: the step in progress, as <n>/<steps> <name>."
     )
-    deadline: str | None = Field(default=None, description="startedAt + spec.timeout.")
+    deadline: Timestamp | None = Field(default=None, description="startedAt + spec.timeout.")
     targets: int | None = Field(default=None, description="How many targets the run chose, over all steps.")
     currentStep: int | None = Field(default=None, description="Index of the step in progress.")
     steps: list[StepRecord] = Field(default_factory=list, description="One record per scenario step.")
@@ -741,6 +861,15 @@ class TestRunStatus(Model):
         default=None,
         description="The scenario spec this run executes, as JSON with its parameters filled in, taken when the "
         "run started: editing the scenario never changes a run in flight.",
+    )
+    baselineChecked: bool | None = Field(
+        default=None,
+        description="True once the before/edge probes passed, before anything was injected: a resumed run does not "
+        "check its baseline again while its faults are in place.",
+    )
+    scenarioCounted: bool | None = Field(
+        default=None,
+        description="True once the finished run is counted on its ChaosScenario's status, so it is counted once.",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator
@@ -27,6 +28,7 @@ from coordinator.api.base import (
     templatable,
     unique_names,
 )
+from coordinator.api.durations import parse_duration
 
 ProbeInterval = Annotated[
     str,
@@ -298,6 +300,22 @@ class Probe(Model):
     stopOnFailure: bool = Field(
         default=False, description="When the probe fails, abort the run at once and roll every fault back."
     )
+
+    @cached_property
+    def interval_seconds(self) -> float:
+        """``interval`` in seconds, parsed once."""
+        return parse_duration(self.interval)
+
+    @cached_property
+    def timeout_seconds(self) -> float:
+        """``timeout`` in seconds, parsed once."""
+        return parse_duration(self.timeout)
+
+    @cached_property
+    def initial_delay_seconds(self) -> float:
+        """``initialDelay`` in seconds, parsed once."""
+        return parse_duration(self.initialDelay)
+
     weight: int = Field(default=1, ge=0, le=100, description="Weight in the resilience score.")
     k8s: K8sProbe | None = Field(default=None, description="Options of a k8s probe.")
     http: HttpProbe | None = Field(default=None, description="Options of an http probe.")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coordinator.domain.durations import parse_duration
+from coordinator.api.durations import parse_duration
 
 if TYPE_CHECKING:
     from coordinator.history.report import ReportFilters

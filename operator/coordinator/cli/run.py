@@ -21,10 +21,11 @@ from kopf._cogs.structs.references import Insights
 from coordinator.adapters.kube import KubeClient, resource_path
 from coordinator.cli.supervision import Supervisor
 from coordinator.engine import observers
+from coordinator.engine.locks import target_locks
+from coordinator.engine.namespaces import reconcile_forever, settled_names
 from coordinator.engine.scheduler import release_deleted_scenarios
 from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
-from coordinator.handlers.history import DeletedRunGate, FinishedRunMirror
-from coordinator.handlers.namespaces import reconcile_forever, settled_names
+from coordinator.history.mirror import DeletedRunGate, FinishedRunMirror
 from coordinator.history.redis import ProgressObserver, redis_services
 from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
 from coordinator.observability import metrics
@@ -97,7 +98,9 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     observers.register(progress)
     # Runs mirror themselves as they finish; the history timer covers those the store did not take in time.
     mirror = FinishedRunMirror(history, redis.cache)
-    memo = kopf.Memo(client=client, settings=settings, history=history, redis=redis, mirror=mirror)
+    memo = kopf.Memo(
+        client=client, settings=settings, history=history, redis=redis, locks=target_locks(redis), mirror=mirror
+    )
     try:
         async with Supervisor(settings, client, memo, kubeconfig) as supervisor:
             if await supervisor.lead():

@@ -1,4 +1,4 @@
-"""Pure domain logic of the operator: durations, target eligibility and selection.
+"""Pure domain logic of the operator: target eligibility and selection, schedules, parameters, the verdict.
 
 Nothing here talks to Kubernetes or does I/O; callers pass plain data in and act on what comes back.
 """

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from coordinator.api.models import Condition
+from coordinator.domain.timestamps import now_iso
 
 TARGETS_SELECTED = "TargetsSelected"
 FAULTS_INJECTED = "FaultsInjected"
@@ -17,14 +16,6 @@ READY = "Ready"
 # kstatus (Flux, kpt) reads Ready=False as still in progress; Stalled=True is how it learns a resource failed.
 STALLED = "Stalled"
 PASSED_PHASE = "Passed"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def set_condition(

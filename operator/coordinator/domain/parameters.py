@@ -14,8 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from coordinator.api.durations import parse_duration
 from coordinator.api.models import Parameter, ParameterType
-from coordinator.domain.durations import parse_duration
 
 Value = str | int | float | bool
 

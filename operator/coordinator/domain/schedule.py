@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
+from coordinator.api.durations import parse_duration
 from coordinator.api.models import ConcurrencyPolicy
-from coordinator.domain.durations import parse_duration
 
 MACROS = {
     "@yearly": "0 0 1 1 *",

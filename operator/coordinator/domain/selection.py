@@ -12,7 +12,6 @@ order the API server returned them in.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,13 +20,12 @@ from typing import Any
 from coordinator.api.models import (
     GROUP,
     LabelSelector,
-    LabelSelectorRequirement,
     SelectionMode,
-    SelectorOperator,
     Target,
     TargetKind,
     TargetRef,
 )
+from coordinator.domain.labelselectors import Selector, selector_from_model
 
 OPT_IN_LABEL = f"{GROUP}/allow"
 """The namespace label that opts a namespace in to chaos, with the value ``"true"``."""
@@ -161,31 +159,17 @@ def _ordered(candidates: Iterable[Candidate]) -> list[Candidate]:
 # --- label selectors -----------------------------------------------------------------------------------------
 
 
-def _check_requirement(requirement: LabelSelectorRequirement) -> None:
-    operator = requirement.operator
-    if operator in (SelectorOperator.IN, SelectorOperator.NOT_IN):
-        if not requirement.values:
-            raise SelectionError(f"label selector requirement on {requirement.key!r}: {operator} needs values")
-    elif operator in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST):
-        if requirement.values:
-            raise SelectionError(
-                f"label selector requirement on {requirement.key!r}: {operator} takes no values, "
-                f"got {requirement.values!r}"
-            )
-    else:  # pragma: no cover - the model only admits the four operators
-        raise SelectionError(f"label selector requirement on {requirement.key!r}: unknown operator {operator!r}")
+def label_selector(selector: LabelSelector | None) -> Selector:
+    """The parsed form of a target's ``labelSelector`` (see :mod:`coordinator.domain.labelselectors`).
 
-
-def _requirement_holds(labels: Mapping[str, str], requirement: LabelSelectorRequirement) -> bool:
-    operator = requirement.operator
-    present = requirement.key in labels
-    if operator == SelectorOperator.IN:
-        return present and labels[requirement.key] in requirement.values
-    if operator == SelectorOperator.NOT_IN:
-        return not present or labels[requirement.key] not in requirement.values
-    if operator == SelectorOperator.EXISTS:
-        return present
-    return not present  # DoesNotExist
+    Raises:
+        SelectionError: the selector is malformed (``In``/``NotIn`` without values, ``Exists``/``DoesNotExist``
+            with values), or a key or value is not valid label syntax, as the API server would refuse it.
+    """
+    try:
+        return selector_from_model(selector)
+    except ValueError as exc:
+        raise SelectionError(str(exc), "spec.target.labelSelector") from None
 
 
 def matches_label_selector(labels: Mapping[str, str], selector: LabelSelector | None) -> bool:
@@ -196,41 +180,9 @@ def matches_label_selector(labels: Mapping[str, str], selector: LabelSelector | 
     ``DoesNotExist``. ``None`` and an empty selector match everything.
 
     Raises:
-        SelectionError: a requirement is malformed (``In``/``NotIn`` without values, ``Exists``/``DoesNotExist``
-            with values), as the API server would refuse it.
+        SelectionError: the selector is malformed, as for :func:`label_selector`.
     """
-    if selector is None:
-        return True
-    for requirement in selector.matchExpressions:
-        _check_requirement(requirement)
-    if any(labels.get(key) != value for key, value in selector.matchLabels.items()):
-        return False
-    return all(_requirement_holds(labels, requirement) for requirement in selector.matchExpressions)
-
-
-# Label syntax (k8s.io/apimachinery validation): a key is an optional DNS-subdomain prefix and "/" and a name.
-_LABEL_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-def _check_label_key(key: str) -> None:
-    prefix, slash, name = key.rpartition("/")
-    valid = (
-        0 < len(name) <= 63
-        and _LABEL_NAME_RE.fullmatch(name) is not None
-        and (not slash or (0 < len(prefix) <= 253 and _DNS_SUBDOMAIN_RE.fullmatch(prefix) is not None))
-    )
-    if not valid:
-        raise SelectionError(f"invalid label key {key!r} in label selector", "spec.target.labelSelector")
-
-
-def _check_label_value(key: str, value: str) -> None:
-    if value and (len(value) > 63 or _LABEL_NAME_RE.fullmatch(value) is None):
-        raise SelectionError(
-            f"invalid label value {value!r} for key {key!r} in label selector (at most 63 characters: letters, "
-            "digits, '-', '_' and '.', starting and ending with a letter or digit)",
-            "spec.target.labelSelector",
-        )
+    return label_selector(selector).matches(labels)
 
 
 def label_selector_to_string(selector: LabelSelector | None) -> str:
@@ -242,35 +194,9 @@ def label_selector_to_string(selector: LabelSelector | None) -> str:
     :func:`matches_label_selector` matches.
 
     Raises:
-        SelectionError: the selector is malformed, or a key or value is not valid label syntax (the API server
-            would refuse the string, and no object can carry such a label anyway).
+        SelectionError: the selector is malformed, as for :func:`label_selector`.
     """
-    if selector is None:
-        return ""
-    parts: list[str] = []
-    for key, value in sorted(selector.matchLabels.items()):
-        _check_label_key(key)
-        _check_label_value(key, value)
-        parts.append(f"{key}={value}")
-    for requirement in selector.matchExpressions:
-        _check_requirement(requirement)
-        key = requirement.key
-        _check_label_key(key)
-        for value in requirement.values:
-            _check_label_value(key, value)
-        # A set with the empty value renders as "(,a)"; "()" alone would mean {""} to the server, but empty
-        # In/NotIn sets were refused above.
-        values = ",".join(sorted(set(requirement.values)))
-        operator = requirement.operator
-        if operator == SelectorOperator.IN:
-            parts.append(f"{key} in ({values})")
-        elif operator == SelectorOperator.NOT_IN:
-            parts.append(f"{key} notin ({values})")
-        elif operator == SelectorOperator.EXISTS:
-            parts.append(key)
-        else:
-            parts.append(f"!{key}")
-    return ",".join(parts)
+    return str(label_selector(selector))
 
 
 # --- eligibility ---------------------------------------------------------------------------------------------
@@ -292,6 +218,7 @@ def eligible(candidates: Iterable[Candidate], target: Target) -> list[Candidate]
     """
     kind = str(target.kind)
     names = frozenset(target.names)
+    selector = label_selector(target.labelSelector)
     result: list[Candidate] = []
     for candidate in candidates:
         if candidate.kind != kind or candidate.terminating:
@@ -302,7 +229,7 @@ def eligible(candidates: Iterable[Candidate], target: Target) -> list[Candidate]
             continue
         if any(candidate.annotations.get(key) != value for key, value in target.annotationSelector.items()):
             continue
-        if not matches_label_selector(candidate.labels, target.labelSelector):
+        if not selector.matches(candidate.labels):
             continue
         result.append(candidate)
     return _ordered(result)

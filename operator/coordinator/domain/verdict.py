@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,18 +16,10 @@ from coordinator.api.probes import (
     ProbeMode,
     ProbeResult,
 )
-from coordinator.probes.base import Sample, compare
+from coordinator.domain.percentiles import percentile
+from coordinator.domain.samples import Sample, compare
 
 KEEP = 1000  # latencies and values kept per probe for percentiles: bounded memory, bounded status
-
-
-def percentile(values: Iterable[float], pct: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 @dataclass

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient, api_version_of, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, api_version_of, resource_path
 from coordinator.api.models import TargetRef
-from coordinator.domain.conditions import now_iso
+from coordinator.domain.timestamps import now_iso_seconds
 
 log = logging.getLogger(__name__)
 COMPONENT = "test-coordinator"
@@ -39,12 +39,10 @@ def target_object(target: TargetRef) -> dict[str, Any]:
     return {"apiVersion": api_version, "kind": target.kind, "metadata": meta}
 
 
-async def post_event(
-    client: KubeClient, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal"
-) -> None:
+async def post_event(client: KubeApi, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
     involved = involved_object(obj)
     namespace = involved.get("namespace") or "default"
-    stamp = now_iso()[:19] + "Z"
+    stamp = now_iso_seconds()
     body = {
         "apiVersion": "v1",
         "kind": "Event",

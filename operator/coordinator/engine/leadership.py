@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeClient
-from coordinator.domain.conditions import now_iso
 from coordinator.domain.leases import Decision, LeaseRecord, decide, next_spec, released_spec
+from coordinator.domain.timestamps import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Hooks for what watches runs from the side (metrics, live progress): the executor reports, observers listen.
+"""Hooks for what watches runs from the side (metrics, logs, live progress): the engine reports, observers listen.
+
+The engine never imports its listeners (``observability/``, ``history/redis.py``): they register here at start-up.
 
 Observers must be quick and must not raise; a failing observer is logged and never affects the run.
 """
@@ -6,20 +8,13 @@ Observers must be quick and must not raise; a failing observer is logged and nev
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
 from coordinator.api.models import Injection, TestRunStatus
+from coordinator.domain.runs import RunInfo
+from coordinator.domain.samples import Sample
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    namespace: str
-    name: str
-    uid: str
-    scenario: str  # namespace/name
 
 
 class RunObserver(Protocol):
@@ -30,6 +25,10 @@ class RunObserver(Protocol):
     def fault_reverted(self, run: RunInfo, injection: Injection) -> None: ...
 
     def run_finished(self, run: RunInfo, status: TestRunStatus) -> None: ...
+
+    def probe_sampled(self, probe: str, sample: Sample) -> None:
+        """One sample a run's probe took (point checks and sampling, not the unrecorded recovery checks)."""
+        ...
 
 
 _observers: list[RunObserver] = []

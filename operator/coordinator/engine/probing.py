@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -11,16 +10,17 @@ from typing import TypeVar
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from coordinator.adapters.kube import KubeClient
+from coordinator.adapters.kube import KubeApi
 from coordinator.api.probes import Probe, ProbeMode, ProbeType
 from coordinator.domain.addresses import IPNetwork
-from coordinator.domain.durations import parse_duration
+from coordinator.domain.samples import Sample
 from coordinator.domain.verdict import ProbeStats
-from coordinator.observability import metrics
+from coordinator.engine import observers
+from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.probes import http as http_probe
 from coordinator.probes import k8s as k8s_probe
 from coordinator.probes import prometheus as prometheus_probe
-from coordinator.probes.base import ProbeRefused, Sample
+from coordinator.probes.base import ProbeRefused
 from coordinator.probes.reach import guarded_session
 from coordinator.settings import Settings
 
@@ -116,15 +116,17 @@ class ProbeSession:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         probes: list[Probe],
         namespace: str,
         prometheus_url: str | None = None,
         *,
         reach: ProbeReach,
         owner: str = "ChaosScenario",
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.client = client
+        self.clock = clock
         self.probes = probes
         self.namespace = namespace
         self.prometheus_url = prometheus_url
@@ -158,7 +160,7 @@ class ProbeSession:
             raise self._located(probe, refused) from None
 
     async def _sample(self, probe: Probe) -> Sample:
-        limit = parse_duration(probe.timeout)
+        limit = probe.timeout_seconds
         if probe.type == ProbeType.K8S:
             assert probe.k8s is not None
             return await asyncio.wait_for(
@@ -178,14 +180,14 @@ class ProbeSession:
         return await together(self._check(p) for p in chosen)
 
     async def _check(self, probe: Probe) -> PointCheck:
-        await asyncio.sleep(parse_duration(probe.initialDelay))
-        interval = parse_duration(probe.interval)
+        await self.clock.sleep(probe.initial_delay_seconds)
+        interval = probe.interval_seconds
         stats = self.stats[probe.name]
         passes = fails = 0
         while True:
             sample = await self.sample(probe)
             stats.record(sample)
-            metrics.probe_result(probe.name, "pass" if sample.ok else "fail")
+            observers.notify("probe_sampled", probe.name, sample)
             if sample.ok:
                 passes, fails = passes + 1, 0
             else:
@@ -196,26 +198,26 @@ class ProbeSession:
             if fails >= probe.failureThreshold:
                 stats.checked = False
                 return PointCheck(probe, False, sample.error or "failed")
-            await asyncio.sleep(interval)
+            await self.clock.sleep(interval)
 
     async def tick(self, faults_active: bool, started: float) -> Probe | None:
         """Take the samples that are due; return a probe that has just failed and wants the run stopped."""
-        now = time.time()
+        now = self.clock.time()
         due = []
         for probe in self.probes:
             when = SAMPLED_MODES.get(ProbeMode(probe.mode))
             if when is None or (when == "active" and not faults_active):
                 continue
-            first = started + parse_duration(probe.initialDelay)
+            first = started + probe.initial_delay_seconds
             if now >= self._next_due.get(probe.name, first):
                 due.append(probe)
-                self._next_due[probe.name] = now + parse_duration(probe.interval)
+                self._next_due[probe.name] = now + probe.interval_seconds
         samples = await together(self.sample(p) for p in due)
         stopping = None
         for probe, sample in zip(due, samples, strict=True):
             stats = self.stats[probe.name]
             stats.record(sample)
-            metrics.probe_result(probe.name, "pass" if sample.ok else "fail")
+            observers.notify("probe_sampled", probe.name, sample)
             if probe.stopOnFailure and stats.tripped and stopping is None:
                 stopping = probe
         return stopping

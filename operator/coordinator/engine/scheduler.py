@@ -16,9 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import API_VERSION, GROUP, TERMINAL_PHASES, Phase, ScenarioScheduling
-from coordinator.domain.conditions import parse_iso
 from coordinator.domain.schedule import (
     Action,
     ScheduleError,
@@ -29,6 +28,7 @@ from coordinator.domain.schedule import (
     run_name,
     run_now_name,
 )
+from coordinator.domain.timestamps import format_iso_seconds, parse_iso
 from coordinator.engine.events import post_event
 from coordinator.engine.sweeper import list_scoped, release_our_finalizer, stuck_on_our_finalizer
 
@@ -39,11 +39,6 @@ SCENARIO_LABEL = f"{GROUP}/scenario"
 SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
 # GitOps: set (or change) this annotation on a ChaosScenario, in Git, to start one run of it per new value.
 RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC, to the second, as Kubernetes writes times (CronJob's lastScheduleTime)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def prunable(run: Mapping[str, Any]) -> bool:
@@ -115,7 +110,7 @@ def run_now_due(scenario: Mapping[str, Any]) -> str | None:
     return token if token and token != done else None
 
 
-async def start_run_now(client: KubeClient, scenario: Mapping[str, Any]) -> str | None:
+async def start_run_now(client: KubeApi, scenario: Mapping[str, Any]) -> str | None:
     """Create the TestRun for a new ``run-now`` token (once: its name comes from the token), then record the token
     in the scenario's status. Returns the run's name, or None when there was nothing to start."""
     token = run_now_due(scenario)
@@ -161,7 +156,7 @@ def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, sched
             "namespace": meta["namespace"],
             # The scenario's labels too: a sharded operator (--selector) then runs them where it schedules them.
             "labels": {**(meta.get("labels") or {}), SCENARIO_LABEL: label_value(meta["name"])},
-            "annotations": {SCHEDULED_AT_ANNOTATION: format_time(scheduled)},
+            "annotations": {SCHEDULED_AT_ANNOTATION: format_iso_seconds(scheduled)},
             # The scenario controls its scheduled runs: deleting it deletes them (Kubernetes' garbage collector).
             "ownerReferences": [
                 {
@@ -181,7 +176,7 @@ def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, sched
 class Scheduler:
     """One reconcile of one scheduled scenario, from a fresh read of the API server."""
 
-    def __init__(self, client: KubeClient, scenario: Mapping[str, Any]) -> None:
+    def __init__(self, client: KubeApi, scenario: Mapping[str, Any]) -> None:
         self.client = client
         self.scenario = scenario
         meta = scenario["metadata"]
@@ -233,7 +228,7 @@ class Scheduler:
                 return name
             raise
         await post_event(
-            self.client, self.scenario, "Scheduled", f"created TestRun {name} for {format_time(scheduled)}"
+            self.client, self.scenario, "Scheduled", f"created TestRun {name} for {format_iso_seconds(scheduled)}"
         )
         return name
 
@@ -283,10 +278,10 @@ class Scheduler:
                 if action == Action.REPLACE:
                     await self.abort(active)
                 name = await self.create(scheduling, due)
-                active.append(OwnedRun(name, "", Phase.PENDING, format_time(due), "", {}))
+                active.append(OwnedRun(name, "", Phase.PENDING, format_iso_seconds(due), "", {}))
             if due is not None and action != Action.WAIT:
-                update["lastScheduleTime"] = format_time(due)
-            update["nextScheduleTime"] = format_time(schedule.next_after(now))
+                update["lastScheduleTime"] = format_iso_seconds(due)
+            update["nextScheduleTime"] = format_iso_seconds(schedule.next_after(now))
         update["active"] = [
             {"name": run.name, **({"uid": run.uid} if run.uid else {}), "scheduledTime": run.scheduled}
             for run in active
@@ -307,7 +302,7 @@ class Scheduler:
                 raise
 
 
-async def reconcile_schedule(client: KubeClient, cached: Mapping[str, Any], now: datetime | None = None) -> None:
+async def reconcile_schedule(client: KubeApi, cached: Mapping[str, Any], now: datetime | None = None) -> None:
     """Reconcile one scheduled scenario if the cached object says there may be something to do."""
     now = now or datetime.now(UTC)
     if not needs_reconcile(cached, now):
@@ -321,7 +316,7 @@ async def reconcile_schedule(client: KubeClient, cached: Mapping[str, Any], now:
 
 
 async def release_deleted_scenarios(
-    client: KubeClient, namespaces: Sequence[str] | None = None, grace: float = 10.0
+    client: KubeApi, namespaces: Sequence[str] | None = None, grace: float = 10.0
 ) -> list[str]:
     """Remove our finalizer from ChaosScenarios whose deletion has waited on it for more than ``grace`` seconds.
 

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from coordinator.adapters.kube import CLUSTER_SCOPED, JSON, ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import CLUSTER_SCOPED, JSON, ApiError, KubeApi, resource_path
 from coordinator.api.models import FINALIZER, TERMINAL_PHASES, FaultType, Injection, InjectionState, TargetRef
-from coordinator.domain.conditions import now_iso, parse_iso
-from coordinator.engine.executor import RetryLater, revert_run
+from coordinator.domain.timestamps import now_iso, parse_iso
+from coordinator.engine.run import RetryLater, revert_run
 from coordinator.faults import driver_for
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL, clear_on_target, parsed_records
 from coordinator.settings import Settings, uses_patterns
@@ -44,7 +44,7 @@ def namespace_in(namespace: str, patterns: Sequence[str]) -> bool:
 
 
 async def list_scoped(
-    client: KubeClient, kind: str, namespaces: Sequence[str] | None, label_selector: str | None = None
+    client: KubeApi, kind: str, namespaces: Sequence[str] | None, label_selector: str | None = None
 ) -> list[JSON]:
     """List ``kind`` cluster-wide, or in ``namespaces`` (each exact name in turn; for glob patterns, a cluster-wide
     list kept to the matching namespaces). In namespaced mode a cluster-scoped kind the operator may not read
@@ -100,7 +100,7 @@ def records_of(kind: str, obj: JSON) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-async def _run_is_active(client: KubeClient, run_ref: str, run_uid: str, cache: dict[str, bool]) -> bool:
+async def _run_is_active(client: KubeApi, run_ref: str, run_uid: str, cache: dict[str, bool]) -> bool:
     if run_uid not in cache:
         namespace, name = run_ref.split("/", 1)
         try:
@@ -116,7 +116,7 @@ async def _run_is_active(client: KubeClient, run_ref: str, run_uid: str, cache: 
     return cache[run_uid]
 
 
-async def find_orphans(client: KubeClient, namespaces: Sequence[str] | None = None) -> list[Orphan]:
+async def find_orphans(client: KubeApi, namespaces: Sequence[str] | None = None) -> list[Orphan]:
     orphans: list[Orphan] = []
     active: dict[str, bool] = {}
     for kind in SWEPT_KINDS:
@@ -146,7 +146,7 @@ def stuck_on_our_finalizer(meta: JSON, now: datetime, grace: float) -> bool:
     return (now - parse_iso(deleted_at)).total_seconds() >= grace
 
 
-async def release_our_finalizer(client: KubeClient, kind: str, meta: JSON) -> bool:
+async def release_our_finalizer(client: KubeApi, kind: str, meta: JSON) -> bool:
     """Drop our finalizer (only if the object is unchanged since read); False when it changed or is gone."""
     remaining = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
     try:
@@ -162,7 +162,7 @@ async def release_our_finalizer(client: KubeClient, kind: str, meta: JSON) -> bo
 
 
 async def release_stuck_deletions(
-    client: KubeClient,
+    client: KubeApi,
     settings: Settings,
     grace: float = 10.0,
     namespaces: Sequence[str] | None = None,
@@ -173,7 +173,7 @@ async def release_stuck_deletions(
     Normally the deletion handler does this at once. It cannot when nobody watches the TestRun any more — kopf
     stops watching a namespace that is being deleted when it serves namespaces by pattern — and a namespace must
     never hang on our finalizer for ever. ``may_release`` keeps a finished run that has not reached the history
-    yet, up to its own bound (handlers/history.py ``DeletedRunGate``, which writes it when it can).
+    yet, up to its own bound (history/mirror.py ``DeletedRunGate``, which writes it when it can).
     """
     released = []
     now = parse_iso(now_iso())
@@ -194,7 +194,7 @@ async def release_stuck_deletions(
     return released
 
 
-async def stale_record_copies(client: KubeClient, namespaces: Sequence[str] | None = None) -> int:
+async def stale_record_copies(client: KubeApi, namespaces: Sequence[str] | None = None) -> int:
     """Remove record annotations from ReplicaSets whose Deployment no longer carries them; returns how many.
 
     The Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes them. A
@@ -232,7 +232,7 @@ async def stale_record_copies(client: KubeClient, namespaces: Sequence[str] | No
     return removed
 
 
-async def sweep(client: KubeClient, namespaces: Sequence[str] | None = None) -> list[Orphan]:
+async def sweep(client: KubeApi, namespaces: Sequence[str] | None = None) -> list[Orphan]:
     """Revert every orphaned fault record (cluster-wide, or in ``namespaces``); returns what was reverted.
     Failures are logged and retried next sweep. Then remove the copies of records left on ReplicaSets."""
     reverted = []

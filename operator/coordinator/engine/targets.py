@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from coordinator.adapters.kube import ApiError, KubeClient, Listed, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, Listed, resource_path
 from coordinator.api.models import Target, TargetKind
 from coordinator.domain.selection import (
     Candidate,
@@ -31,7 +31,7 @@ class Selection:
 class NamespacePolicy:
     """Whether a namespace may be touched, cached for one run step (namespace labels rarely change mid-step)."""
 
-    def __init__(self, client: KubeClient, settings: Settings) -> None:
+    def __init__(self, client: KubeApi, settings: Settings) -> None:
         self._client = client
         self._settings = settings
         self._cache: dict[str, tuple[bool, str]] = {}
@@ -77,7 +77,7 @@ def _and(*selectors: str | None) -> str | None:
 
 
 async def resolve_targets(
-    client: KubeClient,
+    client: KubeApi,
     policy: NamespacePolicy,
     target: Target,
     default_namespace: str,
@@ -98,7 +98,7 @@ async def resolve_targets(
     listed: list[Listed] = []
     refused: list[str] = []
     # One response per namespace, decoded only as far as selection reads; the chosen objects in full
-    # (KubeClient.list_summaries; benchmarks/README.md, finding 15).
+    # (KubeApi.list_summaries; benchmarks/README.md, finding 15).
     try:
         if kind == TargetKind.NODE:
             listed = await client.list_summaries(

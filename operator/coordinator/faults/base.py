@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from coordinator.adapters.kube import JSON, ApiError, KubeClient, resource_path
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState, TargetRef
+from coordinator.adapters.kube import JSON, ApiError, KubeApi, resource_path
+from coordinator.api.models import Fault, FaultDeclaration, FaultType, Injection, InjectionState, TargetRef
+from coordinator.domain.timestamps import now_iso
+
+T = TypeVar("T")
 
 ANNOTATION_PREFIX = "chaos.coordinator.dev/injection-"
 INJECTED_LABEL = "chaos.coordinator.dev/injected"
@@ -55,7 +58,7 @@ class PlannedTarget:
 
 @dataclass
 class FaultContext:
-    client: KubeClient
+    client: KubeApi
     run: RunIdentity
     protected: frozenset[str]
     step_index: int = 0
@@ -220,7 +223,7 @@ async def claim_target(
                 injection.original = json.dumps(dict(fresh), sort_keys=True)
         recorded_at = own.get("recordedAt") if own else None
         payload = json.loads(record_payload(ctx.run, injection))
-        payload["recordedAt"] = recorded_at or now_stamp()
+        payload["recordedAt"] = recorded_at or now_iso()
         body = {
             "metadata": {
                 "resourceVersion": obj.get("metadata", {}).get("resourceVersion"),
@@ -237,34 +240,22 @@ async def claim_target(
     raise ApiError(409, "Conflict", f"{injection.target.kind} {injection.target.name} changed {CLAIM_ATTEMPTS} times")
 
 
-def now_stamp() -> str:
-    """A sortable UTC time with microseconds, for ``recordedAt``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-async def clear_on_target(client: KubeClient, target: TargetRef, key: str) -> None:
+async def clear_on_target(client: KubeApi, target: TargetRef, key: str) -> None:
     """Remove a record annotation, and the label once no record is left. A vanished target is fine."""
-    try:
-        obj = await client.get(target_path(target))
-    except ApiError as exc:
-        if exc.not_found:
-            return
-        raise
+    obj = await unless_gone(client.get(target_path(target)))
+    if obj is None:
+        return
     annotations: dict[str, str] = obj.get("metadata", {}).get("annotations") or {}
     remaining = [k for k in annotations if k.startswith(ANNOTATION_PREFIX) and k != key]
     metadata: dict[str, Any] = {"annotations": {key: None}}
     if not remaining:
         metadata["labels"] = {INJECTED_LABEL: None}
-    try:
-        await client.patch(target_path(target), {"metadata": metadata})
-    except ApiError as exc:
-        if not exc.not_found:
-            raise
+    await unless_gone(client.patch(target_path(target), {"metadata": metadata}))
     if target.kind == "Deployment":
         await clear_on_replicasets(client, target, obj, key)
 
 
-async def clear_on_replicasets(client: KubeClient, deployment: TargetRef, obj: Mapping[str, Any], key: str) -> None:
+async def clear_on_replicasets(client: KubeApi, deployment: TargetRef, obj: Mapping[str, Any], key: str) -> None:
     """The Deployment controller copies a Deployment's annotations onto its ReplicaSets and never removes them:
     remove the record from each ReplicaSet the Deployment owns, once it is gone from the Deployment itself."""
     uid = obj.get("metadata", {}).get("uid")
@@ -278,28 +269,35 @@ async def clear_on_replicasets(client: KubeClient, deployment: TargetRef, obj: M
         owned = any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
         if not owned or key not in (meta.get("annotations") or {}):
             continue
-        try:
-            await client.patch(
+        await unless_gone(
+            client.patch(
                 resource_path("ReplicaSet", deployment.namespace, meta["name"]),
                 {"metadata": {"annotations": {key: None}}},
             )
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
+        )
 
 
-class FaultDriver:
-    """Base class of the fault modules; subclasses set ``type``/``kinds`` and implement the three steps."""
+class FaultDriver(ABC):
+    """Base class of the fault modules: a subclass names its ``declaration`` (coordinator.api.models, which says
+    the type, its options and the target kinds it acts on) and implements what to restore, apply and revert."""
 
-    type: ClassVar[FaultType]
-    kinds: ClassVar[frozenset[str]]
+    declaration: FaultDeclaration[Any]
     reversible: ClassVar[bool] = True
     # Whether ``plan`` reads the selected objects (``PlannedTarget.obj``, e.g. for ``original``). A step whose
     # faults read none of them lists its pods as metadata only (engine/targets.py).
     reads_targets: ClassVar[bool] = True
 
+    @property
+    def type(self) -> FaultType:
+        return FaultType(self.declaration.type)
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The target kinds this fault acts on (spec.target.kind must be one of them)."""
+        return self.declaration.kinds
+
     def options(self, fault: Fault) -> Any:
-        return getattr(fault, Fault.OPTION_FIELDS[str(self.type)])
+        return self.declaration.options_of(fault)
 
     def plan(
         self, step: int, fault_index: int, fault: Fault, targets: Sequence[PlannedTarget], run: RunIdentity
@@ -311,21 +309,28 @@ class FaultDriver:
         """True when apply creates the target (which then carries its own record annotation)."""
         return False
 
+    @abstractmethod
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         """What to put back afterwards; None for changes that cannot be undone."""
-        return None
 
+    @abstractmethod
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
         """Make the change; return Applied, or Irreversible for changes that need no revert."""
-        raise NotImplementedError
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
-        """Undo the change from the ledger entry alone; a target that is gone counts as reverted."""
-        raise NotImplementedError
+    @abstractmethod
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
+        """Undo the change from the ledger entry alone; a target that is gone counts as reverted (``unless_gone``)."""
 
 
-def is_gone(exc: ApiError) -> bool:
-    return exc.not_found
+async def unless_gone(call: Awaitable[T]) -> T | None:
+    """The result of one API call of a revert or a cleanup, or None when its object is gone (404): a change
+    made to an object that no longer exists went with it, so there is nothing left to undo."""
+    try:
+        return await call
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
 
 
 def container_names(obj: Mapping[str, Any]) -> list[str]:

@@ -17,15 +17,36 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, Generic
 
-from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeClient
-from coordinator.api.inpod import TrafficScopeOptions
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState
-from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path
+from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeApi
+from coordinator.api.inpod import (
+    ContainerKillOptions,
+    CpuStressOptions,
+    IoStressOptions,
+    MemoryStressOptions,
+    NetworkBandwidthOptions,
+    NetworkDelayOptions,
+    NetworkPercentOptions,
+    TrafficScopeOptions,
+)
+from coordinator.api.models import (
+    CONTAINER_KILL,
+    NETWORK_BANDWIDTH,
+    NETWORK_CORRUPT,
+    NETWORK_DELAY,
+    NETWORK_DUPLICATE,
+    NETWORK_LOSS,
+    Fault,
+    FaultDeclaration,
+    Injection,
+    InjectionState,
+    OptionsT,
+)
+from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path, unless_gone
 from coordinator.faults.inpod import agent, commands
 
 
@@ -38,16 +59,9 @@ class AgentFailedError(FaultError):
     """The agent ran and could not apply the fault (a missing kernel feature, no permission): reason AgentFailed."""
 
 
-NETWORK_FAULTS = frozenset(
-    {
-        FaultType.NETWORK_DELAY,
-        FaultType.NETWORK_LOSS,
-        FaultType.NETWORK_DUPLICATE,
-        FaultType.NETWORK_CORRUPT,
-        FaultType.NETWORK_BANDWIDTH,
-    }
-)
 DEFAULT_AGENT_IMAGE = "test-coordinator-tools:0.1.0"
+# The capability an agent adds (everything else is dropped): network faults shape the pod's network namespace.
+NET_ADMIN, KILL, NO_CAPABILITY = "NET_ADMIN", "KILL", ""
 # Container waiting reasons that will not resolve by themselves while a step lasts.
 AGENT_CANNOT_START = frozenset(
     {
@@ -155,37 +169,55 @@ def _scope(options: TrafficScopeOptions) -> commands.TrafficScope:
     )
 
 
-def to_agent_fault(fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
-    """Map the CRD options onto the agent's fault description (pure); ValueError names a bad option."""
-    kind = FaultType(fault.type)
-    if kind == FaultType.NETWORK_DELAY:
-        d = fault.networkDelay
-        assert d is not None
-        return commands.NetworkDelay(d.latencyMs, d.jitterMs, d.correlationPercent, _scope(d.scope))
-    if kind in (FaultType.NETWORK_LOSS, FaultType.NETWORK_DUPLICATE, FaultType.NETWORK_CORRUPT):
-        p = fault.networkLoss or fault.networkDuplicate or fault.networkCorrupt
-        assert p is not None
-        scope = _scope(p.scope)
-        if kind == FaultType.NETWORK_LOSS:
-            return commands.NetworkLoss(p.percent, p.correlationPercent, scope)
-        if kind == FaultType.NETWORK_DUPLICATE:
-            return commands.NetworkDuplicate(p.percent, p.correlationPercent, scope)
-        return commands.NetworkCorrupt(p.percent, p.correlationPercent, scope)
-    if kind == FaultType.NETWORK_BANDWIDTH:
-        b = fault.networkBandwidth
-        assert b is not None
-        return commands.NetworkBandwidth(b.rate, b.burstBytes, b.limitBytes, scope=_scope(b.scope))
-    if kind == FaultType.CPU_STRESS:
-        c = fault.cpuStress
-        return commands.CpuStress(c.workers, c.loadPercent) if c else commands.CpuStress()
-    if kind == FaultType.MEMORY_STRESS:
-        m = fault.memoryStress
-        return commands.MemoryStress(m.size, m.workers) if m else commands.MemoryStress()
-    if kind == FaultType.IO_STRESS:
-        i = fault.ioStress
-        return commands.IoStress(i.workers, i.size) if i else commands.IoStress()
-    k = fault.containerKill
-    assert k is not None
+def given(options: OptionsT | None, declaration: FaultDeclaration[OptionsT]) -> OptionsT:
+    """Options the CRD requires; a spec that bypassed it is refused by name (ValueError, as a bad option is)."""
+    if options is None:
+        raise ValueError(f"{declaration.type} faults need {declaration.option_field} options")
+    return options
+
+
+# How each fault's options become the agent's fault description (pure; ValueError names a bad option).
+
+
+def network_delay(o: NetworkDelayOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    d = given(o, NETWORK_DELAY)
+    return commands.NetworkDelay(d.latencyMs, d.jitterMs, d.correlationPercent, _scope(d.scope))
+
+
+def network_loss(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = given(o, NETWORK_LOSS)
+    return commands.NetworkLoss(p.percent, p.correlationPercent, _scope(p.scope))
+
+
+def network_duplicate(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = given(o, NETWORK_DUPLICATE)
+    return commands.NetworkDuplicate(p.percent, p.correlationPercent, _scope(p.scope))
+
+
+def network_corrupt(o: NetworkPercentOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    p = given(o, NETWORK_CORRUPT)
+    return commands.NetworkCorrupt(p.percent, p.correlationPercent, _scope(p.scope))
+
+
+def network_bandwidth(o: NetworkBandwidthOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    b = given(o, NETWORK_BANDWIDTH)
+    return commands.NetworkBandwidth(b.rate, b.burstBytes, b.limitBytes, scope=_scope(b.scope))
+
+
+def cpu_stress(c: CpuStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    return commands.CpuStress(c.workers, c.loadPercent) if c else commands.CpuStress()
+
+
+def memory_stress(m: MemoryStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    return commands.MemoryStress(m.size, m.workers) if m else commands.MemoryStress()
+
+
+def io_stress(i: IoStressOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    return commands.IoStress(i.workers, i.size) if i else commands.IoStress()
+
+
+def container_kill(o: ContainerKillOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    k = given(o, CONTAINER_KILL)
     container_id = None
     for status in pod.get("status", {}).get("containerStatuses") or []:
         if status.get("name") == k.containerName and status.get("containerID"):
@@ -193,65 +225,76 @@ def to_agent_fault(fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
     return commands.ContainerKill(k.containerName, k.signal, container_id)
 
 
-def guard_pod(fault: Fault, pod: Mapping[str, Any]) -> None:
-    """Refuse pods where the agent would hit more than the pod: the node's network or the node's processes."""
-    spec = pod.get("spec", {})
-    name = pod.get("metadata", {}).get("name")
-    if FaultType(fault.type) in NETWORK_FAULTS and spec.get("hostNetwork"):
-        raise FaultError(f"pod {name} uses hostNetwork: a {fault.type} fault would shape the node itself")
-    if fault.type == FaultType.CONTAINER_KILL:
-        if spec.get("hostPID"):
-            raise FaultError(f"pod {name} uses hostPID: container-kill could signal the node's processes")
-        assert fault.containerKill is not None
-        names = {c.get("name") for c in spec.get("containers", [])}
-        if fault.containerKill.containerName not in names:
-            raise FaultError(
-                f"pod {name} has no container {fault.containerKill.containerName!r} (containerKill.containerName)"
-            )
+def hold_seconds(step_duration: float | None) -> int:
+    """How long the agent holds its fault: the step's duration in whole seconds, at least 1 (the least the agent
+    can hold; a 0s step still gets its fault applied and removed). The step's duration has its default in the
+    model (Step.duration), so an unknown one is an error, not a second default."""
+    if step_duration is None:
+        raise FaultError("an in-pod fault needs the step's duration, and none was given")
+    return max(1, math.ceil(step_duration))
 
 
-def ephemeral_container(
-    fault: Fault, pod: Mapping[str, Any], injection_id: str, duration_seconds: int, image: str
-) -> dict[str, Any]:
-    """The ephemeral container spec that runs the agent (pure)."""
-    guard_pod(fault, pod)
-    fault_id = commands.fault_id_for(injection_id)
-    try:
-        description = to_agent_fault(fault, pod)
-        command = agent.agent_command(description, duration_seconds, fault_id=fault_id)
-    except ValueError as exc:
-        raise FaultError(str(exc)) from exc
-    capabilities: dict[str, Any] = {"drop": ["ALL"]}
-    if FaultType(fault.type) in NETWORK_FAULTS:
-        capabilities["add"] = ["NET_ADMIN"]
-    elif fault.type == FaultType.CONTAINER_KILL:
-        capabilities["add"] = ["KILL"]
-    container: dict[str, Any] = {
-        "name": f"coordinator-{fault_id}"[:63].rstrip("-_").replace("_", "-"),
-        "image": image,
-        "command": command,
-        "terminationMessagePolicy": "File",
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "allowPrivilegeEscalation": False,
-            "capabilities": capabilities,
-        },
-    }
-    if fault.type == FaultType.CONTAINER_KILL:
-        assert fault.containerKill is not None
-        container["targetContainerName"] = fault.containerKill.containerName
-    return container
+class InPodFault(FaultDriver, Generic[OptionsT]):
+    """The driver of an in-pod fault type, one instance per type (the registry in coordinator.faults): its
+    declaration, how its options become the agent's fault description, and the capability the agent adds."""
 
-
-class InPodFault(FaultDriver):
-    """One driver class for every in-pod fault type; ``type`` is set per instance."""
-
-    kinds: ClassVar[frozenset[str]] = frozenset({"Pod"})
-
-    def __init__(self, fault_type: FaultType, image: str = DEFAULT_AGENT_IMAGE) -> None:
-        self.type = fault_type  # type: ignore[misc]
+    def __init__(
+        self,
+        declaration: FaultDeclaration[OptionsT],
+        describe: Callable[[OptionsT | None, Mapping[str, Any]], commands.InPodFault],
+        capability: str,
+        image: str = DEFAULT_AGENT_IMAGE,
+    ) -> None:
+        self.declaration = declaration
+        self.describe = describe
+        self.capability = capability
         self.image = image
+
+    def agent_fault(self, fault: Fault, pod: Mapping[str, Any]) -> commands.InPodFault:
+        """The agent's description of this fault on ``pod`` (pure); ValueError names a bad option."""
+        return self.describe(self.declaration.options_of(fault), pod)
+
+    def target_container(self, fault: Fault) -> str | None:
+        """The container whose process namespace the agent joins; None: the pod's (network) namespaces only."""
+        return None
+
+    def guard_pod(self, fault: Fault, pod: Mapping[str, Any]) -> None:
+        """Refuse pods where the agent would hit more than the pod: the node's network (or, for container-kill,
+        the node's processes)."""
+        spec = pod.get("spec", {})
+        if self.capability == NET_ADMIN and spec.get("hostNetwork"):
+            name = pod.get("metadata", {}).get("name")
+            raise FaultError(f"pod {name} uses hostNetwork: a {fault.type} fault would shape the node itself")
+
+    def container(
+        self, fault: Fault, pod: Mapping[str, Any], injection_id: str, duration_seconds: int, image: str
+    ) -> dict[str, Any]:
+        """The ephemeral container spec that runs the agent (pure)."""
+        self.guard_pod(fault, pod)
+        fault_id = commands.fault_id_for(injection_id)
+        try:
+            command = agent.agent_command(self.agent_fault(fault, pod), duration_seconds, fault_id=fault_id)
+        except ValueError as exc:
+            raise FaultError(str(exc)) from exc
+        capabilities: dict[str, Any] = {"drop": ["ALL"]}
+        if self.capability:
+            capabilities["add"] = [self.capability]
+        container: dict[str, Any] = {
+            "name": f"coordinator-{fault_id}"[:63].rstrip("-_").replace("_", "-"),
+            "image": image,
+            "command": command,
+            "terminationMessagePolicy": "File",
+            "securityContext": {
+                "runAsUser": 0,
+                "runAsNonRoot": False,
+                "allowPrivilegeEscalation": False,
+                "capabilities": capabilities,
+            },
+        }
+        target_container = self.target_container(fault)
+        if target_container is not None:
+            container["targetContainerName"] = target_container
+        return container
 
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         # Nothing of the pod changes but the ephemeral container list; the record names the agent's container.
@@ -262,10 +305,10 @@ class InPodFault(FaultDriver):
         pod = await ctx.client.get(target_path(injection.target))
         if injection.target.uid and pod["metadata"]["uid"] != injection.target.uid:
             raise FaultError(f"pod {injection.target.name} was replaced before injection")
-        duration = math.ceil(ctx.step_duration or 30)
-        container = ephemeral_container(fault, pod, injection.id, duration, ctx.agent_image or self.image)
+        duration = hold_seconds(ctx.step_duration)
+        container = self.container(fault, pod, injection.id, duration, ctx.agent_image or self.image)
         existing = {c["name"] for c in pod.get("spec", {}).get("ephemeralContainers") or []}
-        target_container = fault.containerKill.containerName if fault.containerKill else None
+        target_container = self.target_container(fault)
         restarts_before = restart_count(pod, target_container) if target_container else 0
         if container["name"] not in existing:  # a repeated apply after a restart adds nothing
             try:
@@ -335,29 +378,40 @@ class InPodFault(FaultDriver):
                 return ""
             raise
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         """The agent removes the fault itself when its duration ends (or on SIGTERM when the pod stops).
 
         Ephemeral containers cannot be stopped or removed through the API, so there is nothing to call here;
         what is checked is that the pod still exists (a deleted pod took the fault with it).
         """
         _ = original_of(injection)
-        try:
-            await client.get(target_path(injection.target))
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
+        await unless_gone(client.get(target_path(injection.target)))
 
 
-class OneShotInPodFault(InPodFault):
-    """container-kill: the signal is sent once and there is nothing to hold or undo."""
+class ContainerKillFault(InPodFault[ContainerKillOptions]):
+    """container-kill: the agent joins the target container's process namespace and sends the signal once; there
+    is nothing to hold or undo."""
 
     reversible = False
+
+    def __init__(self, image: str = DEFAULT_AGENT_IMAGE) -> None:
+        super().__init__(CONTAINER_KILL, container_kill, KILL, image)
+
+    def target_container(self, fault: Fault) -> str | None:
+        return given(CONTAINER_KILL.options_of(fault), CONTAINER_KILL).containerName
+
+    def guard_pod(self, fault: Fault, pod: Mapping[str, Any]) -> None:
+        spec = pod.get("spec", {})
+        name = pod.get("metadata", {}).get("name")
+        if spec.get("hostPID"):
+            raise FaultError(f"pod {name} uses hostPID: container-kill could signal the node's processes")
+        try:
+            container = self.target_container(fault)
+        except ValueError as exc:
+            raise FaultError(str(exc)) from exc
+        if container not in {c.get("name") for c in spec.get("containers", [])}:
+            raise FaultError(f"pod {name} has no container {container!r} (containerKill.containerName)")
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
         await super().apply(ctx, fault, injection)
         return InjectionState.IRREVERSIBLE
-
-
-def driver_for_type(fault_type: FaultType) -> InPodFault:
-    return OneShotInPodFault(fault_type) if fault_type == FaultType.CONTAINER_KILL else InPodFault(fault_type)

@@ -9,12 +9,12 @@ network, so there only the API side is visible).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import (
+    NETWORK_PARTITION,
     Fault,
-    FaultType,
     Injection,
     InjectionState,
     LabelSelector,
@@ -33,6 +33,7 @@ from coordinator.faults.base import (
     original_of,
     record_payload,
     target_path,
+    unless_gone,
 )
 
 PARTITION_LABEL_PREFIX = "chaos.coordinator.dev/partition-"
@@ -92,8 +93,7 @@ def build_policy(name: str, namespace: str, label: str, step: int, options: Netw
 
 
 class NetworkPartitionFault(FaultDriver):
-    type = FaultType.NETWORK_PARTITION
-    kinds: ClassVar[frozenset[str]] = frozenset({"Pod"})
+    declaration = NETWORK_PARTITION
 
     def plan(
         self, step: int, fault_index: int, fault: Fault, targets: Sequence[PlannedTarget], run: RunIdentity
@@ -118,7 +118,7 @@ class NetworkPartitionFault(FaultDriver):
             label = original_of(injection)["label"]
             await ctx.client.patch(target_path(target), {"metadata": {"labels": {label: str(injection.step)}}})
             return InjectionState.APPLIED
-        options: NetworkPartitionOptions = self.options(fault) or NetworkPartitionOptions()
+        options = NETWORK_PARTITION.options_of(fault) or NetworkPartitionOptions()
         assert target.namespace is not None
         label = partition_label(ctx.run.uid, injection.faultIndex)
         policy = build_policy(target.name, target.namespace, label, injection.step, options)
@@ -133,14 +133,10 @@ class NetworkPartitionFault(FaultDriver):
                 raise
         return InjectionState.APPLIED
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         target = injection.target
-        try:
-            if target.kind == "Pod":
-                label = original_of(injection)["label"]
-                await client.patch(target_path(target), {"metadata": {"labels": {label: None}}})
-            else:
-                await client.delete(target_path(target))
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
+        if target.kind == "Pod":
+            label = original_of(injection)["label"]
+            await unless_gone(client.patch(target_path(target), {"metadata": {"labels": {label: None}}}))
+        else:
+            await unless_gone(client.delete(target_path(target)))

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState
-from coordinator.faults.base import FaultContext, FaultDriver, original_of, target_path
+from coordinator.adapters.kube import KubeApi
+from coordinator.api.models import NODE_CORDON, Fault, FaultDeclaration, Injection, InjectionState
+from coordinator.faults.base import FaultContext, FaultDriver, original_of, target_path, unless_gone
 
 
-async def set_unschedulable(client: KubeClient, injection: Injection, value: bool) -> None:
+async def set_unschedulable(client: KubeApi, injection: Injection, value: bool) -> None:
     await client.patch(target_path(injection.target), {"spec": {"unschedulable": value or None}})
 
 
 class NodeCordonFault(FaultDriver):
-    type = FaultType.NODE_CORDON
-    kinds: ClassVar[frozenset[str]] = frozenset({"Node"})
+    """Cordons the node; node-drain (NodeDrainFault) builds on it and restores the node the same way."""
+
+    declaration: FaultDeclaration[Any] = NODE_CORDON
 
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         return {"unschedulable": bool(obj.get("spec", {}).get("unschedulable", False))}
@@ -25,9 +26,5 @@ class NodeCordonFault(FaultDriver):
         await set_unschedulable(ctx.client, injection, True)
         return InjectionState.APPLIED
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
-        try:
-            await set_unschedulable(client, injection, original_of(injection)["unschedulable"])
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
+        await unless_gone(set_unschedulable(client, injection, original_of(injection)["unschedulable"]))

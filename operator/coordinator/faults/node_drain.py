@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState, NodeDrainOptions
-from coordinator.faults.base import FaultContext, FaultDriver, original_of
-from coordinator.faults.node_cordon import set_unschedulable
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
+from coordinator.api.models import NODE_DRAIN, Fault, Injection, InjectionState, NodeDrainOptions
+from coordinator.faults.base import FaultContext
+from coordinator.faults.node_cordon import NodeCordonFault
 
 EVICTION_RETRY_SECONDS = 10.0
 
@@ -36,16 +36,14 @@ def _namespace_terminating(exc: ApiError) -> bool:
     return exc.status == 403 and "being terminated" in exc.message
 
 
-class NodeDrainFault(FaultDriver):
-    type = FaultType.NODE_DRAIN
-    kinds: ClassVar[frozenset[str]] = frozenset({"Node"})
+class NodeDrainFault(NodeCordonFault):
+    """A cordon (what to restore, the cordon itself and its revert are node-cordon's) plus the evictions."""
 
-    def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        return {"unschedulable": bool(obj.get("spec", {}).get("unschedulable", False))}
+    declaration = NODE_DRAIN
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
-        options: NodeDrainOptions = self.options(fault) or NodeDrainOptions()
-        await set_unschedulable(ctx.client, injection, True)
+        options = NODE_DRAIN.options_of(fault) or NodeDrainOptions()
+        await super().apply(ctx, fault, injection)
         pods = await ctx.client.list(resource_path("Pod"), field_selector=f"spec.nodeName={injection.target.name}")
         evicted, skipped, blocked = 0, 0, []
         for pod in pods:
@@ -63,7 +61,7 @@ class NodeDrainFault(FaultDriver):
         ctx.notes.append(note)
         return InjectionState.APPLIED
 
-    async def _evict(self, client: KubeClient, namespace: str, name: str, options: NodeDrainOptions) -> bool:
+    async def _evict(self, client: KubeApi, namespace: str, name: str, options: NodeDrainOptions) -> bool:
         delete_options: dict[str, Any] = {}
         if options.gracePeriodSeconds is not None:
             delete_options["gracePeriodSeconds"] = options.gracePeriodSeconds
@@ -93,10 +91,3 @@ class NodeDrainFault(FaultDriver):
                         return False
                     raise
             await asyncio.sleep(1.0)
-
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
-        try:
-            await set_unschedulable(client, injection, original_of(injection)["unschedulable"])
-        except ApiError as exc:
-            if not exc.not_found:
-                raise

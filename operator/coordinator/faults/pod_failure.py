@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
-from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeClient
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState, PodFailureOptions
-from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path
+from coordinator.adapters.kube import STRATEGIC_PATCH, KubeApi
+from coordinator.api.models import POD_FAILURE, Fault, Injection, InjectionState, PodFailureOptions
+from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path, unless_gone
 
 
 def _images_patch(images: Mapping[str, str]) -> dict[str, Any]:
@@ -15,11 +15,10 @@ def _images_patch(images: Mapping[str, str]) -> dict[str, Any]:
 
 
 class PodFailureFault(FaultDriver):
-    type = FaultType.POD_FAILURE
-    kinds: ClassVar[frozenset[str]] = frozenset({"Pod"})
+    declaration = POD_FAILURE
 
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        options: PodFailureOptions = self.options(fault) or PodFailureOptions()
+        options = POD_FAILURE.options_of(fault) or PodFailureOptions()
         containers = obj.get("spec", {}).get("containers", [])
         wanted = set(options.containerNames) or {c["name"] for c in containers}
         missing = wanted - {c["name"] for c in containers}
@@ -29,17 +28,12 @@ class PodFailureFault(FaultDriver):
         return {"images": {c["name"]: c["image"] for c in containers if c["name"] in wanted}}
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
-        options: PodFailureOptions = self.options(fault) or PodFailureOptions()
+        options = POD_FAILURE.options_of(fault) or PodFailureOptions()
         ctx.guard(injection.target)
         broken = {name: options.image for name in original_of(injection)["images"]}
         await ctx.client.patch(target_path(injection.target), _images_patch(broken), STRATEGIC_PATCH)
         return InjectionState.APPLIED
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
-        try:
-            await client.patch(
-                target_path(injection.target), _images_patch(original_of(injection)["images"]), STRATEGIC_PATCH
-            )
-        except ApiError as exc:
-            if not exc.not_found:
-                raise
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
+        images = _images_patch(original_of(injection)["images"])
+        await unless_gone(client.patch(target_path(injection.target), images, STRATEGIC_PATCH))

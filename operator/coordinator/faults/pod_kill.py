@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState, PodKillOptions
+from coordinator.adapters.kube import ApiError, KubeApi
+from coordinator.api.models import POD_KILL, Fault, Injection, InjectionState, PodKillOptions
 from coordinator.faults.base import FaultContext, FaultDriver, target_path
 
 
 class PodKillFault(FaultDriver):
-    type = FaultType.POD_KILL
-    kinds: ClassVar[frozenset[str]] = frozenset({"Pod"})
+    declaration = POD_KILL
     reversible = False
     reads_targets = False
 
@@ -20,7 +19,7 @@ class PodKillFault(FaultDriver):
         return None
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
-        options: PodKillOptions = self.options(fault) or PodKillOptions()
+        options = POD_KILL.options_of(fault) or PodKillOptions()
         ctx.guard(injection.target)
         # The UID precondition makes a repeated apply (after a restart) a no-op instead of killing the replacement.
         body = {
@@ -36,5 +35,5 @@ class PodKillFault(FaultDriver):
                 raise
         return InjectionState.IRREVERSIBLE
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         return None

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from coordinator.adapters.kube import KubeClient
-from coordinator.api.models import Fault, FaultType, Injection, InjectionState
+from coordinator.adapters.kube import KubeApi
+from coordinator.api.models import ROLLOUT_RESTART, Fault, Injection, InjectionState
+from coordinator.domain.timestamps import now_iso_seconds
 from coordinator.faults.base import FaultContext, FaultDriver, target_path
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 class RolloutRestartFault(FaultDriver):
-    type = FaultType.ROLLOUT_RESTART
-    kinds: ClassVar[frozenset[str]] = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+    declaration = ROLLOUT_RESTART
     reversible = False
 
     def original(self, fault: Fault, obj: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -23,10 +22,10 @@ class RolloutRestartFault(FaultDriver):
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
         ctx.guard(injection.target)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = now_iso_seconds()
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         await ctx.client.patch(target_path(injection.target), body)
         return InjectionState.IRREVERSIBLE
 
-    async def revert(self, client: KubeClient, injection: Injection) -> None:
+    async def revert(self, client: KubeApi, injection: Injection) -> None:
         return None

@@ -13,13 +13,14 @@ from typing import Any
 import kopf
 
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
-from coordinator.domain.sharding import ShardSelector, parse_shard_selector
+from coordinator.domain.labelselectors import Selector, parse_selector
 from coordinator.engine.scheduler import run_now_due
 from coordinator.handlers.diffbase import NoDiffBase
-from coordinator.handlers.history import handle_mirror_deleted_testrun, handle_mirror_testrun, needs_mirroring
+from coordinator.handlers.history import handle_mirror_testrun
 from coordinator.handlers.login import handle_login
 from coordinator.handlers.scenarios import handle_run_now, handle_schedule_scenario
 from coordinator.handlers.testrun import handle_delete_testrun, handle_execute_testrun
+from coordinator.history.mirror import mirror_deleted_testrun, needs_mirroring
 from coordinator.observability.instrumentation import instrumented
 from coordinator.settings import get_settings
 
@@ -56,8 +57,8 @@ async def login(**_: Any) -> kopf.AiohttpSession:
 
 
 @lru_cache(maxsize=1)
-def _shard() -> ShardSelector:
-    return parse_shard_selector(get_settings().selector)
+def _shard() -> Selector:
+    return parse_selector(get_settings().selector)
 
 
 def in_shard(labels: kopf.Labels, **_: Any) -> bool:
@@ -94,14 +95,8 @@ def _active(status: kopf.Status, **_: Any) -> bool:
 @instrumented("testrun_daemon")
 async def testrun_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     """Execute a TestRun: one long-lived task per active run, resumable from its status."""
-    redis = getattr(memo, "redis", None)
     await handle_execute_testrun(
-        memo.client,
-        memo.settings,
-        body,
-        stopped,
-        redis.locks if redis else None,
-        getattr(memo, "mirror", None),
+        memo.client, memo.settings, body, stopped, getattr(memo, "locks", None), getattr(memo, "mirror", None)
     )
 
 
@@ -134,7 +129,7 @@ async def testrun_history(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
 async def testrun_history_deleted(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Mirror a finished TestRun deleted before the timer wrote it; its finalizer stays until it is written
     (at most COORDINATOR_HISTORY_DELETE_WAIT, or until annotated chaos.coordinator.dev/skip-history)."""
-    await handle_mirror_deleted_testrun(
+    await mirror_deleted_testrun(
         memo.history,
         memo.redis.cache,
         memo.client,

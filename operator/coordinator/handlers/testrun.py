@@ -8,24 +8,25 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from coordinator.adapters.kube import ApiError, KubeClient, resource_path
+from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import FINALIZER
-from coordinator.engine.executor import (
-    Executor,
+from coordinator.domain.timestamps import parse_iso
+from coordinator.engine.locks import TargetLocks
+from coordinator.engine.run import (
     Mirror,
     RetryLater,
     RunHandle,
     RunInterrupted,
+    RunMachine,
     Waiting,
     abort_requested,
-    deadline_passed,
     revert_run,
 )
-from coordinator.history.redis import TargetLocks
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ async def wait_for_finalizer(
 
 
 async def handle_execute_testrun(
-    client: KubeClient,
+    client: KubeApi,
     settings: Settings,
     body: Mapping[str, Any],
     stopped: kopf.DaemonStopped,
@@ -177,13 +178,18 @@ async def _pause(body: Mapping[str, Any], stopped: kopf.DaemonStopped, delay: fl
     while (left := deadline - time.monotonic()) > 0:
         if await stopped.wait(min(left, poll)):
             return True
-        if abort_requested(body) or deadline_passed((body.get("status") or {}).get("deadline")):
+        if abort_requested(body) or _deadline_passed(body):
             return False
     return False
 
 
+def _deadline_passed(body: Mapping[str, Any]) -> bool:
+    deadline = (body.get("status") or {}).get("deadline")
+    return bool(deadline) and datetime.now(UTC) >= parse_iso(str(deadline))
+
+
 async def _execute_once(
-    client: KubeClient,
+    client: KubeApi,
     settings: Settings,
     body: Mapping[str, Any],
     stopped: kopf.DaemonStopped,
@@ -199,16 +205,16 @@ async def _execute_once(
         if stored is None or stored["metadata"]["uid"] != uid:
             return
         handle = RunHandle(body=body, stopped=lambda: bool(stopped))
-        executor = Executor(client, settings, handle, stored=stored, locks=locks, mirror=mirror)
+        machine = RunMachine(client, settings, handle, stored=stored, locks=locks, mirror=mirror)
         try:
-            await executor.execute()
+            await machine.execute()
         except RunInterrupted:
             return
     _locks.pop(uid, None)
 
 
 async def handle_delete_testrun(
-    client: KubeClient, settings: Settings, body: Mapping[str, Any], retry: int, logger: logging.Logger
+    client: KubeApi, settings: Settings, body: Mapping[str, Any], retry: int, logger: logging.Logger
 ) -> None:
     """Revert whatever the deleted TestRun still holds before its finalizer goes.
 

@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from coordinator.domain.timestamps import format_iso_seconds
+
 log = logging.getLogger(__name__)
 
 TRANSIENT_BACKOFF = (1.0, 10.0)  # seconds: first and longest wait between probes of an unreachable database
@@ -99,7 +101,7 @@ class HistoryAvailability:
         """One line for /readyz: why the database is unavailable, since when, and what happens next."""
         if self.up:
             return "available"
-        since = datetime.fromtimestamp(self.down_since or time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = format_iso_seconds(datetime.fromtimestamp(self.down_since or time.time(), UTC))
         lasting = time.time() - (self.down_since or time.time())
         parts = [
             f"{'refused (needs a person: check COORDINATOR_DATABASE_URL)' if self.permanent else 'unavailable'} "

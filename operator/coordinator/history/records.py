@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coordinator.api.models import Phase
+from coordinator.domain.timestamps import parse_iso
 
 SNAPSHOT_KEY = "scenarioSnapshot"  # where the executor keeps the scenario spec the run used
 # Status keys that are bookkeeping about the mirror itself: left out so the stored record is the same whether
@@ -96,10 +97,9 @@ def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError:
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _float(value: object) -> float | None:

@@ -1,12 +1,11 @@
-"""Redis, optional: live run progress, target locks with a TTL, and the report cache.
+"""Redis, optional: live run progress, the target locks' keys, and the report cache.
 
 Each service has an in-process twin with the same interface, used when ``COORDINATOR_REDIS_URL`` is unset (the
 operator says so once in its log). The in-process twins serve a single operator process; Redis makes them shared
 between processes (several replicas, or the CLI reading what the operator wrote). Every key starts with the
 instance name, so instances can share one Redis. When Redis is set but unreachable, progress and the cache are
-skipped (they are conveniences). Target locks fail closed: a run that cannot take its lock waits (and says so in
-its status), and a run whose lock could not be renewed in time stops injecting and reverts. An in-process
-fallback knew nothing of the locks other processes held in Redis, and let three scale runs hold one Deployment.
+skipped (they are conveniences). The target locks' rules (fail closed, renewal, lapse) and their in-process twin
+are the engine's (``engine/locks.py``); here are only their Redis commands, ``RedisLockStore``.
 """
 
 from __future__ import annotations
@@ -16,18 +15,20 @@ import contextlib
 import json
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from coordinator.api.base import format_timestamp
 from coordinator.api.models import Injection, TestRunStatus
-from coordinator.domain.conditions import now_iso
-from coordinator.engine.observers import RunInfo
-from coordinator.history.store import masked
+from coordinator.domain.runs import RunInfo
+from coordinator.domain.samples import Sample
+from coordinator.domain.timestamps import now_iso
+from coordinator.history.cache import ReportCache
+from coordinator.history.urls import masked
 
 log = logging.getLogger(__name__)
 
@@ -36,179 +37,13 @@ SOCKET_TIMEOUT = 2.0  # seconds: Redis is for fast reads; a slow one must not st
 MAX_CONNECTIONS = 32  # per operator process; every command is a single round trip
 
 
-class LockRefused(Exception):
-    """A target is already held by another run."""
-
-    def __init__(self, key: str, holder: str) -> None:
-        super().__init__(f"target {key} is locked by {holder or 'another run'}")
-        self.key = key
-        self.holder = holder
-
-
-class LockStoreUnavailable(LockRefused):
-    """The lock store cannot be asked: nobody may take the target (fail closed), the run waits."""
-
-    def __init__(self, key: str, cause: str) -> None:
-        Exception.__init__(self, f"the target lock store is unreachable ({cause}): waiting before touching {key}")
-        self.key = key
-        self.holder = ""
-
-
 def _warn_once(flags: set[str], flag: str, message: str, *args: object) -> None:
     if flag not in flags:
         flags.add(flag)
         log.warning(message, *args)
 
 
-# --- target locks --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LockLease:
-    """What ``hold`` yields: the keys held, by whom, with which token, and until when it is known to be ours.
-
-    ``valid_until`` (monotonic) moves on with every renewal the store confirmed, counted from the moment the
-    renewal was *sent*: the store's own expiry is never earlier, so a holder that stops at ``valid_until`` has
-    stopped before anybody else can take the keys. ``lost`` says why the store no longer has them (it was
-    restarted empty, or another holder took them after an expiry).
-    """
-
-    keys: tuple[str, ...]
-    owner: str
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    valid_until: float = float("inf")
-    lost: str | None = None
-
-    @property
-    def lapsed(self) -> bool:
-        """Whether the lock may no longer be ours: its holder must stop changing the targets, and revert."""
-        return self.lost is not None or time.monotonic() >= self.valid_until
-
-    def why_lapsed(self) -> str:
-        if self.lost is not None:
-            return self.lost
-        return "it could not be renewed before its TTL ran out (lock store unreachable)"
-
-
-class TargetLocks(Protocol):
-    def hold(
-        self, keys: Iterable[str], ttl: float, owner: str = ""
-    ) -> contextlib.AbstractAsyncContextManager[LockLease]:
-        """Hold every key (all or none) for the body of the ``async with``; raise ``LockRefused`` if one is held.
-
-        ``ttl`` (seconds) bounds how long a crashed holder blocks others; while the body runs the lease is renewed.
-        """
-        ...
-
-
-class LocalTargetLocks:
-    """In-process target locks: the same semantics as Redis within one operator process."""
-
-    def __init__(self) -> None:
-        self._held: dict[str, tuple[str, str, float]] = {}  # key -> (token, owner, expires at, monotonic)
-
-    def _holder(self, key: str) -> tuple[str, str, float] | None:
-        held = self._held.get(key)
-        if held is not None and held[2] <= time.monotonic():
-            del self._held[key]
-            return None
-        return held
-
-    def acquire(self, lease: LockLease, ttl: float) -> None:
-        # No await between the check and the set: atomic within the event loop.
-        for key in lease.keys:
-            held = self._holder(key)
-            if held is not None and held[0] != lease.token:
-                raise LockRefused(key, held[1])
-        for key in lease.keys:
-            self._held[key] = (lease.token, lease.owner, time.monotonic() + ttl)
-
-    def renew(self, lease: LockLease, ttl: float) -> bool:
-        """Extend the keys still ours; False when one of them is not (any more)."""
-        kept = True
-        for key in lease.keys:
-            held = self._held.get(key)
-            if held is not None and held[0] == lease.token:
-                self._held[key] = (lease.token, lease.owner, time.monotonic() + ttl)
-            else:
-                kept = False
-        return kept
-
-    def release(self, lease: LockLease) -> None:
-        for key in lease.keys:
-            held = self._held.get(key)
-            if held is not None and held[0] == lease.token:
-                del self._held[key]
-
-    @contextlib.asynccontextmanager
-    async def hold(self, keys: Iterable[str], ttl: float, owner: str = "") -> AsyncIterator[LockLease]:
-        lease = LockLease(tuple(sorted(set(keys))), owner)
-        self.acquire(lease, ttl)
-        renewer = _Renewer(lease, lambda: _as_awaitable(self.renew, lease, ttl), ttl)
-        try:
-            yield lease
-        finally:
-            await renewer.stop()
-            self.release(lease)
-
-
-async def _as_awaitable(fn: Any, *args: Any) -> bool:
-    return bool(fn(*args))
-
-
-RENEWER_STOP_WAIT = 5.0  # seconds a lock's release waits for its renewer to end
-
-
-class _Renewer:
-    """Renews a held lock every ttl/3 until stopped, and keeps ``lease.valid_until`` and ``lease.lost`` true.
-
-    ``renew`` returns whether the store still had every key for us. A renewal that fails (store unreachable)
-    leaves ``valid_until`` where it was: the lease lapses when it passes. One warning per lease, not one per try.
-
-    Stopping does not rely on cancellation alone: a cancellation that arrives while a client library is inside
-    ``asyncio.timeout`` can come out as TimeoutError, which the loop (rightly) survives, and the releasing run
-    then waited forever for a renewer that kept renewing. Found at 100 runs in flight: runs stuck for minutes
-    on the way out of their target lock. The flag ends the loop whatever the cancellation became, and the wait
-    for it is bounded.
-    """
-
-    def __init__(self, lease: LockLease, renew: Callable[[], Awaitable[bool]], ttl: float) -> None:
-        self._stopped = asyncio.Event()
-        self._task = asyncio.create_task(self._run(lease, renew, ttl), name="target lock renewer")
-
-    async def _run(self, lease: LockLease, renew: Callable[[], Awaitable[bool]], ttl: float) -> None:
-        warned = False
-        while not self._stopped.is_set() and lease.lost is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), timeout=max(ttl / 3, 0.05))
-            if self._stopped.is_set():
-                return
-            sent = time.monotonic()
-            try:
-                kept = await renew()
-            except Exception as exc:
-                if not warned:
-                    warned = True
-                    log.warning(
-                        "could not renew the target lock on %s (%s); it lapses in at most %.0fs",
-                        ", ".join(lease.keys),
-                        exc,
-                        max(lease.valid_until - time.monotonic(), 0),
-                    )
-                continue
-            if not kept:
-                lease.lost = "the lock store no longer holds it for this run (restarted empty, or taken after expiry)"
-                return
-            if sent + ttl > lease.valid_until or lease.valid_until == float("inf"):
-                lease.valid_until = sent + ttl
-            warned = False
-
-    async def stop(self) -> None:
-        self._stopped.set()
-        self._task.cancel()
-        done, _ = await asyncio.wait({self._task}, timeout=RENEWER_STOP_WAIT)
-        if not done:
-            log.warning("a target lock renewer did not stop within %.0fs; it ends at its next turn", RENEWER_STOP_WAIT)
+# --- target locks: the Redis commands (what they mean: engine/locks.py) ----------------------------------
 
 
 # Acquire all keys or none, atomically. ARGV: value, ttl in ms. Returns nil, or {key, holder} of the first held.
@@ -236,60 +71,57 @@ return 0
 """
 
 
-class RedisTargetLocks:
-    """Target locks in Redis, shared by every operator process of the instance. Keys: ``<instance>:lock:<key>``.
+class LockStoreDown(Exception):
+    """Redis could not be asked about the target locks (unreachable, timed out, refused us)."""
 
-    Fail closed: while Redis cannot be asked, ``hold`` raises ``LockStoreUnavailable`` (the run waits), and a
-    held lease that cannot be renewed lapses at its TTL. Redis restarted empty shows at the next renewal: the
-    keys are no longer ours, the lease is lost. (Between the restart and that renewal another run may take the
-    keys; the record annotations on the targets, written with a compare-and-swap, still keep it off them:
-    ``faults.base.claim_target``.)
+
+class RedisLockStore:
+    """The target locks' keys in Redis, ``<instance>:lock:<key>``, each holding ``<token> <owner>`` with a TTL.
+
+    Only the commands: all or none taken, renewed, released, each one atomic script. When a lock may be taken,
+    and what a failed renewal means, is ``engine/locks.py``'s (``RedisTargetLocks``).
     """
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self._warned: set[str] = set()
 
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}:lock:{key}"
+    def _names(self, keys: Sequence[str]) -> list[str]:
+        return [f"{self.prefix}:lock:{key}" for key in keys]
 
-    @staticmethod
-    def _value(lease: LockLease) -> str:
-        return f"{lease.token} {lease.owner}"
-
-    @contextlib.asynccontextmanager
-    async def hold(self, keys: Iterable[str], ttl: float, owner: str = "") -> AsyncIterator[LockLease]:
-        lease = LockLease(tuple(sorted(set(keys))), owner)
-        names = [self._key(k) for k in lease.keys]
-        ttl_ms = str(max(int(ttl * 1000), 1))
-        sent = time.monotonic()
+    async def acquire(self, keys: Sequence[str], value: str, ttl: float) -> tuple[str, str] | None:
+        """Set every key to ``value`` for ``ttl`` seconds, or none when one holds another value: then return
+        that key and its value."""
+        names = self._names(keys)
         try:
-            refused = await self.client.eval(_ACQUIRE, len(names), *names, self._value(lease), ttl_ms)
+            refused = await self.client.eval(_ACQUIRE, len(names), *names, value, _milliseconds(ttl))
         except (RedisError, OSError) as exc:
-            _warn_once(self._warned, "down", "Redis unreachable (%s): runs wait for their target locks", exc)
-            raise LockStoreUnavailable(", ".join(lease.keys), f"Redis: {exc}") from exc
-        if "down" in self._warned:
-            self._warned.discard("down")
-            log.info("Redis answers again: target locks are taken again")
-        if refused:
-            key, value = (part.decode() if isinstance(part, bytes) else str(part) for part in refused)
-            raise LockRefused(key.removeprefix(f"{self.prefix}:lock:"), value.partition(" ")[2])
-        lease.valid_until = sent + ttl
+            raise LockStoreDown(str(exc)) from exc
+        if not refused:
+            return None
+        key, held = (part.decode() if isinstance(part, bytes) else str(part) for part in refused)
+        return key.removeprefix(f"{self.prefix}:lock:"), held
 
-        async def renew() -> bool:
-            kept = await self.client.eval(_RENEW, len(names), *names, self._value(lease), ttl_ms)
-            return int(kept) == len(names)
-
-        renewer = _Renewer(lease, renew, ttl)
+    async def renew(self, keys: Sequence[str], value: str, ttl: float) -> bool:
+        """Extend the keys still holding ``value``; False when one of them does not (any more)."""
+        names = self._names(keys)
         try:
-            yield lease
-        finally:
-            await renewer.stop()
-            try:
-                await self.client.eval(_RELEASE, len(names), *names, self._value(lease))
-            except (RedisError, OSError) as exc:
-                log.warning("could not release target locks %s (%s); they expire within %.0fs", lease.keys, exc, ttl)
+            kept = await self.client.eval(_RENEW, len(names), *names, value, _milliseconds(ttl))
+        except (RedisError, OSError) as exc:
+            raise LockStoreDown(str(exc)) from exc
+        return int(kept) == len(names)
+
+    async def release(self, keys: Sequence[str], value: str) -> None:
+        """Delete the keys still holding ``value``."""
+        names = self._names(keys)
+        try:
+            await self.client.eval(_RELEASE, len(names), *names, value)
+        except (RedisError, OSError) as exc:
+            raise LockStoreDown(str(exc)) from exc
+
+
+def _milliseconds(ttl: float) -> str:
+    return str(max(int(ttl * 1000), 1))
 
 
 # --- live progress -------------------------------------------------------------------------------------------
@@ -414,7 +246,11 @@ class ProgressObserver:
         )
 
     def run_finished(self, run: RunInfo, status: TestRunStatus) -> None:
-        self._write(run, {"phase": str(status.phase), "completedAt": status.completedAt})
+        completed = format_timestamp(status.completedAt) if status.completedAt else None
+        self._write(run, {"phase": str(status.phase), "completedAt": completed})
+
+    def probe_sampled(self, probe: str, sample: Sample) -> None:
+        pass  # progress tells where a run is, not how each of its probes fared
 
     async def drain(self) -> None:
         """Wait for the writes in flight (at shutdown)."""
@@ -423,16 +259,6 @@ class ProgressObserver:
 
 
 # --- report cache --------------------------------------------------------------------------------------------
-
-
-class ReportCache(Protocol):
-    async def get(self, key: str) -> str | None: ...
-
-    async def put(self, key: str, value: str, ttl: float) -> None: ...
-
-    async def generation(self) -> int: ...
-
-    async def bump(self) -> None: ...
 
 
 class LocalReportCache:
@@ -495,13 +321,14 @@ class RedisReportCache:
 
 @dataclass
 class RedisServices:
-    """The three services, backed by Redis or by their in-process twins."""
+    """The three services, backed by Redis or by their in-process twins (the target locks' twin is the engine's:
+    ``lock_store`` None)."""
 
     progress: LiveProgress
-    locks: TargetLocks
     cache: ReportCache
     description: str  # "redis://host:6379/0" (password masked) or "in-process"
     client: aioredis.Redis | None = None
+    lock_store: RedisLockStore | None = None
 
     async def ping(self) -> bool:
         """Whether Redis answers (for /readyz); the in-process twins always do."""
@@ -515,7 +342,7 @@ class RedisServices:
 
 
 def in_process_services() -> RedisServices:
-    return RedisServices(LocalProgress(), LocalTargetLocks(), LocalReportCache(), "in-process")
+    return RedisServices(LocalProgress(), LocalReportCache(), "in-process")
 
 
 def redis_services(url: str | None, instance_name: str, announce: bool = True) -> RedisServices:
@@ -546,8 +373,8 @@ def redis_services(url: str | None, instance_name: str, announce: bool = True) -
         log.info("live progress, target locks and the report cache in Redis at %s", description)
     return RedisServices(
         progress=RedisProgress(client, instance_name),
-        locks=RedisTargetLocks(client, instance_name),
         cache=RedisReportCache(client, instance_name),
         description=description,
         client=client,
+        lock_store=RedisLockStore(client, instance_name),
     )

@@ -11,10 +11,12 @@ import html
 import json
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from coordinator.domain.timestamps import format_iso_seconds, parse_iso
 
 FORMATS = ("table", "json", "markdown", "junit", "html")
 TREND_POINTS = 50  # runs per scenario in the trend chart
@@ -144,15 +146,15 @@ class Report:
         """The inverse of ``to_dict`` (the report cache stores reports as JSON)."""
 
         def run(raw: dict[str, Any]) -> RunSummary:
-            return RunSummary(**{**raw, "completed_at": _parse(raw["completed_at"])})
+            return RunSummary(**{**raw, "completed_at": parse_iso(raw["completed_at"])})
 
         scenarios = tuple(
             ScenarioStats(
                 scenario=raw["scenario"],
                 runs=raw["runs"],
                 passed=raw["passed"],
-                first_run_at=_parse(raw["first_run_at"]),
-                last_run_at=_parse(raw["last_run_at"]),
+                first_run_at=parse_iso(raw["first_run_at"]),
+                last_run_at=parse_iso(raw["last_run_at"]),
                 type=raw.get("type"),
                 mean_recovery=raw.get("mean_recovery"),
                 p95_recovery=raw.get("p95_recovery"),
@@ -165,10 +167,10 @@ class Report:
         filters = ReportFilters(
             namespace=data["filters"].get("namespace"),
             scenario=data["filters"].get("scenario"),
-            since=_parse(since) if since else None,
+            since=parse_iso(since) if since else None,
         )
         return cls(
-            generated_at=_parse(data["generated_at"]),
+            generated_at=parse_iso(data["generated_at"]),
             filters=filters,
             scenarios=scenarios,
             runs=tuple(run(r) for r in data.get("runs", [])),
@@ -184,11 +186,6 @@ def _jsonable(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _parse(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -348,7 +345,8 @@ def render_junit(report: Report) -> str:
             errors=str(errors),
             skipped=str(skipped),
             time=_junit_time(suite_time),
-            timestamp=runs[0].completed_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            # JUnit's timestamp has no zone (its XSD); ours is UTC.
+            timestamp=format_iso_seconds(runs[0].completed_at).removesuffix("Z"),
             id=str(index),
         )
         if scenario in stats:
@@ -592,14 +590,3 @@ def render(report: Report, fmt: str) -> str:
 def needs_runs(fmt: str) -> bool:
     """Whether the format lists every run (and so the store must fetch them, not only the aggregates)."""
     return fmt == "junit"
-
-
-def percentile_rank(count: int, percent: int = 95) -> int:
-    """The 1-based nearest-rank position of the ``percent``-th percentile among ``count`` sorted values."""
-    return max(1, -(-percent * count // 100))
-
-
-def nearest_rank_percentile(values: Iterable[float], percent: int = 95) -> float | None:
-    """The nearest-rank percentile (what the store computes in SQL), for tests and small inputs."""
-    ordered = sorted(values)
-    return ordered[percentile_rank(len(ordered), percent) - 1] if ordered else None

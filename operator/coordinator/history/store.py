@@ -22,44 +22,32 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
-    ColumnElement,
-    CompoundSelect,
     MetaData,
-    Select,
     String,
     Table,
-    and_,
-    case,
     delete,
     event,
     exists,
-    func,
     select,
     text,
-    true,
-    union_all,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from coordinator.history import queries
 from coordinator.history.availability import HistoryAvailability
 from coordinator.history.batching import GroupCommit
+from coordinator.history.cache import ReportCache
 from coordinator.history.models import SCHEMA_HEAD, HistoryTables, history_tables, table_prefix, version_table
 from coordinator.history.records import RunRecord, run_record
 from coordinator.history.report import (
-    LAST_FAILURES,
-    TREND_POINTS,
     Report,
     ReportFilters,
-    RunSummary,
-    ScenarioStats,
-    percentile_rank,
 )
+from coordinator.history.urls import masked
 
 if TYPE_CHECKING:
-    from coordinator.history.redis import ReportCache
     from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,14 +79,6 @@ def refused(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
     return isinstance(code, str) and any(code.startswith(prefix) for prefix in REFUSED_SQLSTATES)
-
-
-def masked(url: str | URL) -> str:
-    """The URL as it may appear in logs, status and errors: any password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
 
 
 def database_url(settings: Settings) -> URL:
@@ -253,9 +233,6 @@ class HistoryStore:
 
     # --- writes --------------------------------------------------------------------------------------------
 
-    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
-        return postgresql.insert(table) if self.backend == "postgresql" else sqlite.insert(table)
-
     async def upsert_run(self, testrun: Mapping[str, Any]) -> RunRecord:
         """Mirror one finished TestRun object (idempotent: keyed by its UID); returns what was written."""
         record = run_record(testrun)
@@ -281,75 +258,10 @@ class HistoryStore:
         return written
 
     async def _write_batch(self, records: Sequence[RunRecord]) -> int:
-        t = self.tables
-        now = datetime.now(UTC)
         # A run mirrored twice in one batch (a retried delivery) counts once: the latest record wins.
         unique = list({r.uid: r for r in records}.values())
         async with self._transaction() as conn:
-            scenario_ids: dict[tuple[str, str], int] = {}
-            for scenario in {(r.scenario.namespace, r.scenario.name): r.scenario for r in unique}.values():
-                stmt = self._insert(t.scenarios).values(
-                    namespace=scenario.namespace,
-                    name=scenario.name,
-                    type=scenario.type,
-                    description=scenario.description,
-                    steps=scenario.steps,
-                    first_seen_at=now,
-                    last_seen_at=now,
-                )
-                excluded = stmt.excluded
-                returning = stmt.on_conflict_do_update(
-                    index_elements=["namespace", "name"],
-                    set_={
-                        "type": func.coalesce(excluded.type, t.scenarios.c.type),
-                        "description": func.coalesce(excluded.description, t.scenarios.c.description),
-                        "steps": func.coalesce(excluded.steps, t.scenarios.c.steps),
-                        "last_seen_at": excluded.last_seen_at,
-                    },
-                ).returning(t.scenarios.c.id)
-                scenario_ids[(scenario.namespace, scenario.name)] = (await conn.execute(returning)).scalar_one()
-
-            rows = [
-                {
-                    "uid": r.uid,
-                    "namespace": r.namespace,
-                    "name": r.name,
-                    "scenario_id": scenario_ids[(r.scenario.namespace, r.scenario.name)],
-                    "phase": r.phase,
-                    "passed": r.passed,
-                    "reason": r.reason,
-                    "message": r.message,
-                    "dry_run": r.dry_run,
-                    "created_at": r.created_at,
-                    "started_at": r.started_at,
-                    "completed_at": r.completed_at,
-                    "duration_seconds": r.duration_seconds,
-                    "recovery_seconds": r.recovery_seconds,
-                    "resilience_score": r.resilience_score,
-                    "targets": r.targets,
-                    "status": r.status,
-                    "mirrored_at": now,
-                }
-                for r in unique
-            ]
-            upsert = self._insert(t.test_runs)
-            upsert = upsert.on_conflict_do_update(
-                index_elements=["uid"],
-                set_={c.name: upsert.excluded[c.name] for c in t.test_runs.columns if c.name != "uid"},
-            )
-            await conn.execute(upsert, rows)
-
-            # Events and results are replaced wholesale: a re-delivered run never duplicates them.
-            uids = [r.uid for r in unique]
-            await conn.execute(delete(t.chaos_events).where(t.chaos_events.c.run_uid.in_(uids)))
-            await conn.execute(delete(t.test_results).where(t.test_results.c.run_uid.in_(uids)))
-            events = [{"run_uid": r.uid, **vars(e)} for r in unique for e in r.events]
-            results = [{"run_uid": r.uid, **vars(x)} for r in unique for x in r.results]
-            if events:
-                await conn.execute(t.chaos_events.insert(), events)
-            if results:
-                await conn.execute(t.test_results.insert(), results)
-        return len(unique)
+            return await queries.write_runs(conn, self.tables, self.backend, unique)
 
     async def purge(self, older_than: datetime) -> int:
         """Delete runs that completed before ``older_than`` (with their events and results) and scenarios
@@ -366,215 +278,36 @@ class HistoryStore:
             await conn.execute(delete(t.scenarios).where(orphan))
         return int(result.rowcount or 0)
 
-    # --- reads ---------------------------------------------------------------------------------------------
+    # --- reads (history/queries.py) ---------------------------------------------------------------------
 
     async def count_runs(self, namespace: str | None = None) -> int:
-        t = self.tables
-        query = select(func.count()).select_from(t.test_runs)
-        if namespace:
-            query = query.where(t.test_runs.c.namespace == namespace)
         async with self._transaction() as conn:
-            return int((await conn.execute(query)).scalar_one())
+            return await queries.count_runs(conn, self.tables, namespace)
 
     async def get_run(self, uid: str) -> dict[str, Any] | None:
         """One stored run as a dict of its columns, with its scenario as ``namespace/name``."""
-        t = self.tables
-        query = (
-            select(t.test_runs, t.scenarios.c.namespace.label("scenario_namespace"), t.scenarios.c.name.label("sn"))
-            .join(t.scenarios, t.scenarios.c.id == t.test_runs.c.scenario_id)
-            .where(t.test_runs.c.uid == uid)
-        )
         async with self._transaction() as conn:
-            row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            return None
-        data = dict(row)
-        data["scenario"] = f"{data.pop('scenario_namespace')}/{data.pop('sn')}"
-        if isinstance(data.get("status"), str):  # SQLite hands JSON back as text through some drivers
-            data["status"] = json.loads(data["status"])
-        return _aware(data)
+            return await queries.get_run(conn, self.tables, uid)
 
     async def list_runs(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every stored run (of a namespace), oldest first: uid, name, phase, completed_at."""
-        t = self.tables
-        query = select(t.test_runs.c.uid, t.test_runs.c.name, t.test_runs.c.phase, t.test_runs.c.completed_at)
-        if namespace:
-            query = query.where(t.test_runs.c.namespace == namespace)
         async with self._transaction() as conn:
-            rows = (await conn.execute(query.order_by(t.test_runs.c.completed_at))).mappings().all()
-        return [_aware(dict(r)) for r in rows]
+            return await queries.list_runs(conn, self.tables, namespace)
 
     async def events(self, uid: str) -> list[dict[str, Any]]:
         """A stored run's chaos events in ledger order."""
-        t = self.tables.chaos_events
         async with self._transaction() as conn:
-            rows = (await conn.execute(select(t).where(t.c.run_uid == uid).order_by(t.c.id))).mappings().all()
-        return [_aware(dict(r)) for r in rows]
+            return await queries.events(conn, self.tables, uid)
 
     async def results(self, uid: str) -> list[dict[str, Any]]:
         """A stored run's probe and assertion results."""
-        t = self.tables.test_results
         async with self._transaction() as conn:
-            rows = (await conn.execute(select(t).where(t.c.run_uid == uid).order_by(t.c.id))).mappings().all()
-        return [dict(r) for r in rows]
+            return await queries.results(conn, self.tables, uid)
 
     async def report(self, filters: ReportFilters, include_runs: bool = False, runs_limit: int = 10000) -> Report:
-        """The report's aggregates for the runs matching ``filters``: per scenario runs, pass rate, mean and
-        p95 (nearest rank) recovery time, last failures and the recent trend; with ``include_runs`` also the
-        runs themselves (newest ``runs_limit``), which JUnit output lists."""
-        t = self.tables
-        runs, scenarios = t.test_runs, t.scenarios
+        """The report's aggregates for the runs matching ``filters`` (history/queries.py ``report``)."""
         async with self._transaction() as conn:
-            where: list[ColumnElement[bool]] = []
-            if filters.scenario:
-                namespace, _, name = filters.scenario.rpartition("/")
-                found = select(scenarios.c.id).where(scenarios.c.name == name)
-                if namespace:
-                    found = found.where(scenarios.c.namespace == namespace)
-                ids = list((await conn.execute(found)).scalars())
-                if not ids:
-                    return Report(datetime.now(UTC), filters, (), source=self.description)
-                where.append(runs.c.scenario_id.in_(ids))
-            if filters.namespace:
-                where.append(runs.c.namespace == filters.namespace)
-            if filters.since:
-                where.append(runs.c.completed_at >= filters.since.astimezone(UTC))
-            condition = and_(true(), *where)
-
-            totals = (
-                await conn.execute(
-                    select(
-                        runs.c.scenario_id,
-                        func.count().label("runs"),
-                        func.sum(case((runs.c.passed, 1), else_=0)).label("passed"),
-                        func.sum(case((runs.c.phase == "Cancelled", 1), else_=0)).label("cancelled"),
-                        func.avg(runs.c.recovery_seconds).label("mean_recovery"),
-                        func.count(runs.c.recovery_seconds).label("measured"),
-                        func.min(runs.c.completed_at).label("first"),
-                        func.max(runs.c.completed_at).label("last"),
-                    )
-                    .where(condition)
-                    .group_by(runs.c.scenario_id)
-                )
-            ).all()
-            if not totals:
-                return Report(datetime.now(UTC), filters, (), source=self.description)
-            names = {
-                row.id: row
-                for row in await conn.execute(
-                    select(scenarios.c.id, scenarios.c.namespace, scenarios.c.name, scenarios.c.type).where(
-                        scenarios.c.id.in_([row.scenario_id for row in totals])
-                    )
-                )
-            }
-
-            def key(scenario_id: int) -> str:
-                row = names[scenario_id]
-                return f"{row.namespace}/{row.name}"
-
-            # Per scenario, three small lookups that the (scenario_id, completed_at, passed, recovery_seconds)
-            # index answers without touching other scenarios' rows: the p95 (nearest rank: the ceil(0.95 n)-th
-            # smallest measured recovery), the last failures and the trend. They are sent as UNION ALLs of
-            # per-scenario LIMIT queries, a few round trips in all; window functions over the whole window
-            # would sort every run instead (seconds at 100k runs).
-            measured = {row.scenario_id: int(row.measured or 0) for row in totals}
-            p95: dict[int, float] = {}
-            failures: dict[int, list[RunSummary]] = {}
-            trends: dict[int, list[RunSummary]] = {}
-            ids = [row.scenario_id for row in totals]
-            for chunk in (ids[i : i + UNION_CHUNK] for i in range(0, len(ids), UNION_CHUNK)):
-                with_values = [i for i in chunk if measured[i]]
-                if with_values:
-                    lookups = [
-                        select(runs.c.scenario_id, runs.c.recovery_seconds)
-                        .where(condition, runs.c.scenario_id == i, runs.c.recovery_seconds.is_not(None))
-                        .order_by(runs.c.recovery_seconds)
-                        .limit(1)
-                        .offset(percentile_rank(measured[i]) - 1)
-                        for i in with_values
-                    ]
-                    for row in await conn.execute(_union(lookups)):
-                        p95[row.scenario_id] = row.recovery_seconds
-                for extra, limit, into in (
-                    (and_(runs.c.passed.is_(False), runs.c.phase != "Cancelled"), LAST_FAILURES, failures),
-                    (true(), TREND_POINTS, trends),
-                ):
-                    lookups = [
-                        select(*_summary_columns(runs))
-                        .where(condition, extra, runs.c.scenario_id == i)
-                        .order_by(runs.c.completed_at.desc())
-                        .limit(limit)
-                        for i in chunk
-                    ]
-                    for row in await conn.execute(_union(lookups)):
-                        into.setdefault(row.scenario_id, []).append(_summary(row, key(row.scenario_id)))
-
-            listed: tuple[RunSummary, ...] = ()
-            if include_runs:
-                query = select(*_summary_columns(runs)).where(condition).order_by(runs.c.completed_at.desc())
-                rows = await conn.execute(query.limit(runs_limit))
-                listed = tuple(_summary(row, key(row.scenario_id)) for row in rows)
-
-        stats = [
-            ScenarioStats(
-                scenario=key(row.scenario_id),
-                type=names[row.scenario_id].type,
-                runs=int(row.runs),
-                passed=int(row.passed or 0),
-                cancelled=int(row.cancelled or 0),
-                first_run_at=_utc(row.first),
-                last_run_at=_utc(row.last),
-                mean_recovery=None if row.mean_recovery is None else round(float(row.mean_recovery), 3),
-                p95_recovery=p95.get(row.scenario_id),
-                last_failures=tuple(sorted(failures.get(row.scenario_id, []), key=_newest_first)),
-                trend=tuple(sorted(trends.get(row.scenario_id, []), key=lambda r: r.completed_at)),
-            )
-            for row in totals
-        ]
-        stats.sort(key=lambda s: s.scenario)
-        return Report(datetime.now(UTC), filters, tuple(stats), runs=listed[::-1], source=self.description)
-
-
-def _summary_columns(runs: Table) -> list[ColumnElement[Any]]:
-    """The columns a ``RunSummary`` is made of."""
-    c = runs.c
-    return [c.scenario_id, c.namespace, c.name, c.phase, c.reason, c.message, c.completed_at, c.duration_seconds,
-            c.recovery_seconds]  # fmt: skip
-
-
-def _union(queries: Sequence[Select[Any]]) -> CompoundSelect[Any] | Select[Any]:
-    """UNION ALL of queries that each carry their own ORDER BY/LIMIT (wrapped, as SQLite requires)."""
-    wrapped = [select(q.subquery()) for q in queries]
-    return wrapped[0] if len(wrapped) == 1 else union_all(*wrapped)
-
-
-def _newest_first(run: RunSummary) -> float:
-    return -run.completed_at.timestamp()
-
-
-def _utc(value: datetime | str) -> datetime:
-    """SQLite returns naive datetimes (and aggregates of them as text); everything stored is UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _aware(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
-
-
-def _summary(row: Any, scenario: str) -> RunSummary:
-    return RunSummary(
-        namespace=row.namespace,
-        name=row.name,
-        scenario=scenario,
-        phase=row.phase,
-        completed_at=_utc(row.completed_at),
-        reason=row.reason,
-        message=row.message,
-        duration_seconds=row.duration_seconds,
-        recovery_seconds=row.recovery_seconds,
-    )
+            return await queries.report(conn, self.tables, filters, include_runs, runs_limit, self.description)
 
 
 async def fetch_report(

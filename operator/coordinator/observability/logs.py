@@ -21,7 +21,8 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from coordinator.api.models import Injection, TestRunStatus
-from coordinator.engine.observers import RunInfo
+from coordinator.domain.runs import RunInfo
+from coordinator.domain.samples import Sample
 
 LogFormat = Literal["json", "console"]
 
@@ -155,6 +156,9 @@ class RunLogger:
             duration_seconds=status.durationSeconds,
             recovery_seconds=getattr(status, "recoveryTimeSeconds", None),
         )
+
+    def probe_sampled(self, probe: str, sample: Sample) -> None:
+        pass  # samples are counted in the metrics and summed up in the status, not logged one by one
 
 
 def _describe(injection: Injection) -> str:

@@ -2,7 +2,7 @@
 
 Every series carries the constant labels ``service``, ``instance`` and ``version`` (set once at start-up with
 :func:`configure`). Domain metrics come from :class:`MetricsObserver`, a :class:`RunObserver` registered at
-start-up, so the executor never imports this module. Probes report through :func:`probe_result`.
+start-up, so the engine never imports this module; its probe samples reach :func:`probe_result` the same way.
 
 The series (README "Metrics" lists them for users):
 
@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,12 +36,9 @@ from prometheus_client.registry import Collector
 
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, TestRunStatus
-from coordinator.domain.conditions import parse_iso
-
-if TYPE_CHECKING:
-    # Only for annotations: at run time this module needs nothing above api/ and domain/, so any layer (the
-    # probes, for one) may report to it without an import cycle.
-    from coordinator.engine.observers import RunInfo
+from coordinator.domain.runs import RunInfo
+from coordinator.domain.samples import Sample
+from coordinator.domain.timestamps import parse_iso
 
 SERVICE = "test-coordinator"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -345,6 +342,9 @@ class MetricsObserver:
         recovery = _recovery_seconds(status)
         if recovery is not None:
             recovery_time.labels(scenario=scenario).observe(recovery)
+
+    def probe_sampled(self, probe: str, sample: Sample) -> None:
+        probe_result(probe, "pass" if sample.ok else "fail")
 
 
 def _recovery_seconds(status: TestRunStatus) -> float | None:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from coordinator import __version__
 from coordinator.adapters.kube import KubeClient
-from coordinator.domain.conditions import now_iso
+from coordinator.domain.timestamps import now_iso
 from coordinator.observability import metrics
 from coordinator.settings import Settings
 

@@ -1,27 +1,8 @@
-"""What every probe returns, and the comparisons they share (pure)."""
+"""What the probes share besides their samples (``domain/samples.py``): refusals, JSON paths, excerpts (pure)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
-
-from coordinator.api.probes import Comparison
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One observation of a probe."""
-
-    ok: bool
-    at: float  # time.time() when it was taken
-    value: str | None = None
-    error: str | None = None
-    latency_ms: float | None = None
-
-
-class ProbeError(Exception):
-    """The probe could not be evaluated (unreachable URL, bad query, missing object): a failed sample with a reason."""
 
 
 class ProbeRefused(Exception):
@@ -39,40 +20,6 @@ class ProbeRefused(Exception):
 
     def located(self, where: str) -> ProbeRefused:
         return ProbeRefused(f"{where}.{self.field}", self.reason)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
-
-
-def compare(actual: Any, operator: Comparison | str, expected: Any) -> bool:
-    """``actual <op> expected``: numerically when both are numbers, else as strings (== and != only)."""
-    op = Comparison(operator)
-    left, right = _number(actual), _number(expected)
-    if left is not None and right is not None:
-        return {
-            Comparison.EQ: left == right,
-            Comparison.NE: left != right,
-            Comparison.GT: left > right,
-            Comparison.GE: left >= right,
-            Comparison.LT: left < right,
-            Comparison.LE: left <= right,
-        }[op]
-    if op == Comparison.EQ:
-        return str(actual) == str(expected)
-    if op == Comparison.NE:
-        return str(actual) != str(expected)
-    raise ProbeError(f"cannot compare {actual!r} {op.value} {expected!r}: not numbers")
 
 
 def lookup(obj: Any, path: str) -> Any:

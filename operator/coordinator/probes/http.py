@@ -14,7 +14,8 @@ from yarl import URL
 
 from coordinator.api.probes import HttpProbe
 from coordinator.domain.addresses import IPNetwork, denied_by
-from coordinator.probes.base import ProbeError, ProbeRefused, Sample, compare, excerpt, lookup, short
+from coordinator.domain.samples import ProbeError, Sample, compare
+from coordinator.probes.base import ProbeRefused, excerpt, lookup, short
 from coordinator.probes.reach import AddressDenied
 
 

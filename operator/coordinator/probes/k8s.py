@@ -11,10 +11,11 @@ import re
 import time
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeClient
+from coordinator.adapters.kube import ApiError, KubeApi
 from coordinator.api.probes import API_VERSION_PATTERN, KIND_PATTERN, OBJECT_NAME_PATTERN, K8sProbe
+from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.domain.selection import label_selector_to_string
-from coordinator.probes.base import ProbeError, ProbeRefused, Sample, compare, excerpt, lookup, short
+from coordinator.probes.base import ProbeRefused, excerpt, lookup, short
 
 # Plurals of the kinds probes usually look at; others fall back to the lowercase kind + "s".
 PLURALS = {
@@ -124,7 +125,7 @@ def evaluate(spec: K8sProbe, objects: list[dict[str, Any]]) -> tuple[bool, str]:
     return True, ", ".join(observed)
 
 
-async def sample(client: KubeClient, spec: K8sProbe, default_namespace: str, protected: frozenset[str]) -> Sample:
+async def sample(client: KubeApi, spec: K8sProbe, default_namespace: str, protected: frozenset[str]) -> Sample:
     """One read. ProbeRefused (not a failed sample) when the probe names what no probe may read."""
     refused = refusal(spec, default_namespace, protected)
     if refused is not None:

@@ -10,8 +10,9 @@ import aiohttp
 
 from coordinator.api.probes import PrometheusProbe
 from coordinator.domain.addresses import IPNetwork
+from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.probes import http
-from coordinator.probes.base import ProbeError, ProbeRefused, Sample, compare, short
+from coordinator.probes.base import ProbeRefused, short
 from coordinator.probes.reach import AddressDenied
 
 

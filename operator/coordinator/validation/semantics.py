@@ -25,7 +25,7 @@ from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zon
 from coordinator.domain.selection import SelectionError, label_selector_to_string, namespace_allowed, select_targets
 from coordinator.engine.probing import ProbeReach
 from coordinator.engine.probing import refusal as probe_refusal
-from coordinator.faults import driver_for
+from coordinator.faults import kind_problems
 from coordinator.validation.source import Document, FieldPath, Finding, format_path
 
 # Stand-ins for parameters without a default, so the rest of the scenario can still be checked.
@@ -192,16 +192,7 @@ def scenario_rules(
             where = ("spec", "steadyState", "probes", index, *parse_path(refused.field))
             findings.append((where, refused.reason))
     kind = str(scenario.target.kind)
-    for index, step in enumerate(scenario.steps):
-        for f_index, fault in enumerate(step.faults):
-            driver = driver_for(fault.type)
-            if kind not in driver.kinds:
-                findings.append(
-                    (
-                        ("spec", "steps", index, "faults", f_index, "type"),
-                        f"{fault.type} acts on {'/'.join(sorted(driver.kinds))}, not spec.target.kind {kind}",
-                    )
-                )
+    findings += kind_problems(scenario)
     if kind != TargetKind.NODE:
         for index, namespace in enumerate(scenario.target.namespaces):
             if namespace in protected:

@@ -18,7 +18,7 @@ from typing import Any
 
 from kopf._cogs.structs.references import Insights, NamespaceName, match_namespace
 
-from coordinator.domain.conditions import parse_iso
+from coordinator.domain.timestamps import parse_iso
 
 log = logging.getLogger(__name__)
 

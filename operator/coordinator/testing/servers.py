@@ -1,4 +1,4 @@
-"""Real PostgreSQL 15 and Redis servers on 127.0.0.1 for the history tests and the benchmark.
+"""Real PostgreSQL 15 and Redis servers on 127.0.0.1 for the history tests and the benchmarks.
 
 PostgreSQL refuses to run as root: as root, the cluster is initialised and run as the ``postgres`` system user
 (created if missing) through ``runuser``. Both servers get a password, so tests can check it never leaks.
@@ -15,21 +15,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from support.waiting import wait_for
+from coordinator.testing.process import free_port
+from coordinator.testing.waiting import wait_for
 
 # Debian/Ubuntu keep each major version's binaries off PATH; 15 first (what CI has), then any other installed.
 PG_BIN_CANDIDATES = (
     "/usr/lib/postgresql/15/bin",
     *sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True),
 )
-PG_PASSWORD = "pg-secret-5f3a"  # test-only; the masking tests look for it in logs
-REDIS_PASSWORD = "redis-secret-9c1d"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Throw-away servers on loopback; the masking tests look for these in logs.
+PG_PASSWORD = "pg-secret-5f3a"  # noqa: S105
+REDIS_PASSWORD = "redis-secret-9c1d"  # noqa: S105
 
 
 def _pg_bindir() -> Path:

@@ -3,6 +3,8 @@
 The accepted syntax is exactly the one the CRD schema allows (``coordinator.api.models.DURATION_PATTERN``): one or
 more ``<number><unit>`` components with units ``ms``, ``s``, ``m`` and ``h``, no sign, no spaces. A bare number
 (even ``0``) is refused: without a unit, nobody can tell what was meant.
+
+In ``api/``: the resource models validate their durations with it, and ``api/`` imports nothing of ours.
 """
 
 from __future__ import annotations

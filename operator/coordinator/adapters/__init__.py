@@ -1,0 +1,1 @@
+"""I/O at the edge: the async Kubernetes client and the credentials it logs in with."""
