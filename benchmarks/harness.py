@@ -248,9 +248,17 @@ COMPONENTS = {
 
 
 def cpu_by_component(operator_pid: int | None = None) -> dict[str, float]:
-    """CPU seconds used so far by each control-plane component, the databases, the operator and this process."""
+    """CPU seconds used so far by each control-plane component of the benchmark cluster, the databases, the
+    operator and this process.
+
+    Only processes of this benchmark count: the machine is shared, and a test session's cluster beside this one
+    runs the same binaries (its API server matched by name alone doubled "kube-apiserver" in a busy hour). A
+    control-plane process is this cluster's when its command line names the cluster's directory; the databases
+    are this process's children.
+    """
     ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
+    cluster_dir = CLUSTER_ENV["COORDINATOR_CLUSTER_DIR"]
+    stats: dict[int, tuple[str, int, float]] = {}  # pid -> (comm, parent pid, CPU seconds)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -258,16 +266,34 @@ def cpu_by_component(operator_pid: int | None = None) -> dict[str, float]:
             stat = (proc / "stat").read_text()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat.rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / ticks
-        pid = int(proc.name)
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        stats[int(proc.name)] = (comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+
+    def ours(pid: int) -> bool:
+        try:
+            if cluster_dir in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                return True
+        except OSError:
+            return False
+        seen = 0
+        while pid > 1 and seen < 32:  # a descendant of this benchmark (PostgreSQL, Redis)
+            pid = stats.get(pid, ("", 1, 0.0))[1]
+            if pid == os.getpid():
+                return True
+            seen += 1
+        return False
+
+    out: dict[str, float] = {}
+    for pid, (comm, _, seconds) in stats.items():
         if pid == operator_pid:
             name = "operator"
         elif pid == os.getpid():
             name = "benchmark client"
         else:
             name = next((label for prefix, label in COMPONENTS.items() if comm.startswith(prefix[:15])), "")
+            if name and not ours(pid):
+                name = ""
         if name:
             out[name] = out.get(name, 0.0) + seconds
     return out

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from floor import floor_median, floor_round
 from harness import (
     OPERATOR_SETTINGS,
     ApiUse,
@@ -96,6 +97,8 @@ class Sample:
     slot: int
     name: str
     created: float  # time.monotonic() just before the create request
+    finalized: float | None = None  # the run watch first showed the operator's finalizer
+    planned: float | None = None  # ... first showed the step's plan (status.injections) or a phase
     killed: float | None = None
     finished: float | None = None
     synced: float | None = None
@@ -176,6 +179,10 @@ class ClosedLoop:
                 continue
             status = obj.get("status") or {}
             now = time.monotonic()
+            if sample.finalized is None and obj["metadata"].get("finalizers"):
+                sample.finalized = now
+            if sample.planned is None and (status.get("injections") or status.get("phase")):
+                sample.planned = now
             if status.get("phase") in TERMINAL and sample.finished is None:
                 sample.finished = now
                 sample.phase = status["phase"]
@@ -274,6 +281,16 @@ class ClosedLoop:
     def latencies(self) -> list[float]:
         return [s.killed - s.created for s in self.samples.values() if s.killed is not None]
 
+    def stages(self) -> dict[str, dict[str, float | int]]:
+        """Where a run's injection latency went, as the benchmark's watches saw it: created -> the finalizer on
+        (kopf's first patch) -> the plan (or a phase) in status -> the target pod deleted."""
+        done = [s for s in self.samples.values() if s.killed is not None and s.finalized and s.planned]
+        return {
+            "to_finalizer": summary([s.finalized - s.created for s in done if s.finalized]),
+            "finalizer_to_plan": summary([s.planned - s.finalized for s in done if s.planned and s.finalized]),
+            "plan_to_kill": summary([s.killed - s.planned for s in done if s.killed and s.planned]),
+        }
+
     def steady_throughput(self) -> float:
         """Completed (synced) runs per second between the 10th and 90th percentile of completion times."""
         ends = sorted(s.synced for s in self.samples.values() if s.synced is not None)
@@ -335,6 +352,7 @@ async def one_level(
             "staggered": stagger,
             "wall_seconds": round(wall, 2),
             "injection_latency": summary(lat),
+            "injection_stages": loop.stages(),
             "throughput_runs_per_second": round(loop.steady_throughput(), 2),
             "overall_runs_per_second": round(total / wall, 2),
             "mirror_lag": summary(lags),
@@ -398,6 +416,7 @@ async def bench_levels(
             env["COORDINATOR_HISTORY_RETENTION_DAYS"] = "0"  # the synthetic runs are months old: keep them
         for concurrency in levels:
             rounds = []
+            floors: list[dict[str, Any]] = []
             profiled = None
             # With --profile, one round more, sampled by py-spy and left out of the medians: the sampler takes its
             # share of the same 2 cores (throughput at 100 in flight: 16-18 runs/s without it, 12 with it).
@@ -421,10 +440,27 @@ async def bench_levels(
                     f"{result['throughput_runs_per_second']} runs/s, phases {result['phases']}",
                     flush=True,
                 )
+                stages = result["injection_stages"]
+                print(
+                    "  stages p50/p95: "
+                    + ", ".join(f"{k} {v.get('p50', 0):.3f}/{v.get('p95', 0):.3f}s" for k, v in stages.items()),
+                    flush=True,
+                )
                 if sampled:
                     profiled = result
-                else:
-                    rounds.append(result)
+                    continue
+                rounds.append(result)
+                if args.what == "burst":
+                    # The floor in the same minutes as the round: the machine's load drifts by a third in an hour.
+                    floor = await floor_round(cluster, SCENARIO, concurrency, f"{name[:3]}{concurrency}r{rep}")
+                    print(
+                        f"  floor: {floor['requests_per_run']} requests/run x {concurrency} at "
+                        f"{floor['served_per_second']} requests/s = {floor['floor_seconds']:.3f}s "
+                        f"(plain client p95 {floor['plain_client_latency']['p95']:.3f}s; API server alone on every "
+                        f"core: {floor['server_cpu_floor_seconds']:.3f}s)",
+                        flush=True,
+                    )
+                    floors.append(floor)
             results.append(
                 {
                     "concurrency": concurrency,
@@ -439,6 +475,7 @@ async def bench_levels(
                         "throttled_seconds": median([r["throttled_seconds"] for r in rounds]),
                     },
                     "rounds": rounds,
+                    **({"floor": floor_median(floors)} if floors else {}),
                     **({"profiled_round": profiled} if profiled else {}),
                 }
             )
