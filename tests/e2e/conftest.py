@@ -164,7 +164,7 @@ def workload(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> st
 @pytest.fixture
 def unwatched_namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[str]:
     """An opted-in namespace outside the session operator's prefix: only the test's own (in-process) engine acts
-    there, so a test can drive an Executor or a sweep itself."""
+    there, so a test can drive a RunMachine or a sweep itself."""
     name = create_test_namespace(core, request, "own", {"test": "e2e", **OPT_IN})
     yield name
     delete_test_namespace(core, name)
