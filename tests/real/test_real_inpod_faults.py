@@ -266,7 +266,10 @@ def test_dead_mans_switch_removes_the_fault_with_the_operator_gone(
 
     def delivered() -> float | None:
         # A short idle timeout: each probe during the fault costs about 2 s, the resolution of this measurement.
-        return time.time() if udp_delivery(kubeconfig, ns, pod, peer, peer_ip, 20, idle_timeout=1.5) > 0.9 else None
+        # The probe's start is when traffic flowed: over 90 % of its packets got through, so it flowed for nearly
+        # all of the probe (its end added the probe's own 2-3 s, and a loaded host's kubectl exec, to the lag).
+        started = time.time()
+        return started if udp_delivery(kubeconfig, ns, pod, peer, peer_ip, 20, idle_timeout=1.5) > 0.9 else None
 
     cleared = wait_for(delivered, timeout=60, interval=0.2, description="traffic flows again")
     lag = cleared - ends_at
