@@ -6,6 +6,7 @@ detached git worktree of the commit, put first on the operator's PYTHONPATH (``-
 the cluster and the CRDs are this tree's. The table gives each side's median over its rounds and B/A.
 
     .venv/bin/python benchmarks/ab.py 8edaaef --only latency,throughput --rounds 2
+    .venv/bin/python benchmarks/ab.py 8edaaef --only throughput --rounds 3 --levels 100   # runs.py options pass on
 
 Writes ``benchmarks/results/ab-<benchmark>.json`` (every round of both sides) and prints the comparison.
 """
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ref", help="the A side: a commit (the B side is this tree)")
     parser.add_argument("--only", default="latency,throughput", help="benchmarks, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side")
-    parser.add_argument("extra", nargs="*", help="passed on to runs.py (after --)")
-    args = parser.parse_args(argv)
+    # Anything else goes on to runs.py (e.g. --levels 100).
+    args, extra = parser.parse_known_args(argv)
+    args.extra = [a for a in extra if a != "--"]
     tree, commit = worktree(args.ref)
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
