@@ -66,24 +66,20 @@ _NAMESPACED = re.compile(r"^(?P<prefix>.*)/namespaces/(?P<namespace>[^/]+)/(?P<p
 def merge_patch(target: Any, patch: Any) -> Any:
     """``patch`` applied to ``target`` as a JSON merge patch (RFC 7386): objects merge key by key, ``null``
     removes a key, anything else (lists included) replaces. Neither argument is changed."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+    return _merged(target, patch, by_name=False)
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
     """A strategic merge patch as far as our code sends one: a merge patch, except that lists of objects that
     all carry a ``name`` (containers, ephemeral containers, volumes, env) merge item by item on ``name``."""
-    if isinstance(patch, list) and isinstance(target, list) and _named(patch) and _named(target):
+    return _merged(target, patch, by_name=True)
+
+
+def _merged(target: Any, patch: Any, by_name: bool) -> Any:
+    if by_name and isinstance(patch, list) and isinstance(target, list) and _named(patch) and _named(target):
         merged = {item["name"]: copy.deepcopy(item) for item in target}
         for item in patch:
-            merged[item["name"]] = strategic_merge_patch(merged.get(item["name"]), item)
+            merged[item["name"]] = _merged(merged.get(item["name"]), item, by_name)
         return list(merged.values())
     if not isinstance(patch, Mapping):
         return copy.deepcopy(patch)
@@ -92,7 +88,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = strategic_merge_patch(result.get(key), value)
+            result[key] = _merged(result.get(key), value, by_name)
     return result
 
 

@@ -391,18 +391,12 @@ def no_records(targets: Mapping[str, Mapping[str, Any]]) -> None:
         assert INJECTED_LABEL not in (meta.get("labels") or {}), path
 
 
-UNINTERRUPTED: dict[str, Outcome] = {}
-
-
-async def uninterrupted(name: str) -> Outcome:
-    if name not in UNINTERRUPTED:
-        UNINTERRUPTED[name] = await play(name)
-    return UNINTERRUPTED[name]
+UNINTERRUPTED: dict[str, Outcome] = {}  # each scenario's plain run, filled by crash_points() at collection
 
 
 @pytest.mark.parametrize("name", list(CASES))
 async def test_every_scenario_ends_as_expected_and_its_writes_follow_the_table(name: str) -> None:
-    outcome = await uninterrupted(name)
+    outcome = UNINTERRUPTED[name]
     assert outcome.final["phase"] == CASES[name].ends, outcome.final.get("message")
     no_records(outcome.targets)
     assert outcome.targets[WEB]["spec"]["replicas"] == 3
@@ -425,7 +419,7 @@ CRASH_POINTS = crash_points()
 
 @pytest.mark.parametrize(("name", "k"), CRASH_POINTS, ids=[f"{n} | after write {k}" for n, k in CRASH_POINTS])
 async def test_a_crash_after_any_write_resumes_without_repeating_or_forgetting_a_change(name: str, k: int) -> None:
-    expected = await uninterrupted(name)
+    expected = UNINTERRUPTED[name]
     resumed = await play(name, crash_after=k)
     assert resumed.positions[k - 1] == expected.positions[k - 1], "the crash came where the plain run wrote"
     assert essentials(resumed.final) == essentials(expected.final)
