@@ -23,7 +23,6 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeApi
 from coordinator.api.models import TERMINAL_PHASES, Phase
-from coordinator.domain.selection import SelectionError
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.engine.locks import TargetLocks
 from coordinator.engine.run.admission import Admission, load_snapshot
@@ -34,8 +33,6 @@ from coordinator.engine.run.revert import MAX_ERROR_TEXT, pending, revert
 from coordinator.engine.run.state import RunHandle, RunState
 from coordinator.engine.run.steps import StepRunner
 from coordinator.engine.targets import NamespacePolicy
-from coordinator.faults.base import FaultError
-from coordinator.probes.base import ProbeRefused
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,16 +85,13 @@ class RunMachine:
         try:
             try:
                 await self._advance()
-            except (FaultError, SelectionError, ProbeRefused) as exc:
-                end = ending_of(exc)
-                assert end is not None
-                raise end from exc
             except (RunEnded, RunInterrupted, RetryLater, ApiError):
                 raise
             except Exception as exc:
-                # The run's boundary: whatever else a sub-step raises ends the run Error, with every change
-                # reverted, instead of a retry loop that keeps the faults in place.
-                raise RunEnded(Phase.ERROR, "InternalError", self._unexpected(exc)) from exc
+                # The run's boundary: a fault's, selection's or probe's refusal ends the run as ``ending_of`` says;
+                # whatever else a sub-step raises ends it Error, with every change reverted, instead of a retry
+                # loop that keeps the faults in place.
+                raise (ending_of(exc) or RunEnded(Phase.ERROR, "InternalError", self._unexpected(exc))) from exc
         except RunEnded as end:
             await self.finisher.finish(end)
         except ApiError as exc:
