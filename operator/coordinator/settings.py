@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="Allow targets in any unprotected namespace; by default a namespace must carry "
         "the label chaos.coordinator.dev/allow=true.",
     )
+    node_targeting: bool = Field(
+        default=False,
+        description="Allow Node targets (node-cordon, node-drain) at all; the requester must still be allowed to "
+        "patch nodes and evict pods. The cluster-wide install sets it.",
+    )
     # A pod-kill run costs the operator's client 11 requests (benchmarks/README.md): 300/s sustains 27 runs/s.
     # The burst covers a step over 1,000 targets (10 % of 10,000 pods: 1,000 deletions, 100 Events) at once,
     # and 100 runs created at once up to their first injection (about 6 requests each).

@@ -658,6 +658,37 @@ class ChaosScenarioStatus(Model):
     observedGeneration: int | None = Field(default=None, description="The generation last looked at.")
 
 
+# --- who asked -----------------------------------------------------------------------------------------------
+
+# Written by the operator's mutating admission webhook on every create and every change of a spec: who made it, as
+# the API server authenticated them (JSON of Requester). The webhook overwrites whatever a request carries, so the
+# annotation cannot be forged; a run acts only with this subject's rights (docs/security.md).
+REQUESTED_BY_ANNOTATION = f"{GROUP}/requested-by"
+# On a namespace: every run touching it is aborted (reason Paused) and new runs wait. On the operator's own
+# namespace: the same for the whole cluster (coordinator pause / resume).
+PAUSED_LABEL = f"{GROUP}/paused"
+
+
+class Requester(Model):
+    """The subject who created or last changed a spec, as the API server authenticated them."""
+
+    username: str = Field(min_length=1, description="The user name, e.g. alice or system:serviceaccount:ns:name.")
+    uid: str | None = Field(default=None, description="The user's UID, when the authenticator gives one.")
+    groups: list[str] = Field(default_factory=list, description="The groups the user belongs to.")
+
+    @classmethod
+    def from_annotation(cls, value: str) -> Requester:
+        """Parse the requested-by annotation; ValueError (naming it) when it is not a Requester as JSON."""
+        try:
+            return cls.model_validate_json(value)
+        except ValueError as exc:
+            raise ValueError(f"annotation {REQUESTED_BY_ANNOTATION} is not a requester as JSON: {exc}") from exc
+
+    def to_annotation(self) -> str:
+        """The annotation's value: compact JSON with the fields in a fixed order."""
+        return self.model_dump_json(exclude_none=True)
+
+
 # --- TestRun -------------------------------------------------------------------------------------------------
 
 
@@ -830,6 +861,11 @@ class TestRunStatus(Model):
         "the phase, reason and message it will end with. A retry finishes this end; it never resumes the run.",
     )
     scenario: str | None = Field(default=None, description="The scenario, as namespace/name.")
+    requestedBy: Requester | None = Field(
+        default=None,
+        description="Who asked for the run (from the annotation chaos.coordinator.dev/requested-by): the run acts "
+        "only with this subject's rights.",
+    )
     scenarioGeneration: int | None = Field(default=None, description="The scenario generation the run uses.")
     startedAt: Timestamp | None = Field(default=None, description="When the run started.")
     completedAt: Timestamp | None = Field(default=None, description="When it ended.")
