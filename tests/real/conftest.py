@@ -76,7 +76,8 @@ def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorPr
         kubeconfig,
         log_dir,
         namespaces=[f"{SESSION_PREFIX}-*"],
-        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db")},
+        # test_real_node_and_operator drains the real node: Node targets on, as the cluster-wide install.
+        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"), "COORDINATOR_NODE_TARGETING": "true"},
     )
     proc.start()
     yield proc

@@ -1,0 +1,235 @@
+"""A run acts only with its requester's rights: real users, real RBAC, the real API server's SubjectAccessReviews.
+
+``alice`` may edit pods and deployments and create scenarios and runs in her own namespace only (a Role there);
+``bob`` is cluster-admin. Each is a client certificate signed by the cluster CA (tests/support/identities.py),
+and each creates their own ChaosScenarios and TestRuns with their own credentials. The requested-by annotation
+holds what the operator's mutating webhook writes for them (their user name and groups as the API server
+authenticated them); until that webhook is installed by the operator, the tests write it themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from conftest import OPT_IN, make_deployment, own_operator, wait_ready
+from coordinator.api.models import REQUESTED_BY_ANNOTATION, Requester
+from coordinator.testing.process import OperatorProcess
+from support.chaos import GROUP, VERSION, Chaos
+from support.identities import user_kubeconfig
+
+pytestmark = pytest.mark.e2e
+
+AUTHENTICATED = "system:authenticated"  # every authenticated user's group, as the API server adds it
+ALICE = Requester(username="alice", groups=[AUTHENTICATED])
+BOB = Requester(username="bob", groups=[AUTHENTICATED])
+NODE = "kwok-node-0"
+
+
+def _role(namespace: str) -> client.V1Role:
+    edit = ["get", "list", "watch", "create", "update", "patch", "delete"]
+    return client.V1Role(
+        metadata=client.V1ObjectMeta(name="alice-edit", namespace=namespace),
+        rules=[
+            client.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=edit),
+            client.V1PolicyRule(api_groups=["apps"], resources=["deployments", "deployments/scale"], verbs=edit),
+            client.V1PolicyRule(api_groups=[GROUP], resources=["chaosscenarios", "testruns"], verbs=["get", "create"]),
+        ],
+    )
+
+
+@pytest.fixture
+def team_a(make_namespace: Callable[[dict[str, str]], str], api_client: client.ApiClient) -> str:
+    """alice's namespace: she may edit pods and deployments there, and create scenarios and runs."""
+    namespace = make_namespace(OPT_IN)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    rbac.create_namespaced_role(namespace, _role(namespace))
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="alice-edit"),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="alice-edit"),
+            subjects=[client.RbacV1Subject(kind="User", name="alice", api_group="rbac.authorization.k8s.io")],
+        ),
+    )
+    return namespace
+
+
+@pytest.fixture
+def team_b(make_namespace: Callable[[dict[str, str]], str]) -> str:
+    """Another team's namespace, opted in to chaos: alice holds no right there."""
+    return make_namespace(OPT_IN)
+
+
+@pytest.fixture
+def alice(kubeconfig: Path, tmp_path: Path) -> Iterator[client.ApiClient]:
+    with config.new_client_from_config(config_file=str(user_kubeconfig(kubeconfig, "alice", tmp_path))) as api:
+        yield api
+
+
+@pytest.fixture
+def bob(kubeconfig: Path, tmp_path: Path, api_client: client.ApiClient) -> Iterator[client.ApiClient]:
+    """bob, bound to cluster-admin for the test."""
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    binding = f"coordinator-e2e-bob-{uuid.uuid4().hex[:6]}"
+    rbac.create_cluster_role_binding(
+        client.V1ClusterRoleBinding(
+            metadata=client.V1ObjectMeta(name=binding),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"),
+            subjects=[client.RbacV1Subject(kind="User", name="bob", api_group="rbac.authorization.k8s.io")],
+        )
+    )
+    try:
+        with config.new_client_from_config(config_file=str(user_kubeconfig(kubeconfig, "bob", tmp_path))) as api:
+            yield api
+    finally:
+        rbac.delete_cluster_role_binding(binding)
+
+
+def submit(api: client.ApiClient, namespace: str, spec: dict[str, Any], requester: Requester | None) -> tuple[str, str]:
+    """Create a ChaosScenario and a TestRun of it in ``namespace`` as the user of ``api`` (the run with
+    ``requester`` in its requested-by annotation, or none); their names."""
+    custom = client.CustomObjectsApi(api)
+    suffix = uuid.uuid4().hex[:6]
+    scenario, run = f"scn-{suffix}", f"run-{suffix}"
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "chaosscenarios",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ChaosScenario", "metadata": {"name": scenario}, "spec": spec},
+    )
+    annotations = {REQUESTED_BY_ANNOTATION: requester.to_annotation()} if requester is not None else {}
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "testruns",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TestRun",
+            "metadata": {"name": run, "annotations": annotations},
+            "spec": {"scenarioRef": {"name": scenario}},
+        },
+    )
+    return scenario, run
+
+
+def kill_web(*namespaces: str) -> dict[str, Any]:
+    target: dict[str, Any] = {"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}}
+    if namespaces:
+        target["namespaces"] = list(namespaces)
+    return {
+        "target": target,
+        "mode": "all",
+        "steps": [{"name": "kill", "duration": "1s", "faults": [{"type": "pod-kill"}]}],
+    }
+
+
+def cordon(node: str) -> dict[str, Any]:
+    return {
+        "target": {"kind": "Node", "names": [node]},
+        "steps": [{"name": "cordon", "duration": "1s", "faults": [{"type": "node-cordon"}]}],
+    }
+
+
+def pods(core: client.CoreV1Api, namespace: str) -> dict[str, Any]:
+    """The namespace's pods by UID, with their annotations: what a run would change."""
+    return {p.metadata.uid: p.metadata.annotations for p in core.list_namespaced_pod(namespace).items}
+
+
+def cordoned(core: client.CoreV1Api, node: str) -> bool:
+    spec = core.read_node(node).spec
+    return bool(spec is not None and spec.unschedulable)
+
+
+def forbidden(chaos: Chaos, run: str) -> str:
+    status = chaos.wait_phase(run, "Error")
+    assert status["reason"] == "Forbidden", status.get("message")
+    assert not status.get("injections"), "nothing was applied"
+    return str(status["message"])
+
+
+def test_alice_cannot_reach_another_teams_namespace(
+    alice: client.ApiClient,
+    team_a: str,
+    team_b: str,
+    api_client: client.ApiClient,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    running_operator: OperatorProcess,
+) -> None:
+    make_deployment(apps, team_b, "web", replicas=2)
+    wait_ready(core, team_b, "web", 2)
+    before = pods(core, team_b)
+    _, run = submit(alice, team_a, kill_web(team_b), ALICE)
+    message = forbidden(Chaos(api_client, team_a), run)
+    assert message == (
+        f'alice cannot list resource "pods" in the namespace "{team_b}" (needed by target selection); '
+        f'alice cannot delete resource "pods" in the namespace "{team_b}" (needed by pod-kill)'
+    )
+    assert pods(core, team_b) == before, "nothing changed in team-b"
+
+
+def test_alice_cannot_cordon_a_node(
+    alice: client.ApiClient,
+    team_a: str,
+    api_client: client.ApiClient,
+    core: client.CoreV1Api,
+    running_operator: OperatorProcess,
+) -> None:
+    _, run = submit(alice, team_a, cordon(NODE), ALICE)
+    message = forbidden(Chaos(api_client, team_a), run)
+    assert 'alice cannot patch resource "nodes" at the cluster scope (needed by node-cordon)' in message
+    assert not cordoned(core, NODE)
+
+
+def test_bob_may_not_target_nodes_while_node_targeting_is_off(
+    bob: client.ApiClient, kubeconfig: Path, api_client: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    with own_operator(kubeconfig, api_client, core, "nonodes", {"COORDINATOR_NODE_TARGETING": "false"}) as chaos:
+        _, run = submit(bob, chaos.namespace, cordon(NODE), BOB)
+        message = forbidden(chaos, run)
+    assert message.startswith("spec.target.kind: Node targets are turned off")
+    assert "COORDINATOR_NODE_TARGETING=true" in message
+    assert "bob cannot" not in message, "bob holds every right: only the setting refuses him"
+    assert not cordoned(core, NODE)
+
+
+def test_a_run_without_a_recorded_requester_is_forbidden(
+    alice: client.ApiClient,
+    team_a: str,
+    api_client: client.ApiClient,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    running_operator: OperatorProcess,
+) -> None:
+    make_deployment(apps, team_a, "web", replicas=1)
+    wait_ready(core, team_a, "web", 1)
+    before = pods(core, team_a)
+    _, run = submit(alice, team_a, kill_web(), None)
+    message = forbidden(Chaos(api_client, team_a), run)
+    assert message.startswith(f"TestRun {team_a}/{run}: no requester recorded")
+    assert "admission webhook" in message
+    assert pods(core, team_a) == before
+
+
+def test_alice_may_break_her_own_namespace(
+    alice: client.ApiClient,
+    team_a: str,
+    api_client: client.ApiClient,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    running_operator: OperatorProcess,
+) -> None:
+    make_deployment(apps, team_a, "web", replicas=2)
+    before = set(wait_ready(core, team_a, "web", 2))
+    _, run = submit(alice, team_a, kill_web(), ALICE)
+    status = Chaos(api_client, team_a).wait_phase(run, "Passed")
+    assert status["requestedBy"] == {"username": "alice", "groups": [AUTHENTICATED]}
+    assert {i["target"]["uid"] for i in status["injections"]} == before, "both pods were killed"
