@@ -19,7 +19,9 @@ from kubernetes import client, config
 
 from conftest import OPT_IN, make_deployment, own_operator, wait_ready
 from coordinator.api.models import REQUESTED_BY_ANNOTATION, Requester
+from coordinator.engine.scheduler import SCENARIO_LABEL
 from coordinator.testing.process import OperatorProcess
+from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos
 from support.identities import user_kubeconfig
 
@@ -91,20 +93,36 @@ def bob(kubeconfig: Path, tmp_path: Path, api_client: client.ApiClient) -> Itera
         rbac.delete_cluster_role_binding(binding)
 
 
-def submit(api: client.ApiClient, namespace: str, spec: dict[str, Any], requester: Requester | None) -> tuple[str, str]:
-    """Create a ChaosScenario and a TestRun of it in ``namespace`` as the user of ``api`` (the run with
-    ``requester`` in its requested-by annotation, or none); their names."""
-    custom = client.CustomObjectsApi(api)
-    suffix = uuid.uuid4().hex[:6]
-    scenario, run = f"scn-{suffix}", f"run-{suffix}"
-    custom.create_namespaced_custom_object(
+def _requested_by(requester: Requester | None) -> dict[str, str]:
+    return {REQUESTED_BY_ANNOTATION: requester.to_annotation()} if requester is not None else {}
+
+
+def create_scenario(api: client.ApiClient, namespace: str, spec: dict[str, Any], requester: Requester | None) -> str:
+    """Create a ChaosScenario in ``namespace`` as the user of ``api`` (``requester`` in its requested-by
+    annotation, or none); its name."""
+    name = f"scn-{uuid.uuid4().hex[:6]}"
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP,
         VERSION,
         namespace,
         "chaosscenarios",
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ChaosScenario", "metadata": {"name": scenario}, "spec": spec},
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ChaosScenario",
+            "metadata": {"name": name, "annotations": _requested_by(requester)},
+            "spec": spec,
+        },
     )
-    annotations = {REQUESTED_BY_ANNOTATION: requester.to_annotation()} if requester is not None else {}
+    return name
+
+
+def submit(api: client.ApiClient, namespace: str, spec: dict[str, Any], requester: Requester | None) -> tuple[str, str]:
+    """Create a ChaosScenario and a TestRun of it in ``namespace`` as the user of ``api`` (both with
+    ``requester`` in their requested-by annotation, or none); their names."""
+    custom = client.CustomObjectsApi(api)
+    scenario = create_scenario(api, namespace, spec, requester)
+    run = f"run-{uuid.uuid4().hex[:6]}"
+    annotations = _requested_by(requester)
     custom.create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -233,3 +251,77 @@ def test_alice_may_break_her_own_namespace(
     status = Chaos(api_client, team_a).wait_phase(run, "Passed")
     assert status["requestedBy"] == {"username": "alice", "groups": [AUTHENTICATED]}
     assert {i["target"]["uid"] for i in status["injections"]} == before, "both pods were killed"
+
+
+def test_alice_may_not_start_an_agent_in_her_pods_without_the_ephemeral_containers_right(
+    alice: client.ApiClient,
+    team_a: str,
+    api_client: client.ApiClient,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    running_operator: OperatorProcess,
+) -> None:
+    make_deployment(apps, team_a, "web", replicas=1)
+    wait_ready(core, team_a, "web", 1)
+    before = pods(core, team_a)
+    delay = {
+        "target": {"kind": "Pod", "labelSelector": {"matchLabels": {"app": "web"}}},
+        "steps": [
+            {"name": "slow", "duration": "1s", "faults": [{"type": "network-delay", "networkDelay": {"latencyMs": 50}}]}
+        ],
+    }
+    _, run = submit(alice, team_a, delay, ALICE)
+    message = forbidden(Chaos(api_client, team_a), run)
+    assert message == (
+        f'alice cannot patch resource "pods/ephemeralcontainers" in the namespace "{team_a}" (needed by network-delay)'
+    )
+    assert pods(core, team_a) == before
+
+
+def test_a_scheduled_run_after_alice_lost_her_rights_is_forbidden(
+    alice: client.ApiClient,
+    team_a: str,
+    api_client: client.ApiClient,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    running_operator: OperatorProcess,
+) -> None:
+    """Scheduled runs act for whoever made the scenario, checked again on each run: removing alice's RoleBinding
+    between two ticks stops the next run, with nothing changed."""
+    make_deployment(apps, team_a, "web", replicas=1)
+    wait_ready(core, team_a, "web", 1)
+    spec = {**kill_web(), "schedule": "@every 5s", "concurrencyPolicy": "Forbid", "failedRunsHistoryLimit": 5}
+    scenario = create_scenario(alice, team_a, spec, ALICE)
+    custom = client.CustomObjectsApi(api_client)
+
+    def scheduled() -> list[dict[str, Any]]:
+        listed = custom.list_namespaced_custom_object(
+            GROUP, VERSION, team_a, "testruns", label_selector=f"{SCENARIO_LABEL}={scenario}"
+        )
+        return list(listed["items"])
+
+    def phase(run: dict[str, Any]) -> str | None:
+        return (run.get("status") or {}).get("phase")
+
+    passed = wait_for(
+        lambda: [r for r in scheduled() if phase(r) == "Passed"], timeout=60, description="a scheduled run Passed"
+    )
+    assert passed[0]["metadata"]["annotations"][REQUESTED_BY_ANNOTATION] == ALICE.to_annotation()
+    client.RbacAuthorizationV1Api(api_client).delete_namespaced_role_binding("alice-edit", team_a)
+    earlier = {r["metadata"]["name"] for r in scheduled()}
+    wait_ready(core, team_a, "web", 1)
+    before = pods(core, team_a)
+    later = wait_for(
+        lambda: [r for r in scheduled() if r["metadata"]["name"] not in earlier and phase(r) == "Error"],
+        timeout=60,
+        description="a run scheduled after the RoleBinding was removed ended Error",
+    )
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, team_a, "chaosscenarios", scenario, {"spec": {"suspend": True}}
+    )
+    status = later[0]["status"]
+    assert status["reason"] == "Forbidden", status.get("message")
+    assert f'alice cannot delete resource "pods" in the namespace "{team_a}" (needed by pod-kill)' in status["message"]
+    assert not status.get("injections")
+    assert not [r for r in scheduled() if r["metadata"]["name"] not in earlier and phase(r) == "Passed"]
+    assert pods(core, team_a) == before, "nothing changed after the rights were gone"
