@@ -148,6 +148,8 @@ def test_templated_namespaces_are_checked_as_rendered() -> None:
     }
     rendered = ChaosScenarioSpec.model_validate(render_scenario("run", "scenario", raw, {"where": "team-b"}))
     assert {n.namespace for n in scenario_needs(rendered, NS)} == {"team-b"}
+    with pytest.raises(ValueError, match=r"render the scenario's parameters .*\{\{ params.where \}\}"):
+        scenario_needs(ChaosScenarioSpec.model_validate(raw), NS)
 
 
 PROBE = {"name": "p", "type": "k8s", "k8s": {"kind": "Deployment", "name": "web", "fieldPath": "status.readyReplicas"}}

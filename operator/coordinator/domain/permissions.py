@@ -25,6 +25,7 @@ from coordinator.api.models import (
     declaration_of,
 )
 from coordinator.api.probes import ProbeType
+from coordinator.domain.parameters import REFERENCE
 from coordinator.domain.resources import CLUSTER_SCOPED_KINDS, group_of, plural
 
 # The API group and resource of each target kind.
@@ -82,7 +83,8 @@ def target_namespaces(spec: ChaosScenarioSpec, scenario_namespace: str) -> list[
 
 def scenario_needs(spec: ChaosScenarioSpec, scenario_namespace: str) -> list[Need]:
     """Every right a run of the *rendered* scenario ``spec`` uses (its parameters filled in: a namespace may be a
-    parameter), in the scenario's order; the same access may be needed by several parts.
+    parameter; ValueError while one is not), in the scenario's order; the same access may be needed by several
+    parts.
 
     - Selection lists the target kind in each target namespace (Nodes at the cluster scope).
     - Each fault needs its declared rights (``FaultDeclaration.rights``) on the target kind in each target
@@ -108,6 +110,9 @@ def scenario_needs(spec: ChaosScenarioSpec, scenario_namespace: str) -> list[Nee
         namespace = None if k8s.kind in CLUSTER_SCOPED_KINDS else (k8s.namespace or scenario_namespace)
         verb = "get" if k8s.name and not k8s.count else "list"
         needs.append(Need(verb, group_of(k8s.apiVersion), plural(k8s.kind), "", namespace, f"probe {probe.name}"))
+    unrendered = sorted({n.namespace or n.resource for n in needs if REFERENCE.search(f"{n.namespace} {n.resource}")})
+    if unrendered:  # a right on "{{ params.ns }}" would be asked of the API server and mean nothing
+        raise ValueError(f"render the scenario's parameters before asking what it needs: {', '.join(unrendered)}")
     return needs
 
 
