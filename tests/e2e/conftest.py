@@ -37,8 +37,13 @@ def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorPr
         kubeconfig,
         log_dir,
         namespaces=[f"{SESSION_PREFIX}-*"],
-        # kwok starts no containers: an in-pod agent is reported unconfirmed after 3 s instead of 60.
-        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"), "COORDINATOR_AGENT_START_TIMEOUT": "3"},
+        # kwok starts no containers: an in-pod agent is reported unconfirmed after 3 s instead of 60. Node faults
+        # (test_workload_faults, test_safety, the node examples) need Node targets on, as the cluster-wide install.
+        env={
+            "COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"),
+            "COORDINATOR_AGENT_START_TIMEOUT": "3",
+            "COORDINATOR_NODE_TARGETING": "true",
+        },
     )
     proc.start()
     yield proc

@@ -81,7 +81,12 @@ def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorPr
         namespaces=[f"{SESSION_PREFIX}-*"],
         # A namespace of its own, not the install's (test-coordinator): the installed operator's webhook
         # configurations, certificate Secret and namespace come and go with test_real_node_and_operator.py.
-        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"), "COORDINATOR_NAMESPACE": HOST_OPERATOR_NAMESPACE},
+        # test_real_node_and_operator drains the real node: Node targets on, as the cluster-wide install.
+        env={
+            "COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"),
+            "COORDINATOR_NAMESPACE": HOST_OPERATOR_NAMESPACE,
+            "COORDINATOR_NODE_TARGETING": "true",
+        },
     )
     proc.start()
     yield proc

@@ -102,6 +102,9 @@ def test_the_install_has_every_piece(cluster_wide: list[dict[str, Any]]) -> None
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            # The right to ask SubjectAccessReviews for a run's requester (authorization.yaml).
+            "ClusterRole",
+            "ClusterRoleBinding",
             "Role",
             "RoleBinding",
             "Deployment",
@@ -190,6 +193,33 @@ def test_leases_only_in_the_operators_namespace(cluster_wide: list[dict[str, Any
     assert binding["subjects"] == [OPERATOR_SA]
 
 
+def test_every_install_may_review_its_requesters_rights_and_nothing_more_cluster_wide(
+    cluster_wide: list[dict[str, Any]], single_namespace: list[dict[str, Any]]
+) -> None:
+    for docs in (cluster_wide, single_namespace):
+        role = one(docs, "ClusterRole", "test-coordinator-authorization")
+        assert list(_rules(role)) == [("authorization.k8s.io", "subjectaccessreviews", {"create"})]
+        binding = one(docs, "ClusterRoleBinding", "test-coordinator-authorization")
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "test-coordinator-authorization",
+        }
+        assert binding["subjects"] == [OPERATOR_SA]
+
+
+def _env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_only_the_cluster_wide_install_turns_node_targets_on(
+    cluster_wide: list[dict[str, Any]], single_namespace: list[dict[str, Any]]
+) -> None:
+    assert _env(cluster_wide)["COORDINATOR_NODE_TARGETING"] == "true"
+    assert "COORDINATOR_NODE_TARGETING" not in _env(single_namespace)
+
+
 def test_cluster_wide_binds_the_role_cluster_wide(cluster_wide: list[dict[str, Any]]) -> None:
     binding = one(cluster_wide, "ClusterRoleBinding", "test-coordinator")
     assert binding["roleRef"]["name"] == "test-coordinator"
@@ -199,9 +229,10 @@ def test_cluster_wide_binds_the_role_cluster_wide(cluster_wide: list[dict[str, A
 
 
 def test_single_namespace_binds_it_in_one_namespace(single_namespace: list[dict[str, Any]]) -> None:
-    # Only the webhooks' cluster-scoped rights (their configurations, SubjectAccessReviews) are bound cluster-wide.
-    assert [d["roleRef"]["name"] for d in single_namespace if d["kind"] == "ClusterRoleBinding"] == [
-        "test-coordinator-webhook"
+    # Cluster-wide only the right to ask SubjectAccessReviews and to write the webhooks' own configurations.
+    assert sorted(d["metadata"]["name"] for d in single_namespace if d["kind"] == "ClusterRoleBinding") == [
+        "test-coordinator-authorization",
+        "test-coordinator-webhook",
     ]
     bindings = [
         d for d in single_namespace if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "test-coordinator"
@@ -304,7 +335,6 @@ def test_the_webhooks_reach_only_the_serving_leader_with_least_rights(cluster_wi
             "resourceNames": ["test-coordinator.chaos.coordinator.dev"],
             "verbs": ["get", "patch"],
         },
-        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
     ]
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         config = one(cluster_wide, kind)

@@ -8,14 +8,15 @@ run itself then ends Error with the precise problem.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import KubeApi, resource_path
-from coordinator.api.models import REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, Requester, TestRunSpec
-from coordinator.engine.authorization import scenario_refusals
+from coordinator.api.models import GROUP, REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, Requester, TestRunSpec
+from coordinator.domain.permissions import Need
+from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.run.admission import render_scenario
 from coordinator.engine.run.errors import RunEnded
 from coordinator.settings import Settings
@@ -45,12 +46,13 @@ async def _refusals(
     overrides: Mapping[str, object],
     namespace: str,
     where: str,
+    extra: Sequence[Need] = (),
 ) -> list[str]:
     try:
         spec = ChaosScenarioSpec.model_validate(render_scenario(where, named, raw, overrides))
     except (RunEnded, ValidationError):
         return []  # not this webhook's to say: the schema, or the run when it starts, names the problem
-    return await scenario_refusals(client, settings, requester, spec, namespace)
+    return await scenario_refusals(client, settings, requester, spec, namespace, extra=extra)
 
 
 async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
@@ -63,7 +65,12 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
         spec = TestRunSpec.model_validate(body.get("spec") or {})
     except ValidationError:
         return []  # the CRD schema refuses it with its own message
-    namespace = spec.scenarioRef.namespace or str((body.get("metadata") or {}).get("namespace") or "")
+    own = str((body.get("metadata") or {}).get("namespace") or "")
+    namespace = spec.scenarioRef.namespace or own
+    # A scenario in another namespace is read with the requester's rights too.
+    extra = [] if namespace == own else [Need("get", GROUP, "chaosscenarios", "", namespace, "spec.scenarioRef")]
+    if extra and (refused := await refusals(client, requester, extra)):
+        return refused
     scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, spec.scenarioRef.name))
     if scenario is None:
         return []
@@ -74,10 +81,16 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
 
 
 async def scenario_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
-    """Why the ChaosScenario ``body`` must be refused: its requester may not do what it does with its defaults."""
+    """Why the ChaosScenario ``body`` must be refused: its requester may not do what it does with the parameters
+    its scheduled runs get (``spec.runTemplate.parameters`` over the declared defaults)."""
     where = _where("ChaosScenario", body)
     requester = _requester(body)
     if requester is None:
         return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
     namespace = str((body.get("metadata") or {}).get("namespace") or "")
-    return await _refusals(client, settings, requester, where, body.get("spec") or {}, {}, namespace, where)
+    raw = body.get("spec") or {}
+    template = raw.get("runTemplate")
+    overrides = template.get("parameters") if isinstance(template, Mapping) else None
+    if not isinstance(overrides, Mapping):
+        overrides = {}
+    return await _refusals(client, settings, requester, where, raw, overrides, namespace, where)
