@@ -197,6 +197,12 @@ def test_pod_failure_swaps_images_and_restores_them(
         description="ChaosInjected/ChaosReverted events on the pod",
     )
     wait_for(lambda: "Reverted" in chaos.events(run), timeout=10, description="a Reverted event on the TestRun")
+    # Every Event about the run, on the pods and on the TestRun, carries its correlation ID: the run's UID.
+    uid = chaos.get_run(run)["metadata"]["uid"]
+    for name in (names[0], run):
+        correlations = chaos.event_correlations(name)
+        assert correlations, name
+        assert all(ids == {uid} for ids in correlations.values()), (name, correlations)
 
 
 def test_scenario_status_counts_every_run_once(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
