@@ -20,7 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from conftest import OPT_IN, make_deployment, own_operator, wait_ready
-from coordinator.api.models import REQUESTED_BY_ANNOTATION, Requester
+from coordinator.api.models import REQUESTED_BY_ANNOTATION, RUN_NOW_ANNOTATION, Requester
 from coordinator.engine.scheduler import SCENARIO_LABEL
 from coordinator.testing.process import OperatorProcess
 from coordinator.testing.waiting import wait_for
@@ -43,6 +43,7 @@ def _role(namespace: str) -> client.V1Role:
             client.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=edit),
             client.V1PolicyRule(api_groups=["apps"], resources=["deployments", "deployments/scale"], verbs=edit),
             client.V1PolicyRule(api_groups=[GROUP], resources=["chaosscenarios", "testruns"], verbs=["get", "create"]),
+            client.V1PolicyRule(api_groups=[GROUP], resources=["chaosscenarios"], verbs=["patch"]),
         ],
     )
 
@@ -218,6 +219,19 @@ def test_templated_parameters_and_schedules_cannot_reach_another_team(
     scheduled = {**spec, "schedule": "@every 1m", "runTemplate": {"parameters": {"ns": team_b}}}
     message = refused(lambda: create_scenario(alice, team_a, scheduled, None))
     assert f'alice cannot delete resource "pods" in the namespace "{team_b}"' in message
+
+
+def test_alice_cannot_start_bobs_scenario_in_another_team_by_run_now(
+    alice: client.ApiClient, bob: client.ApiClient, team_a: str, team_b: str, running_operator: OperatorProcess
+) -> None:
+    """Asking for a run-now makes alice the scenario's requester: she may patch the scenario, not break team-b."""
+    scenario = create_scenario(bob, team_a, kill_web(team_b), None)
+    annotate = {"metadata": {"annotations": {RUN_NOW_ANNOTATION: "now"}}}
+    custom = client.CustomObjectsApi(alice)
+    message = refused(
+        lambda: custom.patch_namespaced_custom_object(GROUP, VERSION, team_a, "chaosscenarios", scenario, annotate)
+    )
+    assert f'alice cannot delete resource "pods" in the namespace "{team_b}" (needed by pod-kill)' in message
 
 
 def test_alice_cannot_cordon_a_node(

@@ -17,7 +17,7 @@ from coordinator.adapters.certificates import (
     renewed,
     signed_by,
 )
-from coordinator.api.models import API_VERSION, REQUESTED_BY_ANNOTATION, Requester
+from coordinator.api.models import API_VERSION, REQUESTED_BY_ANNOTATION, RUN_NOW_ANNOTATION, Requester
 from coordinator.domain.admission import (
     MUTATE_TESTRUN,
     controlling_scenario,
@@ -160,3 +160,13 @@ def test_a_new_ca_keeps_the_old_one_trusted_until_it_expires() -> None:
     assert rotated.previous_authorities == bundle.authority.cert
     assert rotated.ca_bundle.startswith(rotated.authority.cert)
     assert not signed_by(rotated.serving, bundle.authority)
+
+
+def test_asking_for_a_run_now_records_who_asked() -> None:
+    original = Requester(username="bob").to_annotation()
+    old = body({"a": 1}, original)
+    new = body({"a": 1}, original)
+    new["metadata"]["annotations"][RUN_NOW_ANNOTATION] = "token-1"
+    value = recorded_requester("UPDATE", ALICE, old, new)
+    assert value is not None
+    assert Requester.from_annotation(value).username == "alice", "the run-now run acts with alice's rights"

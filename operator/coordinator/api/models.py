@@ -724,6 +724,9 @@ class ChaosScenarioStatus(Model):
 # the API server authenticated them (JSON of Requester). The webhook overwrites whatever a request carries, so the
 # annotation cannot be forged; a run acts only with this subject's rights (docs/security.md).
 REQUESTED_BY_ANNOTATION = f"{GROUP}/requested-by"
+# On a ChaosScenario: a new value starts one TestRun of it (GitOps re-runs). Setting it counts as asking for the
+# run: the webhook records who set it as the scenario's requester.
+RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
 # On a namespace: every run touching it is aborted (reason Paused) and new runs wait. On the operator's own
 # namespace: the same for the whole cluster (coordinator pause / resume).
 PAUSED_LABEL = f"{GROUP}/paused"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.api.models import API_VERSION, GROUP, REQUESTED_BY_ANNOTATION, VERSION, Requester
+from coordinator.api.models import API_VERSION, GROUP, REQUESTED_BY_ANNOTATION, RUN_NOW_ANNOTATION, VERSION, Requester
 
 # Handler ids: kopf routes a request by the last path segment of the webhook URL.
 MUTATE_TESTRUN = "requested-by-testruns"
@@ -27,12 +27,16 @@ TIMEOUT_SECONDS = 10
 _ANNOTATION = (
     "(has({o}.metadata.annotations) && '{key}' in {o}.metadata.annotations ? {o}.metadata.annotations['{key}'] : '')"
 )
-SPEC_CHANGED = "request.operation == 'CREATE' || object.spec != oldObject.spec"
-REQUESTER_TOUCHED = (
-    f"{SPEC_CHANGED} || "
-    f"{_ANNOTATION.format(o='object', key=REQUESTED_BY_ANNOTATION)} != "
-    f"{_ANNOTATION.format(o='oldObject', key=REQUESTED_BY_ANNOTATION)}"
-)
+
+
+def _changed(key: str) -> str:
+    return f"{_ANNOTATION.format(o='object', key=key)} != {_ANNOTATION.format(o='oldObject', key=key)}"
+
+
+# What a requester asks for: a new object, a new spec, or a run-now of a scenario.
+SPEC_CHANGED = f"request.operation == 'CREATE' || object.spec != oldObject.spec || {_changed(RUN_NOW_ANNOTATION)}"
+TESTRUN_CREATED = "request.operation == 'CREATE'"
+REQUESTER_TOUCHED = f"{SPEC_CHANGED} || {_changed(REQUESTED_BY_ANNOTATION)}"
 
 
 def requester_of(userinfo: Mapping[str, Any]) -> Requester:
@@ -44,10 +48,10 @@ def requester_of(userinfo: Mapping[str, Any]) -> Requester:
     )
 
 
-def _annotation(body: Mapping[str, Any] | None) -> str | None:
+def _annotation(body: Mapping[str, Any] | None, key: str = REQUESTED_BY_ANNOTATION) -> str | None:
     if body is None:
         return None
-    value = ((body.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(key)
     return value if isinstance(value, str) else None
 
 
@@ -72,12 +76,15 @@ def recorded_requester(
 
     - A run the operator creates for a ChaosScenario it controls (a scheduled or run-now run) gets ``inherited``,
       the requester recorded on that scenario, looked up by the webhook (never taken from the request).
-    - A create, or an update that changes the spec, records the requester of this request.
+    - A create, or an update that changes the spec or asks for a run-now, records the requester of this request:
+      a run-now run acts with the rights of whoever asked for it.
     - Any other update keeps the value the object had: a request cannot set, change or remove it.
     """
     if operation == "CREATE" and _valid(inherited):
         return inherited
     if operation == "CREATE" or old is None or old.get("spec") != new.get("spec"):
+        return requester_of(userinfo).to_annotation()
+    if _annotation(old, RUN_NOW_ANNOTATION) != _annotation(new, RUN_NOW_ANNOTATION):
         return requester_of(userinfo).to_annotation()
     return _annotation(old)
 
@@ -185,7 +192,7 @@ def webhook_configurations(
                 VALIDATE_TESTRUN,
                 "testruns",
                 ["CREATE"],
-                "request.operation == 'CREATE'",
+                TESTRUN_CREATED,
                 base,
                 ca_bundle,
                 namespaces,

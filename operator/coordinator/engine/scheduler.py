@@ -21,6 +21,7 @@ from coordinator.api.models import (
     API_VERSION,
     GROUP,
     REQUESTED_BY_ANNOTATION,
+    RUN_NOW_ANNOTATION,
     TERMINAL_PHASES,
     Phase,
     ScenarioScheduling,
@@ -44,8 +45,8 @@ log = logging.getLogger(__name__)
 # On every scheduled TestRun: the scenario's name (cut to a label value) and the time it was scheduled for.
 SCENARIO_LABEL = f"{GROUP}/scenario"
 SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
-# GitOps: set (or change) this annotation on a ChaosScenario, in Git, to start one run of it per new value.
-RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+# GitOps: set (or change) RUN_NOW_ANNOTATION on a ChaosScenario, in Git, to start one run of it per new value.
+__all__ = ["RUN_NOW_ANNOTATION", "SCENARIO_LABEL", "SCHEDULED_AT_ANNOTATION"]
 
 
 def prunable(run: Mapping[str, Any]) -> bool:
