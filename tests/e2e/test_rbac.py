@@ -281,6 +281,10 @@ def test_single_namespace_install_runs_with_rights_in_one_namespace_only(
             ("test-coordinator-leader-election", "test-coordinator-webhook")
         ):
             doc["metadata"]["namespace"] = system
+        elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding") and name == "test-coordinator-authorization":
+            doc["metadata"]["name"] = f"{name}-{system}"
+            if doc["kind"] == "ClusterRoleBinding":
+                doc["roleRef"]["name"] = doc["metadata"]["name"]
         elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding") and name == "test-coordinator-webhook":
             doc["metadata"]["name"] = f"{name}-{system}"
             if doc["kind"] == "ClusterRole":
@@ -298,7 +302,7 @@ def test_single_namespace_install_runs_with_rights_in_one_namespace_only(
         if doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
             doc["subjects"] = [subject]
         docs.append(doc)
-    assert len(docs) == 10
+    assert len(docs) == 12
     (tmp_path / "rbac.yaml").write_text(yaml.safe_dump_all(docs))
     kubectl(installed, "apply", "-f", str(tmp_path / "rbac.yaml"))
     user = f"system:serviceaccount:{system}:{account}"

@@ -107,9 +107,9 @@ async def scenario_requester(
 
 
 @kopf.on.validate(GROUP, VERSION, "testruns", id=VALIDATE_TESTRUN, operations=["CREATE"], persistent=True)
-async def testrun_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def testrun_rights(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a TestRun whose requester lacks a right its scenario needs."""
-    await handle_validate_testrun(memo.client, memo.settings, body)
+    await handle_validate_testrun(memo.client, memo.settings, body, userinfo, memo.operator_username)
 
 
 @kopf.on.validate(
