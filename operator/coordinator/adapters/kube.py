@@ -544,6 +544,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "ChaosScenario": ("/apis/chaos.coordinator.dev/v1alpha1", "chaosscenarios"),
     "TestRun": ("/apis/chaos.coordinator.dev/v1alpha1", "testruns"),
     "Secret": ("/api/v1", "secrets"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     "MutatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
     "ValidatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations"),
 }

@@ -202,3 +202,22 @@ async def mark_serving(client: KubeApi, settings: Settings, serving: bool) -> No
         log.warning(
             "pod %s/%s not found: COORDINATOR_IDENTITY should be the pod's name", settings.namespace, settings.identity
         )
+
+
+async def wait_until_served(client: KubeApi, settings: Settings, deadline: float = 60.0, interval: float = 0.5) -> None:
+    """In the cluster, wait (up to ``deadline`` seconds) until this pod is a ready endpoint of the webhook Service:
+    until then the API server cannot reach the webhooks, and the operator does not call itself ready."""
+    if not settings.webhook_service or not settings.identity:
+        return
+    path = resource_path("EndpointSlice", settings.namespace)
+    selector = f"kubernetes.io/service-name={settings.webhook_service}"
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline
+    while loop.time() < until:
+        for endpoint_slice in await client.list(path, label_selector=selector):
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                ready = (endpoint.get("conditions") or {}).get("ready") is not False
+                if ready and (endpoint.get("targetRef") or {}).get("name") == settings.identity:
+                    return
+        await asyncio.sleep(interval)
+    log.warning("this pod is not an endpoint of Service %s after %.0fs", settings.webhook_service, deadline)

@@ -22,7 +22,14 @@ from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import REQUESTED_BY_ANNOTATION
 from coordinator.domain.admission import controlling_scenario, recorded_requester
 from coordinator.engine.admission_rights import scenario_admission_refusals, testrun_admission_refusals
-from coordinator.engine.webhooks import ensure_bundle, ensure_namespace, mark_serving, register, write_files
+from coordinator.engine.webhooks import (
+    ensure_bundle,
+    ensure_namespace,
+    mark_serving,
+    register,
+    wait_until_served,
+    write_files,
+)
 from coordinator.settings import Settings
 
 log = logging.getLogger("coordinator.webhooks")
@@ -55,6 +62,7 @@ class CoordinatorWebhookServer(kopf.WebhookServer):
             # kopf read the CA bundle from our cafile: what it serves is what the configurations trust.
             await register(self._client, self._settings, self._settings.webhook_port, str(config.get("caBundle", "")))
             await mark_serving(self._client, self._settings, True)
+            await wait_until_served(self._client, self._settings)
             self.registered.set()
             yield config
 
