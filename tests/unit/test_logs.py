@@ -14,7 +14,7 @@ import structlog
 
 from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
 from coordinator.domain.runs import RunInfo
-from coordinator.observability.logs import RunLogger, configure_logging, run_context
+from coordinator.observability.logs import RunLogger, admission_chatter, configure_logging, run_context
 
 
 @pytest.fixture
@@ -170,3 +170,13 @@ def test_help_is_help_not_a_docstring(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "Entry point" not in out
     assert "chaos tests on Kubernetes" in out
+
+
+def test_kopfs_admission_successes_are_dropped_and_its_failures_kept() -> None:
+    def record(message: str, level: int = logging.INFO, name: str = "kopf.objects") -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, None, None)
+
+    assert not admission_chatter(record("Webhook 'requested-by-testruns' succeeded."))
+    assert admission_chatter(record("Webhook 'rights-testruns' failed permanently: no", logging.ERROR))
+    assert admission_chatter(record("Handler 'testrun_daemon' succeeded."))
+    assert admission_chatter(record("Webhook 'x' succeeded.", name="coordinator"))

@@ -8,6 +8,7 @@ caBundle: starting the operator is all it takes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import tempfile
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kopf
 
 from coordinator.adapters.kube import ApiError, KubeApi, resource_path
@@ -34,6 +36,8 @@ from coordinator.settings import Settings
 
 log = logging.getLogger("coordinator.webhooks")
 
+# An AdmissionReview of an update carries the object twice; the API server stores objects of up to 1.5 MiB.
+MAX_REVIEW_BYTES = 4 * 1024 * 1024
 # How often the stored certificate is checked for renewal (and a renewal by another replica picked up).
 RENEWAL_CHECK_INTERVAL = 3600.0
 
@@ -58,13 +62,36 @@ class CoordinatorWebhookServer(kopf.WebhookServer):
         self.registered = asyncio.Event()
 
     async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        async for config in super().__call__(fn):
-            # kopf read the CA bundle from our cafile: what it serves is what the configurations trust.
-            await register(self._client, self._settings, self._settings.webhook_port, str(config.get("caBundle", "")))
-            await mark_serving(self._client, self._settings, True)
-            await wait_until_served(self._client, self._settings)
-            self.registered.set()
-            yield config
+        """Serve until stopped; (re)start, and write the configurations, whenever the certificate files change.
+
+        kopf's own loop, but for the request size: its aiohttp default (1 MiB) refused the AdmissionReview of a
+        ChaosScenario the API server stores (up to 1.5 MiB, twice in an update's review) with 413.
+        """
+
+        async def serve(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            return await self._serve(fn, request)
+
+        while True:
+            cadata, context = self._build_ssl()
+            app = aiohttp.web.Application(client_max_size=MAX_REVIEW_BYTES)
+            app.add_routes([aiohttp.web.post("/{id:.*}", serve)])
+            runner = aiohttp.web.AppRunner(app, handle_signals=False)
+            await runner.setup()
+            try:
+                site = aiohttp.web.TCPSite(
+                    runner, self.addr, self.port, ssl_context=context, reuse_port=True, reuse_address=True
+                )
+                await site.start()
+                bundle = base64.b64encode(cadata or b"").decode()
+                await register(self._client, self._settings, self._settings.webhook_port, bundle)
+                await mark_serving(self._client, self._settings, True)
+                await wait_until_served(self._client, self._settings)
+                self.registered.set()
+                yield kopf.WebhookClientConfig(url=f"https://{self.host}:{self.port}", caBundle=bundle)
+                await self._WebhookServer__sleep_forever_or_until_ssl_files_change()  # type: ignore[attr-defined]
+                log.info("webhook certificate files changed: serving the renewed certificate")
+            finally:
+                await runner.cleanup()
 
 
 async def operator_username(client: KubeApi) -> str | None:

@@ -59,6 +59,15 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+def admission_chatter(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Webhook '<id>' succeeded." (one per admitted create or change, below DEBUG): a new object has
+    no UID yet to correlate it with, and refusals are logged by the API server's caller. Failures still pass."""
+    if record.name == "kopf.objects" and record.levelno < logging.WARNING and logging.getLogger().level > logging.DEBUG:
+        message = record.getMessage()
+        return not (message.startswith("Webhook '") and message.endswith("' succeeded."))
+    return True
+
+
 def configure_logging(log_format: LogFormat = "json", level: int | str = logging.INFO) -> logging.Handler:
     """Route structlog and stdlib logging to one handler on stderr, rendered as ``log_format``; return it."""
     shared = _shared_processors()
@@ -87,6 +96,7 @@ def configure_logging(log_format: LogFormat = "json", level: int | str = logging
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+    handler.addFilter(admission_chatter)
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)  # Python warnings become log records too: nothing bypasses the format
