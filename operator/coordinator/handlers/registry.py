@@ -14,6 +14,7 @@ import kopf
 
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
 from coordinator.domain.labelselectors import Selector, parse_selector
+from coordinator.engine.pausing import PauseFollower
 from coordinator.engine.scheduler import run_now_due
 from coordinator.handlers.diffbase import NoDiffBase
 from coordinator.handlers.history import handle_mirror_testrun
@@ -48,6 +49,21 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # and its RBAC grants none: do not ask for it.
     if ours.watched and not ours.watches_patterns:
         settings.scanning.disabled = True
+
+
+# The emergency stop (engine/pausing.py): the paused namespaces are read before kopf starts, so no run is admitted
+# before they are known, then followed for every run to consult without a request.
+@kopf.on.startup()
+async def follow_pauses(memo: kopf.Memo, **_: Any) -> None:
+    """Read which namespaces carry chaos.coordinator.dev/paused=true, then keep following the label."""
+    memo.pauses = PauseFollower(memo.client, memo.settings)
+    await memo.pauses.start()
+
+
+@kopf.on.cleanup()
+async def stop_following_pauses(memo: kopf.Memo, **_: Any) -> None:
+    """Stop following the pause label."""
+    await memo.pauses.stop()
 
 
 @kopf.on.login()
