@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import time
 from typing import Any
 
@@ -158,6 +159,7 @@ async def one_round(client: KubeClient, runs: int, scope: str, index: int, profi
         target = namespace if scope == "namespace" else SYSTEM
         # Only the pause itself is profiled: from the label to the last run ended.
         profiler = Profiler(profile_pid, f"pause-{index}") if profile_pid else None
+        load = os.getloadavg()[0]
         paused_at.append(time.monotonic())
         await client.patch(resource_path("Namespace", name=target), {"metadata": {"labels": {PAUSED_LABEL: "true"}}})
 
@@ -176,6 +178,8 @@ async def one_round(client: KubeClient, runs: int, scope: str, index: int, profi
             "last_revert_seconds": round(last_revert[0] - paused_at[0], 3),
             "last_run_ended_seconds": round(last_end[0] - paused_at[0], 3),
             "reasons": sorted(str(r) for r in reasons),
+            # The machine is shared: its 1-minute load average when the label went on, to read a slow round by.
+            "load_average_at_pause": round(load, 2),
         }
         if profile is not None:
             result["profile"] = profile
@@ -206,7 +210,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     result = await one_round(client, args.runs, args.scope, index, op.pid if args.profile else None)
                     print(
                         f"round {index + 1}: last revert {result['last_revert_seconds']} s, last run ended "
-                        f"{result['last_run_ended_seconds']} s (ramp-up {result['ramp_seconds']} s)",
+                        f"{result['last_run_ended_seconds']} s (ramp-up {result['ramp_seconds']} s, load average "
+                        f"{result['load_average_at_pause']})",
                         flush=True,
                     )
                     rounds.append(result)
