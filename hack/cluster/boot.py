@@ -478,6 +478,9 @@ def _up(cluster: Cluster, binaries: Binaries) -> float:
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota,"
             "PodSecurity,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,MutatingAdmissionWebhook"
             + (",NodeRestriction" if cluster.real_nodes else ""),
+            # Admission webhooks served by pods (the installed operator's) are dialled at their endpoints, as on
+            # kind, rather than through the Service's ClusterIP from the host.
+            "--enable-aggregator-routing=true",
             # COORDINATOR_CLUSTER_PROFILING=1 serves /debug/pprof (benchmarks/README.md: profiling the API server).
             f"--profiling={'true' if os.environ.get('COORDINATOR_CLUSTER_PROFILING') == '1' else 'false'}",
             "--v=1",

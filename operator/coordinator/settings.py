@@ -61,6 +61,27 @@ class Settings(BaseSettings):
         description="Allow Node targets (node-cordon, node-drain) at all; the requester must still be allowed to "
         "patch nodes and evict pods. The cluster-wide install sets it.",
     )
+    webhook_port: int = Field(
+        default=9443, ge=1, le=65535, description="Port the admission webhooks are served on (HTTPS)."
+    )
+    webhook_address: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the admission webhooks listen on; 0.0.0.0 in the cluster (behind the Service).",
+    )
+    webhook_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Host name or address the API server reaches the webhooks at when run as a local process "
+        "(https://<host>:<port>); the serving certificate covers it.",
+    )
+    webhook_service: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+        description="In the cluster: the Service in the operator's namespace that fronts the webhooks; the "
+        "configurations then name it instead of a URL.",
+    )
     # A pod-kill run costs the operator's client 11 requests (benchmarks/README.md): 300/s sustains 27 runs/s.
     # The burst covers a step over 1,000 targets (10 % of 10,000 pods: 1,000 deletions, 100 Events) at once,
     # and 100 runs created at once up to their first injection (about 6 requests each).

@@ -37,8 +37,13 @@ def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorPr
         kubeconfig,
         log_dir,
         namespaces=[f"{SESSION_PREFIX}-*"],
-        # kwok starts no containers: an in-pod agent is reported unconfirmed after 3 s instead of 60.
-        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"), "COORDINATOR_AGENT_START_TIMEOUT": "3"},
+        # kwok starts no containers: an in-pod agent is reported unconfirmed after 3 s instead of 60. Node faults
+        # (test_workload_faults, test_safety, the node examples) need Node targets on, as the cluster-wide install.
+        env={
+            "COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"),
+            "COORDINATOR_AGENT_START_TIMEOUT": "3",
+            "COORDINATOR_NODE_TARGETING": "true",
+        },
     )
     proc.start()
     yield proc
@@ -211,3 +216,30 @@ def own_operator(
             description=f"namespace {namespace} deleted",
         )
         operator.stop()
+
+
+SESSION_WEBHOOKS = "test-coordinator.chaos.coordinator.dev"
+
+
+@pytest.fixture(autouse=True)
+def only_the_session_webhooks(
+    operator: OperatorProcess, admissionregistration: client.AdmissionregistrationV1Api
+) -> Iterator[None]:
+    """The admission webhooks fail closed, so every test runs with the session operator up: it serves the webhooks
+    of the operator namespace test-coordinator, which every operator process of that namespace shares (port and
+    certificate). After each test, remove the configurations an operator of a namespace of its own registered,
+    since that operator has stopped."""
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()  # a test that killed it did not live to restart it
+    yield
+    for kind in ("mutating", "validating"):
+        listed = getattr(admissionregistration, f"list_{kind}_webhook_configuration")().items
+        for configuration in listed:
+            name = configuration.metadata.name
+            if name != SESSION_WEBHOOKS and name.endswith(".chaos.coordinator.dev"):
+                getattr(admissionregistration, f"delete_{kind}_webhook_configuration")(name)
+
+
+@pytest.fixture(scope="session")
+def admissionregistration(api_client: client.ApiClient) -> client.AdmissionregistrationV1Api:
+    return client.AdmissionregistrationV1Api(api_client)

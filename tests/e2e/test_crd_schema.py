@@ -104,6 +104,21 @@ def test_valid_objects_are_accepted_and_defaulted(custom: client.CustomObjectsAp
     assert "seed" not in spec
 
 
+def test_audit_trail_needs_neither_a_probe_nor_an_expected_value(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    body = scenario_body("audited")
+    body["spec"]["assertions"] = [{"name": "trail", "type": "audit_trail"}]
+    assert create(custom, namespace, body)["spec"]["assertions"] == [
+        {"name": "trail", "type": "audit_trail", "percentile": 95}
+    ]
+    body = scenario_body("unaudited")
+    body["spec"]["assertions"] = [{"name": "health", "type": "service_health"}]
+    with pytest.raises(ApiException) as caught:
+        create(custom, namespace, body)
+    assert "probe is required for this assertion type" in message_of(caught.value)
+
+
 def test_every_fault_type_with_its_options_is_accepted(custom: client.CustomObjectsApi, namespace: str) -> None:
     body = scenario_body("everything")
     body["spec"].update(

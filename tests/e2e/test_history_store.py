@@ -4,7 +4,11 @@ target locks, live progress and the report cache on real Redis and on their in-p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, Table, func, inspect, select
 from sqlalchemy.engine import Connection
 
 from coordinator.domain.percentiles import percentile
@@ -38,6 +42,8 @@ from coordinator.history.store import HistoryStore, HistoryUnavailable, fetch_re
 from coordinator.testing.process import free_port
 from coordinator.testing.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
 from support.testruns import T0, finished_testrun
+
+ALICE = {"username": "alice", "uid": "alice-uid", "groups": ["team-a", "system:authenticated"]}
 
 
 def _instance() -> str:
@@ -85,20 +91,48 @@ async def test_upgrade_is_idempotent_and_reports_the_head_revision(store: Histor
     assert await store.upgrade() == SCHEMA_HEAD
 
 
+def _write_first_release_run(connection: Connection, prefix: str, uid: str) -> None:
+    """A run as release 0001 wrote it, into the tables as they were then (reflected: today's models have more)."""
+    metadata = MetaData()
+    scenarios = Table(f"{prefix}_scenarios", metadata, autoload_with=connection)
+    runs = Table(f"{prefix}_test_runs", metadata, autoload_with=connection)
+    assert "requested_by" not in runs.c
+    scenario_id = connection.execute(
+        scenarios.insert().values(namespace="shop", name="kill-web", first_seen_at=T0, last_seen_at=T0)
+    ).inserted_primary_key[0]
+    connection.execute(
+        runs.insert().values(
+            uid=uid,
+            namespace="shop",
+            name="old-run",
+            scenario_id=scenario_id,
+            phase="Passed",
+            passed=True,
+            dry_run=False,
+            completed_at=T0,
+            status={"phase": "Passed"},
+            mirrored_at=T0,
+        )
+    )
+
+
 async def test_a_first_release_database_upgrades_with_its_runs(database_url: str) -> None:
     """Tables made by revision 0001, with runs in them, reach the head: the runs stay, the namespace index
-    gains the report's columns (0002), and the namespace report still counts them."""
+    gains the report's columns (0002), the runs gain requested_by, NULL for them (0003), and the namespace report
+    still counts them."""
     from coordinator.history import migrations
 
     history = HistoryStore(database_url, _instance())
     prefix = history.tables.prefix
+    uid = str(uuid.uuid4())
     try:
         async with history.engine.begin() as conn:
             assert await conn.run_sync(migrations.upgrade, prefix, "0001") == "0001"
-        history._schema_ready = True  # write through the current models into the 0001 tables
-        await history.upsert_run(finished_testrun(name="old-run", namespace="shop"))
-        history._schema_ready = False
+            await conn.run_sync(_write_first_release_run, prefix, uid)
         assert await history.upgrade() == SCHEMA_HEAD
+        old = await history.get_run(uid)
+        assert old is not None
+        assert old["requested_by"] is None, "nobody was recorded before 0003"
 
         def namespace_index(connection: Connection) -> list[str | None]:
             indexes = inspect(connection).get_indexes(f"{prefix}_test_runs")
@@ -169,6 +203,21 @@ async def test_a_stored_run_keeps_its_status_and_columns(store: HistoryStore) ->
     assert stored["completed_at"] == T0
     assert stored["recovery_seconds"] == 2.5
     assert stored["status"]["steps"][0]["name"] == "kill"
+
+
+async def test_a_stored_run_keeps_who_asked_for_it(store: HistoryStore) -> None:
+    asked = finished_testrun(name="asked", requested_by=ALICE)
+    unknown = finished_testrun(name="unknown")
+    await store.upsert_records([run_record(asked), run_record(unknown)])
+    stored = await store.get_run(asked["metadata"]["uid"])
+    assert stored is not None
+    assert stored["requested_by"] == ALICE
+    assert stored["status"]["requestedBy"] == ALICE
+    runs = store.tables.test_runs
+    async with store.engine.connect() as conn:
+        nulls = await conn.execute(select(runs.c.name).where(runs.c.requested_by.is_(None)))
+        assert list(nulls.scalars()) == ["unknown"], "no requester is SQL NULL, not the JSON value null"
+        assert (await conn.execute(select(func.count()).select_from(runs))).scalar_one() == 2
 
 
 async def test_events_carry_target_and_timestamps(store: HistoryStore) -> None:
@@ -308,6 +357,49 @@ async def test_report_lists_runs_only_when_asked(filled: HistoryStore) -> None:
     listed = await filled.report(ReportFilters(namespace="shop"), include_runs=True)
     assert without.runs == ()
     assert len(listed.runs) == 7
+
+
+def test_the_json_report_lists_every_run_with_its_correlation_id_and_requester(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``coordinator report --format json`` over a store holding runs with and without a recorded requester."""
+    instance = _instance()
+
+    async def fill() -> list[dict[str, Any]]:
+        history = HistoryStore(database_url, instance)
+        runs = [
+            finished_testrun(name="asked", requested_by=ALICE),
+            finished_testrun(name="failed", phase="Failed", requested_by=ALICE, completed=T0 + timedelta(minutes=1)),
+            finished_testrun(name="unknown", completed=T0 + timedelta(minutes=2)),
+        ]
+        try:
+            await history.upgrade()
+            await history.upsert_records([run_record(run) for run in runs])
+        finally:
+            await history.close()
+        return runs
+
+    runs = asyncio.run(fill())
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COORDINATOR_")}
+    env |= {"COORDINATOR_DATABASE_URL": database_url, "COORDINATOR_INSTANCE_NAME": instance}
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli.main", "report", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    listed = {run["name"]: run for run in data["runs"]}
+    uids = {run["metadata"]["name"]: run["metadata"]["uid"] for run in runs}
+    assert {name: run["correlationId"] for name, run in listed.items()} == uids
+    assert listed["asked"]["requestedBy"] == ALICE
+    assert listed["unknown"]["requestedBy"] is None
+    (failure,) = data["scenarios"][0]["last_failures"]
+    assert (failure["name"], failure["correlationId"], failure["requestedBy"]) == ("failed", uids["failed"], ALICE)
 
 
 async def test_report_is_served_from_the_cache_until_a_run_is_mirrored(filled: HistoryStore) -> None:

@@ -128,3 +128,6 @@ def test_metrics_health_and_logs_after_a_run(
     injected = next(r for r in ours if r["event"] == "fault injected")
     assert injected["target"] == f"Deployment {ns}/web"
     assert any(r["logger"].startswith("kopf") for r in mine), "kopf's own lines about the run carry its context"
+    uid = chaos.get_run(run)["metadata"]["uid"]
+    without = [r["event"] for r in mine if r.get("correlation_id") != uid]
+    assert not without, f"lines about the run without its correlation ID (its UID): {without}"

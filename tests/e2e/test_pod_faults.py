@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client, watch
 
 from conftest import make_deployment, ready_pods, wait_ready
+from coordinator.api.models import REQUESTED_BY_ANNOTATION
 from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos, pod_kill_spec
 
@@ -148,7 +149,12 @@ def test_a_finished_run_is_left_with_its_status_only(
     def record() -> None:
         for event in watch_runs(stream, custom, ns, since, timeout=60):
             metadata = event["object"]["metadata"]
-            ours.update(key for key in metadata.get("annotations") or {} if GROUP in key or "kopf" in key)
+            # The requester is recorded at admission (docs/security.md), not by the run: it stays.
+            ours.update(
+                key
+                for key in metadata.get("annotations") or {}
+                if (GROUP in key or "kopf" in key) and key != REQUESTED_BY_ANNOTATION
+            )
             state = (bool(metadata.get("finalizers")), (event["object"].get("status") or {}).get("phase"))
             if not states or states[-1] != state:
                 states.append(state)
@@ -197,6 +203,12 @@ def test_pod_failure_swaps_images_and_restores_them(
         description="ChaosInjected/ChaosReverted events on the pod",
     )
     wait_for(lambda: "Reverted" in chaos.events(run), timeout=10, description="a Reverted event on the TestRun")
+    # Every Event about the run, on the pods and on the TestRun, carries its correlation ID: the run's UID.
+    uid = chaos.get_run(run)["metadata"]["uid"]
+    for name in (names[0], run):
+        correlations = chaos.event_correlations(name)
+        assert correlations, name
+        assert all(ids == {uid} for ids in correlations.values()), (name, correlations)
 
 
 def test_scenario_status_counts_every_run_once(chaos: Chaos, core: client.CoreV1Api, apps: client.AppsV1Api) -> None:

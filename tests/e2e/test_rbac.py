@@ -67,18 +67,35 @@ def can_i(admin: Path, user: str, *args: str) -> bool:
     return proc.stdout.strip() == "yes"
 
 
+WEBHOOK_CONFIGURATIONS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+
+
 @pytest.fixture(scope="module")
-def installed(kubeconfig: Path, crds_installed: list[str]) -> Path:
-    """`kubectl apply -k manifests/` (server-side, as the same field manager as the CRD fixture)."""
+def installed(kubeconfig: Path, crds_installed: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`kubectl apply -k manifests/` (server-side, as the same field manager as the CRD fixture).
+
+    The webhook configurations are created only when absent: the operators here run as local processes and point
+    them at themselves (patch, which the install's rights allow) instead of the Service, which has no endpoints on
+    kwok nodes; applying the install's over theirs would name both a URL and a Service."""
+    rendered = [d for d in yaml.safe_load_all(kubectl(kubeconfig, "kustomize", str(MANIFESTS)).stdout) if d]
+    directory = tmp_path_factory.mktemp("install")
+    (directory / "install.yaml").write_text(
+        yaml.safe_dump_all([d for d in rendered if d["kind"] not in WEBHOOK_CONFIGURATIONS])
+    )
+    (directory / "webhooks.yaml").write_text(
+        yaml.safe_dump_all([d for d in rendered if d["kind"] in WEBHOOK_CONFIGURATIONS])
+    )
     kubectl(
         kubeconfig,
         "apply",
         "--server-side",
         "--force-conflicts",
         "--field-manager=coordinator-tests",
-        "-k",
-        str(MANIFESTS),
+        "-f",
+        str(directory / "install.yaml"),
     )
+    created = kubectl(kubeconfig, "create", "-f", str(directory / "webhooks.yaml"), check=False)
+    assert created.returncode == 0 or "AlreadyExists" in created.stderr, created.stderr
     return kubeconfig
 
 
@@ -255,17 +272,37 @@ def test_single_namespace_install_runs_with_rights_in_one_namespace_only(
         kubectl(installed, "kustomize", str(MANIFESTS / "overlays" / "single-namespace")).stdout
     )
     docs = []
+    webhooks = f"{system}.chaos.coordinator.dev"  # the operator's webhook configurations, named for its namespace
     for doc in rendered:
-        if doc["kind"] == "RoleBinding" and doc["metadata"]["name"] == "test-coordinator":
+        name = doc["metadata"]["name"]
+        if doc["kind"] == "RoleBinding" and name == "test-coordinator":
             doc["metadata"]["namespace"] = target
-        elif doc["kind"] in ("Role", "RoleBinding") and doc["metadata"]["name"] == "test-coordinator-leader-election":
+        elif doc["kind"] in ("Role", "RoleBinding", "Secret") and name.startswith(
+            ("test-coordinator-leader-election", "test-coordinator-webhook")
+        ):
             doc["metadata"]["namespace"] = system
+        elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding") and name == "test-coordinator-authorization":
+            doc["metadata"]["name"] = f"{name}-{system}"
+            if doc["kind"] == "ClusterRoleBinding":
+                doc["roleRef"]["name"] = doc["metadata"]["name"]
+        elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding") and name == "test-coordinator-webhook":
+            doc["metadata"]["name"] = f"{name}-{system}"
+            if doc["kind"] == "ClusterRole":
+                doc["rules"][0]["resourceNames"] = [webhooks]
+            else:
+                doc["roleRef"]["name"] = doc["metadata"]["name"]
+        elif doc["kind"] in WEBHOOK_CONFIGURATIONS:
+            doc["metadata"]["name"] = webhooks
+            for hook in doc["webhooks"]:
+                hook["clientConfig"]["service"]["namespace"] = system
+                assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["chaos-sandbox"]
+                hook["namespaceSelector"]["matchExpressions"][0]["values"] = [target]
         else:
             continue
-        if doc["kind"] == "RoleBinding":
+        if doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
             doc["subjects"] = [subject]
         docs.append(doc)
-    assert len(docs) == 3
+    assert len(docs) == 12
     (tmp_path / "rbac.yaml").write_text(yaml.safe_dump_all(docs))
     kubectl(installed, "apply", "-f", str(tmp_path / "rbac.yaml"))
     user = f"system:serviceaccount:{system}:{account}"

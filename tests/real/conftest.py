@@ -68,6 +68,9 @@ def cluster() -> Iterator[ClusterUnderTest]:
         _cluster_command("down")
 
 
+HOST_OPERATOR_NAMESPACE = "coordinator-host"
+
+
 @pytest.fixture(scope="session")
 def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorProcess]:
     """The operator as a host process for the tier's fault tests (test_operator_in_cluster.py runs its image)."""
@@ -76,7 +79,14 @@ def operator(kubeconfig: Path, crds_installed: list[str]) -> Iterator[OperatorPr
         kubeconfig,
         log_dir,
         namespaces=[f"{SESSION_PREFIX}-*"],
-        env={"COORDINATOR_HISTORY_PATH": str(log_dir / "history.db")},
+        # A namespace of its own, not the install's (test-coordinator): the installed operator's webhook
+        # configurations, certificate Secret and namespace come and go with test_real_node_and_operator.py.
+        # test_real_node_and_operator drains the real node: Node targets on, as the cluster-wide install.
+        env={
+            "COORDINATOR_HISTORY_PATH": str(log_dir / "history.db"),
+            "COORDINATOR_NAMESPACE": HOST_OPERATOR_NAMESPACE,
+            "COORDINATOR_NODE_TARGETING": "true",
+        },
     )
     proc.start()
     yield proc

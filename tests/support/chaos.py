@@ -76,6 +76,20 @@ class Chaos:
         ).items
         return [e.reason for e in events]
 
+    def event_correlations(self, name: str, namespace: str | None = None) -> dict[str, set[str | None]]:
+        """The correlation IDs (annotation chaos.coordinator.dev/correlation-id) of the operator's Events on ``name``
+        (not the scheduler's or the kubelet's), by reason."""
+        events = self.core.list_namespaced_event(
+            namespace or self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
+        found: dict[str, set[str | None]] = {}
+        for event in events:
+            if event.reporting_component != "test-coordinator":
+                continue
+            annotations = event.metadata.annotations or {}
+            found.setdefault(event.reason, set()).add(annotations.get("chaos.coordinator.dev/correlation-id"))
+        return found
+
 
 def pod_kill_spec(
     labels: dict[str, str], mode: str = "one", value: int | None = None, duration: str = "1s"

@@ -21,6 +21,11 @@ depends on it:
 - ``GET /version``: ``version``; every request waits ``latency`` seconds first (a slow API server).
 - ``watch``: the events of a collection after a ``resourceVersion`` (or ADDED for what exists), then new ones as
   they happen, until ``timeout_seconds`` of loop time pass.
+- SubjectAccessReviews (``create`` of ``engine.authorization.SUBJECT_ACCESS_REVIEWS``): allowed, unless
+  :meth:`FakeKube.refuse_access` refused that (user, verb, resource, namespace); recorded as verb ``review`` (not a
+  write), nothing stored.
+- The operator's mutating admission webhook, as far as runs depend on it: a ChaosScenario or TestRun stored without
+  the requested-by annotation gets ``requester``'s (``FAKE_REQUESTER`` unless changed; None stores none).
 
 Every request is recorded in ``calls`` (verb, path, body, params), every write in ``events`` (``written``
 reads them by collection). ``fail`` makes chosen requests raise an ``ApiError`` (an API server that is down, a
@@ -52,13 +57,19 @@ from coordinator.adapters.kube import (
     ListedItems,
     resource_path,
 )
+from coordinator.api.models import REQUESTED_BY_ANNOTATION, Requester
 from coordinator.domain.labelselectors import parse_selector
 from coordinator.domain.timestamps import format_iso_seconds
+from coordinator.engine.authorization import SUBJECT_ACCESS_REVIEWS
 
 # Collections whose objects have no status subresource: a write to the object's own path may set status.
 NO_STATUS_SUBRESOURCE = frozenset({"events", "leases", "configmaps", "secrets", "serviceaccounts"})
 SUBRESOURCES = frozenset({"status", "scale", "log", "eviction", "ephemeralcontainers"})
 
+# Who created the runs and scenarios of unit tests, unless a test says otherwise.
+FAKE_REQUESTER = Requester(username="tester", uid="tester-uid", groups=["system:authenticated"])
+# The objects whose creator the admission webhook records.
+_REQUESTED = re.compile(r"^/apis/chaos\.coordinator\.dev/[^/]+/namespaces/[^/]+/(testruns|chaosscenarios)/[^/]+$")
 # .../namespaces/<namespace>/<plural>/<name>
 _NAMESPACED = re.compile(r"^(?P<prefix>.*)/namespaces/(?P<namespace>[^/]+)/(?P<plural>[^/]+)/(?P<name>[^/]+)$")
 
@@ -117,7 +128,8 @@ def _field_selector_matches(obj: Mapping[str, Any], selector: str | None) -> boo
 @dataclass(frozen=True)
 class Call:
     """One request as the fake received it: ``verb`` is ``get``, ``list``, ``watch``, ``create``, ``patch``,
-    ``update`` (PUT) or ``delete``; ``path`` is the object's own for a create (the collection's plus the name)."""
+    ``update`` (PUT), ``delete`` or ``review`` (a SubjectAccessReview); ``path`` is the object's own for a create
+    (the collection's plus the name)."""
 
     verb: str
     path: str
@@ -187,6 +199,10 @@ class FakeKube:
         """Seconds (of loop time) each request takes before it is answered: a slow API server."""
         self.version: JSON = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}
         """What ``GET /version`` answers."""
+        self.requester: Requester | None = FAKE_REQUESTER
+        """Recorded as the requester of a ChaosScenario or TestRun stored without one (None: not recorded)."""
+        self.refused_access: set[tuple[str, str, str, str | None]] = set()
+        """(user, verb, resource[/subresource], namespace or None) that SubjectAccessReviews refuse."""
 
     # --- seeding and inspecting ---------------------------------------------------------------------------
 
@@ -195,6 +211,9 @@ class FakeKube:
         ``uid``, ``generation``, ``creationTimestamp`` filled in when absent, a new ``resourceVersion``."""
         stored = copy.deepcopy(obj)
         metadata = stored.setdefault("metadata", {})
+        if self.requester is not None and _REQUESTED.match(path):
+            annotations = metadata.setdefault("annotations", {})
+            annotations.setdefault(REQUESTED_BY_ANNOTATION, self.requester.to_annotation())
         metadata.setdefault("name", path.rsplit("/", 1)[1])
         if match := _NAMESPACED.match(path):
             metadata.setdefault("namespace", match["namespace"])
@@ -232,6 +251,15 @@ class FakeKube:
 
     def recover(self) -> None:
         self._failures.clear()
+
+    def refuse_access(self, user: str, verb: str, resource: str, namespace: str | None = None) -> None:
+        """Make SubjectAccessReviews refuse ``user`` to ``verb`` ``resource`` (``pods/eviction`` for a
+        subresource) in ``namespace`` (None: at the cluster scope). Everything else is allowed."""
+        self.refused_access.add((user, verb, resource, namespace))
+
+    def reviews(self) -> list[JSON]:
+        """The ``spec.resourceAttributes`` of every SubjectAccessReview asked, in order."""
+        return [c.body["spec"]["resourceAttributes"] for c in self.calls_of("review")]
 
     # --- the KubeApi protocol -------------------------------------------------------------------------------
 
@@ -307,6 +335,8 @@ class FakeKube:
         return [Listed.of(msgspec.Raw(orjson.dumps(item))) for item in items]
 
     async def create(self, path: str, body: JSON) -> JSON:
+        if path == SUBJECT_ACCESS_REVIEWS:
+            return await self._review(body)
         metadata = dict(body.get("metadata") or {})
         if not metadata.get("name"):
             if not metadata.get("generateName"):
@@ -397,6 +427,15 @@ class FakeKube:
     ) -> list[JSON]:
         await self._record("list", path, params={"labelSelector": label_selector, "fieldSelector": field_selector})
         return self._items(path, label_selector, field_selector)
+
+    async def _review(self, body: JSON) -> JSON:
+        await self._record("review", SUBJECT_ACCESS_REVIEWS, body)
+        spec = body["spec"]
+        attributes = spec["resourceAttributes"]
+        resource = "/".join(part for part in (attributes["resource"], attributes.get("subresource")) if part)
+        asked = (spec["user"], attributes["verb"], resource, attributes.get("namespace") or None)
+        allowed = asked not in self.refused_access
+        return {**body, "status": {"allowed": allowed, **({} if allowed else {"reason": "refused by the test"})}}
 
     # --- the server's bookkeeping -----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ def finished_testrun(
     message: str | None = None,
     assertions: list[dict[str, Any]] | None = None,
     probes: list[dict[str, Any]] | None = None,
+    requested_by: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A TestRun that ended in ``phase`` at ``completed``, with one pod-kill step on ``targets``."""
     started = completed - timedelta(seconds=10)
@@ -89,6 +90,8 @@ def finished_testrun(
     }
     if recovery is not None:
         status["recoveryTimeSeconds"] = recovery
+    if requested_by is not None:
+        status["requestedBy"] = requested_by
     return {
         "apiVersion": "chaos.coordinator.dev/v1alpha1",
         "kind": "TestRun",

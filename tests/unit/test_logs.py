@@ -55,16 +55,24 @@ def test_stdlib_records_become_json_lines(captured: io.StringIO) -> None:
 def test_kopf_object_records_carry_namespace_and_run(captured: io.StringIO) -> None:
     _configure(captured)
     # What kopf's ObjectLogger attaches to each record about the object being handled.
-    ref = {"apiVersion": "chaos.coordinator.dev/v1alpha1", "kind": "TestRun", "name": "run-1", "namespace": "shop"}
+    ref = {
+        "apiVersion": "chaos.coordinator.dev/v1alpha1",
+        "kind": "TestRun",
+        "name": "run-1",
+        "namespace": "shop",
+        "uid": "0b6f1f8e-5c1a-4d1e-9a53-2f3c7f1b9e10",
+    }
     logging.getLogger("kopf.objects").info("Handler 'testrun_deleted' succeeded.", extra={"k8s_ref": ref})
     other = {"kind": "ChaosScenario", "name": "kill-web", "namespace": "shop"}
     extras = {"k8s_ref": other, "settings": kopf.OperatorSettings(), "k8s_skip": True}
     logging.getLogger("kopf.objects").info("Timer succeeded.", extra=extras)
     first, second = _records(captured)
     assert (first["namespace"], first["run"]) == ("shop", "run-1")
+    assert first["correlation_id"] == "0b6f1f8e-5c1a-4d1e-9a53-2f3c7f1b9e10", "kopf's lines about a run carry its UID"
     assert first["event"] == "Handler 'testrun_deleted' succeeded."
     assert second["object"] == "ChaosScenario/kill-web"
     assert "settings" not in second, "kopf's internal extras stay out of the line"
+    assert "correlation_id" not in second, "only runs have a correlation ID"
 
 
 def test_bound_context_reaches_stdlib_records_of_the_same_task(captured: io.StringIO) -> None:
@@ -119,6 +127,7 @@ def test_run_logger_logs_run_events_with_context(captured: io.StringIO) -> None:
     assert [r["event"] for r in records] == ["run started", "fault injected", "fault reverted", "run finished"]
     for record in records:
         assert (record["namespace"], record["run"], record["scenario"]) == ("shop", "run-1", "shop/kill-web")
+        assert record["correlation_id"] == "u"
     assert records[1]["target"] == "Deployment shop/web"
     assert records[1]["fault"] == "scale"
     assert records[3]["level"] == "warning"
@@ -128,13 +137,18 @@ def test_run_logger_logs_run_events_with_context(captured: io.StringIO) -> None:
 def test_run_context_of_kopf_bodies() -> None:
     run = {
         "kind": "TestRun",
-        "metadata": {"namespace": "shop", "name": "run-1"},
+        "metadata": {"namespace": "shop", "name": "run-1", "uid": "u-1"},
         "spec": {"scenarioRef": {"name": "kill-web"}},
     }
-    assert run_context(run) == {"namespace": "shop", "run": "run-1", "scenario": "shop/kill-web"}
+    assert run_context(run) == {
+        "namespace": "shop",
+        "run": "run-1",
+        "scenario": "shop/kill-web",
+        "correlation_id": "u-1",
+    }
     run["status"] = {"scenario": "other/kill-web"}
     assert run_context(run)["scenario"] == "other/kill-web", "the snapshot's scenario wins once the run started"
-    scenario = {"kind": "ChaosScenario", "metadata": {"namespace": "shop", "name": "kill-web"}}
+    scenario = {"kind": "ChaosScenario", "metadata": {"namespace": "shop", "name": "kill-web", "uid": "s-1"}}
     assert run_context(scenario) == {"namespace": "shop", "scenario": "shop/kill-web"}
     assert run_context(None) == {}
 

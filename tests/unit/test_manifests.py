@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -101,11 +102,23 @@ def test_the_install_has_every_piece(cluster_wide: list[dict[str, Any]]) -> None
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            # The right to ask SubjectAccessReviews for a run's requester (authorization.yaml).
+            "ClusterRole",
+            "ClusterRoleBinding",
             "Role",
             "RoleBinding",
             "Deployment",
             "PodDisruptionBudget",
             "Service",
+            # The admission webhooks (webhook.yaml, webhook-configurations.yaml).
+            "Service",
+            "Secret",
+            "Role",
+            "RoleBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
             # The shared run history (history-postgresql.yaml).
             "Secret",
             "Service",
@@ -129,9 +142,13 @@ def test_no_registry_host_and_no_mutable_tag(cluster_wide: list[dict[str, Any]])
 # --- RBAC ---------------------------------------------------------------------------------------------------------
 
 
+# Rules limited to named objects: only the webhook's own certificate Secret and its own configurations.
+NAMED = {"test-coordinator-webhook-tls", "test-coordinator.chaos.coordinator.dev"}
+
+
 def _rules(role: dict[str, Any]) -> Iterator[tuple[str, str, set[str]]]:
     for rule in role["rules"]:
-        assert "resourceNames" not in rule
+        assert set(rule.get("resourceNames", [])) <= NAMED
         assert "nonResourceURLs" not in rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
@@ -149,8 +166,16 @@ def test_cluster_role_grants_exactly_what_the_code_uses(cluster_wide: list[dict[
 
 def test_nothing_dangerous_is_granted(cluster_wide: list[dict[str, Any]]) -> None:
     for role in (d for d in cluster_wide if d["kind"] in ("ClusterRole", "Role")):
+        for rule in role["rules"]:
+            if rule["resources"] == ["secrets"]:  # only the webhook's own certificate, in its own namespace
+                assert role["metadata"] == {**role["metadata"], "name": "test-coordinator-webhook"}
+                assert role["metadata"]["namespace"] == "test-coordinator"
+                assert rule["resourceNames"] == ["test-coordinator-webhook-tls"]
+                assert set(rule["verbs"]) == {"get", "update"}
         for group, resource, verbs in _rules(role):
-            assert resource not in ("secrets", "configmaps", "serviceaccounts/token", "pods/exec"), resource
+            if resource == "secrets":
+                continue
+            assert resource not in ("configmaps", "serviceaccounts/token", "pods/exec"), resource
             assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, (group, resource, verbs)
             assert not (resource.startswith(("roles", "clusterroles", "rolebindings", "clusterrolebindings"))), resource
 
@@ -172,8 +197,35 @@ def test_leases_only_in_the_operators_namespace(cluster_wide: list[dict[str, Any
     assert binding["subjects"] == [OPERATOR_SA]
 
 
+def test_every_install_may_review_its_requesters_rights_and_nothing_more_cluster_wide(
+    cluster_wide: list[dict[str, Any]], single_namespace: list[dict[str, Any]]
+) -> None:
+    for docs in (cluster_wide, single_namespace):
+        role = one(docs, "ClusterRole", "test-coordinator-authorization")
+        assert list(_rules(role)) == [("authorization.k8s.io", "subjectaccessreviews", {"create"})]
+        binding = one(docs, "ClusterRoleBinding", "test-coordinator-authorization")
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "test-coordinator-authorization",
+        }
+        assert binding["subjects"] == [OPERATOR_SA]
+
+
+def _env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_only_the_cluster_wide_install_turns_node_targets_on(
+    cluster_wide: list[dict[str, Any]], single_namespace: list[dict[str, Any]]
+) -> None:
+    assert _env(cluster_wide)["COORDINATOR_NODE_TARGETING"] == "true"
+    assert "COORDINATOR_NODE_TARGETING" not in _env(single_namespace)
+
+
 def test_cluster_wide_binds_the_role_cluster_wide(cluster_wide: list[dict[str, Any]]) -> None:
-    binding = one(cluster_wide, "ClusterRoleBinding")
+    binding = one(cluster_wide, "ClusterRoleBinding", "test-coordinator")
     assert binding["roleRef"]["name"] == "test-coordinator"
     assert binding["subjects"] == [OPERATOR_SA]
     (container,) = one(cluster_wide, "Deployment")["spec"]["template"]["spec"]["containers"]
@@ -181,7 +233,11 @@ def test_cluster_wide_binds_the_role_cluster_wide(cluster_wide: list[dict[str, A
 
 
 def test_single_namespace_binds_it_in_one_namespace(single_namespace: list[dict[str, Any]]) -> None:
-    assert not [d for d in single_namespace if d["kind"] == "ClusterRoleBinding"]
+    # Cluster-wide only the right to ask SubjectAccessReviews and to write the webhooks' own configurations.
+    assert sorted(d["metadata"]["name"] for d in single_namespace if d["kind"] == "ClusterRoleBinding") == [
+        "test-coordinator-authorization",
+        "test-coordinator-webhook",
+    ]
     bindings = [
         d for d in single_namespace if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "test-coordinator"
     ]
@@ -195,6 +251,13 @@ def test_single_namespace_binds_it_in_one_namespace(single_namespace: list[dict[
     assert binding["subjects"] == [OPERATOR_SA]
     (container,) = one(single_namespace, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["run", "--namespace=chaos-sandbox"]
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        for hook in one(single_namespace, kind)["webhooks"]:
+            assert hook["namespaceSelector"] == {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["chaos-sandbox"]}
+                ]
+            }
 
 
 # --- the Deployment -------------------------------------------------------------------------------------------------
@@ -259,6 +322,34 @@ def test_pdb_and_service_select_the_operator_pods(cluster_wide: list[dict[str, A
     service = one(cluster_wide, "Service", "test-coordinator-metrics")
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_the_webhooks_reach_only_the_serving_leader_with_least_rights(cluster_wide: list[dict[str, Any]]) -> None:
+    labels = one(cluster_wide, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    service = one(cluster_wide, "Service", "test-coordinator-webhook")
+    selector = dict(service["spec"]["selector"])
+    assert selector.pop("chaos.coordinator.dev/serving-webhooks") == "true"  # set by the leader on its own pod
+    assert selector.items() <= labels.items()
+    assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    role = one(cluster_wide, "ClusterRole", "test-coordinator-webhook")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+            "resourceNames": ["test-coordinator.chaos.coordinator.dev"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        config = one(cluster_wide, kind)
+        assert {h["failurePolicy"] for h in config["webhooks"]} == {"Fail"}
+        assert {h["clientConfig"]["service"]["name"] for h in config["webhooks"]} == {service["metadata"]["name"]}
+
+
+def test_the_webhook_configurations_are_generated() -> None:
+    rendered = runpy.run_path(str(REPO_ROOT / "hack" / "webhook_configurations.py"))["render"]()
+    committed = (MANIFESTS / "base" / "webhook-configurations.yaml").read_text()
+    assert committed == rendered, "manifests/base/webhook-configurations.yaml is stale: run `make manifests`"
 
 
 # --- monitoring ---------------------------------------------------------------------------------------------------

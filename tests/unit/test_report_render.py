@@ -20,6 +20,7 @@ from coordinator.history.report import (
     ReportFilters,
     RunSummary,
     ScenarioStats,
+    needs_runs,
     render,
     render_html,
     render_json,
@@ -154,6 +155,24 @@ def test_json_carries_derived_numbers_and_totals() -> None:
 
 def test_json_round_trips_through_the_cache_format() -> None:
     assert Report.from_dict(json.loads(render_json(REPORT))) == REPORT
+
+
+def test_json_names_each_run_by_its_correlation_id_and_requester() -> None:
+    alice = {"username": "alice", "groups": ["team-a"]}
+    audited = replace(KILL_RUNS[1], uid="0b6f1f8e-5c1a-4d1e-9a53-2f3c7f1b9e10", requested_by=alice)
+    stats = replace(KILL, last_failures=(audited,), trend=(KILL_RUNS[0], audited))
+    report = replace(REPORT, scenarios=(stats,), runs=(KILL_RUNS[0], audited))
+    data = json.loads(render_json(report))
+    for listed in (data["runs"][1], data["scenarios"][0]["last_failures"][0], data["scenarios"][0]["trend"][1]):
+        assert listed["correlationId"] == "0b6f1f8e-5c1a-4d1e-9a53-2f3c7f1b9e10"
+        assert listed["requestedBy"] == alice
+        assert "uid" not in listed
+        assert "requested_by" not in listed
+    assert (data["runs"][0]["correlationId"], data["runs"][0]["requestedBy"]) == (None, None)
+    assert Report.from_dict(data) == report, "the cache keeps them"
+    assert needs_runs("json"), "the JSON report is the audit trail: every run, not only the aggregates"
+    assert needs_runs("junit")
+    assert not needs_runs("html")
 
 
 # --- Markdown ------------------------------------------------------------------------------------------------

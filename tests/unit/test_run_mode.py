@@ -174,7 +174,13 @@ async def test_instrumented_handlers_keep_their_name_and_report() -> None:
         "spec": {"scenarioRef": {"name": "kill"}},
     }
     assert await unit_handler(body=body, retry=0) == "done"
-    assert seen == {"namespace": "shop", "run": "run-1", "scenario": "shop/kill", "live": True}
+    assert seen == {
+        "namespace": "shop",
+        "run": "run-1",
+        "scenario": "shop/kill",
+        "correlation_id": "uid-9",
+        "live": True,
+    }
     assert structlog.contextvars.get_contextvars() == {}, "the context does not outlive the call"
     assert "uid-9" not in metrics.LIVE.bodies
     assert metrics.REGISTRY.get_sample_value("coordinator_handler_invocations_total", labels) == before + 1

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.api.models import REQUESTED_BY_ANNOTATION
 from coordinator.domain.timestamps import format_iso_seconds
 from coordinator.engine.scheduler import (
     SCENARIO_LABEL,
@@ -15,7 +16,7 @@ from coordinator.engine.scheduler import (
     prunable,
     reconcile_schedule,
 )
-from support.fake_kube import FakeKube
+from support.fake_kube import FAKE_REQUESTER, FakeKube
 
 T0 = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
 BASE = "/apis/chaos.coordinator.dev/v1alpha1/namespaces/ns"
@@ -81,7 +82,10 @@ async def test_runs_are_created_on_schedule_owned_labelled_and_recorded() -> Non
     assert created(kube) == [name_at(0), name_at(5), name_at(10)]
     run = runs(kube)[name_at(5)]
     assert run["metadata"]["labels"] == {SCENARIO_LABEL: "nightly"}
-    assert run["metadata"]["annotations"] == {SCHEDULED_AT_ANNOTATION: "2026-03-02T12:00:05Z"}
+    assert run["metadata"]["annotations"] == {
+        SCHEDULED_AT_ANNOTATION: "2026-03-02T12:00:05Z",
+        REQUESTED_BY_ANNOTATION: FAKE_REQUESTER.to_annotation(),  # the scenario's (the fake's webhook wrote it)
+    }
     [owner] = run["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"], owner["controller"], owner["blockOwnerDeletion"]) == (
         "ChaosScenario",

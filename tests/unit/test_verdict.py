@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from coordinator.api.models import FaultType, Injection, InjectionState, Requester, TargetRef
 from coordinator.api.probes import Assertion, AssertionResult, HttpProbe, K8sProbe, Probe
 from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.domain.verdict import (
     ProbeStats,
     evaluate_assertion,
+    evaluate_audit_trail,
     pass_rate,
     resilience_score,
     scenario_ref,
@@ -166,6 +168,82 @@ def test_assertions_expected_vs_actual() -> None:
     missing = evaluate_assertion(Assertion(name="m", type="service_health", probe="nope"), stats, None)
     assert missing.passed is False
     assert "not declared" in (missing.message or "")
+
+
+# --- audit_trail ---------------------------------------------------------------------------------------------
+
+AUDIT = Assertion(name="trail", type="audit_trail")
+ALICE = Requester(username="alice", groups=["team-a"])
+AT = "2026-12-06T12:00:00Z"
+
+
+def _change(
+    name: str, state: str, reverted: bool = True, applied: bool = True, original: str | None = None
+) -> Injection:
+    return Injection.model_validate(
+        {
+            "id": f"0/scale/Deployment/shop/{name}",
+            "step": 0,
+            "fault": FaultType.SCALE,
+            "target": TargetRef(kind="Deployment", namespace="shop", name=name),
+            "state": state,
+            "appliedAt": AT if applied else None,
+            "revertedAt": AT if reverted and state == InjectionState.REVERTED else None,
+            "original": original,
+        }
+    )
+
+
+def test_audit_trail_holds_when_every_change_is_reverted_or_one_shot_and_the_requester_is_known() -> None:
+    ledger = [_change("a", "Reverted"), _change("b", "Irreversible", reverted=False)]
+    result = evaluate_audit_trail(AUDIT, ledger, ALICE)
+    assert result.passed is True
+    assert result.actual == "2 change(s): 1 reverted, 1 one-shot, 0 not; requested by alice"
+    assert result.message is None
+    assert result.type == "audit_trail"
+
+
+def test_audit_trail_fails_on_a_change_whose_revert_failed_or_left_no_time() -> None:
+    ledger = [_change("a", "Reverted"), _change("b", "Applied"), _change("c", "Reverted", reverted=False)]
+    result = evaluate_audit_trail(AUDIT, ledger, ALICE)
+    assert result.passed is False
+    assert result.message == (
+        "2 change(s) without a matching revert: 0/scale/Deployment/shop/b (Applied), "
+        "0/scale/Deployment/shop/c (Reverted, no revertedAt)"
+    )
+    failed_revert = _change("d", "Failed", original='{"replicas": 3}')
+    assert evaluate_audit_trail(AUDIT, [failed_revert], ALICE).passed is False, "a failure that changed the target"
+
+
+def test_audit_trail_names_three_unreverted_changes_and_counts_the_rest() -> None:
+    ledger = [_change(f"w{i}", "Applied") for i in range(5)]
+    message = evaluate_audit_trail(AUDIT, ledger, ALICE).message or ""
+    assert message.startswith("5 change(s) without a matching revert: ")
+    assert message.count("(Applied)") == 3
+    assert message.endswith(" and 2 more")
+
+
+def test_audit_trail_needs_the_requester() -> None:
+    result = evaluate_audit_trail(AUDIT, [_change("a", "Reverted")], None)
+    assert result.passed is False
+    assert result.message == "status.requestedBy is not set: nobody is recorded as the requester"
+    assert result.actual is not None
+    assert result.actual.endswith("; no requester")
+
+
+def test_an_empty_trail_passes_only_with_a_requester_and_says_it_is_empty() -> None:
+    never_applied = _change("a", "Failed", applied=False)  # the apply failed: nothing changed, nothing to undo
+    for ledger in ([], [never_applied]):
+        empty = evaluate_audit_trail(AUDIT, ledger, ALICE)
+        assert empty.passed is True
+        assert empty.actual == "0 change(s): 0 reverted, 0 one-shot, 0 not; requested by alice"
+        assert empty.message == "the run changed nothing: the trail is complete but empty"
+        assert evaluate_audit_trail(AUDIT, ledger, None).passed is False
+
+
+def test_audit_trail_is_not_a_probe_assertion() -> None:
+    with pytest.raises(ValueError, match="audit_trail is judged on the final ledger"):
+        evaluate_assertion(AUDIT, {}, None)
 
 
 def test_failure_threshold_trips_only_on_consecutive_failures() -> None:

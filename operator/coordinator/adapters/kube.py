@@ -543,9 +543,13 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ChaosScenario": ("/apis/chaos.coordinator.dev/v1alpha1", "chaosscenarios"),
     "TestRun": ("/apis/chaos.coordinator.dev/v1alpha1", "testruns"),
+    "Secret": ("/api/v1", "secrets"),
+    "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    "MutatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
+    "ValidatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations"),
 }
 
-CLUSTER_SCOPED = frozenset({"Node", "Namespace"})
+CLUSTER_SCOPED = frozenset({"Node", "Namespace", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"})
 
 
 def resource_path(kind: str, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:

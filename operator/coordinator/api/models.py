@@ -278,6 +278,25 @@ OptionsT = TypeVar("OptionsT", bound=Model)
 
 
 @dataclass(frozen=True)
+class Right:
+    """One verb a fault makes the operator use, which the run's requester must hold too: a run acts only with its
+    requester's rights (coordinator.domain.permissions collects them; a SubjectAccessReview checks each).
+
+    ``resource`` None means the target kind's own resource (pods, deployments, nodes, ...; ``group`` is then the
+    target kind's group). The right is needed in every target namespace, or at the cluster scope when
+    ``cluster_scope`` is set or the target kind is cluster-scoped (Node). ``when`` names a boolean option of the
+    fault without which the right is not needed (node-drain deletes pods only with ignorePodDisruptionBudgets).
+    """
+
+    verb: str
+    resource: str | None = None
+    group: str = ""
+    subresource: str = ""
+    cluster_scope: bool = False
+    when: str = ""
+
+
+@dataclass(frozen=True)
 class FaultDeclaration(Generic[OptionsT]):
     """What the resources know of one fault type: the CRD field holding its options and their model, the target
     kinds it acts on, whether an in-pod agent runs it. ``FAULT_TYPES`` lists them; ``Fault``'s option fields, its
@@ -291,6 +310,8 @@ class FaultDeclaration(Generic[OptionsT]):
     note: str = ""  # said after the type in the option field's description: "Options for scale (required ...)."
     options_required: bool = False  # the options object must be given (its model has required fields, or a rule)
     in_pod: bool = False  # run by the in-pod agent (coordinator.faults.ephemeral)
+    # What the fault makes the operator do, which the run's requester must be allowed to do (docs/security.md).
+    rights: tuple[Right, ...] = ()
 
     @property
     def description(self) -> str:
@@ -301,13 +322,18 @@ class FaultDeclaration(Generic[OptionsT]):
         return cast("OptionsT | None", getattr(fault, self.option_field))
 
 
-POD_KILL = FaultDeclaration(FaultType.POD_KILL, "podKill", PodKillOptions, frozenset({TargetKind.POD}))
-POD_FAILURE = FaultDeclaration(FaultType.POD_FAILURE, "podFailure", PodFailureOptions, frozenset({TargetKind.POD}))
+POD_KILL = FaultDeclaration(
+    FaultType.POD_KILL, "podKill", PodKillOptions, frozenset({TargetKind.POD}), rights=(Right("delete"),)
+)
+POD_FAILURE = FaultDeclaration(
+    FaultType.POD_FAILURE, "podFailure", PodFailureOptions, frozenset({TargetKind.POD}), rights=(Right("patch"),)
+)
 ROLLOUT_RESTART = FaultDeclaration(
     FaultType.ROLLOUT_RESTART,
     "rolloutRestart",
     RolloutRestartOptions,
     frozenset({TargetKind.DEPLOYMENT, TargetKind.STATEFULSET, TargetKind.DAEMONSET}),
+    rights=(Right("patch"),),
 )
 SCALE = FaultDeclaration(
     FaultType.SCALE,
@@ -316,11 +342,35 @@ SCALE = FaultDeclaration(
     frozenset({TargetKind.DEPLOYMENT, TargetKind.STATEFULSET}),
     note="required for scale",
     options_required=True,
+    rights=(Right("patch", subresource="scale"),),
 )
-NODE_CORDON = FaultDeclaration(FaultType.NODE_CORDON, "nodeCordon", NodeCordonOptions, frozenset({TargetKind.NODE}))
-NODE_DRAIN = FaultDeclaration(FaultType.NODE_DRAIN, "nodeDrain", NodeDrainOptions, frozenset({TargetKind.NODE}))
+NODE_CORDON = FaultDeclaration(
+    FaultType.NODE_CORDON, "nodeCordon", NodeCordonOptions, frozenset({TargetKind.NODE}), rights=(Right("patch"),)
+)
+NODE_DRAIN = FaultDeclaration(
+    FaultType.NODE_DRAIN,
+    "nodeDrain",
+    NodeDrainOptions,
+    frozenset({TargetKind.NODE}),
+    # A drain lists the node's pods and evicts (or deletes) them, whatever their namespace: cluster scope.
+    rights=(
+        Right("patch"),
+        Right("list", "pods", cluster_scope=True),
+        Right("create", "pods", subresource="eviction", cluster_scope=True),
+        Right("delete", "pods", cluster_scope=True, when="ignorePodDisruptionBudgets"),
+    ),
+)
 NETWORK_PARTITION = FaultDeclaration(
-    FaultType.NETWORK_PARTITION, "networkPartition", NetworkPartitionOptions, frozenset({TargetKind.POD})
+    FaultType.NETWORK_PARTITION,
+    "networkPartition",
+    NetworkPartitionOptions,
+    frozenset({TargetKind.POD}),
+    # The targets are labelled for the policy's podSelector; the policy is removed by the revert.
+    rights=(
+        Right("patch"),
+        Right("create", "networkpolicies", "networking.k8s.io"),
+        Right("delete", "networkpolicies", "networking.k8s.io"),
+    ),
 )
 
 
@@ -328,7 +378,15 @@ def _in_pod(
     fault_type: FaultType, field: str, options: builtins.type[OptionsT], note: str, *, required: bool
 ) -> FaultDeclaration[OptionsT]:
     return FaultDeclaration(
-        fault_type, field, options, frozenset({TargetKind.POD}), note=note, options_required=required, in_pod=True
+        fault_type,
+        field,
+        options,
+        frozenset({TargetKind.POD}),
+        note=note,
+        options_required=required,
+        in_pod=True,
+        # The agent is an ephemeral container added to the target pod.
+        rights=(Right("patch", subresource="ephemeralcontainers"),),
     )
 
 
@@ -367,6 +425,8 @@ FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
 )
 if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time
     raise ImportError("FAULT_TYPES must declare every FaultType once, in FaultType's order")
+if not all(d.rights for d in FAULT_TYPES):  # a fault that declares no rights would borrow all of the operator's
+    raise ImportError("every FAULT_TYPES declaration must name the rights its requester needs (rights=...)")
 DECLARED: dict[str, FaultDeclaration[Any]] = {d.type: d for d in FAULT_TYPES}
 INPOD_OPTION_FIELDS: dict[str, str] = {d.type: d.option_field for d in FAULT_TYPES if d.in_pod}
 
@@ -664,6 +724,9 @@ class ChaosScenarioStatus(Model):
 # the API server authenticated them (JSON of Requester). The webhook overwrites whatever a request carries, so the
 # annotation cannot be forged; a run acts only with this subject's rights (docs/security.md).
 REQUESTED_BY_ANNOTATION = f"{GROUP}/requested-by"
+# On a ChaosScenario: a new value starts one TestRun of it (GitOps re-runs). Setting it counts as asking for the
+# run: the webhook records who set it as the scenario's requester.
+RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
 # On a namespace: every run touching it is aborted (reason Paused) and new runs wait. On the operator's own
 # namespace: the same for the whole cluster (coordinator pause / resume).
 PAUSED_LABEL = f"{GROUP}/paused"

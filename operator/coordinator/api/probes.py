@@ -234,7 +234,10 @@ class HttpProbe(Model):
     headers: Annotated[dict[str, HeaderValue], AfterValidator(check_header_names)] = Field(
         default_factory=dict,
         max_length=32,
-        description="Request headers: names are RFC 7230 tokens, values hold no control characters (CR, LF, NUL).",
+        description="Request headers: names are RFC 7230 tokens, values hold no control characters (CR, LF, NUL). "
+        "Every request also carries the run's correlation ID as traceparent (W3C Trace Context, the trace ID made "
+        "from the TestRun's UID) and X-Correlation-ID (the UID) unless a header of that name is set here: yours "
+        "wins.",
     )
     body: str | None = Field(default=None, max_length=65536, description="Request body.")
     expectedStatus: list[Annotated[int, Field(ge=100, le=599)]] = Field(
@@ -341,6 +344,7 @@ class AssertionType(StrEnum):
     THROUGHPUT = "throughput"
     RECOVERY_TIME = "recovery_time"
     DATA_CONSISTENCY = "data_consistency"
+    AUDIT_TRAIL = "audit_trail"
 
 
 class Assertion(Model):
@@ -350,13 +354,16 @@ class Assertion(Model):
     type: AssertionType = Field(
         description="service_health (the probe passed), availability (% passing samples), latency/response_time "
         "(ms, at percentile), error_rate (% failing samples), throughput (prometheus value), recovery_time "
-        "(seconds, worst step), data_consistency (a user-defined probe passed)."
+        "(seconds, worst step), data_consistency (a user-defined probe passed), audit_trail (judged on the ledger "
+        "once the run has reverted everything: every change it made is Reverted with a revertedAt or one-shot "
+        "(Irreversible), and status.requestedBy names who asked for the run; a run that changed nothing passes "
+        "only with a requester, and its message says the trail is empty)."
     )
     probe: str | None = Field(
         default=None,
         pattern=DNS_LABEL_PATTERN,
         max_length=63,
-        description="The probe it reads (all but recovery_time).",
+        description="The probe it reads (all but recovery_time and audit_trail).",
     )
     operator: Comparison | None = Field(
         default=None,
@@ -368,9 +375,13 @@ class Assertion(Model):
     percentile: int = Field(default=95, ge=1, le=100, description="Percentile for latency/response_time.")
 
     cel_rules = (
-        ("self.type == 'recovery_time' || has(self.probe)", "probe is required for this assertion type", ".probe"),
         (
-            "self.type in ['service_health', 'data_consistency'] || has(self.expected)",
+            "self.type in ['recovery_time', 'audit_trail'] || has(self.probe)",
+            "probe is required for this assertion type",
+            ".probe",
+        ),
+        (
+            "self.type in ['service_health', 'data_consistency', 'audit_trail'] || has(self.expected)",
             "expected is required for this assertion type",
             ".expected",
         ),
@@ -417,4 +428,8 @@ class AssertionResult(Model):
     expected: str = Field(description="The expectation, e.g. '>= 99'.")
     actual: str | None = Field(default=None, description="The measured value.")
     passed: bool = Field(description="Whether it held.")
-    message: str | None = Field(default=None, description="Why not, when it did not.")
+    message: str | None = Field(
+        default=None,
+        description="Why not, when it did not; for a pass, what it rests on when that is not obvious (an empty "
+        "audit trail).",
+    )

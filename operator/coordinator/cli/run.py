@@ -25,6 +25,7 @@ from coordinator.engine.locks import target_locks
 from coordinator.engine.namespaces import reconcile_forever, settled_names
 from coordinator.engine.scheduler import release_deleted_scenarios
 from coordinator.engine.sweeper import release_stuck_deletions, sweep, sweep_scope
+from coordinator.engine.webhooks import mark_serving
 from coordinator.history.mirror import DeletedRunGate, FinishedRunMirror
 from coordinator.history.redis import ProgressObserver, redis_services
 from coordinator.history.store import HistoryStore, HistoryUnavailable, purge_expired_forever
@@ -101,6 +102,8 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     memo = kopf.Memo(
         client=client, settings=settings, history=history, redis=redis, locks=target_locks(redis), mirror=mirror
     )
+    # A replica restarted in its pod must not stay behind the webhook Service until it leads again.
+    await mark_serving(client, settings, False)
     try:
         async with Supervisor(settings, client, memo, kubeconfig) as supervisor:
             if await supervisor.lead():
@@ -128,7 +131,7 @@ async def _operate(
     gate = DeletedRunGate(history, memo.redis.cache, settings.history_delete_wait)
     sweeper = asyncio.create_task(sweep_forever(client, settings, gate))
     purger = asyncio.create_task(purge_expired_forever(history, settings.history_retention_days))
-    announcer = asyncio.create_task(_announce(ready, namespaces, supervisor))
+    announcer = asyncio.create_task(_announce(ready, namespaces, supervisor, memo))
     tasks = [sweeper, announcer, purger]
     if uses_patterns(namespaces):
 
@@ -170,7 +173,9 @@ async def open_history(settings: Settings) -> HistoryStore:
     return history
 
 
-async def _announce(ready: asyncio.Event, namespaces: list[str], supervisor: Supervisor) -> None:
+async def _announce(ready: asyncio.Event, namespaces: list[str], supervisor: Supervisor, memo: kopf.Memo) -> None:
     await ready.wait()
+    # Ready only once the admission webhooks are served and registered: until then, creating a TestRun fails.
+    await memo.webhooks_registered.wait()
     supervisor.operator_ready()
     log.info("operator ready, watching %s", ", ".join(namespaces) if namespaces else "all namespaces")

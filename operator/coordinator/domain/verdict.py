@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from coordinator.api.models import Injection, InjectionState, Requester
 from coordinator.api.probes import (
     Assertion,
     AssertionResult,
@@ -16,6 +17,7 @@ from coordinator.api.probes import (
     ProbeMode,
     ProbeResult,
 )
+from coordinator.domain.ledger import accounted_for, made_change
 from coordinator.domain.percentiles import percentile
 from coordinator.domain.samples import Sample, compare
 
@@ -114,8 +116,13 @@ def default_operator(kind: AssertionType | str) -> Comparison:
 def evaluate_assertion(
     assertion: Assertion, stats: Mapping[str, ProbeStats], recovery_seconds: float | None
 ) -> AssertionResult:
-    """Expected vs actual for one assertion."""
+    """Expected vs actual for one assertion about the probes and recovery. ``audit_trail`` is judged on the final
+    ledger instead (``evaluate_audit_trail``): ValueError here."""
     kind = AssertionType(assertion.type)
+    if kind == AssertionType.AUDIT_TRAIL:
+        raise ValueError(
+            f"assertion {assertion.name}: audit_trail is judged on the final ledger (evaluate_audit_trail)"
+        )
     op = Comparison(assertion.operator) if assertion.operator else default_operator(kind)
     expected_text = f"{op.value} {assertion.expected:g}" if assertion.expected is not None else "Passed"
     base = {"name": assertion.name, "type": kind.value, "expected": expected_text}
@@ -160,6 +167,51 @@ def evaluate_assertion(
         passed=ok,
         message=None if ok else f"{actual:g}{unit} is not {expected_text}",
     )
+
+
+AUDIT_EXPECTED = "every change reverted or one-shot; requester recorded"
+AUDIT_LISTED = 3  # unaccounted changes named in the message
+
+
+def evaluate_audit_trail(
+    assertion: Assertion, injections: Sequence[Injection], requested_by: Requester | None
+) -> AssertionResult:
+    """``audit_trail``: every change in the ledger has its matching revert (Reverted with revertedAt) or is
+    one-shot (Irreversible), and the requester is recorded. Judged on the ledger as the run leaves it (after its
+    final revert), which is what the history keeps.
+
+    A run that changed nothing (a dry run, one that ended before injecting) has a complete but empty trail: it
+    passes only with a requester, and the message says that nothing was changed, so an empty trail is never
+    mistaken for a checked one."""
+    base = {"name": assertion.name, "type": AssertionType.AUDIT_TRAIL.value, "expected": AUDIT_EXPECTED}
+    changes = [i for i in injections if made_change(i)]
+    open_changes = [i for i in changes if not accounted_for(i)]
+    reverted = sum(1 for i in changes if i.state == InjectionState.REVERTED and i.revertedAt is not None)
+    one_shot = sum(1 for i in changes if i.state == InjectionState.IRREVERSIBLE)
+    who = f"requested by {requested_by.username}" if requested_by is not None else "no requester"
+    actual = f"{len(changes)} change(s): {reverted} reverted, {one_shot} one-shot, {len(open_changes)} not; {who}"
+    problems = []
+    if open_changes:
+        listed = ", ".join(_unaccounted(i) for i in open_changes[:AUDIT_LISTED])
+        more = len(open_changes) - AUDIT_LISTED
+        problems.append(
+            f"{len(open_changes)} change(s) without a matching revert: {listed}"
+            + (f" and {more} more" if more > 0 else "")
+        )
+    if requested_by is None:
+        problems.append("status.requestedBy is not set: nobody is recorded as the requester")
+    if problems:
+        return AssertionResult(**base, actual=actual, passed=False, message="; ".join(problems))
+    if not changes:
+        return AssertionResult(
+            **base, actual=actual, passed=True, message="the run changed nothing: the trail is complete but empty"
+        )
+    return AssertionResult(**base, actual=actual, passed=True)
+
+
+def _unaccounted(injection: Injection) -> str:
+    missing = ", no revertedAt" if injection.state == InjectionState.REVERTED else ""
+    return f"{injection.id} ({injection.state}{missing})"
 
 
 def resilience_score(

@@ -124,8 +124,10 @@ class ProbeSession:
         reach: ProbeReach,
         owner: str = "ChaosScenario",
         clock: Clock = SYSTEM_CLOCK,
+        correlation_id: str | None = None,
     ) -> None:
         self.client = client
+        self.correlation_id = correlation_id  # the run's UID, sent with every http probe request
         self.clock = clock
         self.probes = probes
         self.namespace = namespace
@@ -168,7 +170,7 @@ class ProbeSession:
             )
         if probe.type == ProbeType.HTTP:
             assert probe.http is not None
-            return await http_probe.sample(self._http(), probe.http, limit, self.reach.denied)
+            return await http_probe.sample(self._http(), probe.http, limit, self.reach.denied, self.correlation_id)
         assert probe.prometheus is not None
         return await prometheus_probe.sample(
             self._http(), probe.prometheus, self.prometheus_url, limit, self.reach.denied

@@ -17,7 +17,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import ApiError, KubeApi, resource_path
-from coordinator.api.models import API_VERSION, GROUP, TERMINAL_PHASES, Phase, ScenarioScheduling
+from coordinator.api.models import (
+    API_VERSION,
+    GROUP,
+    REQUESTED_BY_ANNOTATION,
+    RUN_NOW_ANNOTATION,
+    TERMINAL_PHASES,
+    Phase,
+    ScenarioScheduling,
+)
 from coordinator.domain.schedule import (
     Action,
     ScheduleError,
@@ -37,8 +45,8 @@ log = logging.getLogger(__name__)
 # On every scheduled TestRun: the scenario's name (cut to a label value) and the time it was scheduled for.
 SCENARIO_LABEL = f"{GROUP}/scenario"
 SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
-# GitOps: set (or change) this annotation on a ChaosScenario, in Git, to start one run of it per new value.
-RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+# GitOps: set (or change) RUN_NOW_ANNOTATION on a ChaosScenario, in Git, to start one run of it per new value.
+__all__ = ["RUN_NOW_ANNOTATION", "SCENARIO_LABEL", "SCHEDULED_AT_ANNOTATION"]
 
 
 def prunable(run: Mapping[str, Any]) -> bool:
@@ -124,7 +132,7 @@ async def start_run_now(client: KubeApi, scenario: Mapping[str, Any]) -> str | N
     body = _run_body(scenario, scheduling, datetime.now(UTC))
     name = run_now_name(meta["name"], token)
     body["metadata"]["name"] = name
-    body["metadata"]["annotations"] = {RUN_NOW_ANNOTATION: token}
+    body["metadata"]["annotations"] = {RUN_NOW_ANNOTATION: token, **_requested_by(scenario)}
     try:
         await client.create(resource_path("TestRun", meta["namespace"]), body)
     except ApiError as exc:
@@ -135,6 +143,13 @@ async def start_run_now(client: KubeApi, scenario: Mapping[str, Any]) -> str | N
         {"status": {"lastRunNowToken": token}},
     )
     return name
+
+
+def _requested_by(scenario: Mapping[str, Any]) -> dict[str, str]:
+    """The scenario's requested-by annotation, for the runs made from it: a scheduled run acts with the rights of
+    whoever last changed the scenario's spec (the admission webhook trusts the copy only from the operator)."""
+    value = (scenario["metadata"].get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
+    return {REQUESTED_BY_ANNOTATION: value} if value is not None else {}
 
 
 def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, scheduled: datetime) -> dict[str, Any]:
@@ -156,7 +171,7 @@ def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, sched
             "namespace": meta["namespace"],
             # The scenario's labels too: a sharded operator (--selector) then runs them where it schedules them.
             "labels": {**(meta.get("labels") or {}), SCENARIO_LABEL: label_value(meta["name"])},
-            "annotations": {SCHEDULED_AT_ANNOTATION: format_iso_seconds(scheduled)},
+            "annotations": {SCHEDULED_AT_ANNOTATION: format_iso_seconds(scheduled), **_requested_by(scenario)},
             # The scenario controls its scheduled runs: deleting it deletes them (Kubernetes' garbage collector).
             "ownerReferences": [
                 {

@@ -5,6 +5,8 @@ Every handler is ``@instrumented`` (RED metrics, log context) and filtered with 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from functools import lru_cache
@@ -13,9 +15,19 @@ from typing import Any
 import kopf
 
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
+from coordinator.domain.admission import MUTATE_SCENARIO, MUTATE_TESTRUN, VALIDATE_SCENARIO, VALIDATE_TESTRUN
 from coordinator.domain.labelselectors import Selector, parse_selector
 from coordinator.engine.pausing import PauseFollower
 from coordinator.engine.scheduler import run_now_due
+from coordinator.handlers.admission import (
+    handle_record_requester,
+    handle_validate_scenario,
+    handle_validate_testrun,
+    remove_directory,
+    renew_forever,
+    start_webhooks,
+    unmark_serving,
+)
 from coordinator.handlers.diffbase import NoDiffBase
 from coordinator.handlers.history import handle_mirror_testrun
 from coordinator.handlers.login import handle_login
@@ -29,8 +41,8 @@ DAEMON_EXIT_WAIT = 2.0  # seconds
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Apply our settings to kopf: finalizer name, progress and diff-base storage, watch timeouts."""
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Apply our settings to kopf: finalizer name, progress and diff-base storage, watch timeouts, webhooks."""
     ours = get_settings()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -49,6 +61,64 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # and its RBAC grants none: do not ask for it.
     if ours.watched and not ours.watches_patterns:
         settings.scanning.disabled = True
+    # The admission webhooks: served by kopf with our certificate; the server writes our configurations itself.
+    server, memo.operator_username, memo.webhook_dir = await start_webhooks(memo.client, ours)
+    settings.admission.server = server
+    memo.webhooks_registered = server.registered
+    settings.admission.managed = None
+    memo.webhook_renewer = asyncio.create_task(renew_forever(memo.client, ours, memo.webhook_dir))
+
+
+@kopf.on.cleanup()
+async def stop_webhooks(memo: kopf.Memo, **_: Any) -> None:
+    """Stop renewing the webhook certificate and remove its files (the Secret and configurations stay)."""
+    renewer = getattr(memo, "webhook_renewer", None)
+    if renewer is not None:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+    if getattr(memo, "webhook_dir", None) is not None:
+        remove_directory(memo.webhook_dir)
+    await unmark_serving(memo.client, memo.settings)
+
+
+# --- admission webhooks (configurations: domain/admission.py) ----------------------------------------------------
+
+
+@kopf.on.mutate(GROUP, VERSION, "testruns", id=MUTATE_TESTRUN, operations=["CREATE", "UPDATE"], persistent=True)
+async def testrun_requester(
+    userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Record who created the TestRun or changed its spec in the requested-by annotation; never what it carries."""
+    # kopf passes the operation and the old object too, though its WebhookFn type does not say so.
+    await handle_record_requester(
+        memo.client, kwargs["operation"], userinfo, kwargs.get("old"), body, patch, memo.operator_username
+    )
+
+
+@kopf.on.mutate(GROUP, VERSION, "chaosscenarios", id=MUTATE_SCENARIO, operations=["CREATE", "UPDATE"], persistent=True)
+async def scenario_requester(
+    userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Record who created the ChaosScenario or changed its spec in the requested-by annotation."""
+    # kopf passes the operation and the old object too, though its WebhookFn type does not say so.
+    await handle_record_requester(
+        memo.client, kwargs["operation"], userinfo, kwargs.get("old"), body, patch, memo.operator_username
+    )
+
+
+@kopf.on.validate(GROUP, VERSION, "testruns", id=VALIDATE_TESTRUN, operations=["CREATE"], persistent=True)
+async def testrun_rights(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse a TestRun whose requester lacks a right its scenario needs."""
+    await handle_validate_testrun(memo.client, memo.settings, body, userinfo, memo.operator_username)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "chaosscenarios", id=VALIDATE_SCENARIO, operations=["CREATE", "UPDATE"], persistent=True
+)
+async def scenario_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse a ChaosScenario whose requester lacks a right it needs."""
+    await handle_validate_scenario(memo.client, memo.settings, body)
 
 
 # The emergency stop (engine/pausing.py): the paused namespaces are read before kopf starts, so no run is admitted

@@ -39,6 +39,8 @@ MAX_SUFFIX = 22
 
 # JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
 JSON_DOCUMENT: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+# The same, for an optional document: Python None is SQL NULL (plain JSON would store the JSON value null).
+OPTIONAL_JSON_DOCUMENT: TypeEngine[Any] = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 ROW_ID: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -54,7 +56,7 @@ def table_prefix(instance_name: str) -> str:
 
 
 # The newest migration's revision (migrations/versions/); tests/unit/test_history_settings.py checks they agree.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 
 def version_table(prefix: str) -> str:
@@ -100,6 +102,7 @@ def history_tables(prefix: str) -> HistoryTables:
     test_runs = Table(
         name("test_runs"),
         metadata,
+        # The run's UID is its correlation ID (in its log lines, Events and probe requests): no column repeats it.
         Column("uid", String(64), primary_key=True, comment="The TestRun's metadata.uid: upserts are keyed by it."),
         Column("namespace", String(63), nullable=False),
         Column("name", String(253), nullable=False),
@@ -118,6 +121,12 @@ def history_tables(prefix: str) -> HistoryTables:
         Column("targets", Integer),
         Column("status", JSON_DOCUMENT, comment="The TestRun's status as mirrored."),
         Column("mirrored_at", DateTime(timezone=True), nullable=False),
+        # Migration 0003: the audit trail's requester, as a column so reports read it without the wide status.
+        Column(
+            "requested_by",
+            OPTIONAL_JSON_DOCUMENT,
+            comment="Who asked for the run (status.requestedBy: username, uid, groups); NULL when none was recorded.",
+        ),
         # The report filters by time window, namespace and scenario, and groups by scenario: each index below
         # leads with one filter, so every combination is a range scan. The
         # scenario index also carries what the aggregates read (verdict, recovery), so per-scenario counts,

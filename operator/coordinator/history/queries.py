@@ -69,6 +69,7 @@ async def write_runs(conn: AsyncConnection, t: HistoryTables, backend: str, uniq
             "targets": r.targets,
             "status": r.status,
             "mirrored_at": now,
+            "requested_by": r.requested_by,
         }
         for r in unique
     ]
@@ -266,7 +267,7 @@ def _summary_columns(runs: Table) -> list[ColumnElement[Any]]:
     """The columns a ``RunSummary`` is made of."""
     c = runs.c
     return [c.scenario_id, c.namespace, c.name, c.phase, c.reason, c.message, c.completed_at, c.duration_seconds,
-            c.recovery_seconds]  # fmt: skip
+            c.recovery_seconds, c.uid, c.requested_by]  # fmt: skip
 
 
 def _union(queries: Sequence[Select[Any]]) -> CompoundSelect[Any] | Select[Any]:
@@ -301,4 +302,13 @@ def _summary(row: Any, scenario: str) -> RunSummary:
         message=row.message,
         duration_seconds=row.duration_seconds,
         recovery_seconds=row.recovery_seconds,
+        uid=row.uid,
+        requested_by=_document(row.requested_by),
     )
+
+
+def _document(value: Any) -> dict[str, Any] | None:
+    """A JSON column's value as a dict (SQLite hands JSON back as text through some drivers and unions)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return dict(value) if isinstance(value, dict) else None

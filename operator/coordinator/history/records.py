@@ -84,6 +84,7 @@ class RunRecord:
     resilience_score: int | None = None
     targets: int | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    requested_by: dict[str, Any] | None = None  # status.requestedBy: who asked for the run
     events: tuple[EventRecord, ...] = ()
     results: tuple[ResultRecord, ...] = ()
 
@@ -209,6 +210,12 @@ def result_records(status: Mapping[str, Any]) -> tuple[ResultRecord, ...]:
     return tuple(results)
 
 
+def requester(status: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Who asked for the run, as ``status.requestedBy`` records it (None when nobody is recorded)."""
+    value = status.get("requestedBy")
+    return dict(value) if isinstance(value, Mapping) and value.get("username") else None
+
+
 def run_record(testrun: Mapping[str, Any], now: datetime | None = None) -> RunRecord:
     """The history record of a finished TestRun object (as the API server returns it)."""
     meta = testrun.get("metadata") or {}
@@ -235,6 +242,7 @@ def run_record(testrun: Mapping[str, Any], now: datetime | None = None) -> RunRe
         resilience_score=_int(status.get("resilienceScore")),
         targets=_int(status.get("targets")),
         status=stored,
+        requested_by=requester(status),
         events=event_records(status),
         results=result_records(status),
     )

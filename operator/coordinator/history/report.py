@@ -60,10 +60,30 @@ class RunSummary:
     message: str | None = None
     duration_seconds: float | None = None
     recovery_seconds: float | None = None
+    uid: str | None = None  # the run's UID: its correlation ID in logs, Events and probe requests
+    requested_by: dict[str, Any] | None = None  # status.requestedBy (username, uid, groups), when recorded
 
     @property
     def passed(self) -> bool:
         return self.phase == "Passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the JSON report lists a run: the audit fields under the names the TestRun uses (``correlationId``
+        is the UID, ``requestedBy`` as in ``status.requestedBy``)."""
+        data = asdict(self)
+        data["correlationId"] = data.pop("uid")
+        data["requestedBy"] = data.pop("requested_by")
+        return data
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunSummary:
+        """The inverse of ``to_dict``."""
+        fields = {k: v for k, v in raw.items() if k not in ("correlationId", "requestedBy")}
+        return cls(
+            **{**fields, "completed_at": parse_iso(raw["completed_at"])},
+            uid=raw.get("correlationId"),
+            requested_by=raw.get("requestedBy"),
+        )
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,9 @@ class Report:
             raw.update(
                 failed=stats.failed, cancelled=stats.cancelled, passRate=round(stats.pass_rate, 2), flaky=stats.flaky
             )
+            raw["last_failures"] = [run.to_dict() for run in stats.last_failures]
+            raw["trend"] = [run.to_dict() for run in stats.trend]
+        data["runs"] = [run.to_dict() for run in self.runs]
         data["totals"] = {
             "runs": self.total_runs,
             "passed": self.total_passed,
@@ -145,8 +168,7 @@ class Report:
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """The inverse of ``to_dict`` (the report cache stores reports as JSON)."""
 
-        def run(raw: dict[str, Any]) -> RunSummary:
-            return RunSummary(**{**raw, "completed_at": parse_iso(raw["completed_at"])})
+        run = RunSummary.from_dict
 
         scenarios = tuple(
             ScenarioStats(
@@ -588,5 +610,6 @@ def render(report: Report, fmt: str) -> str:
 
 
 def needs_runs(fmt: str) -> bool:
-    """Whether the format lists every run (and so the store must fetch them, not only the aggregates)."""
-    return fmt == "junit"
+    """Whether the format lists every run (and so the store must fetch them, not only the aggregates): JUnit
+    has a test case per run, JSON is the audit trail (each run with its correlationId and requestedBy)."""
+    return fmt in ("junit", "json")

@@ -5,9 +5,12 @@ format as ours: JSON lines (``--log-format json``, the default: one object per l
 ``level``, ``logger``, ``event`` and the context) or coloured console lines for humans (``--log-format
 console``).
 
-Context: the kopf handler wrapper binds ``namespace``, ``run`` and ``scenario`` with structlog's contextvars
-while a TestRun is handled (each kopf handler runs in its own task, so contexts never mix); kopf's per-object
-records carry the same fields from their ``k8s_ref``. :class:`RunLogger` logs the executor's run events.
+Context: the kopf handler wrapper binds ``namespace``, ``run``, ``scenario`` and, for a TestRun, its
+``correlation_id`` (the run's UID) with structlog's contextvars while a TestRun is handled (each kopf handler runs
+in its own task, so contexts never mix); kopf's per-object records carry the same fields from their ``k8s_ref``.
+:class:`RunLogger` logs the executor's run events. The correlation ID is the one the run's Events carry (annotation
+``chaos.coordinator.dev/correlation-id``), the history keys its rows by and its http probes send (``traceparent``,
+``X-Correlation-ID``): one value finds a run everywhere.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def kopf_object_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
             event_dict.setdefault("namespace", ref["namespace"])
         if ref.get("kind") == "TestRun":
             event_dict.setdefault("run", ref.get("name"))
+            if ref.get("uid"):
+                event_dict.setdefault("correlation_id", ref["uid"])
         elif ref.get("name"):
             event_dict.setdefault("object", f"{ref.get('kind') or '?'}/{ref['name']}")
     return event_dict
@@ -92,7 +97,8 @@ def configure_logging(log_format: LogFormat = "json", level: int | str = logging
 
 
 def run_context(body: Mapping[str, Any] | None) -> dict[str, str]:
-    """The log context of a kopf body: ``namespace`` and, for TestRuns, ``run`` and ``scenario``."""
+    """The log context of a kopf body: ``namespace`` and, for TestRuns, ``run``, ``scenario`` and
+    ``correlation_id`` (the run's UID)."""
     if not body:
         return {}
     meta = body.get("metadata") or {}
@@ -101,6 +107,8 @@ def run_context(body: Mapping[str, Any] | None) -> dict[str, str]:
         context["namespace"] = str(meta["namespace"])
     if body.get("kind") == "TestRun" or "scenarioRef" in (body.get("spec") or {}):
         context["run"] = str(meta.get("name"))
+        if meta.get("uid"):
+            context["correlation_id"] = str(meta["uid"])
         scenario = (body.get("status") or {}).get("scenario")
         if not scenario:
             ref = (body.get("spec") or {}).get("scenarioRef") or {}
@@ -120,7 +128,7 @@ class RunLogger:
         self.log = structlog.get_logger("coordinator.runs")
 
     def _context(self, run: RunInfo) -> MutableMapping[str, Any]:
-        return {"namespace": run.namespace, "run": run.name, "scenario": run.scenario}
+        return {"namespace": run.namespace, "run": run.name, "scenario": run.scenario, "correlation_id": run.uid}
 
     def run_started(self, run: RunInfo) -> None:
         self.log.info("run started", **self._context(run))

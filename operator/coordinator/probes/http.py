@@ -1,13 +1,23 @@
-"""http probes: a request, its status code, body pattern or JSON value; latency recorded for every sample."""
+"""http probes: a request, its status code, body pattern or JSON value; latency recorded for every sample.
+
+Each request carries the run's correlation ID, so the system under test can tie what it logs and traces to the run
+that probed it: ``X-Correlation-ID: <TestRun UID>`` and a W3C ``traceparent`` whose trace ID is the UID (its 32 hex
+digits) and whose parent ID is new for every request (each request is a span of the run's trace). Headers the
+probe sets itself win: a user who sends their own ``traceparent`` (to join a trace of theirs) or correlation header
+means it, and the probe never rewrites a request the user spelled out.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import json
 import re
+import secrets
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 from yarl import URL
@@ -39,6 +49,44 @@ def check_response(spec: HttpProbe, status: int, body: str) -> tuple[bool, str]:
     return True, f"status {status}"
 
 
+CORRELATION_HEADER = "X-Correlation-ID"
+TRACEPARENT_HEADER = "traceparent"
+_INVALID_TRACE_ID = "0" * 32
+
+
+def trace_id(correlation_id: str) -> str:
+    """The W3C trace ID of a run: its UID's 32 hex digits (Kubernetes UIDs are UUIDs); any other ID is hashed to
+    32 hex digits, as is the all-zero UUID, which W3C reserves as invalid."""
+    try:
+        digits = uuid.UUID(correlation_id).hex
+    except ValueError:
+        digits = _INVALID_TRACE_ID
+    if digits == _INVALID_TRACE_ID:
+        digits = hashlib.sha256(correlation_id.encode()).hexdigest()[:32]
+    return digits
+
+
+def traceparent(correlation_id: str, span_id: str | None = None) -> str:
+    """``00-<trace id>-<span id>-01`` (version 00, sampled); a fresh non-zero span ID unless one is given."""
+    while span_id is None or span_id == "0" * 16:
+        span_id = secrets.token_hex(8)
+    return f"00-{trace_id(correlation_id)}-{span_id}-01"
+
+
+def request_headers(headers: Mapping[str, str], correlation_id: str | None) -> dict[str, str]:
+    """The probe's headers plus the correlation headers of the run, unless the probe sets a header of that name
+    (compared case-insensitively, as HTTP does)."""
+    merged = dict(headers)
+    if not correlation_id:
+        return merged
+    taken = {name.lower() for name in headers}
+    if TRACEPARENT_HEADER not in taken:
+        merged[TRACEPARENT_HEADER] = traceparent(correlation_id)
+    if CORRELATION_HEADER.lower() not in taken:
+        merged[CORRELATION_HEADER] = correlation_id
+    return merged
+
+
 def refusal(url: str, denied: Sequence[IPNetwork], field: str = "http.url") -> ProbeRefused | None:
     """Pure: why a URL may not be requested before anything is resolved: its host is a denied IP literal."""
     try:
@@ -56,9 +104,14 @@ def refusal(url: str, denied: Sequence[IPNetwork], field: str = "http.url") -> P
 
 
 async def sample(
-    session: aiohttp.ClientSession, spec: HttpProbe, limit_seconds: float, denied: Sequence[IPNetwork] = ()
+    session: aiohttp.ClientSession,
+    spec: HttpProbe,
+    limit_seconds: float,
+    denied: Sequence[IPNetwork] = (),
+    correlation_id: str | None = None,
 ) -> Sample:
-    """One request. ProbeRefused (not a failed sample) when the address is denied or the request cannot be sent."""
+    """One request, with the correlation headers of the run ``correlation_id`` (see ``request_headers``).
+    ProbeRefused (not a failed sample) when the address is denied or the request cannot be sent."""
     refused = refusal(spec.url, denied)
     if refused is not None:
         raise refused
@@ -68,7 +121,7 @@ async def sample(
         async with session.request(
             spec.method,
             spec.url,
-            headers=spec.headers,
+            headers=request_headers(spec.headers, correlation_id),
             data=spec.body,
             timeout=aiohttp.ClientTimeout(total=limit_seconds, sock_connect=limit_seconds),
             allow_redirects=False,

@@ -13,31 +13,20 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeApi
 from coordinator.api.probes import API_VERSION_PATTERN, KIND_PATTERN, OBJECT_NAME_PATTERN, K8sProbe
+from coordinator.domain.resources import CLUSTER_SCOPED_KINDS, plural
 from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.domain.selection import label_selector_to_string
 from coordinator.probes.base import ProbeRefused, excerpt, lookup, short
 
-# Plurals of the kinds probes usually look at; others fall back to the lowercase kind + "s".
-PLURALS = {
-    "Endpoints": "endpoints",
-    "Ingress": "ingresses",
-    "NetworkPolicy": "networkpolicies",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-}
-CLUSTER_SCOPED = {"Node", "Namespace", "PersistentVolume"}
 # Core resources whose values are configuration or credentials: Secrets are never read, ConfigMaps never shown.
 UNREADABLE = frozenset({"secrets"})
 UNSHOWN = frozenset({"secrets", "configmaps"})
 HIDDEN = "(hidden)"
 
 
-def plural(kind: str) -> str:
-    return PLURALS.get(kind, kind.lower() + "s")
-
-
 def collection_path(api_version: str, kind: str, namespace: str | None) -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    if namespace and kind not in CLUSTER_SCOPED:
+    if namespace and kind not in CLUSTER_SCOPED_KINDS:
         return f"{prefix}/namespaces/{namespace}/{plural(kind)}"
     return f"{prefix}/{plural(kind)}"
 
@@ -65,7 +54,7 @@ def refusal(spec: K8sProbe, default_namespace: str, protected: frozenset[str]) -
             return ProbeRefused(field, f"{excerpt(value)!r} cannot name an object")
     if _core(spec) and plural(spec.kind) in UNREADABLE:
         return ProbeRefused("k8s.kind", f"k8s probes never read {spec.kind} objects (Secrets)")
-    if spec.kind not in CLUSTER_SCOPED and namespace in protected:
+    if spec.kind not in CLUSTER_SCOPED_KINDS and namespace in protected:
         whose = "" if spec.namespace else " (the scenario's own namespace)"
         return ProbeRefused("k8s.namespace", f"namespace {namespace!r}{whose} is protected: probes never read it")
     return None

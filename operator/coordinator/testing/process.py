@@ -10,6 +10,9 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
 
 from coordinator.testing.waiting import wait_for
 
@@ -18,6 +21,21 @@ READY_TEXT = "operator ready"  # what `coordinator run` logs once it serves (cli
 # The test tiers' intervals: what a test waits for (a sweep, a poll of a run's progress) comes within seconds. The
 # demo and the benchmarks run with the operator's defaults, as a user would.
 TEST_INTERVALS = {"COORDINATOR_SWEEP_INTERVAL": "2", "COORDINATOR_POLL_INTERVAL": "0.2"}
+
+
+def webhook_port_for(kubeconfig: Path) -> int:
+    """The admission webhook port of every operator process run against the cluster of ``kubeconfig``: its API
+    server's port - 7000 (9443, the default, for the default cluster at 16443; clusters side by side differ by
+    their port offset).
+
+    One port per cluster, shared by all its local operator processes of the default namespace (kopf listens with
+    SO_REUSEPORT), which also share one certificate and one webhook configuration (per operator namespace): the
+    configuration left by an operator that has stopped still reaches one that runs.
+    """
+    config = yaml.safe_load(kubeconfig.read_text())
+    server = urlsplit(config["clusters"][0]["cluster"]["server"])
+    port = server.port or 443
+    return port - 7000 if port > 8000 else free_port()
 
 
 class OperatorExited(RuntimeError):
@@ -56,6 +74,11 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.metrics_port = 0
+        # The operators of the default namespace share one webhook port and certificate; one in a namespace of
+        # its own has its own certificate, so it gets a port of its own.
+        shared = self.env.get("COORDINATOR_NAMESPACE", "test-coordinator") == "test-coordinator"
+        default_port = webhook_port_for(kubeconfig) if shared else free_port()
+        self.webhook_port = int(self.env.get("COORDINATOR_WEBHOOK_PORT") or default_port)
 
     @property
     def log_path(self) -> Path:
@@ -84,6 +107,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "COORDINATOR_METRICS_ADDRESS": "127.0.0.1",
             "COORDINATOR_METRICS_PORT": str(self.metrics_port),
+            "COORDINATOR_WEBHOOK_PORT": str(self.webhook_port),
             **self.intervals,
             **self.env,
         }

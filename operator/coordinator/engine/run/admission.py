@@ -1,7 +1,9 @@
-"""Starting a run: read and render its scenario, check it, wait for a slot, and write Running.
+"""Starting a run: read and render its scenario, check it and its requester's rights, wait for a slot, and write
+Running.
 
 Nothing is changed on any target here. A run that cannot start ends Error (RunEnded) with the object and field
-at fault; a run over the concurrency cap stays Pending (Queued) and is retried.
+at fault, or with reason Forbidden when its requester may not do what it would do; a run over the concurrency cap
+stays Pending (Queued) and is retried.
 """
 
 from __future__ import annotations
@@ -15,11 +17,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import ApiError, resource_path
-from coordinator.api.models import ChaosScenarioSpec, Parameter, Phase, StepRecord
+from coordinator.api.models import (
+    GROUP,
+    REQUESTED_BY_ANNOTATION,
+    ChaosScenarioSpec,
+    Parameter,
+    Phase,
+    Requester,
+    StepRecord,
+)
 from coordinator.domain import conditions as cond
 from coordinator.domain.fieldpaths import format_path, validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
+from coordinator.domain.permissions import Need
 from coordinator.engine import observers
+from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.pausing import PAUSES, run_scope
 from coordinator.engine.run.errors import RunEnded, Waiting
 from coordinator.engine.run.stages import Stage
@@ -29,6 +41,8 @@ from coordinator.faults import kind_problems
 
 # Held while a run checks the global cap and writes Running, so two runs cannot both take the last slot.
 _ADMISSION = asyncio.Lock()
+# The reason of a run its requester may not make (engine/authorization.py).
+FORBIDDEN = "Forbidden"
 
 
 def render_scenario(run: str, scenario: str, raw: Mapping[str, Any], overrides: Mapping[str, object]) -> dict[str, Any]:
@@ -120,9 +134,11 @@ class Admission:
 
     async def start(self) -> None:
         state = self.state
-        await self.wait_while_paused()  # the run's and its scenario's namespaces, before reading anything
+        requester = await self.requester()
+        await self.wait_while_paused()  # the run's and its scenario's namespaces, before reading the scenario
         scenario, name, generation = await self.scenario()
-        await self.wait_while_paused(scenario)  # and its target namespaces
+        await self.wait_while_paused(scenario)  # and its target namespaces (a waiting run asks no access reviews)
+        await self.authorize(requester, scenario, name.split("/")[0])
         # Admission and the Running write happen under one lock, so two runs cannot both take the last slot.
         async with _ADMISSION:
             await self.admit()
@@ -153,6 +169,51 @@ class Admission:
         observers.notify("run_started", state.info)
         await state.event("Started", f"running scenario {name}")
 
+    # --- who asked for the run, and whether they may (docs/security.md) -----------------------------------------
+
+    async def requester(self) -> Requester:
+        """The run's requester, from the annotation the admission webhook writes, recorded in status.requestedBy.
+
+        Ends the run Error (Forbidden) without a readable one, or when the requester may not read a scenario in
+        another namespace (checked before the operator reads it, so nothing of it shows in a message).
+        """
+        state = self.state
+        where = f"TestRun {state.run.ref}"
+        value = (state.metadata.get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
+        if value is None:
+            raise RunEnded(
+                Phase.ERROR,
+                FORBIDDEN,
+                f"{where}: no requester recorded: the annotation {REQUESTED_BY_ANNOTATION} is missing (set by the "
+                "operator's admission webhook); a run acts only with its requester's rights",
+            )
+        try:
+            requester = Requester.from_annotation(value)
+        except ValueError as exc:
+            raise RunEnded(
+                Phase.ERROR,
+                FORBIDDEN,
+                f"{where}: no requester recorded (set by the operator's admission webhook): {exc}",
+            ) from exc
+        state.status.requestedBy = requester
+        ref = state.spec.scenarioRef
+        if ref.namespace and ref.namespace != state.run.namespace:
+            read = Need("get", GROUP, "chaosscenarios", "", ref.namespace, "spec.scenarioRef")
+            refused = await refusals(state.client, requester, [read])
+            if refused:
+                raise RunEnded(Phase.ERROR, FORBIDDEN, "; ".join(refused))
+        return requester
+
+    async def authorize(self, requester: Requester, scenario: ChaosScenarioSpec, namespace: str) -> None:
+        """End the run Error (Forbidden) when its requester may not do what the rendered scenario does (or it
+        targets Nodes while COORDINATOR_NODE_TARGETING is off): before anything is changed, on every start."""
+        state = self.state
+        refused = await scenario_refusals(state.client, state.settings, requester, scenario, namespace)
+        if refused:
+            raise RunEnded(Phase.ERROR, FORBIDDEN, "; ".join(refused))
+
+    # --- the emergency stop (engine/pausing.py) ---------------------------------------------------------------
+
     async def wait_while_paused(self, scenario: ChaosScenarioSpec | None = None) -> None:
         """Keep the run Pending (reason Paused) while a namespace it touches, or the cluster, is paused
         (engine/pausing.py); raises Waiting, and the kopf layer retries. An abort is honoured while paused."""
@@ -171,6 +232,8 @@ class Admission:
             await state.persist()
             await state.event("Paused", message)
         raise Waiting(message)
+
+    # --- the concurrency cap --------------------------------------------------------------------------------------
 
     async def admit(self) -> None:
         """Keep the run Pending (reason Queued) while COORDINATOR_MAX_CONCURRENT_RUNS runs are Running.

@@ -43,6 +43,7 @@ class Finisher:
             status.ending = RunEnding(phase=end.phase, reason=end.reason, message=end.message)
             await revert(state, lambda _: True)
             state.condition(cond.FAULTS_REVERTED, True, "Reverted", "every fault was reverted")
+        end = self.probes.audit(end)  # the audit trail is the ledger after the final revert
         status.ending = None
         completed = state.clock.now()
         status.phase = end.phase

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from coordinator.api.models import InjectionState, Phase
-from coordinator.api.probes import ProbeMode
-from coordinator.domain.verdict import evaluate_assertion, failed_probe, resilience_score
+from coordinator.api.probes import AssertionResult, AssertionType, ProbeMode
+from coordinator.domain.verdict import evaluate_assertion, evaluate_audit_trail, failed_probe, resilience_score
 from coordinator.engine.probing import ProbeReach, ProbeSession, RecoveryTracker
 from coordinator.engine.run.errors import RunEnded
 from coordinator.engine.run.state import RunState
@@ -40,6 +40,7 @@ class ProbeSupervisor:
             reach=ProbeReach.of(state.settings),
             owner=f"ChaosScenario {state.status.scenario or state.scenario_ref}",
             clock=state.clock,
+            correlation_id=state.run.uid,
         )
         for result in state.status.probes:  # counts from an earlier operator process
             if result.name in self.session.stats:
@@ -131,7 +132,11 @@ class ProbeSupervisor:
         recoveries = [r.recoveryTimeSeconds for r in status.steps if r.recoveryTimeSeconds is not None]
         status.recoveryTimeSeconds = max(recoveries) if recoveries else None
         stats = self.session.stats if self.session is not None else {}
-        status.assertions = [evaluate_assertion(a, stats, status.recoveryTimeSeconds) for a in scenario.assertions]
+        status.assertions = [
+            evaluate_assertion(a, stats, status.recoveryTimeSeconds)
+            for a in scenario.assertions
+            if a.type != AssertionType.AUDIT_TRAIL  # judged once everything is reverted: ``audit``
+        ]
         self.record()
         bad_probe = failed_probe(stats.values())
         if bad_probe is not None:
@@ -140,13 +145,37 @@ class ProbeSupervisor:
             )
         bad = next((a for a in status.assertions if not a.passed), None)
         if bad is not None:
-            return RunEnded(
-                Phase.FAILED,
-                "AssertionFailed",
-                f"assertion {bad.name} ({bad.type}) failed: expected {bad.expected}, got {bad.actual}"
-                + (f" — {bad.message}" if bad.message else ""),
-            )
+            return assertion_failed(bad)
         return RunEnded(Phase.PASSED, "Completed", summary(state))
+
+    def audit(self, end: RunEnded) -> RunEnded:
+        """Judge the ``audit_trail`` assertions on the ledger as the final revert left it (what the history
+        keeps), for every way a run ends; a run that would pass ends Failed when one does not hold."""
+        state = self.state
+        status = state.status
+        declared = state.scenario.assertions if state.scenario is not None else []
+        audits = {
+            a.name: evaluate_audit_trail(a, status.injections, status.requestedBy)
+            for a in declared
+            if a.type == AssertionType.AUDIT_TRAIL
+        }
+        if not audits:
+            return end
+        results = {r.name: r for r in status.assertions} | audits
+        status.assertions = [results[a.name] for a in declared if a.name in results]
+        bad = next((a for a in audits.values() if not a.passed), None)
+        if bad is not None and end.phase == Phase.PASSED:
+            return assertion_failed(bad)
+        return end
+
+
+def assertion_failed(bad: AssertionResult) -> RunEnded:
+    return RunEnded(
+        Phase.FAILED,
+        "AssertionFailed",
+        f"assertion {bad.name} ({bad.type}) failed: expected {bad.expected}, got {bad.actual}"
+        + (f" — {bad.message}" if bad.message else ""),
+    )
 
 
 def summary(state: RunState) -> str:

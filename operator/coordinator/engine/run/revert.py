@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from coordinator.adapters.kube import ApiError
 from coordinator.api.models import Injection, InjectionState
+from coordinator.domain.ledger import made_change
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
 from coordinator.engine.run.errors import RetryLater
@@ -26,7 +27,7 @@ def pending(injection: Injection) -> bool:
     """Whether ``injection`` may still hold a change on its target."""
     if injection.state in (InjectionState.REVERTED, InjectionState.IRREVERSIBLE):
         return False
-    return not (injection.state == InjectionState.FAILED and injection.appliedAt is None and not injection.original)
+    return made_change(injection)
 
 
 async def revert(state: RunState, which: Callable[[Injection], bool]) -> None:
@@ -60,6 +61,7 @@ async def revert(state: RunState, which: Callable[[Injection], bool]) -> None:
             target_object(injection.target),
             "ChaosReverted",
             f"{injection.fault} reverted by TestRun {state.run.ref}",
+            correlation_id=state.run.uid,
         )
     if failures:
         await state.persist()

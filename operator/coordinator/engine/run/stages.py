@@ -77,17 +77,27 @@ class Step(Enum):
 
 # (from, to) -> (step relation, why). A "why" names a write left out: the position the move skips.
 TRANSITIONS: dict[tuple[Stage, Stage], tuple[Step, str]] = {
-    (Stage.PENDING, Stage.QUEUED): (Step.NONE, "the concurrency cap is reached, or the run is paused"),
+    (Stage.PENDING, Stage.QUEUED): (
+        Step.NONE,
+        "the concurrency cap is reached (the requester may run it), or the run is paused",
+    ),
     (Stage.PENDING, Stage.STARTED): (Step.NONE, "the run starts"),
     (Stage.PENDING, Stage.PLANNED): (
         Step.FIRST,
         "the Running write rides on the first plan write (no probes, no concurrency cap)",
     ),
     (Stage.PENDING, Stage.REVERTED): (Step.FIRST, "the Running write rides on a dry run's first step record"),
-    (Stage.PENDING, Stage.FINISHED): (Step.NONE, "the run cannot start (scenario missing or invalid, aborted)"),
+    (Stage.PENDING, Stage.FINISHED): (
+        Step.NONE,
+        "the run cannot start (scenario missing or invalid, aborted, or Forbidden: its requester lacks a right); "
+        "the write records status.requestedBy",
+    ),
     (Stage.QUEUED, Stage.QUEUED): (Step.NONE, "the reason the run waits changed: queued, then paused, or back"),
     (Stage.QUEUED, Stage.STARTED): (Step.NONE, "a slot is free, or the pause is over"),
-    (Stage.QUEUED, Stage.FINISHED): (Step.NONE, "aborted or timed out while queued or paused"),
+    (Stage.QUEUED, Stage.FINISHED): (
+        Step.NONE,
+        "aborted or timed out while queued or paused, or Forbidden: each attempt checks the requester's rights again",
+    ),
     (Stage.STARTED, Stage.STARTED): (Step.NONE, "waiting for a target lock: the message changed"),
     (Stage.STARTED, Stage.BASELINED): (Step.NONE, "the baseline probes passed"),
     (Stage.STARTED, Stage.PLANNED): (Step.FIRST, "no probes: no baseline to record"),

@@ -248,6 +248,7 @@ class StepRunner:
             "ChaosInjected",
             f"{injection.fault} by TestRun {state.run.ref} (step {step_name})",
             "Warning",
+            correlation_id=state.run.uid,
         )
 
     async def hold(self, index: int) -> None:

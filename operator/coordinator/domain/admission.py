@@ -1,0 +1,212 @@
+"""The admission webhooks' pure parts: who the requester is, and the webhook configurations themselves.
+
+The mutating webhook records who created or last changed a spec in the annotation ``requested-by`` and overwrites
+whatever the request carried, so the annotation cannot be forged. A run the operator creates for a scheduled
+ChaosScenario inherits the requester recorded on that scenario.
+
+The configurations are built here from one source, for both ways the webhooks are reached: a URL (the operator as
+a local process, ``https://127.0.0.1:<port>``) or a Service (the operator in the cluster; ``manifests/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from coordinator.api.models import API_VERSION, GROUP, REQUESTED_BY_ANNOTATION, RUN_NOW_ANNOTATION, VERSION, Requester
+
+# Handler ids: kopf routes a request by the last path segment of the webhook URL.
+MUTATE_TESTRUN = "requested-by-testruns"
+MUTATE_SCENARIO = "requested-by-chaosscenarios"
+VALIDATE_TESTRUN = "rights-testruns"
+VALIDATE_SCENARIO = "rights-chaosscenarios"
+TIMEOUT_SECONDS = 10
+
+# The webhooks are called only when what they guard changes: a create, a new spec, or a touched requested-by
+# annotation. The operator's own writes (finalizers, progress annotations, status) skip them entirely.
+_ANNOTATION = (
+    "(has({o}.metadata.annotations) && '{key}' in {o}.metadata.annotations ? {o}.metadata.annotations['{key}'] : '')"
+)
+
+
+def _changed(key: str) -> str:
+    return f"{_ANNOTATION.format(o='object', key=key)} != {_ANNOTATION.format(o='oldObject', key=key)}"
+
+
+# What a requester asks for: a new object, a new spec, or a run-now of a scenario.
+SPEC_CHANGED = f"request.operation == 'CREATE' || object.spec != oldObject.spec || {_changed(RUN_NOW_ANNOTATION)}"
+TESTRUN_CREATED = "request.operation == 'CREATE'"
+REQUESTER_TOUCHED = f"{SPEC_CHANGED} || {_changed(REQUESTED_BY_ANNOTATION)}"
+
+
+def requester_of(userinfo: Mapping[str, Any]) -> Requester:
+    """The Requester of an admission request's ``userInfo``."""
+    return Requester(
+        username=str(userinfo.get("username") or ""),
+        uid=userinfo.get("uid") or None,
+        groups=[str(g) for g in userinfo.get("groups") or []],
+    )
+
+
+def _annotation(body: Mapping[str, Any] | None, key: str = REQUESTED_BY_ANNOTATION) -> str | None:
+    if body is None:
+        return None
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(key)
+    return value if isinstance(value, str) else None
+
+
+def _valid(value: str | None) -> bool:
+    if value is None:
+        return False
+    try:
+        Requester.from_annotation(value)
+    except ValueError:
+        return False
+    return True
+
+
+def recorded_requester(
+    operation: str,
+    userinfo: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    inherited: str | None = None,
+) -> str | None:
+    """The value the requested-by annotation must hold once the request is admitted; None to have none.
+
+    - A run the operator creates for a ChaosScenario it controls (a scheduled or run-now run) gets ``inherited``,
+      the requester recorded on that scenario, looked up by the webhook (never taken from the request).
+    - A create, or an update that changes the spec or asks for a run-now, records the requester of this request:
+      a run-now run acts with the rights of whoever asked for it.
+    - Any other update keeps the value the object had: a request cannot set, change or remove it.
+    """
+    if operation == "CREATE" and _valid(inherited):
+        return inherited
+    if operation == "CREATE" or old is None or old.get("spec") != new.get("spec"):
+        return requester_of(userinfo).to_annotation()
+    if _annotation(old, RUN_NOW_ANNOTATION) != _annotation(new, RUN_NOW_ANNOTATION):
+        return requester_of(userinfo).to_annotation()
+    return _annotation(old)
+
+
+def controlling_scenario(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The name and UID of the ChaosScenario that controls ``body`` (its controller ownerReference), if any."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "ChaosScenario" and ref.get("apiVersion") == API_VERSION:
+            return str(ref.get("name")), str(ref.get("uid"))
+    return None
+
+
+# --- configurations ------------------------------------------------------------------------------------------
+
+
+def configuration_name(namespace: str) -> str:
+    """The name of the Mutating- and ValidatingWebhookConfiguration of the operator in ``namespace``: one per
+    operator namespace, like its certificate (every instance there serves the same webhooks)."""
+    return f"{namespace}.{GROUP}"
+
+
+def _client_config(base: Mapping[str, Any], handler_id: str, ca_bundle: str | None) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if "url" in base:
+        config["url"] = f"{str(base['url']).rstrip('/')}/{handler_id}"
+    else:
+        service = dict(base["service"])
+        service["path"] = f"{str(service.get('path', '')).rstrip('/')}/{handler_id}"
+        config["service"] = service
+    if ca_bundle:
+        config["caBundle"] = ca_bundle
+    return config
+
+
+def _webhook(
+    name: str,
+    handler_id: str,
+    plural: str,
+    operations: list[str],
+    condition: str,
+    base: Mapping[str, Any],
+    ca_bundle: str | None,
+    namespaces: list[str],
+) -> dict[str, Any]:
+    hook: dict[str, Any] = {
+        "name": f"{name}.{plural}.{GROUP}",
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": _client_config(base, handler_id, ca_bundle),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "apiVersions": [VERSION],
+                "operations": operations,
+                "resources": [plural],
+                "scope": "Namespaced",
+            }
+        ],
+        # Fail: a run or scenario nobody checked must not exist; while the operator is down, creating and
+        # changing them is refused (docs/security.md), deleting them is not.
+        "failurePolicy": "Fail",
+        "matchPolicy": "Equivalent",
+        "sideEffects": "None",
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "matchConditions": [{"name": "guarded-change", "expression": condition}],
+    }
+    if namespaces:
+        hook["namespaceSelector"] = {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(namespaces)}]
+        }
+    return hook
+
+
+def webhook_configurations(
+    operator_namespace: str, base: Mapping[str, Any], ca_bundle: str | None, namespaces: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The MutatingWebhookConfiguration and the ValidatingWebhookConfiguration of the operator in
+    ``operator_namespace``.
+
+    ``base`` is the client config without the handler path: ``{"url": ...}`` or ``{"service": {...}}``;
+    ``ca_bundle`` the CA bundle as base64 (None in the manifests: the operator fills it in); ``namespaces`` the
+    exact namespaces watched, or empty for all of them.
+    """
+    name = configuration_name(operator_namespace)
+    metadata = {"name": name, "labels": {"app.kubernetes.io/name": "test-coordinator"}}
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": metadata,
+        "webhooks": [
+            _webhook(
+                "requested-by", handler_id, plural, ["CREATE", "UPDATE"], REQUESTER_TOUCHED, base, ca_bundle, namespaces
+            )
+            for handler_id, plural in ((MUTATE_SCENARIO, "chaosscenarios"), (MUTATE_TESTRUN, "testruns"))
+        ],
+    }
+    validating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": dict(metadata),
+        "webhooks": [
+            # A TestRun's spec is fixed once created, except spec.abort: an abort is never refused, even when
+            # the requester has lost the rights since.
+            _webhook(
+                "rights",
+                VALIDATE_TESTRUN,
+                "testruns",
+                ["CREATE"],
+                TESTRUN_CREATED,
+                base,
+                ca_bundle,
+                namespaces,
+            ),
+            _webhook(
+                "rights",
+                VALIDATE_SCENARIO,
+                "chaosscenarios",
+                ["CREATE", "UPDATE"],
+                SPEC_CHANGED,
+                base,
+                ca_bundle,
+                namespaces,
+            ),
+        ],
+    }
+    return mutating, validating

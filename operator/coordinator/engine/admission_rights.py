@@ -1,0 +1,96 @@
+"""What the validating webhook checks: may the requester do what this TestRun or ChaosScenario would do?
+
+The same check runs again before a run injects anything (engine/run/admission.py), so a right lost between
+admission and the run, or a scheduled run, is caught there. At admission only what can be known is checked: a
+TestRun whose scenario does not exist yet (GitOps applies both at once) or does not render is let through, and the
+run itself then ends Error with the precise problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from coordinator.adapters.kube import KubeApi, resource_path
+from coordinator.api.models import GROUP, REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, Requester, TestRunSpec
+from coordinator.domain.permissions import Need
+from coordinator.engine.authorization import refusals, scenario_refusals
+from coordinator.engine.run.admission import render_scenario
+from coordinator.engine.run.errors import RunEnded
+from coordinator.settings import Settings
+
+
+def _requester(body: Mapping[str, Any]) -> Requester | None:
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
+    if not isinstance(value, str):
+        return None
+    try:
+        return Requester.from_annotation(value)
+    except ValueError:
+        return None
+
+
+def _where(kind: str, body: Mapping[str, Any]) -> str:
+    metadata = body.get("metadata") or {}
+    return f"{kind} {metadata.get('namespace')}/{metadata.get('name') or metadata.get('generateName', '') + '*'}"
+
+
+async def _refusals(
+    client: KubeApi,
+    settings: Settings,
+    requester: Requester,
+    named: str,
+    raw: Mapping[str, Any],
+    overrides: Mapping[str, object],
+    namespace: str,
+    where: str,
+    extra: Sequence[Need] = (),
+) -> list[str]:
+    try:
+        spec = ChaosScenarioSpec.model_validate(render_scenario(where, named, raw, overrides))
+    except (RunEnded, ValidationError):
+        return []  # not this webhook's to say: the schema, or the run when it starts, names the problem
+    return await scenario_refusals(client, settings, requester, spec, namespace, extra=extra)
+
+
+async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
+    """Why the TestRun ``body`` (as the mutating webhook left it) must be refused; empty when it may be created."""
+    where = _where("TestRun", body)
+    requester = _requester(body)
+    if requester is None:
+        return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
+    try:
+        spec = TestRunSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return []  # the CRD schema refuses it with its own message
+    own = str((body.get("metadata") or {}).get("namespace") or "")
+    namespace = spec.scenarioRef.namespace or own
+    # A scenario in another namespace is read with the requester's rights too.
+    extra = [] if namespace == own else [Need("get", GROUP, "chaosscenarios", "", namespace, "spec.scenarioRef")]
+    if extra and (refused := await refusals(client, requester, extra)):
+        return refused
+    scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, spec.scenarioRef.name))
+    if scenario is None:
+        return []
+    named = f"ChaosScenario {namespace}/{spec.scenarioRef.name}"
+    return await _refusals(
+        client, settings, requester, named, scenario.get("spec") or {}, spec.parameters, namespace, where
+    )
+
+
+async def scenario_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
+    """Why the ChaosScenario ``body`` must be refused: its requester may not do what it does with the parameters
+    its scheduled runs get (``spec.runTemplate.parameters`` over the declared defaults)."""
+    where = _where("ChaosScenario", body)
+    requester = _requester(body)
+    if requester is None:
+        return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    raw = body.get("spec") or {}
+    template = raw.get("runTemplate")
+    overrides = template.get("parameters") if isinstance(template, Mapping) else None
+    if not isinstance(overrides, Mapping):
+        overrides = {}
+    return await _refusals(client, settings, requester, where, raw, overrides, namespace, where)
