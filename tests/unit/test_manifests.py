@@ -183,7 +183,11 @@ def test_nothing_dangerous_is_granted(cluster_wide: list[dict[str, Any]]) -> Non
 def test_leases_only_in_the_operators_namespace(cluster_wide: list[dict[str, Any]]) -> None:
     role = one(cluster_wide, "Role", "test-coordinator-leader-election")
     assert role["metadata"]["namespace"] == "test-coordinator"
-    assert list(_rules(role)) == [("coordination.k8s.io", "leases", {"get", "create", "patch"})]
+    # Reading its own namespace: the cluster-wide pause label (engine/pausing.py), seen by any install.
+    assert list(_rules(role)) == [
+        ("coordination.k8s.io", "leases", {"get", "create", "patch"}),
+        ("", "namespaces", {"get"}),
+    ]
     binding = one(cluster_wide, "RoleBinding", "test-coordinator-leader-election")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

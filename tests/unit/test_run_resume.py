@@ -25,6 +25,7 @@ import pytest
 from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import TERMINAL_PHASES, TestRunStatus
 from coordinator.engine.locks import LocalTargetLocks, LockLease
+from coordinator.engine.pausing import PAUSES
 from coordinator.engine.run import RetryLater, RunHandle, RunMachine, Waiting
 from coordinator.engine.run.stages import TRANSITIONS, Position, Stage, position_of
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL
@@ -106,6 +107,7 @@ class Case:
     # Called before each mutating call; returns an ApiError to refuse the call with.
     refuse: Callable[[World, Call], ApiError | None] | None = None
     other_running: bool = False
+    paused: bool = False  # the run's namespace carries chaos.coordinator.dev/paused=true from the start
 
 
 @dataclass
@@ -170,6 +172,25 @@ def free_slot(world: World) -> None:
     world.kube.objects[OTHER_RUN]["status"] = {"phase": "Passed"}
 
 
+def pause_once_injected(world: World, position: Position) -> None:
+    if position.stage == Stage.INJECTED:
+        PAUSES.set(NS, True)
+
+
+def resume(world: World) -> None:
+    PAUSES.set(NS, False)
+
+
+def pause_then_resume(world: World) -> None:
+    """First wait (queued): a slot frees, but the namespace is paused meanwhile; second wait: resumed."""
+    world.counters["waits"] += 1
+    if world.counters["waits"] == 1:
+        free_slot(world)
+        PAUSES.set(NS, True)
+    else:
+        resume(world)
+
+
 def lock_before_second_step(world: World, position: Position) -> None:
     if position == Position(Stage.REVERTED, 0) and world.counters["locked"] == 0:
         world.counters["locked"] += 1
@@ -212,6 +233,16 @@ CASES: dict[str, Case] = {
         other_running=True,
         on_wait=lambda world: world.kube.objects[RUN]["spec"].__setitem__("abort", True),
         ends="Cancelled",
+    ),
+    "paused, then resumed": Case({"target": DEPLOYMENTS, "steps": steps(SCALE)}, paused=True, on_wait=resume),
+    "queued, then paused, then resumed": Case(
+        {"target": DEPLOYMENTS, "steps": steps(SCALE)},
+        settings={"max_concurrent_runs": 1},
+        other_running=True,
+        on_wait=pause_then_resume,
+    ),
+    "paused while the fault holds": Case(
+        {"target": DEPLOYMENTS, "steps": steps(SCALE)}, on_write=pause_once_injected, ends="Cancelled"
     ),
     "a scenario that is not there": Case(
         {"target": DEPLOYMENTS, "steps": steps(SCALE)}, run={"scenarioRef": {"name": "gone"}}, ends="Error"
@@ -340,6 +371,23 @@ async def play(name: str, crash_after: int | None = None) -> Outcome:
 
     kube.before = before
     kube.after = after
+    PAUSES.reset("test-coordinator", [NS] if case.paused else [])
+    try:
+        return await _attempts(name, case, kube, world, clock, settings, positions, effects)
+    finally:
+        PAUSES.reset(None, [])
+
+
+async def _attempts(
+    name: str,
+    case: Case,
+    kube: FakeKube,
+    world: World,
+    clock: FakeClock,
+    settings: Settings,
+    positions: list[Position],
+    effects: Counter[str],
+) -> Outcome:
     for _attempt in range(40):
         stored = kube.stored(RUN)
         if (stored.get("status") or {}).get("phase") in TERMINAL_PHASES:

@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     from coordinator.cli.history import add_history_commands
 
     add_history_commands(commands)
+
+    from coordinator.cli.pause import add_pause_commands
+
+    add_pause_commands(commands)
     return parser
 
 

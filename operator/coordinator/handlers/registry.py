@@ -17,6 +17,7 @@ import kopf
 from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
 from coordinator.domain.admission import MUTATE_SCENARIO, MUTATE_TESTRUN, VALIDATE_SCENARIO, VALIDATE_TESTRUN
 from coordinator.domain.labelselectors import Selector, parse_selector
+from coordinator.engine.pausing import PauseFollower
 from coordinator.engine.scheduler import run_now_due
 from coordinator.handlers.admission import (
     handle_record_requester,
@@ -118,6 +119,21 @@ async def testrun_rights(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Me
 async def scenario_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a ChaosScenario whose requester lacks a right it needs."""
     await handle_validate_scenario(memo.client, memo.settings, body)
+
+
+# The emergency stop (engine/pausing.py): the paused namespaces are read before kopf starts, so no run is admitted
+# before they are known, then followed for every run to consult without a request.
+@kopf.on.startup()
+async def follow_pauses(memo: kopf.Memo, **_: Any) -> None:
+    """Read which namespaces carry chaos.coordinator.dev/paused=true, then keep following the label."""
+    memo.pauses = PauseFollower(memo.client, memo.settings)
+    await memo.pauses.start()
+
+
+@kopf.on.cleanup()
+async def stop_following_pauses(memo: kopf.Memo, **_: Any) -> None:
+    """Stop following the pause label."""
+    await memo.pauses.stop()
 
 
 @kopf.on.login()

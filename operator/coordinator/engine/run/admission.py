@@ -32,7 +32,9 @@ from coordinator.domain.parameters import REFERENCE, ParameterError, render, res
 from coordinator.domain.permissions import Need
 from coordinator.engine import observers
 from coordinator.engine.authorization import refusals, scenario_refusals
+from coordinator.engine.pausing import PAUSES, run_scope
 from coordinator.engine.run.errors import RunEnded, Waiting
+from coordinator.engine.run.stages import Stage
 from coordinator.engine.run.state import RunState
 from coordinator.engine.targets import NamespacePolicy
 from coordinator.faults import kind_problems
@@ -133,7 +135,9 @@ class Admission:
     async def start(self) -> None:
         state = self.state
         requester = await self.requester()
+        await self.wait_while_paused()  # the run's and its scenario's namespaces, before reading the scenario
         scenario, name, generation = await self.scenario()
+        await self.wait_while_paused(scenario)  # and its target namespaces (a waiting run asks no access reviews)
         await self.authorize(requester, scenario, name.split("/")[0])
         # Admission and the Running write happen under one lock, so two runs cannot both take the last slot.
         async with _ADMISSION:
@@ -157,8 +161,10 @@ class Admission:
             state.scenario = scenario
             # The Running write goes out at once when the concurrency cap counts it, or when probes will take a
             # while before the first plan; otherwise it rides on the step's plan write, which comes next (one
-            # status write fewer per run; a crash before it leaves the run Pending, with nothing touched).
-            if state.settings.max_concurrent_runs or scenario.steadyState or not scenario.steps:
+            # status write fewer per run; a crash before it leaves the run Pending, with nothing touched). A run
+            # that waited (queued or paused) says at once that it no longer waits.
+            waited = state.position.stage is Stage.QUEUED
+            if state.settings.max_concurrent_runs or scenario.steadyState or not scenario.steps or waited:
                 await state.persist()
         observers.notify("run_started", state.info)
         await state.event("Started", f"running scenario {name}")
@@ -205,6 +211,27 @@ class Admission:
         refused = await scenario_refusals(state.client, state.settings, requester, scenario, namespace)
         if refused:
             raise RunEnded(Phase.ERROR, FORBIDDEN, "; ".join(refused))
+
+    # --- the emergency stop (engine/pausing.py) ---------------------------------------------------------------
+
+    async def wait_while_paused(self, scenario: ChaosScenarioSpec | None = None) -> None:
+        """Keep the run Pending (reason Paused) while a namespace it touches, or the cluster, is paused
+        (engine/pausing.py); raises Waiting, and the kopf layer retries. An abort is honoured while paused."""
+        state = self.state
+        state.check_stop()
+        namespace = state.spec.scenarioRef.namespace or state.run.namespace
+        target = scenario.target if scenario is not None else None
+        pause = PAUSES.pausing(run_scope(state.run.namespace, namespace, target))
+        if pause is None:
+            return
+        message = pause.waiting_message()
+        if (state.status.reason, state.status.message) != ("Paused", message):
+            state.status.phase = Phase.PENDING
+            state.status.reason = "Paused"
+            state.status.message = message
+            await state.persist()
+            await state.event("Paused", message)
+        raise Waiting(message)
 
     # --- the concurrency cap --------------------------------------------------------------------------------------
 

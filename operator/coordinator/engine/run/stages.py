@@ -17,7 +17,7 @@ from coordinator.api.models import TERMINAL_PHASES, Phase, StepOutcome, TestRunS
 
 class Stage(StrEnum):
     PENDING = "Pending"  # created; nothing read or changed yet
-    QUEUED = "Queued"  # waits for a slot under COORDINATOR_MAX_CONCURRENT_RUNS; nothing changed
+    QUEUED = "Queued"  # waits (a slot under COORDINATOR_MAX_CONCURRENT_RUNS, or a pause to end); nothing changed
     STARTED = "Started"  # Running: scenario snapshot, deadline and step records written
     BASELINED = "Baselined"  # the before/edge probes passed; still nothing changed
     PLANNED = "Planned"  # step k's changes are in the ledger (some may be applied: an apply is idempotent)
@@ -27,6 +27,8 @@ class Stage(StrEnum):
     FINISHED = "Finished"  # a terminal phase is written
 
 
+# The reasons of a Pending run that waits to start: the concurrency cap, or a pause (engine/pausing.py).
+WAITING_REASONS = frozenset({"Queued", "Paused"})
 STEP_STAGES = frozenset({Stage.PLANNED, Stage.INJECTED, Stage.REVERTED})
 
 
@@ -46,7 +48,7 @@ def position_of(status: TestRunStatus) -> Position:
     if status.ending is not None:
         return Position(Stage.ENDING)
     if status.phase in (None, Phase.PENDING):
-        return Position(Stage.QUEUED if status.reason == "Queued" else Stage.PENDING)
+        return Position(Stage.QUEUED if status.reason in WAITING_REASONS else Stage.PENDING)
     index = status.currentStep or 0
     if index >= len(status.steps):
         return Position(Stage.REVERTED, index - 1) if status.steps else Position(Stage.STARTED)
@@ -75,7 +77,10 @@ class Step(Enum):
 
 # (from, to) -> (step relation, why). A "why" names a write left out: the position the move skips.
 TRANSITIONS: dict[tuple[Stage, Stage], tuple[Step, str]] = {
-    (Stage.PENDING, Stage.QUEUED): (Step.NONE, "the concurrency cap is reached (the requester may run it)"),
+    (Stage.PENDING, Stage.QUEUED): (
+        Step.NONE,
+        "the concurrency cap is reached (the requester may run it), or the run is paused",
+    ),
     (Stage.PENDING, Stage.STARTED): (Step.NONE, "the run starts"),
     (Stage.PENDING, Stage.PLANNED): (
         Step.FIRST,
@@ -87,10 +92,11 @@ TRANSITIONS: dict[tuple[Stage, Stage], tuple[Step, str]] = {
         "the run cannot start (scenario missing or invalid, aborted, or Forbidden: its requester lacks a right); "
         "the write records status.requestedBy",
     ),
-    (Stage.QUEUED, Stage.STARTED): (Step.NONE, "a slot is free"),
+    (Stage.QUEUED, Stage.QUEUED): (Step.NONE, "the reason the run waits changed: queued, then paused, or back"),
+    (Stage.QUEUED, Stage.STARTED): (Step.NONE, "a slot is free, or the pause is over"),
     (Stage.QUEUED, Stage.FINISHED): (
         Step.NONE,
-        "aborted or timed out while queued, or Forbidden: each attempt checks the requester's rights again",
+        "aborted or timed out while queued or paused, or Forbidden: each attempt checks the requester's rights again",
     ),
     (Stage.STARTED, Stage.STARTED): (Step.NONE, "waiting for a target lock: the message changed"),
     (Stage.STARTED, Stage.BASELINED): (Step.NONE, "the baseline probes passed"),

@@ -14,6 +14,7 @@ from coordinator.domain.runs import RunInfo
 from coordinator.domain.verdict import scenario_ref
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.engine.events import post_event
+from coordinator.engine.pausing import PAUSES, Pause, run_scope
 from coordinator.engine.run.errors import IllegalTransition, RunEnded, RunInterrupted
 from coordinator.engine.run.stages import Position, allowed, position_of
 from coordinator.faults.base import RunIdentity
@@ -95,6 +96,16 @@ class RunState:
             "metadata": {"name": self.run.name, "namespace": self.run.namespace, "uid": self.run.uid},
         }
 
+    @property
+    def scope(self) -> frozenset[str]:
+        """The namespaces the run touches (a pause on any of them stops it); the targets' once the scenario is read."""
+        target = self.scenario.target if self.scenario is not None else None
+        return run_scope(self.run.namespace, self.scenario_namespace, target)
+
+    def paused_by(self) -> Pause | None:
+        """The pause (chaos.coordinator.dev/paused) that stops this run, if any: no request, the operator's board."""
+        return PAUSES.pausing(self.scope)
+
     def need_scenario(self) -> ChaosScenarioSpec:
         if self.scenario is None:
             raise RunEnded(Phase.ERROR, "StatusLost", "the run has no scenario loaded; cannot resume")
@@ -138,11 +149,16 @@ class RunState:
         return self.status.deadline is not None and self.clock.now() >= self.status.deadline
 
     def check_stop(self) -> None:
-        """Raise if the run must stop now: operator stopping, a lapsed target lock, abort, or the deadline."""
+        """Raise if the run must stop now: operator stopping, a lapsed target lock, abort, a pause, or the deadline.
+
+        A pause ends a started run (Cancelled, reason Paused); a run not started yet waits instead (admission).
+        """
         if self.handle.stopped():
             raise RunInterrupted("operator stopping or TestRun deleted")
         self.lease_check()
         if abort_requested(self.handle.body):
             raise RunEnded(Phase.CANCELLED, "Aborted", "aborted on request; every fault was reverted")
+        if self.status.phase == Phase.RUNNING and (pause := self.paused_by()) is not None:
+            raise RunEnded(Phase.CANCELLED, "Paused", pause.ending_message())
         if self.deadline_passed():
             raise RunEnded(Phase.TIMED_OUT, "TimedOut", f"the run exceeded spec.timeout ({self.spec.timeout})")
