@@ -356,7 +356,8 @@ def main() -> int:
     say(
         "\nThe demo passed. The cluster keeps running; use it with:\n"
         f"  export KUBECONFIG={kubeconfig}\n"
-        f"  {COORDINATOR} run    # the operator, in another terminal\n"
+        f"  {COORDINATOR} run    # the operator, in another terminal (its admission webhooks refuse new\n"
+        "                       # TestRuns and ChaosScenarios while it is down: docs/security.md)\n"
         "  kubectl apply -f examples/scale.yaml    # any example, see examples/README.md\n"
         f"  kubectl get testruns -n {NAMESPACE}\n"
         "Run the demo again with: make demo\n"
