@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from coordinator.api.models import REQUESTED_BY_ANNOTATION
 from coordinator.domain.timestamps import format_iso_seconds
+from coordinator.engine.pausing import PAUSES, PauseBoard
 from coordinator.engine.scheduler import (
     SCENARIO_LABEL,
     SCHEDULED_AT_ANNOTATION,
@@ -146,6 +148,47 @@ async def test_suspend_stops_creation_and_resuming_runs_one_missed_time() -> Non
     await tick(kube, 31)
     await tick(kube, 32)
     assert created(kube) == [name_at(30)], "one run for the most recent time, no burst for the missed ones"
+
+
+@pytest.fixture
+def paused_board() -> Iterator[PauseBoard]:
+    """The operator's pause board, emptied again after the test."""
+    yield PAUSES
+    PAUSES.reset(None, [])
+
+
+@pytest.mark.parametrize(
+    ("paused", "cluster"),
+    [
+        pytest.param("ns", None, id="its-namespace"),
+        pytest.param("shop", None, id="a-target-namespace"),
+        pytest.param("test-coordinator", "test-coordinator", id="cluster-wide"),
+    ],
+)
+async def test_a_paused_scope_skips_its_ticks_and_resuming_runs_the_next(
+    paused_board: PauseBoard, paused: str, cluster: str | None
+) -> None:
+    """An emergency stop skips scheduled runs (a Warning Event says so) instead of piling them up Pending."""
+    kube = FakeKube()
+    add_scenario(kube, schedule="@every 5s", target={"namespaces": ["ns", "shop"]})
+    paused_board.reset(cluster, [paused])
+    for second in (0.5, 5.5, 10.5):
+        await tick(kube, second)
+    assert created(kube) == []
+    assert event_reasons(kube).count("Skipped") == 3
+    assert scenario(kube)["status"]["lastScheduleTime"] == "2026-03-02T12:00:10Z", "the skipped times are consumed"
+    paused_board.reset(cluster, [])
+    await tick(kube, 12.5)
+    await tick(kube, 15.5)
+    assert created(kube) == [name_at(15)], "no burst of the skipped times"
+
+
+async def test_a_pause_elsewhere_does_not_skip(paused_board: PauseBoard) -> None:
+    kube = FakeKube()
+    add_scenario(kube, schedule="@every 5s")
+    paused_board.reset("test-coordinator", ["other"])
+    await tick(kube, 0.5)
+    assert created(kube) == [name_at(0)]
 
 
 async def test_history_limits_prune_the_oldest_finished_runs() -> None:

@@ -25,6 +25,7 @@ from coordinator.api.models import (
     TERMINAL_PHASES,
     Phase,
     ScenarioScheduling,
+    Target,
 )
 from coordinator.domain.schedule import (
     Action,
@@ -38,6 +39,7 @@ from coordinator.domain.schedule import (
 )
 from coordinator.domain.timestamps import format_iso_seconds, parse_iso
 from coordinator.engine.events import post_event
+from coordinator.engine.pausing import PAUSES, Pause, run_scope
 from coordinator.engine.sweeper import list_scoped, release_our_finalizer, stuck_on_our_finalizer
 
 log = logging.getLogger(__name__)
@@ -289,6 +291,17 @@ class Scheduler:
             )
             exists = due is not None and run_name(self.name, due) in {run.name for run in runs}
             action = decide(due, exists, scheduling.concurrencyPolicy, len(active))
+            pause = self.pause() if due is not None and action in (Action.CREATE, Action.REPLACE) else None
+            if due is not None and pause is not None:
+                # Like a missed tick: nothing piles up Pending during an emergency stop to start all at once after.
+                await post_event(
+                    self.client,
+                    self.scenario,
+                    "Skipped",
+                    f"no TestRun for {format_iso_seconds(due)}: {pause.label}",
+                    "Warning",
+                )
+                action = Action.NONE  # the time is consumed (lastScheduleTime), as a missed one
             if due is not None and action in (Action.CREATE, Action.REPLACE):
                 if action == Action.REPLACE:
                     await self.abort(active)
@@ -303,6 +316,14 @@ class Scheduler:
             if run.scheduled
         ]
         await self.write_status(status, update)
+
+    def pause(self) -> Pause | None:
+        """The emergency stop that covers this scenario's runs (its namespace, its target namespaces), if any."""
+        try:
+            target = Target.model_validate((self.scenario.get("spec") or {}).get("target") or {})
+        except ValidationError:
+            target = None  # a malformed target: the run would end Error; the scenario's own namespace still counts
+        return PAUSES.pausing(run_scope(self.namespace, self.namespace, target))
 
     async def write_status(self, current: Mapping[str, Any], update: dict[str, Any]) -> None:
         """Merge ``update`` into the scenario's status, skipping the write when nothing changes."""
