@@ -39,9 +39,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -595,3 +595,40 @@ def path_of(obj: Mapping[str, Any]) -> str:
     """The API path of ``obj`` from its ``kind``, ``metadata.namespace`` and ``metadata.name`` (for ``add``)."""
     metadata = obj["metadata"]
     return resource_path(obj["kind"], metadata.get("namespace"), metadata["name"])
+
+
+class RunClock:
+    """The run engine's clock for runs on a FakeKube: time moves only when the run sleeps, so a step held for
+    minutes takes no time."""
+
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def time(self) -> float:
+        return self.moment.timestamp()
+
+    async def sleep(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=max(seconds, 0.001))
+
+
+class LiveBody(Mapping[str, Any]):
+    """kopf's live view of an object on a FakeKube: what the API server holds now (an abort shows at once)."""
+
+    def __init__(self, kube: FakeKube, path: str) -> None:
+        self.kube = kube
+        self.path = path
+
+    def _obj(self) -> dict[str, Any]:
+        return self.kube.objects[self.path]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._obj()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._obj())
+
+    def __len__(self) -> int:
+        return len(self._obj())

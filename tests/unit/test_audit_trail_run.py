@@ -7,8 +7,7 @@ requested-by annotation when the run starts), which is what the assertion reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from typing import Any
 
 from coordinator.adapters.kube import ApiError, resource_path
@@ -16,7 +15,7 @@ from coordinator.api.models import TERMINAL_PHASES, Requester
 from coordinator.engine.locks import LocalTargetLocks
 from coordinator.engine.run import RetryLater, RunHandle, RunMachine
 from coordinator.settings import Settings
-from support.fake_kube import Call, FakeKube
+from support.fake_kube import Call, FakeKube, LiveBody, RunClock
 
 NS = "shop"
 RUN = resource_path("TestRun", NS, "run")
@@ -29,34 +28,6 @@ READY = {
     "type": "k8s",
     "k8s": {"kind": "Deployment", "name": "web", "fieldPath": "spec.replicas", "operator": ">=", "value": 0},
 }
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def time(self) -> float:
-        return self.moment.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        self.moment += timedelta(seconds=max(seconds, 0.001))
-
-
-class LiveBody(Mapping[str, Any]):
-    def __init__(self, kube: FakeKube) -> None:
-        self.kube = kube
-
-    def __getitem__(self, key: str) -> Any:
-        return self.kube.objects[RUN][key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.kube.objects[RUN])
-
-    def __len__(self) -> int:
-        return len(self.kube.objects[RUN])
 
 
 def world(requester: Requester | None, assertions: list[dict[str, Any]]) -> FakeKube:
@@ -82,12 +53,12 @@ def world(requester: Requester | None, assertions: list[dict[str, Any]]) -> Fake
     return kube
 
 
-async def attempt(kube: FakeKube, clock: FakeClock) -> bool:
+async def attempt(kube: FakeKube, clock: RunClock) -> bool:
     """One attempt of the run machine; whether it asked to be retried."""
     machine = RunMachine(
         kube,
         Settings(poll_interval=1, recovery_interval=1),
-        RunHandle(body=LiveBody(kube), stopped=lambda: False),
+        RunHandle(body=LiveBody(kube, RUN), stopped=lambda: False),
         stored=kube.stored(RUN),
         locks=LocalTargetLocks(),
         clock=clock,
@@ -100,7 +71,7 @@ async def attempt(kube: FakeKube, clock: FakeClock) -> bool:
 
 
 async def finish(kube: FakeKube) -> dict[str, Any]:
-    clock = FakeClock()
+    clock = RunClock()
     for _ in range(10):
         await attempt(kube, clock)
         status: dict[str, Any] = kube.stored(RUN).get("status") or {}
@@ -167,7 +138,7 @@ async def test_while_the_final_revert_fails_no_verdict_is_written() -> None:
 
     kube.after = abort_once_injected
     kube.before = refuse_the_revert
-    clock = FakeClock()
+    clock = RunClock()
     assert await attempt(kube, clock), "the revert failed: the run is retried"
     pending = kube.stored(RUN)["status"]
     assert pending.get("phase") not in TERMINAL_PHASES

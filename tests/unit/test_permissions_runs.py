@@ -18,7 +18,7 @@ from coordinator.engine.authorization import CONCURRENT_REVIEWS, SUBJECT_ACCESS_
 from coordinator.engine.run import RetryLater, RunHandle, RunMachine
 from coordinator.engine.scheduler import RUN_NOW_ANNOTATION, reconcile_schedule, start_run_now
 from coordinator.settings import Settings
-from support.fake_kube import FAKE_REQUESTER, FakeKube
+from support.fake_kube import FAKE_REQUESTER, FakeKube, RunClock
 
 pytestmark = pytest.mark.unit
 
@@ -30,20 +30,6 @@ KILL = {
     "steps": [{"name": "kill", "duration": "0s", "faults": [{"type": "pod-kill"}]}],
 }
 DRAIN = {"target": {"kind": "Node"}, "steps": [{"name": "drain", "duration": "0s", "faults": [{"type": "node-drain"}]}]}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def time(self) -> float:
-        return self.moment.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        self.moment += timedelta(seconds=max(seconds, 0.001))
 
 
 def world(scenario: dict[str, Any], *namespaces: str) -> FakeKube:
@@ -72,7 +58,7 @@ def add_run(kube: FakeKube, requested_by: str | None, **spec: Any) -> str:
 
 async def finish(kube: FakeKube, path: str, **settings: Any) -> dict[str, Any]:
     """Run the TestRun at ``path`` to its end (retrying as the kopf layer would); its final status."""
-    clock = Clock()
+    clock = RunClock()
     for _attempt in range(20):
         stored = kube.stored(path)
         if (stored.get("status") or {}).get("phase") in ("Passed", "Failed", "Error", "Cancelled", "TimedOut"):
@@ -281,7 +267,7 @@ async def test_a_queued_run_is_checked_again_on_each_attempt() -> None:
     )
     path = add_run(kube, ALICE.to_annotation())
     settings = Settings(poll_interval=1, recovery_interval=1, max_concurrent_runs=1)
-    machine = RunMachine(kube, settings, RunHandle(body=kube.stored(path), stopped=lambda: False), clock=Clock())
+    machine = RunMachine(kube, settings, RunHandle(body=kube.stored(path), stopped=lambda: False), clock=RunClock())
     with pytest.raises(RetryLater):
         await machine.execute()
     assert kube.stored(path)["status"]["reason"] == "Queued"

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +29,7 @@ from coordinator.engine.run import RetryLater, RunHandle, RunMachine, Waiting
 from coordinator.engine.run.stages import TRANSITIONS, Position, Stage, position_of
 from coordinator.faults.base import ANNOTATION_PREFIX, INJECTED_LABEL
 from coordinator.settings import Settings
-from support.fake_kube import Call, Crash, FakeKube
+from support.fake_kube import Call, Crash, FakeKube, LiveBody, RunClock
 
 NS = "shop"
 RUN = resource_path("TestRun", NS, "run")
@@ -38,41 +37,6 @@ SCENARIO = resource_path("ChaosScenario", NS, "scn")
 WEB = resource_path("Deployment", NS, "web")
 OTHER_RUN = resource_path("TestRun", NS, "other")
 WEB_LOCK = f"Deployment/{NS}/web"
-
-
-class FakeClock:
-    """Time moves only when the run sleeps: a step held for minutes takes no time."""
-
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def time(self) -> float:
-        return self.moment.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        self.moment += timedelta(seconds=max(seconds, 0.001))
-
-
-class LiveBody(Mapping[str, Any]):
-    """kopf's live view of the TestRun: what the API server holds now (an abort shows at once)."""
-
-    def __init__(self, kube: FakeKube) -> None:
-        self.kube = kube
-
-    def _obj(self) -> dict[str, Any]:
-        return self.kube.objects[RUN]
-
-    def __getitem__(self, key: str) -> Any:
-        return self._obj()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._obj())
-
-    def __len__(self) -> int:
-        return len(self._obj())
 
 
 SCALE = {"type": "scale", "scale": {"replicas": 1}}
@@ -342,7 +306,7 @@ async def play(name: str, crash_after: int | None = None) -> Outcome:
     world = World(kube, LocalTargetLocks())
     if name in LOCKED_FROM_THE_START:
         hold_web_lock(world)
-    clock = FakeClock()
+    clock = RunClock()
     settings = Settings(poll_interval=1, recovery_interval=1, **case.settings)
     positions: list[Position] = []
     effects: Counter[str] = Counter()
@@ -383,7 +347,7 @@ async def _attempts(
     case: Case,
     kube: FakeKube,
     world: World,
-    clock: FakeClock,
+    clock: RunClock,
     settings: Settings,
     positions: list[Position],
     effects: Counter[str],
@@ -395,7 +359,7 @@ async def _attempts(
         machine = RunMachine(
             kube,
             settings,
-            RunHandle(body=LiveBody(kube), stopped=lambda: False),
+            RunHandle(body=LiveBody(kube, RUN), stopped=lambda: False),
             stored=stored,
             locks=world.locks,
             clock=clock,
