@@ -145,13 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--creates", type=int, default=100, help="TestRuns per round and side, each way")
     parser.add_argument("--parallel", type=int, default=20, help="creates in flight in the parallel part")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both sides, alternating")
-    parser.add_argument("--cluster-dir", help="another local cluster's directory (hack/cluster)")
-    parser.add_argument("--port-offset", help="that cluster's port offset")
+    harness.add_cluster_arguments(parser)
     args = parser.parse_args(argv)
-    if args.cluster_dir:
-        harness.CLUSTER_ENV["COORDINATOR_CLUSTER_DIR"] = args.cluster_dir
-    if args.port_offset:
-        harness.CLUSTER_ENV["COORDINATOR_CLUSTER_PORT_OFFSET"] = args.port_offset
+    harness.use_cluster_arguments(args)
     payload = asyncio.run(bench(args))
     print(f"\nwrote {write_result('admission', payload)}")
     return 0

@@ -10,6 +10,7 @@ and the demo start it), configured like a production install: PostgreSQL 15 and 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -49,6 +50,22 @@ CLUSTER_ENV = {
     "COORDINATOR_CLUSTER_NODES": "100",
 }
 NODES = int(CLUSTER_ENV["COORDINATOR_CLUSTER_NODES"])
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cluster-dir`` and ``--port-offset``: run on another local cluster than the benchmark cluster."""
+    parser.add_argument("--cluster-dir", help="another local cluster's directory (hack/cluster)")
+    parser.add_argument("--port-offset", help="that cluster's port offset")
+
+
+def use_cluster_arguments(args: argparse.Namespace) -> None:
+    """Point :class:`BenchCluster` at the cluster ``add_cluster_arguments``' options name, if they do."""
+    if args.cluster_dir:
+        CLUSTER_ENV["COORDINATOR_CLUSTER_DIR"] = args.cluster_dir
+    if args.port_offset:
+        CLUSTER_ENV["COORDINATOR_CLUSTER_PORT_OFFSET"] = args.port_offset
+
+
 OPT_IN = {"chaos.coordinator.dev/allow": "true"}
 # The operator's settings in every benchmark unless one says otherwise (recorded with each result).
 OPERATOR_SETTINGS = {

@@ -249,13 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scope", choices=["namespace", "cluster"], default="namespace", help="what is labelled")
     parser.add_argument("--profile", action="store_true", help="py-spy the operator during each round")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the benchmark cluster running")
-    parser.add_argument("--cluster-dir", help="another local cluster's directory (hack/cluster)")
-    parser.add_argument("--port-offset", help="that cluster's port offset")
+    harness.add_cluster_arguments(parser)
     args = parser.parse_args(argv)
-    if args.cluster_dir:
-        harness.CLUSTER_ENV["COORDINATOR_CLUSTER_DIR"] = args.cluster_dir
-    if args.port_offset:
-        harness.CLUSTER_ENV["COORDINATOR_CLUSTER_PORT_OFFSET"] = args.port_offset
+    harness.use_cluster_arguments(args)
     payload = asyncio.run(bench(args))
     print(f"\nwrote {write_result(f'pause-{args.scope}', payload)}")
     return 0
