@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiohttp import web
 
 
 class HttpTarget:
@@ -61,3 +65,35 @@ class HttpTarget:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class RecordingServer:
+    """An aiohttp server on 127.0.0.1 (a free port) that answers GET / with 200 and records each request's
+    headers; each response closes its connection, so every request resolves and dials anew (no pooling)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.headers: list[dict[str, str]] = []
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.headers.append(dict(request.headers))
+        return web.json_response({"ok": True}, headers={"Connection": "close"})
+
+
+@contextlib.asynccontextmanager
+async def recording_server() -> AsyncIterator[RecordingServer]:
+    """A :class:`RecordingServer`, serving until the block ends."""
+    found = RecordingServer()
+    app = web.Application()
+    app.router.add_get("/", found.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    found.port = runner.addresses[0][1]
+    try:
+        yield found
+    finally:
+        await runner.cleanup()

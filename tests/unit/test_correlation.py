@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
-from aiohttp import web
 
 from coordinator.adapters.kube import KubeClient
 from coordinator.api.models import TargetRef
@@ -17,6 +16,7 @@ from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, parse_cidrs
 from coordinator.engine.events import CORRELATION_ANNOTATION, event_metadata, involved_object, target_object
 from coordinator.engine.probing import ProbeReach, ProbeSession
 from coordinator.probes import http as http_probe
+from support.http_target import RecordingServer, recording_server
 
 UID = "0b6f1f8e-5c1a-4d1e-9a53-2f3c7f1b9e10"
 TRACEPARENT = re.compile(r"00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-01")
@@ -78,28 +78,10 @@ def test_events_on_a_run_carry_its_uid_and_events_on_targets_the_runs() -> None:
 # --- the headers a real server receives ------------------------------------------------------------------------
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.headers: list[dict[str, str]] = []
-        self.port = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.headers.append(dict(request.headers))
-        return web.json_response({"ok": True})
-
-
 @pytest.fixture
-async def recorder() -> AsyncIterator[Recorder]:
-    found = Recorder()
-    app = web.Application()
-    app.router.add_get("/", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    found.port = runner.addresses[0][1]
-    yield found
-    await runner.cleanup()
+async def recorder() -> AsyncIterator[RecordingServer]:
+    async with recording_server() as found:
+        yield found
 
 
 def _session(probe: Probe, correlation_id: str | None) -> ProbeSession:
@@ -113,7 +95,7 @@ def _probe(port: int, **http: Any) -> Probe:
     )
 
 
-async def test_a_runs_http_probe_sends_its_correlation_headers(recorder: Recorder) -> None:
+async def test_a_runs_http_probe_sends_its_correlation_headers(recorder: RecordingServer) -> None:
     session = _session(_probe(recorder.port, headers={"Accept": "application/json"}), UID)
     try:
         for _ in range(2):
@@ -131,7 +113,7 @@ async def test_a_runs_http_probe_sends_its_correlation_headers(recorder: Recorde
     assert len(spans) == 2, "a new span ID per request"
 
 
-async def test_headers_the_user_set_reach_the_server_unchanged(recorder: Recorder) -> None:
+async def test_headers_the_user_set_reach_the_server_unchanged(recorder: RecordingServer) -> None:
     mine = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     session = _session(_probe(recorder.port, headers={"traceparent": mine, "X-Correlation-Id": "ticket-42"}), UID)
     try:

@@ -12,7 +12,6 @@ from typing import Any, cast
 import aiohttp
 import celpy
 import pytest
-from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from celpy.adapter import json_to_cel
 from pydantic import ValidationError
@@ -28,6 +27,7 @@ from coordinator.probes import k8s as k8s_probe
 from coordinator.probes.base import EXCERPT_LIMIT, ProbeRefused, excerpt
 from coordinator.probes.reach import AddressDenied, guarded_session
 from coordinator.settings import ConfigurationError, get_settings, load_settings
+from support.http_target import RecordingServer, recording_server
 
 DEFAULT = parse_cidrs(DEFAULT_DENIED_CIDRS)
 PROTECTED = frozenset({"kube-system", "test-coordinator"})
@@ -280,31 +280,10 @@ def test_an_http_value_that_cannot_be_compared_is_bounded() -> None:
 # --- the guarded HTTP session against a real server on loopback -----------------------------------------------
 
 
-class Server:
-    def __init__(self) -> None:
-        self.requests = 0
-        self.headers: list[dict[str, str]] = []
-        self.port = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        self.headers.append(dict(request.headers))
-        # A connection per request, so that each request resolves its name (a pooled connection would not).
-        return web.json_response({"ok": True}, headers={"Connection": "close"})
-
-
 @pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    found = Server()
-    app = web.Application()
-    app.router.add_get("/", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    found.port = runner.addresses[0][1]
-    yield found
-    await runner.cleanup()
+async def server() -> AsyncIterator[RecordingServer]:
+    async with recording_server() as found:
+        yield found
 
 
 class MapResolver(AbstractResolver):
@@ -332,7 +311,7 @@ async def _get(session: aiohttp.ClientSession, url: str) -> int:
         return resp.status
 
 
-async def test_a_name_is_dialled_at_the_address_it_was_checked_at(server: Server) -> None:
+async def test_a_name_is_dialled_at_the_address_it_was_checked_at(server: RecordingServer) -> None:
     # svc.test exists only in this resolver: the request can reach the server only through the checked answer.
     resolver = MapResolver(lambda host, call: ["127.0.0.1"])
     async with guarded_session(DEFAULT, resolver) as session:
@@ -341,7 +320,7 @@ async def test_a_name_is_dialled_at_the_address_it_was_checked_at(server: Server
     assert server.requests == 1
 
 
-async def test_a_name_with_any_denied_address_is_refused_before_connecting(server: Server) -> None:
+async def test_a_name_with_any_denied_address_is_refused_before_connecting(server: RecordingServer) -> None:
     resolver = MapResolver(lambda host, call: ["127.0.0.1", "169.254.169.254"])
     async with guarded_session(DEFAULT, resolver) as session:
         with pytest.raises(AddressDenied, match=r"svc.test resolves to 169.254.169.254, which is in the denied"):
@@ -349,7 +328,7 @@ async def test_a_name_with_any_denied_address_is_refused_before_connecting(serve
     assert server.requests == 0
 
 
-async def test_rebinding_cannot_slip_past(server: Server) -> None:
+async def test_rebinding_cannot_slip_past(server: RecordingServer) -> None:
     """The answer changes between requests (allowed, then denied): each request resolves once and is checked."""
     resolver = MapResolver(lambda host, call: ["127.0.0.1"] if call == 1 else ["169.254.169.254"])
     async with guarded_session(DEFAULT, resolver) as session:
@@ -360,7 +339,7 @@ async def test_rebinding_cannot_slip_past(server: Server) -> None:
     assert server.requests == 1
 
 
-async def test_an_ip_literal_is_checked_at_the_socket(server: Server) -> None:
+async def test_an_ip_literal_is_checked_at_the_socket(server: RecordingServer) -> None:
     """aiohttp never resolves an IP literal: the socket factory is what sees its address, before connecting."""
     async with guarded_session(parse_cidrs("127.0.0.0/8")) as session:
         with pytest.raises(AddressDenied, match=r"127\.0\.0\.1 is in the denied range 127\.0\.0\.0/8"):
@@ -368,7 +347,7 @@ async def test_an_ip_literal_is_checked_at_the_socket(server: Server) -> None:
     assert server.requests == 0
 
 
-async def test_the_system_resolver_is_checked_too(server: Server) -> None:
+async def test_the_system_resolver_is_checked_too(server: RecordingServer) -> None:
     async with guarded_session(parse_cidrs("127.0.0.0/8,::1/128")) as session:
         with pytest.raises(AddressDenied, match="localhost resolves to"):
             await _get(session, f"http://localhost:{server.port}/")
@@ -416,7 +395,7 @@ def test_a_malformed_prometheus_url_from_the_settings_is_a_refusal_not_a_crash()
         ProbeSession(NO_CLIENT, [probe], "shop", "http://[::1", reach=ProbeReach(PROTECTED, DEFAULT))
 
 
-async def test_a_name_resolving_to_a_denied_address_is_refused_from_a_sample(server: Server) -> None:
+async def test_a_name_resolving_to_a_denied_address_is_refused_from_a_sample(server: RecordingServer) -> None:
     resolver = MapResolver(lambda host, call: ["169.254.169.254"])
     probe = _probe("api", type="http", http={"url": f"http://metadata.test:{server.port}/"})
     session = _session(probe, reach=ProbeReach(PROTECTED, DEFAULT, resolver))
@@ -465,7 +444,7 @@ async def test_a_refusal_cancels_the_other_samples_at_once() -> None:
         await session.close()
 
 
-async def test_a_header_the_client_will_not_send_is_a_refusal_not_a_retry(server: Server) -> None:
+async def test_a_header_the_client_will_not_send_is_a_refusal_not_a_retry(server: RecordingServer) -> None:
     """A spec that skipped admission (an older CRD) once raised ValueError from every sample: a retry loop."""
     http = HttpProbe.model_construct(
         url=f"http://127.0.0.1:{server.port}/",
@@ -488,7 +467,7 @@ async def test_a_header_the_client_will_not_send_is_a_refusal_not_a_retry(server
     assert server.requests == 0
 
 
-async def test_loopback_stays_reachable_by_default(server: Server) -> None:
+async def test_loopback_stays_reachable_by_default(server: RecordingServer) -> None:
     probe = _probe("api", type="http", http={"url": f"http://localhost:{server.port}/", "headers": {"X-A": "1"}})
     session = _session(probe)
     try:
