@@ -110,16 +110,6 @@ def test_while_the_operator_is_down_creating_is_refused_and_deleting_is_not(
         chaos.custom.delete_namespaced_custom_object(
             "chaos.coordinator.dev", "v1alpha1", chaos.namespace, "testruns", kept
         )
-        wait_for(lambda: not _exists(chaos, kept), timeout=30, description=f"TestRun {kept} deleted")
+        wait_for(lambda: not chaos.run_exists(kept), timeout=30, description=f"TestRun {kept} deleted")
     finally:
         running_operator.start()
-
-
-def _exists(chaos: Chaos, name: str) -> bool:
-    try:
-        chaos.get_run(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True

@@ -347,16 +347,6 @@ def test_the_outage_is_one_log_line_when_it_starts_and_one_when_it_ends(batch: B
 # --- runs deleted while PostgreSQL is down ------------------------------------------------------------------
 
 
-def _exists(chaos: Chaos, name: str) -> bool:
-    try:
-        chaos.get_run(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
 def _finished_unsynced(chaos: Chaos, scenario: str, name: str) -> str:
     run = chaos.run(scenario, name=name)
     chaos.wait_phase(run, "Passed", timeout=90)
@@ -396,9 +386,9 @@ def test_runs_deleted_while_postgresql_is_down_reach_the_history_once_it_is_back
             chaos.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "testruns", name)
         core.delete_namespace(doomed)
         time.sleep(15)  # longer than the sweeper's grace for a deletion stuck on our finalizer (10 s)
-        assert _exists(chaos, deleted), "a deleted run waits for the history"
-        assert _exists(chaos, skipped)
-        assert _exists(doomed_chaos, in_doomed), "so does a run of a namespace being deleted"
+        assert chaos.run_exists(deleted), "a deleted run waits for the history"
+        assert chaos.run_exists(skipped)
+        assert doomed_chaos.run_exists(in_doomed), "so does a run of a namespace being deleted"
         # A person lets one go at once.
         chaos.custom.patch_namespaced_custom_object(
             GROUP,
@@ -408,11 +398,11 @@ def test_runs_deleted_while_postgresql_is_down_reach_the_history_once_it_is_back
             skipped,
             {"metadata": {"annotations": {"chaos.coordinator.dev/skip-history": "true"}}},
         )
-        wait_for(lambda: not _exists(chaos, skipped), timeout=20, description=f"{skipped} let go on request")
-        assert _exists(chaos, deleted)
+        wait_for(lambda: not chaos.run_exists(skipped), timeout=20, description=f"{skipped} let go on request")
+        assert chaos.run_exists(deleted)
     finally:
         postgres.start()
-    wait_for(lambda: not _exists(chaos, deleted), timeout=60, description=f"{deleted} written, then let go")
+    wait_for(lambda: not chaos.run_exists(deleted), timeout=60, description=f"{deleted} written, then let go")
     wait_for(
         lambda: doomed not in {n.metadata.name for n in core.list_namespace().items},
         timeout=90,

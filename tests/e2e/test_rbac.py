@@ -194,7 +194,7 @@ def test_operator_runs_faults_with_only_the_manifests_rights(
         chaos.custom.delete_namespaced_custom_object(
             "chaos.coordinator.dev", "v1alpha1", target, "testruns", runs["kill-one"]
         )
-        wait_for(lambda: _gone(chaos, runs["kill-one"]), timeout=30, description="the deleted TestRun released")
+        wait_for(lambda: not chaos.run_exists(runs["kill-one"]), timeout=30, description="the deleted TestRun released")
     finally:
         operator.stop()
 
@@ -209,14 +209,6 @@ def _labelled_run(chaos: Chaos, scenario: str, labels: dict[str, str]) -> str:
     }
     chaos.custom.create_namespaced_custom_object("chaos.coordinator.dev", "v1alpha1", chaos.namespace, "testruns", body)
     return name
-
-
-def _gone(chaos: Chaos, name: str) -> bool:
-    try:
-        chaos.get_run(name)
-    except ApiException as exc:
-        return exc.status == 404
-    return False
 
 
 def test_verbs_not_granted_are_refused(installed: Path, foreign: ForeignNamespaces, tmp_path: Path) -> None:

@@ -101,15 +101,7 @@ def test_deleting_a_run_mid_fault_reverts_it(
     assert case.injected(api_client, workload)
     chaos.custom.delete_namespaced_custom_object(GROUP, VERSION, workload, "testruns", run)
     wait_for(lambda: case.reverted(api_client, workload), timeout=20, description=f"{fault} reverted on deletion")
-    wait_for(lambda: _gone(chaos, run), timeout=20, description="the TestRun gone (finalizer released)")
-
-
-def _gone(chaos: Chaos, run: str) -> bool:
-    try:
-        chaos.get_run(run)
-    except ApiException as exc:
-        return exc.status == 404
-    return False
+    wait_for(lambda: not chaos.run_exists(run), timeout=20, description="the TestRun gone (finalizer released)")
 
 
 def test_run_deleted_while_operator_down_is_reverted_on_restart(
@@ -123,7 +115,7 @@ def test_run_deleted_while_operator_down_is_reverted_on_restart(
     chaos.custom.delete_namespaced_custom_object(GROUP, VERSION, workload, "testruns", run)
     running_operator.start()
     wait_for(lambda: case.reverted(api_client, workload), timeout=30, description="scale reverted after restart")
-    wait_for(lambda: _gone(chaos, run), timeout=20, description="the TestRun gone")
+    wait_for(lambda: not chaos.run_exists(run), timeout=20, description="the TestRun gone")
 
 
 def test_a_finished_run_lets_its_finalizer_go_and_is_deleted_without_the_operator(
@@ -150,7 +142,7 @@ def test_a_finished_run_lets_its_finalizer_go_and_is_deleted_without_the_operato
     running_operator.kill()
     try:
         chaos.custom.delete_namespaced_custom_object(GROUP, VERSION, workload, "testruns", run)
-        assert _gone(chaos, run), "deleted at once, with no operator running"
+        assert not chaos.run_exists(run), "deleted at once, with no operator running"
     finally:
         running_operator.start()
 
@@ -174,7 +166,7 @@ def test_orphaned_fault_is_swept_when_its_run_vanished(
         GROUP, VERSION, workload, "testruns", run, {"metadata": {"finalizers": None}}
     )
     chaos.custom.delete_namespaced_custom_object(GROUP, VERSION, workload, "testruns", run)
-    wait_for(lambda: _gone(chaos, run), timeout=10, description="the TestRun gone without its finalizer")
+    wait_for(lambda: not chaos.run_exists(run), timeout=10, description="the TestRun gone without its finalizer")
     assert case.injected(api_client, workload)
     running_operator.start()
     wait_for(lambda: case.reverted(api_client, workload), timeout=20, description="the orphan swept")

@@ -46,6 +46,16 @@ class Chaos:
         )
         return result
 
+    def run_exists(self, name: str) -> bool:
+        """Whether the TestRun is still stored (False once it is gone); other API errors are raised."""
+        try:
+            self.get_run(name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.get_run(name).get("status") or {})
 
