@@ -24,13 +24,13 @@ TIMEOUT_SECONDS = 10
 
 # The webhooks are called only when what they guard changes: a create, a new spec, or a touched requested-by
 # annotation. The operator's own writes (finalizers, progress annotations, status) skip them entirely.
-_ANNOTATION = (
+_ANNOTATION_CEL = (
     "(has({o}.metadata.annotations) && '{key}' in {o}.metadata.annotations ? {o}.metadata.annotations['{key}'] : '')"
 )
 
 
 def _changed(key: str) -> str:
-    return f"{_ANNOTATION.format(o='object', key=key)} != {_ANNOTATION.format(o='oldObject', key=key)}"
+    return f"{_ANNOTATION_CEL.format(o='object', key=key)} != {_ANNOTATION_CEL.format(o='oldObject', key=key)}"
 
 
 # What a requester asks for: a new object, a new spec, or a run-now of a scenario.
@@ -48,21 +48,22 @@ def requester_of(userinfo: Mapping[str, Any]) -> Requester:
     )
 
 
-def _annotation(body: Mapping[str, Any] | None, key: str = REQUESTED_BY_ANNOTATION) -> str | None:
+def annotation_of(body: Mapping[str, Any] | None, key: str = REQUESTED_BY_ANNOTATION) -> str | None:
+    """An annotation of ``body`` (by default requested-by), None when it has none or it is not a string."""
     if body is None:
         return None
     value = ((body.get("metadata") or {}).get("annotations") or {}).get(key)
     return value if isinstance(value, str) else None
 
 
-def _valid(value: str | None) -> bool:
+def requester_in(value: str | None) -> Requester | None:
+    """The Requester a requested-by annotation's value holds; None when there is none or it is malformed."""
     if value is None:
-        return False
+        return None
     try:
-        Requester.from_annotation(value)
+        return Requester.from_annotation(value)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def recorded_requester(
@@ -80,13 +81,15 @@ def recorded_requester(
       a run-now run acts with the rights of whoever asked for it.
     - Any other update keeps the value the object had: a request cannot set, change or remove it.
     """
-    if operation == "CREATE" and _valid(inherited):
+    if operation == "CREATE" and requester_in(inherited) is not None:
         return inherited
-    if operation == "CREATE" or old is None or old.get("spec") != new.get("spec"):
-        return requester_of(userinfo).to_annotation()
-    if _annotation(old, RUN_NOW_ANNOTATION) != _annotation(new, RUN_NOW_ANNOTATION):
-        return requester_of(userinfo).to_annotation()
-    return _annotation(old)
+    asked = (
+        operation == "CREATE"
+        or old is None
+        or old.get("spec") != new.get("spec")
+        or annotation_of(old, RUN_NOW_ANNOTATION) != annotation_of(new, RUN_NOW_ANNOTATION)
+    )
+    return requester_of(userinfo).to_annotation() if asked else annotation_of(old)
 
 
 def controlling_scenario(body: Mapping[str, Any]) -> tuple[str, str] | None:

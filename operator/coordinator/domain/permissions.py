@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.api.models import (
+    GROUP,
     ChaosScenarioSpec,
     FaultBase,
     FaultDeclaration,
@@ -60,6 +61,11 @@ class Need:
     def access(self) -> Access:
         """The need without who needs it: what one SubjectAccessReview asks."""
         return (self.verb, self.group, self.resource, self.subresource, self.namespace)
+
+
+def scenario_read_need(namespace: str) -> Need:
+    """Reading the scenario of a run in another namespace (``spec.scenarioRef.namespace``)."""
+    return Need("get", GROUP, "chaosscenarios", "", namespace, "spec.scenarioRef")
 
 
 def _option(declaration: FaultDeclaration[Any], fault: FaultBase, name: str) -> bool:

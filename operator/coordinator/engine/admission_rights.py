@@ -8,28 +8,19 @@ run itself then ends Error with the precise problem.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import KubeApi, resource_path
-from coordinator.api.models import GROUP, REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, Requester, TestRunSpec
-from coordinator.domain.permissions import Need
+from coordinator.api.models import REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, Requester, TestRunSpec
+from coordinator.domain.admission import annotation_of, requester_in
+from coordinator.domain.permissions import scenario_read_need
 from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.run.admission import render_scenario
 from coordinator.engine.run.errors import RunEnded
 from coordinator.settings import Settings
-
-
-def _requester(body: Mapping[str, Any]) -> Requester | None:
-    value = ((body.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
-    if not isinstance(value, str):
-        return None
-    try:
-        return Requester.from_annotation(value)
-    except ValueError:
-        return None
 
 
 def _where(kind: str, body: Mapping[str, Any]) -> str:
@@ -46,19 +37,18 @@ async def _refusals(
     overrides: Mapping[str, object],
     namespace: str,
     where: str,
-    extra: Sequence[Need] = (),
 ) -> list[str]:
     try:
         spec = ChaosScenarioSpec.model_validate(render_scenario(where, named, raw, overrides))
     except (RunEnded, ValidationError):
         return []  # not this webhook's to say: the schema, or the run when it starts, names the problem
-    return await scenario_refusals(client, settings, requester, spec, namespace, extra=extra)
+    return await scenario_refusals(client, settings, requester, spec, namespace)
 
 
 async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
     """Why the TestRun ``body`` (as the mutating webhook left it) must be refused; empty when it may be created."""
     where = _where("TestRun", body)
-    requester = _requester(body)
+    requester = requester_in(annotation_of(body))
     if requester is None:
         return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
     try:
@@ -67,9 +57,8 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
         return []  # the CRD schema refuses it with its own message
     own = str((body.get("metadata") or {}).get("namespace") or "")
     namespace = spec.scenarioRef.namespace or own
-    # A scenario in another namespace is read with the requester's rights too.
-    extra = [] if namespace == own else [Need("get", GROUP, "chaosscenarios", "", namespace, "spec.scenarioRef")]
-    if extra and (refused := await refusals(client, requester, extra)):
+    # A scenario in another namespace is read with the requester's rights too, before the webhook reads it.
+    if namespace != own and (refused := await refusals(client, requester, [scenario_read_need(namespace)])):
         return refused
     scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, spec.scenarioRef.name))
     if scenario is None:
@@ -84,7 +73,7 @@ async def scenario_admission_refusals(client: KubeApi, settings: Settings, body:
     """Why the ChaosScenario ``body`` must be refused: its requester may not do what it does with the parameters
     its scheduled runs get (``spec.runTemplate.parameters`` over the declared defaults)."""
     where = _where("ChaosScenario", body)
-    requester = _requester(body)
+    requester = requester_in(annotation_of(body))
     if requester is None:
         return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
     namespace = str((body.get("metadata") or {}).get("namespace") or "")
