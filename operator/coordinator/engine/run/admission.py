@@ -12,13 +12,12 @@ import asyncio
 import json
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import (
-    GROUP,
     REQUESTED_BY_ANNOTATION,
     ChaosScenarioSpec,
     Parameter,
@@ -29,7 +28,7 @@ from coordinator.api.models import (
 from coordinator.domain import conditions as cond
 from coordinator.domain.fieldpaths import format_path, validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
-from coordinator.domain.permissions import Need
+from coordinator.domain.permissions import scenario_read_need
 from coordinator.engine import observers
 from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.pausing import PAUSES, run_scope
@@ -198,8 +197,7 @@ class Admission:
         state.status.requestedBy = requester
         ref = state.spec.scenarioRef
         if ref.namespace and ref.namespace != state.run.namespace:
-            read = Need("get", GROUP, "chaosscenarios", "", ref.namespace, "spec.scenarioRef")
-            refused = await refusals(state.client, requester, [read])
+            refused = await refusals(state.client, requester, [scenario_read_need(ref.namespace)])
             if refused:
                 raise RunEnded(Phase.ERROR, FORBIDDEN, "; ".join(refused))
         return requester
@@ -225,13 +223,7 @@ class Admission:
         if pause is None:
             return
         message = pause.waiting_message()
-        if (state.status.reason, state.status.message) != ("Paused", message):
-            state.status.phase = Phase.PENDING
-            state.status.reason = "Paused"
-            state.status.message = message
-            await state.persist()
-            await state.event("Paused", message)
-        raise Waiting(message)
+        await self._wait("Paused", message, announce=(state.status.reason, state.status.message) != ("Paused", message))
 
     # --- the concurrency cap --------------------------------------------------------------------------------------
 
@@ -262,10 +254,15 @@ class Admission:
         if running < cap:
             return
         message = f"queued: {running} TestRun(s) are Running and COORDINATOR_MAX_CONCURRENT_RUNS is {cap}"
-        if state.status.reason != "Queued":
+        await self._wait("Queued", message, announce=state.status.reason != "Queued")
+
+    async def _wait(self, reason: str, message: str, announce: bool) -> NoReturn:
+        """Keep the run Pending with ``reason``: written and posted as an Event when ``announce``; raises Waiting."""
+        state = self.state
+        if announce:
             state.status.phase = Phase.PENDING
-            state.status.reason = "Queued"
+            state.status.reason = reason
             state.status.message = message
             await state.persist()
-            await state.event("Queued", message)
+            await state.event(reason, message)
         raise Waiting(message)
