@@ -28,10 +28,9 @@ log = logging.getLogger("coordinator.webhooks")
 _KEYS = ("tls.crt", "tls.key", "ca.crt", "ca.key", "ca-previous.crt")
 
 
-def secret_name(settings: Settings) -> str:
-    """One certificate per operator namespace, whatever the instance: local operator processes on one cluster
-    share the webhook port (SO_REUSEPORT), so each must serve what every configuration trusts."""
-    return "test-coordinator-webhook-tls"
+# One certificate per operator namespace, whatever the instance: local operator processes on one cluster share
+# the webhook port (SO_REUSEPORT), so each must serve what every configuration trusts.
+TLS_SECRET = "test-coordinator-webhook-tls"  # noqa: S105 - a Secret's name, not a password
 
 
 def serving_hosts(settings: Settings) -> list[str]:
@@ -43,13 +42,13 @@ def serving_hosts(settings: Settings) -> list[str]:
     return [settings.webhook_host]
 
 
-def client_config_base(settings: Settings, port: int) -> dict[str, Any]:
+def client_config_base(settings: Settings) -> dict[str, Any]:
     """How the API server reaches this instance's webhooks (without the handler path)."""
     if settings.webhook_service:
         return {"service": {"namespace": settings.namespace, "name": settings.webhook_service, "port": 443}}
     host = settings.webhook_host
     netloc = f"[{host}]" if ":" in host else host
-    return {"url": f"https://{netloc}:{port}"}
+    return {"url": f"https://{netloc}:{settings.webhook_port}"}
 
 
 def _bundle_of(secret: Mapping[str, Any]) -> ServingBundle | None:
@@ -84,7 +83,7 @@ async def ensure_bundle(client: KubeApi, settings: Settings, now: datetime) -> S
     Two replicas starting together both try; the one whose write conflicts reads the winner's bundle.
     """
     hosts = serving_hosts(settings)
-    path = resource_path("Secret", settings.namespace, secret_name(settings))
+    path = resource_path("Secret", settings.namespace, TLS_SECRET)
     for _ in range(5):
         secret = await client.get_or_none(path)
         bundle = _bundle_of(secret) if secret is not None else None
@@ -97,7 +96,7 @@ async def ensure_bundle(client: KubeApi, settings: Settings, now: datetime) -> S
             "kind": "Secret",
             "type": "Opaque",  # as the install ships it (empty), so its RBAC need not allow create
             "metadata": {
-                "name": secret_name(settings),
+                "name": TLS_SECRET,
                 "namespace": settings.namespace,
                 "labels": {"app.kubernetes.io/name": "test-coordinator"},
             },
@@ -116,11 +115,11 @@ async def ensure_bundle(client: KubeApi, settings: Settings, now: datetime) -> S
         log.info(
             "webhook serving certificate written to Secret %s/%s (%s)",
             settings.namespace,
-            secret_name(settings),
+            TLS_SECRET,
             reason,
         )
         return fresh
-    raise RuntimeError(f"could not write Secret {settings.namespace}/{secret_name(settings)}: it kept changing")
+    raise RuntimeError(f"could not write Secret {settings.namespace}/{TLS_SECRET}: it kept changing")
 
 
 def write_files(bundle: ServingBundle, directory: Path) -> tuple[Path, Path, Path]:
@@ -138,7 +137,7 @@ def write_files(bundle: ServingBundle, directory: Path) -> tuple[Path, Path, Pat
     return directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
 
 
-async def register(client: KubeApi, settings: Settings, port: int, ca_bundle: str) -> None:
+async def register(client: KubeApi, settings: Settings, ca_bundle: str) -> None:
     """Write this instance's webhook configurations, with the caBundle (base64 PEM) and how to reach the webhooks.
 
     Installed from ``manifests/``, the configurations exist and only change here in their caBundle; run as a
@@ -146,7 +145,7 @@ async def register(client: KubeApi, settings: Settings, port: int, ca_bundle: st
     """
     mutating, validating = webhook_configurations(
         settings.namespace,
-        client_config_base(settings, port),
+        client_config_base(settings),
         ca_bundle,
         settings.watched if not settings.watches_patterns else [],
     )
@@ -161,7 +160,7 @@ async def register(client: KubeApi, settings: Settings, port: int, ca_bundle: st
     log.info(
         "webhook configurations %s point at %s",
         configuration_name(settings.namespace),
-        client_config_base(settings, port),
+        client_config_base(settings),
     )
 
 

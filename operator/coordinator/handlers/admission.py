@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp.web
 import kopf
 
 from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import REQUESTED_BY_ANNOTATION
-from coordinator.domain.admission import controlling_scenario, recorded_requester
+from coordinator.domain.admission import annotation_of, controlling_scenario, recorded_requester
 from coordinator.engine.admission_rights import scenario_admission_refusals, testrun_admission_refusals
 from coordinator.engine.webhooks import (
+    client_config_base,
     ensure_bundle,
     ensure_namespace,
     mark_serving,
@@ -83,11 +83,11 @@ class CoordinatorWebhookServer(kopf.WebhookServer):
                 )
                 await site.start()
                 bundle = base64.b64encode(cadata or b"").decode()
-                await register(self._client, self._settings, self._settings.webhook_port, bundle)
+                await register(self._client, self._settings, bundle)
                 await mark_serving(self._client, self._settings, True)
                 await wait_until_served(self._client, self._settings)
                 self.registered.set()
-                yield kopf.WebhookClientConfig(url=f"https://{self.host}:{self.port}", caBundle=bundle)
+                yield cast(kopf.WebhookClientConfig, {**client_config_base(self._settings), "caBundle": bundle})
                 await self._WebhookServer__sleep_forever_or_until_ssl_files_change()  # type: ignore[attr-defined]
                 log.info("webhook certificate files changed: serving the renewed certificate")
             finally:
@@ -146,10 +146,9 @@ async def handle_record_requester(
         namespace = str((new.get("metadata") or {}).get("namespace") or "")
         scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, owner[0]))
         if scenario is not None and scenario["metadata"].get("uid") == owner[1]:
-            inherited = (scenario["metadata"].get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
+            inherited = annotation_of(scenario)
     value = recorded_requester(operation, userinfo, old, new, inherited)
-    current = ((new.get("metadata") or {}).get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
-    if value != current:
+    if value != annotation_of(new):
         patch.metadata.annotations[REQUESTED_BY_ANNOTATION] = value  # None removes it
 
 
@@ -174,14 +173,6 @@ async def handle_validate_scenario(client: KubeApi, settings: Settings, body: Ma
     refusals = await scenario_admission_refusals(client, settings, body)
     if refusals:
         raise kopf.AdmissionError("; ".join(refusals), code=403)
-
-
-def remove_directory(directory: Path) -> None:
-    for name in ("tls.crt", "tls.key", "ca.crt"):
-        with contextlib.suppress(OSError):
-            (directory / name).unlink()
-    with contextlib.suppress(OSError):
-        directory.rmdir()
 
 
 async def unmark_serving(client: KubeApi, settings: Settings) -> None:

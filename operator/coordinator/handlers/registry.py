@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -23,7 +24,6 @@ from coordinator.handlers.admission import (
     handle_record_requester,
     handle_validate_scenario,
     handle_validate_testrun,
-    remove_directory,
     renew_forever,
     start_webhooks,
     unmark_serving,
@@ -78,7 +78,7 @@ async def stop_webhooks(memo: kopf.Memo, **_: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
     if getattr(memo, "webhook_dir", None) is not None:
-        remove_directory(memo.webhook_dir)
+        await asyncio.to_thread(shutil.rmtree, memo.webhook_dir, ignore_errors=True)
     await unmark_serving(memo.client, memo.settings)
 
 
@@ -86,21 +86,12 @@ async def stop_webhooks(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.mutate(GROUP, VERSION, "testruns", id=MUTATE_TESTRUN, operations=["CREATE", "UPDATE"], persistent=True)
-async def testrun_requester(
-    userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    """Record who created the TestRun or changed its spec in the requested-by annotation; never what it carries."""
-    # kopf passes the operation and the old object too, though its WebhookFn type does not say so.
-    await handle_record_requester(
-        memo.client, kwargs["operation"], userinfo, kwargs.get("old"), body, patch, memo.operator_username
-    )
-
-
 @kopf.on.mutate(GROUP, VERSION, "chaosscenarios", id=MUTATE_SCENARIO, operations=["CREATE", "UPDATE"], persistent=True)
-async def scenario_requester(
+async def record_requester(
     userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """Record who created the ChaosScenario or changed its spec in the requested-by annotation."""
+    """Record who created the TestRun or ChaosScenario, changed its spec or asked for a run-now, in the
+    requested-by annotation; never what the request carried."""
     # kopf passes the operation and the old object too, though its WebhookFn type does not say so.
     await handle_record_requester(
         memo.client, kwargs["operation"], userinfo, kwargs.get("old"), body, patch, memo.operator_username
