@@ -158,11 +158,15 @@ def test_short_names_are_unique_across_our_kinds() -> None:
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        ("TestRun", ["Scenario", "Phase", "Targets", "Step", "Duration", "Recovery", "Age", "Score", "Reason"]),
+        (
+            "TestRun",
+            ["Scenario", "Workflow", "Phase", "Targets", "Step", "Duration", "Recovery", "Age", "Score", "Reason"],
+        ),
         (
             "ChaosScenario",
             ["Type", "Schedule", "Suspend", "Runs", "Pass-Rate", "Last", "Next", "Age", "Mode", "Last-Run"],
         ),
+        ("ChaosWorkflow", ["Schedule", "Suspend", "Runs", "Pass-Rate", "Last", "Age", "Policy", "Last-Run"]),
     ],
 )
 def test_printer_columns_point_at_fields_of_their_type(kind: str, expected: list[str]) -> None:
@@ -175,11 +179,19 @@ def test_printer_columns_point_at_fields_of_their_type(kind: str, expected: list
         if column["jsonPath"] == ".metadata.creationTimestamp":
             assert column["type"] == "date"
             continue
+        if column["jsonPath"].startswith(".metadata.labels."):  # a label our operator sets (a string)
+            assert column["type"] == "string"
+            continue
         field = _at(schema, column["jsonPath"])
         # A date column (CronJob-style LAST and NEXT) reads a string field that holds an RFC 3339 time.
         assert field["type"] == ("string" if column["type"] == "date" else column["type"]), column
     wide_only = [column["name"] for column in columns if column.get("priority", 0) > 0]
-    assert wide_only == (["Score", "Reason"] if kind == "TestRun" else ["Mode", "Last-Run"]), "what waits for -o wide"
+    wide = {
+        "TestRun": ["Score", "Reason"],
+        "ChaosScenario": ["Mode", "Last-Run"],
+        "ChaosWorkflow": ["Policy", "Last-Run"],
+    }
+    assert wide_only == wide[kind], "what waits for -o wide"
 
 
 # --- structural schema --------------------------------------------------------------------------------------

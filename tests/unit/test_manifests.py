@@ -28,9 +28,13 @@ OPERATOR_SA = {"kind": "ServiceAccount", "name": "test-coordinator", "namespace"
 EXPECTED_RULES = {
     ("chaos.coordinator.dev", "testruns"): {"get", "list", "watch", "patch", "create", "delete"},
     ("chaos.coordinator.dev", "chaosscenarios"): {"get", "list", "watch", "patch"},
+    ("chaos.coordinator.dev", "chaosworkflows"): {"get", "list", "watch", "patch"},
     ("chaos.coordinator.dev", "testruns/status"): {"get", "patch"},
     ("chaos.coordinator.dev", "chaosscenarios/status"): {"get", "patch"},
+    ("chaos.coordinator.dev", "chaosworkflows/status"): {"get", "patch"},
     ("chaos.coordinator.dev", "chaosscenarios/finalizers"): {"update"},
+    ("chaos.coordinator.dev", "chaosworkflows/finalizers"): {"update"},
+    ("chaos.coordinator.dev", "testruns/finalizers"): {"update"},
     ("", "events"): {"create"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -97,6 +101,7 @@ def test_the_install_has_every_piece(cluster_wide: list[dict[str, Any]]) -> None
     assert kinds == sorted(
         [
             "Namespace",
+            "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "ServiceAccount",

@@ -543,6 +543,7 @@ _RESOURCES: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ChaosScenario": ("/apis/chaos.coordinator.dev/v1alpha1", "chaosscenarios"),
     "TestRun": ("/apis/chaos.coordinator.dev/v1alpha1", "testruns"),
+    "ChaosWorkflow": ("/apis/chaos.coordinator.dev/v1alpha1", "chaosworkflows"),
     "Secret": ("/api/v1", "secrets"),
     "EndpointSlice": ("/apis/discovery.k8s.io/v1", "endpointslices"),
     "MutatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),

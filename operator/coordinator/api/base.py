@@ -122,6 +122,14 @@ Cidr = Annotated[
 ]
 
 
+class ConcurrencyPolicy(StrEnum):
+    """What a new run of a schedule or trigger does while an earlier one of it is active (as a CronJob's)."""
+
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
 # The documented maxima (docs/limits.md): long enough for any real experiment, short enough that a typo such as
 # "100000h" is refused at once instead of holding a fault for years (or overflowing the clock arithmetic).
 MAX_STEP_DURATION = "24h"

@@ -13,7 +13,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, cast
 
-from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, create_model, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, create_model, field_validator, model_validator
 
 from coordinator.api.base import (  # re-exported: models is the API's entry point
     API_VERSION as API_VERSION,
@@ -51,6 +51,9 @@ from coordinator.api.base import (
     VERSION as VERSION,
 )
 from coordinator.api.base import (
+    ConcurrencyPolicy as ConcurrencyPolicy,
+)
+from coordinator.api.base import (
     Duration as Duration,
 )
 from coordinator.api.base import (
@@ -79,6 +82,7 @@ from coordinator.api.inpod import (
     NetworkPercentOptions,
 )
 from coordinator.api.probes import Assertion, AssertionResult, ProbeResult, SteadyState
+from coordinator.api.triggers import Triggers, TriggerStatus
 
 # --- parameter references ------------------------------------------------------------------------------------
 
@@ -538,12 +542,6 @@ class Parameter(Model):
     description: str | None = Field(default=None, max_length=1024, description="What the parameter means.")
 
 
-class ConcurrencyPolicy(StrEnum):
-    ALLOW = "Allow"
-    FORBID = "Forbid"
-    REPLACE = "Replace"
-
-
 # Five cron fields, a macro, or "@every <duration>" (coordinator.domain.schedule parses them exactly).
 SCHEDULE_PATTERN = (
     r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every ([0-9]+(\.[0-9]+)?(ms|s|m|h))+"
@@ -609,7 +607,7 @@ class ScenarioScheduling(Model):
     runTemplate: RunTemplate | None = Field(default=None, description="How the scheduled TestRuns are created.")
 
 
-class ChaosScenarioSpec(ScenarioScheduling):
+class ChaosScenarioSpec(ScenarioScheduling, Triggers):
     """The experiment: which targets to hit, how many of them, and the steps of faults to inject."""
 
     description: str | None = Field(default=None, max_length=4096, description="What this scenario tests and why.")
@@ -716,6 +714,7 @@ class ChaosScenarioStatus(Model):
         "nothing about the system under test.",
     )
     observedGeneration: int | None = Field(default=None, description="The generation last looked at.")
+    triggers: list[TriggerStatus] = Field(default_factory=list, description="What each trigger last saw and did.")
 
 
 # --- who asked -----------------------------------------------------------------------------------------------
@@ -765,15 +764,34 @@ class ScenarioRef(Model):
     )
 
 
+class WorkflowRef(Model):
+    name: str = Field(
+        pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="The ChaosWorkflow to run, in the run's namespace."
+    )
+
+
+# On every child TestRun of a workflow run: the parent TestRun's name and the node the child runs (label values).
+WORKFLOW_RUN_LABEL = f"{GROUP}/workflow-run"
+WORKFLOW_NODE_LABEL = f"{GROUP}/workflow-node"
+# On a workflow run: "true" releases its suspend nodes that wait for approval (the operator then removes it).
+RESUME_ANNOTATION = f"{GROUP}/resume"
+
+
 class TestRunSpec(Model):
-    """Which scenario to run, with which parameters, and for how long at most."""
+    """Which scenario (or workflow) to run, with which parameters, and for how long at most."""
 
     __test__ = False  # not a pytest class
 
-    scenarioRef: ScenarioRef = Field(description="The scenario this run executes.")
+    scenarioRef: ScenarioRef | None = Field(
+        default=None, description="The scenario this run executes (or workflowRef: exactly one of them is set)."
+    )
+    workflowRef: WorkflowRef | None = Field(
+        default=None,
+        description="The ChaosWorkflow this run executes: one child TestRun per node, created as the DAG reaches it.",
+    )
     parameters: dict[str, int | str] = Field(
         default_factory=dict,
-        description="Values for the scenario's declared parameters, overriding their defaults.",
+        description="Values for the scenario's (or workflow's) declared parameters, overriding their defaults.",
     )
     dryRun: bool = Field(
         default=False,
@@ -792,14 +810,35 @@ class TestRunSpec(Model):
     # name a scenario it never ran. Only abort may change. (CEL cannot read the status from a spec rule, so the
     # spec is fixed from creation; runs start at once anyway.) tests/unit/test_crds.py checks every field but
     # abort is listed.
-    IMMUTABLE_FIELDS: ClassVar[tuple[str, ...]] = ("scenarioRef", "parameters", "dryRun", "timeout", "seed")
+    IMMUTABLE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "scenarioRef",
+        "workflowRef",
+        "parameters",
+        "dryRun",
+        "timeout",
+        "seed",
+    )
 
     @cached_property
     def timeout_seconds(self) -> float:
         """``timeout`` in seconds, parsed once."""
         return parse_duration(self.timeout)
 
+    @property
+    def scenario(self) -> ScenarioRef:
+        """``scenarioRef``; ValueError on a workflow run, which has none."""
+        if self.scenarioRef is None:
+            raise ValueError("spec.scenarioRef is not set: this TestRun runs a workflow (spec.workflowRef)")
+        return self.scenarioRef
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> TestRunSpec:
+        if (self.scenarioRef is None) == (self.workflowRef is None):
+            raise ValueError("exactly one of spec.scenarioRef and spec.workflowRef is required")
+        return self
+
     cel_rules = (
+        ("has(self.scenarioRef) != has(self.workflowRef)", "exactly one of scenarioRef and workflowRef is required"),
         (
             " && ".join(
                 f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
@@ -897,6 +936,51 @@ class RunEnding(Model):
     message: str = Field(description="Its message.")
 
 
+class NodePhase(StrEnum):
+    PENDING = "Pending"  # its dependencies have not all ended
+    RUNNING = "Running"  # its child TestRun exists and has not ended
+    SUSPENDED = "Suspended"  # a suspend node waiting for its duration or for chaos.coordinator.dev/resume=true
+    PASSED = "Passed"
+    FAILED = "Failed"
+    ERROR = "Error"
+    CANCELLED = "Cancelled"
+    TIMED_OUT = "TimedOut"
+    SKIPPED = "Skipped"  # its ``when`` did not hold, or the workflow stopped on a failure before it started
+
+
+NODE_DONE = frozenset(
+    {
+        NodePhase.PASSED,
+        NodePhase.FAILED,
+        NodePhase.ERROR,
+        NodePhase.CANCELLED,
+        NodePhase.TIMED_OUT,
+        NodePhase.SKIPPED,
+    }
+)
+
+
+class WorkflowNodeStatus(Model):
+    """One node of a workflow run: its phase and the child TestRun that runs it."""
+
+    name: str = Field(description="The node's name.")
+    phase: NodePhase = Field(
+        default=NodePhase.PENDING,
+        description="Pending, Running, Suspended, Passed, Failed, Error, Cancelled, TimedOut or Skipped.",
+    )
+    testRun: str | None = Field(default=None, description="The child TestRun's name, once created.")
+    startedAt: Timestamp | None = Field(default=None, description="When the node started.")
+    completedAt: Timestamp | None = Field(default=None, description="When it ended.")
+    reason: str | None = Field(default=None, description="Why the node is in its phase, CamelCase.")
+    message: str | None = Field(
+        default=None,
+        description="A human-readable account: the child's message, e.g. that it waits for a target another "
+        "branch holds.",
+    )
+    resilienceScore: int | None = Field(default=None, description="The child run's resilience score.")
+    recoveryTimeSeconds: float | None = Field(default=None, description="The child run's recovery time.")
+
+
 class HistorySync(Model):
     """Whether the finished run has been written to the history store (which outlives the TestRun object)."""
 
@@ -969,6 +1053,15 @@ class TestRunStatus(Model):
     scenarioCounted: bool | None = Field(
         default=None,
         description="True once the finished run is counted on its ChaosScenario's status, so it is counted once.",
+    )
+    workflow: str | None = Field(default=None, description="A workflow run's ChaosWorkflow, as namespace/name.")
+    workflowSnapshot: str | None = Field(
+        default=None,
+        description="The workflow spec this run executes, as JSON with its parameters filled in, taken when the run "
+        "started.",
+    )
+    nodes: list[WorkflowNodeStatus] = Field(
+        default_factory=list, description="A workflow run's nodes, in the workflow's order."
     )
 
 

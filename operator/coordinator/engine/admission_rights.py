@@ -56,14 +56,14 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
     except ValidationError:
         return []  # the CRD schema refuses it with its own message
     own = str((body.get("metadata") or {}).get("namespace") or "")
-    namespace = spec.scenarioRef.namespace or own
+    namespace = spec.scenario.namespace or own
     # A scenario in another namespace is read with the requester's rights too, before the webhook reads it.
     if namespace != own and (refused := await refusals(client, requester, [scenario_read_need(namespace)])):
         return refused
-    scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, spec.scenarioRef.name))
+    scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, spec.scenario.name))
     if scenario is None:
         return []
-    named = f"ChaosScenario {namespace}/{spec.scenarioRef.name}"
+    named = f"ChaosScenario {namespace}/{spec.scenario.name}"
     return await _refusals(
         client, settings, requester, named, scenario.get("spec") or {}, spec.parameters, namespace, where
     )

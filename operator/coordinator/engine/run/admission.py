@@ -94,7 +94,7 @@ class Admission:
     async def scenario(self) -> tuple[ChaosScenarioSpec, str, int]:
         """The run's scenario with its parameters filled in, its namespace/name and its generation."""
         state = self.state
-        ref = state.spec.scenarioRef
+        ref = state.spec.scenario
         namespace = ref.namespace or state.run.namespace
         where = f"TestRun {state.run.ref}"
         if namespace != state.run.namespace:
@@ -195,7 +195,7 @@ class Admission:
                 f"{where}: no requester recorded (set by the operator's admission webhook): {exc}",
             ) from exc
         state.status.requestedBy = requester
-        ref = state.spec.scenarioRef
+        ref = state.spec.scenario
         if ref.namespace and ref.namespace != state.run.namespace:
             refused = await refusals(state.client, requester, [scenario_read_need(ref.namespace)])
             if refused:
@@ -217,7 +217,7 @@ class Admission:
         (engine/pausing.py); raises Waiting, and the kopf layer retries. An abort is honoured while paused."""
         state = self.state
         state.check_stop()
-        namespace = state.spec.scenarioRef.namespace or state.run.namespace
+        namespace = state.spec.scenario.namespace or state.run.namespace
         target = scenario.target if scenario is not None else None
         pause = PAUSES.pausing(run_scope(state.run.namespace, namespace, target))
         if pause is None:
