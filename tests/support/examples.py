@@ -78,4 +78,6 @@ def fault_types(path: Path) -> set[str]:
 
 # In-pod faults need a kubelet to start their agent: those examples run on the real node only.
 INPOD_EXAMPLES = [path for path in EXAMPLES if fault_types(path) & set(INPOD_OPTION_FIELDS)]
-KWOK_EXAMPLES = [path for path in EXAMPLES if path not in INPOD_EXAMPLES]
+# Workflow examples chain several scenarios (and may wait for a person): tests/e2e/test_workflows.py runs them.
+WORKFLOW_EXAMPLES = [path for path in EXAMPLES if any(doc["kind"] == "ChaosWorkflow" for doc in load_docs(path))]
+KWOK_EXAMPLES = [path for path in EXAMPLES if path not in INPOD_EXAMPLES and path not in WORKFLOW_EXAMPLES]

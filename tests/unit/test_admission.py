@@ -20,7 +20,7 @@ from coordinator.adapters.certificates import (
 from coordinator.api.models import API_VERSION, REQUESTED_BY_ANNOTATION, RUN_NOW_ANNOTATION, Requester
 from coordinator.domain.admission import (
     MUTATE_TESTRUN,
-    controlling_scenario,
+    controlling_owner,
     recorded_requester,
     requester_of,
     webhook_configurations,
@@ -83,7 +83,7 @@ def test_inheritance_is_for_creation_only() -> None:
     assert Requester.from_annotation(value).username == "alice"
 
 
-def test_the_controlling_scenario_is_read_from_the_owner_reference() -> None:
+def test_the_controlling_owner_is_read_from_the_owner_reference() -> None:
     owned = {
         "metadata": {
             "ownerReferences": [
@@ -92,8 +92,13 @@ def test_the_controlling_scenario_is_read_from_the_owner_reference() -> None:
             ]
         }
     }
-    assert controlling_scenario(owned) == ("s", "2")
-    assert controlling_scenario({"metadata": {}}) is None
+    assert controlling_owner(owned) == ("ChaosScenario", "s", "2")
+    assert controlling_owner({"metadata": {}}) is None
+    for kind in ("ChaosWorkflow", "TestRun"):  # a workflow's scheduled runs; a workflow run's children
+        ref = {"apiVersion": API_VERSION, "kind": kind, "name": "w", "uid": "3", "controller": True}
+        assert controlling_owner({"metadata": {"ownerReferences": [ref]}}) == (kind, "w", "3")
+    pod = {"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "4", "controller": True}
+    assert controlling_owner({"metadata": {"ownerReferences": [pod]}}) is None
 
 
 def test_requester_of_userinfo_without_uid_or_groups() -> None:
@@ -111,7 +116,9 @@ def test_configurations_by_url_fail_closed_and_name_every_handler() -> None:
     hooks = mutating["webhooks"] + validating["webhooks"]
     assert {h["failurePolicy"] for h in hooks} == {"Fail"}
     assert {h["clientConfig"]["caBundle"] for h in hooks} == {"Q0E="}
-    assert mutating["webhooks"][1]["clientConfig"]["url"] == f"https://127.0.0.1:9443/{MUTATE_TESTRUN}"
+    assert mutating["webhooks"][2]["clientConfig"]["url"] == f"https://127.0.0.1:9443/{MUTATE_TESTRUN}"
+    guarded = sorted(h["rules"][0]["resources"][0] for h in hooks)
+    assert guarded == ["chaosscenarios", "chaosscenarios", "chaosworkflows", "chaosworkflows", "testruns", "testruns"]
     assert all(h["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a"] for h in hooks)
     testrun_rights = next(h for h in validating["webhooks"] if h["rules"][0]["resources"] == ["testruns"])
     assert testrun_rights["rules"][0]["operations"] == ["CREATE"]  # an abort is never refused

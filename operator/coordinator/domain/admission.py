@@ -18,8 +18,13 @@ from coordinator.api.models import API_VERSION, GROUP, REQUESTED_BY_ANNOTATION, 
 # Handler ids: kopf routes a request by the last path segment of the webhook URL.
 MUTATE_TESTRUN = "requested-by-testruns"
 MUTATE_SCENARIO = "requested-by-chaosscenarios"
+MUTATE_WORKFLOW = "requested-by-chaosworkflows"
 VALIDATE_TESTRUN = "rights-testruns"
 VALIDATE_SCENARIO = "rights-chaosscenarios"
+VALIDATE_WORKFLOW = "rights-chaosworkflows"
+# The owners whose requester a run the operator creates inherits: a scenario's or workflow's scheduled, run-now
+# and triggered runs, and a workflow run's children.
+INHERITING_FROM = ("ChaosScenario", "ChaosWorkflow", "TestRun")
 TIMEOUT_SECONDS = 10
 
 # The webhooks are called only when what they guard changes: a create, a new spec, or a touched requested-by
@@ -75,8 +80,9 @@ def recorded_requester(
 ) -> str | None:
     """The value the requested-by annotation must hold once the request is admitted; None to have none.
 
-    - A run the operator creates for a ChaosScenario it controls (a scheduled or run-now run) gets ``inherited``,
-      the requester recorded on that scenario, looked up by the webhook (never taken from the request).
+    - A run the operator creates for a ChaosScenario or ChaosWorkflow it controls (a scheduled, run-now or
+      triggered run), or as a workflow run's child, gets ``inherited``, the requester recorded on that owner,
+      looked up by the webhook (never taken from the request).
     - A create, or an update that changes the spec or asks for a run-now, records the requester of this request:
       a run-now run acts with the rights of whoever asked for it.
     - Any other update keeps the value the object had: a request cannot set, change or remove it.
@@ -92,11 +98,12 @@ def recorded_requester(
     return requester_of(userinfo).to_annotation() if asked else annotation_of(old)
 
 
-def controlling_scenario(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The name and UID of the ChaosScenario that controls ``body`` (its controller ownerReference), if any."""
+def controlling_owner(body: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """The kind, name and UID of the ChaosScenario, ChaosWorkflow or TestRun (a workflow run) that controls
+    ``body`` (its controller ownerReference), if any."""
     for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == "ChaosScenario" and ref.get("apiVersion") == API_VERSION:
-            return str(ref.get("name")), str(ref.get("uid"))
+        if ref.get("controller") and ref.get("kind") in INHERITING_FROM and ref.get("apiVersion") == API_VERSION:
+            return str(ref.get("kind")), str(ref.get("name")), str(ref.get("uid"))
     return None
 
 
@@ -180,7 +187,11 @@ def webhook_configurations(
             _webhook(
                 "requested-by", handler_id, plural, ["CREATE", "UPDATE"], REQUESTER_TOUCHED, base, ca_bundle, namespaces
             )
-            for handler_id, plural in ((MUTATE_SCENARIO, "chaosscenarios"), (MUTATE_TESTRUN, "testruns"))
+            for handler_id, plural in (
+                (MUTATE_SCENARIO, "chaosscenarios"),
+                (MUTATE_WORKFLOW, "chaosworkflows"),
+                (MUTATE_TESTRUN, "testruns"),
+            )
         ],
     }
     validating = {
@@ -204,6 +215,17 @@ def webhook_configurations(
                 "rights",
                 VALIDATE_SCENARIO,
                 "chaosscenarios",
+                ["CREATE", "UPDATE"],
+                SPEC_CHANGED,
+                base,
+                ca_bundle,
+                namespaces,
+            ),
+            # A workflow's DAG (cycles, unknown dependencies) and its requester's rights on each node's scenario.
+            _webhook(
+                "rights",
+                VALIDATE_WORKFLOW,
+                "chaosworkflows",
                 ["CREATE", "UPDATE"],
                 SPEC_CHANGED,
                 base,

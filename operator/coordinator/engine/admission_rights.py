@@ -8,6 +8,7 @@ run itself then ends Error with the precise problem.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,9 @@ from pydantic import ValidationError
 
 from coordinator.adapters.kube import KubeApi, resource_path
 from coordinator.api.models import REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, Requester, TestRunSpec
+from coordinator.api.workflow import ChaosWorkflowSpec
 from coordinator.domain.admission import annotation_of, requester_in
+from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.permissions import scenario_read_need
 from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.run.admission import render_scenario
@@ -56,6 +59,14 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
     except ValidationError:
         return []  # the CRD schema refuses it with its own message
     own = str((body.get("metadata") or {}).get("namespace") or "")
+    if spec.workflowRef is not None:
+        workflow = await client.get_or_none(resource_path("ChaosWorkflow", own, spec.workflowRef.name))
+        if workflow is None:
+            return []  # the run ends Error, naming the missing workflow
+        named = f"ChaosWorkflow {own}/{spec.workflowRef.name}"
+        return await _node_refusals(
+            client, settings, requester, named, workflow.get("spec") or {}, spec.parameters, own, where
+        )
     namespace = spec.scenario.namespace or own
     # A scenario in another namespace is read with the requester's rights too, before the webhook reads it.
     if namespace != own and (refused := await refusals(client, requester, [scenario_read_need(namespace)])):
@@ -83,3 +94,73 @@ async def scenario_admission_refusals(client: KubeApi, settings: Settings, body:
     if not isinstance(overrides, Mapping):
         overrides = {}
     return await _refusals(client, settings, requester, where, raw, overrides, namespace, where)
+
+
+async def _node_refusals(
+    client: KubeApi,
+    settings: Settings,
+    requester: Requester,
+    named: str,
+    raw: Mapping[str, Any],
+    overrides: Mapping[str, object],
+    namespace: str,
+    where: str,
+) -> list[str]:
+    """Why ``requester`` may not run the workflow ``raw`` (with ``overrides`` for its parameters): each scenario
+    node's scenario checked with the node's parameters, as its child run will be (once per distinct pair)."""
+    try:
+        workflow = ChaosWorkflowSpec.model_validate(render_scenario(where, named, raw, overrides))
+    except (RunEnded, ValidationError):
+        return []  # the schema or the run names the problem
+    found: list[str] = []
+    checked: set[str] = set()
+    for node in workflow.nodes:
+        if node.scenarioRef is None:
+            continue
+        key = json.dumps([node.scenarioRef.name, node.parameters], sort_keys=True)
+        if key in checked:
+            continue
+        checked.add(key)
+        scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, node.scenarioRef.name))
+        if scenario is None:
+            continue  # GitOps may apply the scenario after the workflow; the node's run names it if it is missing
+        scenario_named = f"ChaosScenario {namespace}/{node.scenarioRef.name}"
+        refused = await _refusals(
+            client,
+            settings,
+            requester,
+            scenario_named,
+            scenario.get("spec") or {},
+            node.parameters,
+            namespace,
+            f"{where} node {node.name}",
+        )
+        found += [f"node {node.name}: {reason}" for reason in refused]
+    return found
+
+
+def workflow_problems(body: Mapping[str, Any]) -> list[str]:
+    """Why the ChaosWorkflow ``body`` is invalid beyond its schema (a cycle, an unknown dependency), each naming
+    its field; empty when the model accepts it."""
+    try:
+        ChaosWorkflowSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        where = _where("ChaosWorkflow", body)
+        return [f"{where}: {field}: {problem}" for field, problem in map(validation_problem, exc.errors())]
+    return []
+
+
+async def workflow_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
+    """Why the ChaosWorkflow ``body`` must be refused: its requester may not run one of its nodes' scenarios with
+    the parameters its scheduled and triggered runs get (``spec.runTemplate.parameters``)."""
+    where = _where("ChaosWorkflow", body)
+    requester = requester_in(annotation_of(body))
+    if requester is None:
+        return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    raw = body.get("spec") or {}
+    template = raw.get("runTemplate")
+    overrides = template.get("parameters") if isinstance(template, Mapping) else None
+    if not isinstance(overrides, Mapping):
+        overrides = {}
+    return await _node_refusals(client, settings, requester, where, raw, overrides, namespace, where)

@@ -21,8 +21,13 @@ import kopf
 
 from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import REQUESTED_BY_ANNOTATION
-from coordinator.domain.admission import annotation_of, controlling_scenario, recorded_requester
-from coordinator.engine.admission_rights import scenario_admission_refusals, testrun_admission_refusals
+from coordinator.domain.admission import annotation_of, controlling_owner, recorded_requester
+from coordinator.engine.admission_rights import (
+    scenario_admission_refusals,
+    testrun_admission_refusals,
+    workflow_admission_refusals,
+    workflow_problems,
+)
 from coordinator.engine.webhooks import (
     client_config_base,
     ensure_bundle,
@@ -141,12 +146,13 @@ async def handle_record_requester(
 ) -> None:
     """Set the requested-by annotation to what :func:`recorded_requester` says, whatever the request carried."""
     inherited = None
-    owner = controlling_scenario(new)
+    owner = controlling_owner(new)
     if operation == "CREATE" and operator and userinfo.get("username") == operator and owner is not None:
         namespace = str((new.get("metadata") or {}).get("namespace") or "")
-        scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, owner[0]))
-        if scenario is not None and scenario["metadata"].get("uid") == owner[1]:
-            inherited = annotation_of(scenario)
+        kind, name, uid = owner
+        found = await client.get_or_none(resource_path(kind, namespace, name))
+        if found is not None and found["metadata"].get("uid") == uid:
+            inherited = annotation_of(found)
     value = recorded_requester(operation, userinfo, old, new, inherited)
     if value != annotation_of(new):
         patch.metadata.annotations[REQUESTED_BY_ANNOTATION] = value  # None removes it
@@ -157,11 +163,12 @@ async def handle_validate_testrun(
 ) -> None:
     """Refuse a TestRun whose requester may not do what its scenario would do (403, naming every refusal).
 
-    A run the operator creates for a scenario it controls (scheduled, run-now) is let through: the scenario was
-    checked when its requester last changed it, and the run checks again before it injects anything, ending
-    Forbidden, on the record, if a right is gone since (a refused creation would leave no trace of the tick).
+    A run the operator creates for a scenario or workflow it controls (scheduled, run-now, triggered), or as a
+    workflow run's child, is let through: its owner was checked when its requester last changed it, and the run
+    checks again before it injects anything, ending Forbidden, on the record, if a right is gone since (a refused
+    creation would leave no trace of the tick).
     """
-    if operator and userinfo.get("username") == operator and controlling_scenario(body) is not None:
+    if operator and userinfo.get("username") == operator and controlling_owner(body) is not None:
         return
     refusals = await testrun_admission_refusals(client, settings, body)
     if refusals:
@@ -171,6 +178,16 @@ async def handle_validate_testrun(
 async def handle_validate_scenario(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> None:
     """Refuse a ChaosScenario whose requester may not do what it would do (403, naming every refusal)."""
     refusals = await scenario_admission_refusals(client, settings, body)
+    if refusals:
+        raise kopf.AdmissionError("; ".join(refusals), code=403)
+
+
+async def handle_validate_workflow(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> None:
+    """Refuse a ChaosWorkflow whose DAG is invalid (422) or whose requester may not run a node's scenario (403)."""
+    problems = workflow_problems(body)
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+    refusals = await workflow_admission_refusals(client, settings, body)
     if refusals:
         raise kopf.AdmissionError("; ".join(refusals), code=403)
 

@@ -15,15 +15,24 @@ from typing import Any
 
 import kopf
 
-from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION
-from coordinator.domain.admission import MUTATE_SCENARIO, MUTATE_TESTRUN, VALIDATE_SCENARIO, VALIDATE_TESTRUN
+from coordinator.api.models import FINALIZER, GROUP, TERMINAL_PHASES, VERSION, WORKFLOW_RUN_LABEL
+from coordinator.domain.admission import (
+    MUTATE_SCENARIO,
+    MUTATE_TESTRUN,
+    MUTATE_WORKFLOW,
+    VALIDATE_SCENARIO,
+    VALIDATE_TESTRUN,
+    VALIDATE_WORKFLOW,
+)
 from coordinator.domain.labelselectors import Selector, parse_selector
 from coordinator.engine.pausing import PauseFollower
 from coordinator.engine.scheduler import run_now_due
+from coordinator.engine.workflow import WAKEUPS
 from coordinator.handlers.admission import (
     handle_record_requester,
     handle_validate_scenario,
     handle_validate_testrun,
+    handle_validate_workflow,
     renew_forever,
     start_webhooks,
     unmark_serving,
@@ -87,11 +96,12 @@ async def stop_webhooks(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.mutate(GROUP, VERSION, "testruns", id=MUTATE_TESTRUN, operations=["CREATE", "UPDATE"], persistent=True)
 @kopf.on.mutate(GROUP, VERSION, "chaosscenarios", id=MUTATE_SCENARIO, operations=["CREATE", "UPDATE"], persistent=True)
+@kopf.on.mutate(GROUP, VERSION, "chaosworkflows", id=MUTATE_WORKFLOW, operations=["CREATE", "UPDATE"], persistent=True)
 async def record_requester(
     userinfo: kopf.UserInfo, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """Record who created the TestRun or ChaosScenario, changed its spec or asked for a run-now, in the
-    requested-by annotation; never what the request carried."""
+    """Record who created the TestRun, ChaosScenario or ChaosWorkflow, changed its spec or asked for a run-now, in
+    the requested-by annotation; never what the request carried."""
     # kopf passes the operation and the old object too, though its WebhookFn type does not say so.
     await handle_record_requester(
         memo.client, kwargs["operation"], userinfo, kwargs.get("old"), body, patch, memo.operator_username
@@ -110,6 +120,14 @@ async def testrun_rights(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Me
 async def scenario_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a ChaosScenario whose requester lacks a right it needs."""
     await handle_validate_scenario(memo.client, memo.settings, body)
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "chaosworkflows", id=VALIDATE_WORKFLOW, operations=["CREATE", "UPDATE"], persistent=True
+)
+async def workflow_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse a ChaosWorkflow whose DAG is invalid, or whose requester may not run one of its scenarios."""
+    await handle_validate_workflow(memo.client, memo.settings, body)
 
 
 # The emergency stop (engine/pausing.py): the paused namespaces are read before kopf starts, so no run is admitted
@@ -185,6 +203,14 @@ async def testrun_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kop
 async def testrun_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, logger: kopf.Logger, **_: Any) -> None:
     """Revert what a deleted TestRun still holds, then let its finalizer go."""
     await handle_delete_testrun(memo.client, memo.settings, body, retry, logger)  # type: ignore[arg-type]
+
+
+# A workflow run reacts to its children within milliseconds: each change of a child wakes it (it reads them again).
+@kopf.on.event(GROUP, VERSION, "testruns", labels={WORKFLOW_RUN_LABEL: kopf.PRESENT}, when=in_shard)
+@instrumented("workflow_child_event")
+async def workflow_child_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """Wake the workflow run whose child TestRun changed."""
+    WAKEUPS.wake(namespace or "", labels[WORKFLOW_RUN_LABEL])
 
 
 def _mirror_due(status: kopf.Status, **_: Any) -> bool:

@@ -27,6 +27,7 @@ from coordinator.engine.run import (
     abort_requested,
     revert_run,
 )
+from coordinator.engine.workflow import Children, WorkflowMachine
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,11 @@ async def _execute_once(
         if stored is None or stored["metadata"]["uid"] != uid:
             return
         handle = RunHandle(body=body, stopped=lambda: bool(stopped))
-        machine = RunMachine(client, settings, handle, stored=stored, locks=locks, mirror=mirror)
+        machine: RunMachine | WorkflowMachine
+        if (stored.get("spec") or {}).get("workflowRef"):
+            machine = WorkflowMachine(client, settings, handle, stored=stored, mirror=mirror)
+        else:
+            machine = RunMachine(client, settings, handle, stored=stored, locks=locks, mirror=mirror)
         try:
             await machine.execute()
         except RunInterrupted:
@@ -222,6 +227,14 @@ async def handle_delete_testrun(
     never hang on us; the targets keep their record annotations and the periodic sweep reverts them.
     """
     uid = body["metadata"]["uid"]
+    meta = body["metadata"]
+    if (body.get("spec") or {}).get("workflowRef"):
+        # A workflow run holds nothing itself: its children do, and each reverts what it holds as it goes. Deleted
+        # here rather than left to the garbage collector, so none outlives its parent for long.
+        children = await Children(client, meta["namespace"], meta["name"], uid).delete_all()
+        if children:
+            logger.info("deleted %d child TestRun(s) of the deleted workflow run", children)
+        return
     async with _lock(uid):
         try:
             count = await revert_run(client, settings, body)

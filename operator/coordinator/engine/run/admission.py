@@ -195,8 +195,8 @@ class Admission:
                 f"{where}: no requester recorded (set by the operator's admission webhook): {exc}",
             ) from exc
         state.status.requestedBy = requester
-        ref = state.spec.scenario
-        if ref.namespace and ref.namespace != state.run.namespace:
+        ref = state.spec.scenarioRef
+        if ref is not None and ref.namespace and ref.namespace != state.run.namespace:
             refused = await refusals(state.client, requester, [scenario_read_need(ref.namespace)])
             if refused:
                 raise RunEnded(Phase.ERROR, FORBIDDEN, "; ".join(refused))
@@ -217,7 +217,8 @@ class Admission:
         (engine/pausing.py); raises Waiting, and the kopf layer retries. An abort is honoured while paused."""
         state = self.state
         state.check_stop()
-        namespace = state.spec.scenario.namespace or state.run.namespace
+        ref = state.spec.scenarioRef
+        namespace = (ref.namespace if ref is not None else None) or state.run.namespace
         target = scenario.target if scenario is not None else None
         pause = PAUSES.pausing(run_scope(state.run.namespace, namespace, target))
         if pause is None:
@@ -246,10 +247,13 @@ class Admission:
             runs = [run for ns in watched for run in await client.list(resource_path("TestRun", ns))]
         else:
             runs = await client.list(resource_path("TestRun"))
+        # A workflow run takes no slot: only its children inject (a slot held by a parent would starve them).
         running = sum(
             1
             for run in runs
-            if (run.get("status") or {}).get("phase") == Phase.RUNNING and run["metadata"].get("uid") != state.run.uid
+            if (run.get("status") or {}).get("phase") == Phase.RUNNING
+            and run["metadata"].get("uid") != state.run.uid
+            and not (run.get("spec") or {}).get("workflowRef")
         )
         if running < cap:
             return

@@ -95,14 +95,19 @@ class Finisher:
             state.status.history = HistorySync.model_validate(synced)
 
     async def count(self, phase: Phase) -> None:
-        """Count the finished run on its scenario's status (total, passed, pass rate, last run)."""
+        """Count the finished run on its scenario's (or workflow's) status (total, passed, pass rate, last run)."""
         state = self.state
-        if not state.status.scenario:
+        kind, ref = (
+            ("ChaosWorkflow", state.status.workflow)
+            if state.status.workflow
+            else ("ChaosScenario", state.status.scenario)
+        )
+        if not ref:
             return
-        namespace, name = state.status.scenario.split("/", 1)
+        namespace, name = ref.split("/", 1)
         completed = format_timestamp(state.status.completedAt) if state.status.completedAt else None
         try:
-            await SUMMARIES.count(state.client, namespace, name, state.run.name, phase, completed)
+            await SUMMARIES.count(state.client, namespace, name, state.run.name, phase, completed, kind=kind)
         except ApiError as exc:
             # The run itself is finished and recorded; only the scenario's counters miss it.
-            log.warning("TestRun %s not counted on ChaosScenario %s: %s", state.run.ref, state.status.scenario, exc)
+            log.warning("TestRun %s not counted on %s %s: %s", state.run.ref, kind, ref, exc)

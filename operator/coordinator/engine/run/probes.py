@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 from coordinator.api.models import InjectionState, Phase
-from coordinator.api.probes import AssertionResult, AssertionType, ProbeMode
+from coordinator.api.probes import Assertion, AssertionResult, AssertionType, ProbeMode, SteadyState
 from coordinator.domain.verdict import evaluate_assertion, evaluate_audit_trail, failed_probe, resilience_score
 from coordinator.engine.probing import ProbeReach, ProbeSession, RecoveryTracker
 from coordinator.engine.run.errors import RunEnded
 from coordinator.engine.run.state import RunState
+
+
+class SteadyStateSource(Protocol):
+    """What declares a run's probes and assertions: its ChaosScenario's spec, or a workflow run's ChaosWorkflow's."""
+
+    @property
+    def steadyState(self) -> SteadyState | None: ...
+
+    @property
+    def assertions(self) -> list[Assertion]: ...
 
 
 class ProbeSupervisor:
@@ -17,10 +30,18 @@ class ProbeSupervisor:
     per step from the first applied change to the first moment every probe passes again.
     """
 
-    def __init__(self, state: RunState) -> None:
+    def __init__(
+        self,
+        state: RunState,
+        source: Callable[[], SteadyStateSource] | None = None,
+        owner: Callable[[], str] | None = None,
+    ) -> None:
+        """``source`` gives the declarations (default: the run's scenario), ``owner`` names them in messages."""
         self.state = state
         self.session: ProbeSession | None = None
         self.trackers: dict[int, RecoveryTracker] = {}
+        self.source: Callable[[], SteadyStateSource] = source or state.need_scenario
+        self.owner = owner or (lambda: f"ChaosScenario {state.status.scenario or state.scenario_ref}")
 
     @property
     def active(self) -> bool:
@@ -28,8 +49,8 @@ class ProbeSupervisor:
 
     def open(self) -> None:
         state = self.state
-        scenario = state.need_scenario()
-        declared = scenario.steadyState.probes if scenario.steadyState else []
+        source = self.source()
+        declared = source.steadyState.probes if source.steadyState else []
         if not declared:
             return
         self.session = ProbeSession(
@@ -38,7 +59,7 @@ class ProbeSupervisor:
             state.scenario_namespace,
             state.settings.prometheus_url,
             reach=ProbeReach.of(state.settings),
-            owner=f"ChaosScenario {state.status.scenario or state.scenario_ref}",
+            owner=self.owner(),
             clock=state.clock,
             correlation_id=state.run.uid,
         )

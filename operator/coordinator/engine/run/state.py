@@ -78,6 +78,8 @@ class RunState:
 
     @property
     def scenario_ref(self) -> str:
+        if self.spec.workflowRef is not None:
+            return f"{self.run.namespace}/{self.spec.workflowRef.name}"
         return scenario_ref(self.spec_body, self.run.namespace)
 
     @property

@@ -1,4 +1,5 @@
-"""The run counters on ChaosScenario status (total, passed, pass rate, last run), batched per scenario."""
+"""The run counters on ChaosScenario and ChaosWorkflow status (total, passed, pass rate, last run), batched per
+scenario or workflow."""
 
 from __future__ import annotations
 
@@ -23,22 +24,32 @@ class ScenarioSummaries:
     ATTEMPTS = 5
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str], list[tuple[str, Phase, str | None, asyncio.Future[None]]]] = {}
-        self._flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._known: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pending: dict[tuple[str, str, str], list[tuple[str, Phase, str | None, asyncio.Future[None]]]] = {}
+        self._flushers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._known: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     async def count(
-        self, client: KubeApi, namespace: str, name: str, run: str, phase: Phase, completed_at: str | None
+        self,
+        client: KubeApi,
+        namespace: str,
+        name: str,
+        run: str,
+        phase: Phase,
+        completed_at: str | None,
+        *,
+        kind: str = "ChaosScenario",
     ) -> None:
         """Count one finished run; returns once a write that includes it succeeded (raises ApiError if not)."""
-        key = (namespace, name)
+        key = (kind, namespace, name)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append((run, phase, completed_at, done))
         if key not in self._flushers:
-            self._flushers[key] = asyncio.create_task(self._flush(client, key), name=f"summary of {namespace}/{name}")
+            self._flushers[key] = asyncio.create_task(
+                self._flush(client, key), name=f"summary of {kind} {namespace}/{name}"
+            )
         await done
 
-    async def _flush(self, client: KubeApi, key: tuple[str, str]) -> None:
+    async def _flush(self, client: KubeApi, key: tuple[str, str, str]) -> None:
         try:
             while self._pending.get(key):
                 batch = self._pending.pop(key)
@@ -57,9 +68,9 @@ class ScenarioSummaries:
             self._flushers.pop(key, None)
 
     async def _write(
-        self, client: KubeApi, key: tuple[str, str], batch: list[tuple[str, Phase, str | None, Any]]
+        self, client: KubeApi, key: tuple[str, str, str], batch: list[tuple[str, Phase, str | None, Any]]
     ) -> None:
-        namespace, name = key
+        kind, namespace, name = key
         last_run, last_phase, last_completed, _ = max(batch, key=lambda item: item[2] or "")
         passed_now = sum(1 for _, phase, _, _ in batch if phase == Phase.PASSED)
         cancelled_now = sum(1 for _, phase, _, _ in batch if phase == Phase.CANCELLED)
@@ -67,7 +78,7 @@ class ScenarioSummaries:
             scenario = self._known.get(key)
             if scenario is None:
                 try:
-                    scenario = await client.get(resource_path("ChaosScenario", namespace, name))
+                    scenario = await client.get(resource_path(kind, namespace, name))
                 except ApiError as exc:
                     if exc.not_found:
                         return
@@ -85,7 +96,7 @@ class ScenarioSummaries:
             }
             try:
                 self._known[key] = await client.patch(
-                    resource_path("ChaosScenario", namespace, name, "status"),
+                    resource_path(kind, namespace, name, "status"),
                     {"metadata": {"resourceVersion": scenario["metadata"]["resourceVersion"]}, "status": summary},
                 )
                 return
@@ -95,7 +106,7 @@ class ScenarioSummaries:
                     return
                 if not exc.conflict:
                     raise
-        raise ApiError(409, "Conflict", f"ChaosScenario {namespace}/{name} changed {self.ATTEMPTS} times meanwhile")
+        raise ApiError(409, "Conflict", f"{kind} {namespace}/{name} changed {self.ATTEMPTS} times meanwhile")
 
 
 SUMMARIES = ScenarioSummaries()
