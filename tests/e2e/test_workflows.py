@@ -3,6 +3,7 @@ policy, a SIGKILLed operator, and the parent's abort and deletion reaching every
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from datetime import datetime
@@ -440,7 +441,8 @@ def test_a_workflow_with_a_cycle_is_refused_naming_it(chaos: Chaos) -> None:
     with pytest.raises(client.ApiException) as refused:
         chaos.custom.create_namespaced_custom_object(GROUP, VERSION, chaos.namespace, "chaosworkflows", body)
     assert refused.value.status == 422
-    assert "dependency cycle: a -> b -> a" in str(refused.value.body)
+    message = json.loads(refused.value.body)["message"]
+    assert "spec.nodes: nodes[0].dependsOn: dependency cycle: a -> b -> a" in message, message
 
 
 def test_a_workflow_run_of_a_missing_workflow_ends_error(chaos: Chaos) -> None:
