@@ -210,6 +210,34 @@ def test_parallel_branches_overlap_in_time(two_apps: Chaos) -> None:
     assert after[0] >= max(web[1], api[1]), "the join ran after both branches"
 
 
+def test_two_branches_on_one_target_are_serialized_and_the_status_says_so(two_apps: Chaos) -> None:
+    chaos = two_apps
+    scale = {
+        "target": {"kind": "Deployment", "names": ["web"]},
+        "mode": "all",
+        "steps": [{"name": "down", "duration": "4s", "faults": [{"type": "scale", "scale": {"replicas": 1}}]}],
+    }
+    chaos.scenario("scale-web", scale)
+    workflow(
+        chaos,
+        "same-target",
+        [{"name": "one", "scenarioRef": {"name": "scale-web"}}, {"name": "two", "scenarioRef": {"name": "scale-web"}}],
+    )
+    parent = run_workflow(chaos, "same-target", "same-target-run")
+
+    def waiting() -> dict[str, Any] | None:
+        nodes = nodes_of(chaos.status(parent))
+        return next((n for n in nodes.values() if n.get("reason") == "WaitingForTarget"), None)
+
+    node = wait_for(waiting, timeout=30, description="one branch waiting for the other's target")
+    other = "one" if node["name"] == "two" else "two"
+    assert f"node {other}" in node["message"], node["message"]
+    chaos.wait_phase(parent, "Passed", timeout=90)
+    kids = children(chaos, parent)
+    first, second = sorted((injected_window(kids[n]) for n in ("one", "two")), key=lambda w: w[0])
+    assert second[0] >= first[1], f"the second branch waited for the first's revert: {first}, {second}"
+
+
 def test_each_when_value_decides_after_a_failure(two_apps: Chaos) -> None:
     chaos = two_apps
     chaos.scenario("fails", failing("web"))

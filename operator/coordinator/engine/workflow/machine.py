@@ -49,7 +49,7 @@ from coordinator.domain.workflow import (
 from coordinator.engine import observers
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.engine.run.admission import Admission, render_scenario
-from coordinator.engine.run.errors import RetryLater, RunEnded, RunInterrupted, is_transient
+from coordinator.engine.run.errors import WAITING_REASON, RetryLater, RunEnded, RunInterrupted, is_transient
 from coordinator.engine.run.finish import Finisher, Mirror
 from coordinator.engine.run.probes import ProbeSupervisor, assertion_failed
 from coordinator.engine.run.revert import MAX_ERROR_TEXT
@@ -265,8 +265,19 @@ class WorkflowMachine:
                 record.completedAt = self.state.clock.now()
             else:
                 self.copy_child(record, child)
+                if record.reason == WAITING_REASON and record.message:
+                    record.message = self.name_siblings(record.message)
             changed |= record.model_dump() != before
         return changed
+
+    def name_siblings(self, message: str) -> str:
+        """A child's wait message with each sibling's UID replaced by its node: two branches that hit the same
+        target are serialized by the target locks, and the workflow's status says which node waits for which."""
+        for node, child in self.seen.items():
+            uid = child["metadata"].get("uid")
+            if uid and uid in message:
+                message = message.replace(f"TestRun {uid}", uid).replace(uid, f"node {node}")
+        return message
 
     def copy_child(self, record: WorkflowNodeStatus, child: Mapping[str, Any]) -> None:
         status = child.get("status") or {}
