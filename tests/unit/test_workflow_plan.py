@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
 
-from coordinator.api.models import NodePhase, Phase, TestRunSpec, WorkflowNodeStatus
+from coordinator.api.models import WORKFLOW_NODE_LABEL, NodePhase, Phase, TestRunSpec, WorkflowNodeStatus
 from coordinator.api.workflow import ChaosWorkflowSpec, FailurePolicy, WorkflowNode, dag_problems, find_cycle
 from coordinator.domain.workflow import child_name, child_parameters, mean_score, node_phase_of, plan, verdict
+from coordinator.engine.workflow.children import Children, Wakeups, newer
 
 T0 = datetime(2026, 12, 6, tzinfo=UTC)
 
@@ -171,3 +173,47 @@ def test_model_rules() -> None:
         TestRunSpec.model_validate({"scenarioRef": {"name": "s"}, "workflowRef": {"name": "w"}})
     with pytest.raises(ValueError, match="runs a workflow"):
         _ = TestRunSpec.model_validate({"workflowRef": {"name": "w"}}).scenario
+
+
+# --- the children the watch reports ---------------------------------------------------------------------------
+
+
+def _child(name: str, node: str, rv: str, owner: str = "parent-uid", phase: str = "Running") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "resourceVersion": rv,
+            "labels": {WORKFLOW_NODE_LABEL: node},
+            "ownerReferences": [{"uid": owner, "controller": True}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+async def test_the_watch_hands_changed_children_to_a_followed_parent_only() -> None:
+    board = Wakeups()
+    board.wake("ns", "other", _child("other-a", "a", "5"))
+    assert board.take("ns", "other") == {}, "nobody follows that parent: nothing kept"
+    board.follow("ns", "run")
+    board.wake("ns", "run", _child("run-a", "a", "7"))
+    assert await board.wait("ns", "run", within=0.01) is True
+    assert set(board.take("ns", "run")) == {"run-a"}
+    assert board.take("ns", "run") == {}
+    assert await board.wait("ns", "run", within=0.01) is False
+    board.forget("ns", "run")
+    board.wake("ns", "run", _child("run-a", "a", "8"))
+    assert board.take("ns", "run") == {}
+
+
+def test_changes_apply_only_when_newer_and_owned() -> None:
+    children = Children(cast(Any, None), "ns", "run", "parent-uid")
+    seen: dict[str, Any] = {"a": _child("run-a", "a", "10")}
+    children.apply_changes(seen, {"run-a": _child("run-a", "a", "9", phase="Passed")})
+    assert seen["a"]["status"]["phase"] == "Running", "an older version never replaces a newer one"
+    children.apply_changes(seen, {"run-a": _child("run-a", "a", "11", phase="Passed")})
+    assert seen["a"]["status"]["phase"] == "Passed"
+    children.apply_changes(seen, {"run-b": _child("run-b", "b", "12", owner="someone-else")})
+    assert "b" not in seen, "a child of a same-named parent of the past is not ours"
+    children.apply_changes(seen, {"run-a": None})
+    assert seen == {}
+    assert newer(_child("x", "x", "abc"), _child("x", "x", "1")), "opaque versions: the report wins"

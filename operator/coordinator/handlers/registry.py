@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import shutil
 from collections.abc import Callable
@@ -208,9 +209,11 @@ async def testrun_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, logger: 
 # A workflow run reacts to its children within milliseconds: each change of a child wakes it (it reads them again).
 @kopf.on.event(GROUP, VERSION, "testruns", labels={WORKFLOW_RUN_LABEL: kopf.PRESENT}, when=in_shard)
 @instrumented("workflow_child_event")
-async def workflow_child_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    """Wake the workflow run whose child TestRun changed."""
-    WAKEUPS.wake(namespace or "", labels[WORKFLOW_RUN_LABEL])
+async def workflow_child_changed(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, type: str | None, **_: Any
+) -> None:
+    """Hand the changed child TestRun to its workflow run, and wake it."""
+    WAKEUPS.wake(namespace or "", labels[WORKFLOW_RUN_LABEL], copy.deepcopy(dict(body)), gone=type == "DELETED")
 
 
 def _mirror_due(status: kopf.Status, **_: Any) -> bool:

@@ -26,6 +26,7 @@ from coordinator.api.durations import parse_duration
 from coordinator.api.models import (
     RESUME_ANNOTATION,
     TERMINAL_PHASES,
+    WORKFLOW_NODE_LABEL,
     NodePhase,
     Phase,
     RunEnding,
@@ -215,14 +216,20 @@ class WorkflowMachine:
         state = self.state
         started = state.status.startedAt.timestamp() if state.status.startedAt else state.clock.time()
         relisted = -RELIST_INTERVAL
-        woken = True
+        woken = False
+        WAKEUPS.follow(state.run.namespace, self.children.label)
         while True:
             state.check_stop()
             changed = False
-            if woken or state.clock.time() - relisted >= RELIST_INTERVAL:
+            if state.clock.time() - relisted >= RELIST_INTERVAL:
+                # A full read now and then: a change the watch missed (or made before this process) is seen here.
+                WAKEUPS.take(state.run.namespace, self.children.label)
                 self.seen = await self.children.by_node()
                 relisted = state.clock.time()
-                changed |= self.observe()
+                changed |= self.observe(complete=True)
+            elif woken:
+                self.children.apply_changes(self.seen, WAKEUPS.take(state.run.namespace, self.children.label))
+                changed |= self.observe(complete=False)
             changed |= await self.release_gates()
             decided = plan(workflow.nodes, state.status.nodes, workflow.failurePolicy)
             changed |= await self.apply(workflow, decided)
@@ -250,13 +257,16 @@ class WorkflowMachine:
     def node(self, name: str) -> WorkflowNodeStatus:
         return next(n for n in self.state.status.nodes if n.name == name)
 
-    def observe(self) -> bool:
-        """Bring each started scenario node up to date with its child; True when a node changed."""
+    def observe(self, complete: bool) -> bool:
+        """Bring each started scenario node up to date with its child; True when a node changed. ``complete``: the
+        children were just read in full, so a child not among them is gone (otherwise it may not be seen yet)."""
         changed = False
         for record in self.state.status.nodes:
             if record.testRun is None or record.phase not in ACTIVE:
                 continue
             child = self.seen.get(record.name)
+            if child is None and not complete:
+                continue
             before = record.model_dump()
             if child is None:
                 record.phase = NodePhase.ERROR
@@ -363,7 +373,8 @@ class WorkflowMachine:
                 record.testRun = body["metadata"]["name"]
             changed = True
         if bodies:
-            await self.children.create(bodies)
+            for child in await self.children.create(bodies):
+                self.seen[str(child["metadata"]["labels"][WORKFLOW_NODE_LABEL])] = child
         return changed
 
     def gate_message(self, spec: WorkflowNode) -> str:
@@ -449,7 +460,7 @@ class WorkflowMachine:
             if state.handle.stopped():
                 raise RunInterrupted("operator stopping or TestRun deleted")
             self.seen = await self.children.by_node()
-            if self.observe():
+            if self.observe(complete=True):
                 await state.persist()
             if any(r.phase in ACTIVE for r in status.nodes):
                 await WAKEUPS.wait(state.run.namespace, self.children.label, state.settings.poll_interval)
