@@ -244,3 +244,22 @@ def _run_now(body: kopf.Body, **_: Any) -> bool:
 async def scenario_run_now(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Start the TestRun that a new run-now annotation asks for."""
     await handle_run_now(memo.client, body, logger)  # type: ignore[arg-type]
+
+
+# --- ChaosWorkflows: schedules and run-now as for ChaosScenarios (engine/scheduler.py, Schedulable) ------------
+
+
+@kopf.daemon(GROUP, VERSION, "chaosworkflows", when=_sharded(_scheduled), cancellation_timeout=5.0)
+@instrumented("workflow_scheduler")
+async def workflow_scheduler(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Run a scheduled ChaosWorkflow like a CronJob: due TestRuns, concurrency policy, history limits."""
+    await handle_schedule_scenario(memo.client, body, stopped, logger)  # type: ignore[arg-type]
+
+
+@kopf.timer(GROUP, VERSION, "chaosworkflows", interval=1.0, when=_sharded(_run_now))
+@instrumented("workflow_run_now")
+async def workflow_run_now(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Start the TestRun that a new run-now annotation on a ChaosWorkflow asks for."""
+    await handle_run_now(memo.client, body, logger)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""What the ChaosScenario handlers call: the schedule of scenarios with ``spec.schedule``."""
+"""What the ChaosScenario and ChaosWorkflow handlers call: their schedules (``spec.schedule``) and run-now."""
 
 from __future__ import annotations
 
