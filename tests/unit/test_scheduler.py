@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.adapters.kube import ApiError
 from coordinator.api.models import FINALIZER, REQUESTED_BY_ANNOTATION, RUN_NOW_ANNOTATION
 from coordinator.domain.timestamps import format_iso_seconds
 from coordinator.engine.pausing import PAUSES, PauseBoard
@@ -360,3 +361,14 @@ async def test_deleted_workflows_stuck_on_our_finalizer_are_released() -> None:
 def test_only_scenarios_and_workflows_start_runs_of_their_own() -> None:
     with pytest.raises(ValueError, match="'TestRun' starts no TestRuns"):
         schedulable_of({"kind": "TestRun"})
+
+
+async def test_a_missing_workflow_crd_does_not_stop_releasing_scenarios() -> None:
+    kube = FakeKube(now=T0)
+    add_scenario(kube)
+    kube.objects[SCENARIO]["metadata"]["finalizers"] = [FINALIZER]
+    kube.objects[SCENARIO]["metadata"]["deletionTimestamp"] = format_iso_seconds(T0 - timedelta(minutes=1))
+    kube.fail(
+        ApiError(404, "NotFound", "the server could not find the requested resource"), path=f"{BASE}/chaosworkflows"
+    )
+    assert await release_deleted_scenarios(kube, ["ns"]) == ["ChaosScenario ns/nightly"]

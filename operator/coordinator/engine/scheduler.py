@@ -410,7 +410,16 @@ async def release_deleted_scenarios(
     released = []
     now = datetime.now(UTC)
     for kind in SCHEDULABLE:
-        for scenario in await list_scoped(client, kind, namespaces):
+        try:
+            owners = await list_scoped(client, kind, namespaces)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            # Its CRD is not installed (an upgrade that has not applied crds/ yet): nothing of it to release, and
+            # the sweep that follows must still run.
+            log.warning("cannot list %s (%s): apply crds/ of this version", kind, exc.message)
+            continue
+        for scenario in owners:
             meta = scenario["metadata"]
             if stuck_on_our_finalizer(meta, now, grace) and await release_our_finalizer(client, kind, meta):
                 released.append(f"{kind} {meta['namespace']}/{meta['name']}")
