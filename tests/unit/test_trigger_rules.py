@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from coordinator.engine.triggers import (
     meets,
     trigger_refusal,
 )
+from coordinator.handlers.scenarios import handle_triggers
 from coordinator.settings import Settings
 from support.fake_kube import FAKE_REQUESTER, FakeKube, LiveBody
 
@@ -463,3 +465,39 @@ async def test_a_kind_the_operator_may_not_read_is_reported_not_retried_in_a_loo
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+class Stop:
+    """kopf's DaemonStopped as the handler uses it: truthy once a stop is requested, ``wait`` until then."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __bool__(self) -> bool:
+        return self.requested
+
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - kopf's DaemonStopped.wait
+        await asyncio.sleep(min(timeout, 0.01))
+        return self.requested
+
+
+async def test_the_daemon_watches_until_stopped_and_leaves_no_watch_behind() -> None:
+    kube = FakeKube()
+    opted_in(kube)
+    add_owner(kube)
+    stop = Stop()
+    daemon = asyncio.create_task(
+        handle_triggers(kube, Settings(), LiveBody(kube, SCENARIO), stop, logging.getLogger("test"))  # type: ignore[arg-type]
+    )
+    await eventually(lambda: bool(kube.calls_of("watch")))
+    stop.requested = True
+    await asyncio.wait_for(daemon, 5)
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("ChaosScenario ns/shop")], "watches ended"
+
+
+async def test_the_daemon_ends_when_its_scenario_is_gone() -> None:
+    kube = FakeKube()
+    add_owner(kube)
+    body = kube.stored(SCENARIO)
+    await kube.delete(SCENARIO)
+    await asyncio.wait_for(handle_triggers(kube, Settings(), body, Stop(), logging.getLogger("test")), 5)  # type: ignore[arg-type]
