@@ -501,3 +501,22 @@ async def test_the_daemon_ends_when_its_scenario_is_gone() -> None:
     body = kube.stored(SCENARIO)
     await kube.delete(SCENARIO)
     await asyncio.wait_for(handle_triggers(kube, Settings(), body, Stop(), logging.getLogger("test")), 5)  # type: ignore[arg-type]
+
+
+async def test_a_label_selector_only_the_parser_refuses_is_a_refused_trigger() -> None:
+    kube = FakeKube()
+    opted_in(kube)
+    add_owner(kube)
+    triggers = OwnerTriggers(kube, Settings(), LiveBody(kube, SCENARIO))
+    triggers.load(kube.stored(SCENARIO))
+    selector = {"matchExpressions": [{"key": "app", "operator": "In", "values": []}]}
+    trigger = Trigger.model_validate({**ROLLOUT, "resource": {"kind": "Deployment", "labelSelector": selector}})
+    task = asyncio.create_task(TriggerWatch(triggers, trigger).run())
+    try:
+        await eventually(lambda: "TriggerRefused" in event_reasons(kube))
+        assert status_of(kube)["lastSkipped"].startswith("refused: resource.labelSelector: ")
+        assert not kube.calls_of("watch"), "nothing watched"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -338,7 +338,11 @@ class TriggerWatch:
         meta = owner.owner["metadata"]
         resource = trigger.resource
         self.path = collection_path(resource.apiVersion, resource.kind, watched_namespace(trigger, meta["namespace"]))
-        self.label_selector = label_selector_to_string(resource.labelSelector) if resource.labelSelector else ""
+        self.selector_problem: str | None = None
+        try:
+            self.label_selector = label_selector_to_string(resource.labelSelector) if resource.labelSelector else ""
+        except SelectionError as exc:  # the CRD schema lets through what only the parser refuses
+            self.label_selector, self.selector_problem = "", f"resource.labelSelector: {exc}"
         self.field_selector = f"metadata.name={resource.name}" if resource.name else ""
         self.objects: dict[str, JSON] = {}
 
@@ -347,9 +351,9 @@ class TriggerWatch:
         backoff = RETRY_START
         while True:
             try:
-                refused = await trigger_refusal(self.owner.client, self.owner.settings, self.owner.owner, self.trigger)
-            except SelectionError as exc:
-                refused = f"spec.triggers: {exc}"
+                refused = self.selector_problem or await trigger_refusal(
+                    self.owner.client, self.owner.settings, self.owner.owner, self.trigger
+                )
             except ApiError as exc:
                 log.warning(
                     "%s: trigger %s: rights not checked (%s); again in %.1fs",
