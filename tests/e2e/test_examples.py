@@ -52,11 +52,14 @@ def test_example_runs_and_passes(
 ) -> None:
     docs = load_docs(example)
     scheduled = bool(docs[0]["spec"].get("schedule"))
-    expected = ["ChaosScenario"] if scheduled else ["ChaosScenario", "TestRun"]
-    assert [doc["kind"] for doc in docs] == expected, "a scenario, then a run of it (its schedule makes the runs)"
+    triggered = bool(docs[0]["spec"].get("triggers"))
+    expected = ["ChaosScenario"] if scheduled or triggered else ["ChaosScenario", "TestRun"]
+    assert [doc["kind"] for doc in docs] == expected, (
+        "a scenario, then a run of it (its schedule or its trigger makes the runs)"
+    )
     assert all(doc["metadata"].get("namespace") == EXAMPLE_NAMESPACE for doc in docs), "examples live in demo"
     scenario = ChaosScenario.model_validate(rendered(docs[0]))  # the operator's own models accept it
-    if not scheduled:
+    if not (scheduled or triggered):
         run = TestRun.model_validate(docs[1])
         assert run.spec.scenarioRef.name == scenario.metadata["name"]
     assert scenario.spec.description, "an example says what it tests"
@@ -82,6 +85,8 @@ def test_example_runs_and_passes(
         chaos.custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, "chaosscenarios", scenario.metadata["name"], {"spec": {"suspend": True}}
         )
+    elif triggered:
+        run_name = _trigger_rollout(chaos, apps, scenario.metadata["name"])
     else:
         run_name = run.metadata["name"]
     status = chaos.wait_phase(run_name, "Passed", timeout=60)
@@ -116,6 +121,30 @@ def test_example_runs_and_passes(
         assert apps.read_namespaced_deployment("web", ns).spec.replicas == 3, "the workload is back to 3 replicas"
     # Every object of the namespace (ReplicaSets and pods a controller made from a changed template included).
     assert residue(kubeconfig, ns, sorted(nodes)) == [], "a key of ours outlived the run"
+
+
+def _trigger_rollout(chaos: Chaos, apps: client.AppsV1Api, scenario: str) -> str:
+    """Restart web's rollout once the trigger has recorded it as rolled out (an object already meeting the
+    conditions starts nothing); the name of the one run its completion starts."""
+    ns = chaos.namespace
+
+    def recorded() -> bool:
+        obj = chaos.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "chaosscenarios", scenario)
+        return any(entry.get("matching") for entry in (obj.get("status") or {}).get("triggers") or [])
+
+    wait_for(recorded, timeout=30, description="the rolled-out Deployment recorded by the trigger")
+    restarted = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "example"}}}}}
+    apps.patch_namespaced_deployment("web", ns, restarted)
+    label = f"chaos.coordinator.dev/scenario={scenario}"
+    runs = wait_for(
+        lambda: chaos.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "testruns", label_selector=label)[
+            "items"
+        ],
+        timeout=60,
+        description="the run the completed rollout triggers",
+    )
+    assert len(runs) == 1, "one run per edge"
+    return str(runs[0]["metadata"]["name"])
 
 
 @pytest.mark.parametrize("example", INPOD_EXAMPLES, ids=[path.stem for path in INPOD_EXAMPLES])

@@ -207,3 +207,65 @@ def test_an_operator_crash_creates_no_duplicate_run(web: Chaos, running_operator
     assert len(late) <= 1, f"one catch-up run at most, got {late}"
     for name in sorted(runs, key=scheduled_at)[-2:]:
         web.wait_phase(name, "Passed", timeout=30)
+
+
+WORKFLOW_LABEL = "chaos.coordinator.dev/workflow"
+
+
+def test_a_scheduled_workflow_creates_workflow_runs_it_owns(web: Chaos) -> None:
+    """A ChaosWorkflow's schedule works as a scenario's: the runs name the workflow (spec.workflowRef), carry its
+    label and are owned by it. (Executing them is the workflow engine's, tests/e2e/test_workflows.py.)"""
+    web.scenario("kill-one", pod_kill_spec({"app": "web"}))
+    created = web.custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        web.namespace,
+        "chaosworkflows",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ChaosWorkflow",
+            "metadata": {"name": "nightly-gameday"},
+            "spec": {
+                "schedule": "@every 3s",
+                "runTemplate": {"timeout": "1m"},
+                "nodes": [{"name": "kill", "scenarioRef": {"name": "kill-one"}}],
+            },
+        },
+    )
+
+    def workflow_runs() -> list[dict[str, Any]]:
+        return list(
+            web.custom.list_namespaced_custom_object(
+                GROUP, VERSION, web.namespace, "testruns", label_selector=f"{WORKFLOW_LABEL}=nightly-gameday"
+            )["items"]
+        )
+
+    run = wait_for(lambda: next(iter(workflow_runs()), None), timeout=20, description="a scheduled workflow run")
+    web.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, web.namespace, "chaosworkflows", "nightly-gameday", {"spec": {"suspend": True}}
+    )
+    name = run["metadata"]["name"]
+    assert name == f"nightly-gameday-{scheduled_at(name)}"
+    assert scheduled_at(name) % 3 == 0
+    assert run["spec"]["workflowRef"] == {"name": "nightly-gameday"}
+    assert "scenarioRef" not in run["spec"]
+    assert run["spec"]["timeout"] == "1m", "the run template is applied"
+    assert SCENARIO_LABEL not in run["metadata"]["labels"]
+    [owner] = run["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("ChaosWorkflow", created["metadata"]["uid"], True)
+    status = wait_for(
+        lambda: (
+            found
+            if (
+                found := web.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, web.namespace, "chaosworkflows", "nightly-gameday"
+                ).get("status")
+                or {}
+            ).get("lastScheduleTime")
+            else None
+        ),
+        timeout=10,
+        description="the workflow's schedule status",
+    )
+    assert iso_seconds(status["lastScheduleTime"]) >= scheduled_at(name)
+    assert "Scheduled" in web.events("nightly-gameday")

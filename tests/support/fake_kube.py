@@ -386,14 +386,20 @@ class FakeKube:
         return self._made(call, self._remove(path))
 
     async def watch(
-        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
+        self,
+        path: str,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int = 60,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> AsyncIterator[JSON]:
-        await self._record("watch", path)
+        await self._record("watch", path, params={"labelSelector": label_selector, "fieldSelector": field_selector})
         selector = parse_selector(label_selector)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
         if resource_version is None:
-            for item in self._items(path, label_selector, None):
+            for item in self._items(path, label_selector, field_selector or None):
                 yield {"type": "ADDED", "object": item}
             seen = self.resource_version
         else:
@@ -404,6 +410,7 @@ class FakeKube:
                     event.resource_version > seen
                     and self._in_collection(event.path, path)
                     and selector.matches(_labels(event.object))
+                    and _field_selector_matches(event.object, field_selector or None)
                 ):
                     yield {"type": event.type, "object": copy.deepcopy(event.object)}
             seen = max(seen, self.resource_version)

@@ -38,13 +38,13 @@ EXPECTED_RULES = {
     ("", "events"): {"create"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-    ("", "pods"): {"get", "list", "patch", "delete"},
+    ("", "pods"): {"get", "list", "watch", "patch", "delete"},  # watch: triggers (engine/triggers.py)
     ("", "pods/eviction"): {"create"},
     ("", "pods/ephemeralcontainers"): {"patch"},
     ("", "pods/log"): {"get"},  # faults/ephemeral.py: an agent confirms its fault in its log
-    ("apps", "deployments"): {"get", "list", "patch"},
-    ("apps", "statefulsets"): {"get", "list", "patch"},
-    ("apps", "daemonsets"): {"get", "list", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "patch"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "patch"},
+    ("apps", "daemonsets"): {"get", "list", "watch", "patch"},
     ("apps", "replicasets"): {"list", "patch"},  # faults/base.py clear_on_replicasets
     ("", "nodes"): {"get", "list", "patch"},
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "create", "patch", "delete"},

@@ -287,6 +287,7 @@ def scheduled_scenario(kube: FakeKube, requested_by: str | None, **annotations: 
     return kube.add(
         resource_path("ChaosScenario", NS, "nightly"),
         {
+            "kind": "ChaosScenario",
             "metadata": {"annotations": annotations, "creationTimestamp": "2026-03-02T11:59:59Z"},
             "spec": {**KILL, "schedule": "@every 5s"},
         },

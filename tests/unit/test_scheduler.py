@@ -8,15 +8,20 @@ from typing import Any
 
 import pytest
 
-from coordinator.api.models import REQUESTED_BY_ANNOTATION
+from coordinator.adapters.kube import ApiError
+from coordinator.api.models import FINALIZER, REQUESTED_BY_ANNOTATION, RUN_NOW_ANNOTATION
 from coordinator.domain.timestamps import format_iso_seconds
 from coordinator.engine.pausing import PAUSES, PauseBoard
 from coordinator.engine.scheduler import (
     SCENARIO_LABEL,
     SCHEDULED_AT_ANNOTATION,
+    WORKFLOW_LABEL,
     needs_reconcile,
     prunable,
     reconcile_schedule,
+    release_deleted_scenarios,
+    schedulable_of,
+    start_run_now,
 )
 from support.fake_kube import FAKE_REQUESTER, FakeKube
 
@@ -259,3 +264,111 @@ def test_a_tick_with_nothing_due_needs_no_api_call() -> None:
     assert needs_reconcile(scenario, T0 + timedelta(seconds=5)), "the next time has come"
     scenario["status"]["active"] = [{"name": "x"}]
     assert needs_reconcile(scenario, T0), "an active run is watched until it ends"
+
+
+# --- ChaosWorkflows are scheduled, run now and released as scenarios are -------------------------------------
+
+WORKFLOW = f"{BASE}/chaosworkflows/gameday"
+
+
+def add_workflow(
+    kube: FakeKube, annotations: dict[str, str] | None = None, name: str = "gameday", **spec: Any
+) -> dict[str, Any]:
+    return kube.add(
+        f"{BASE}/chaosworkflows/{name}",
+        {
+            "apiVersion": "chaos.coordinator.dev/v1alpha1",
+            "kind": "ChaosWorkflow",
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": f"{name}-workflow-uid",
+                "generation": 1,
+                "creationTimestamp": format_iso_seconds(T0 - timedelta(seconds=1)),
+                "annotations": annotations or {},
+            },
+            "spec": {"nodes": [{"name": "kill", "scenarioRef": {"name": "nightly"}}]} | spec,
+        },
+    )
+
+
+async def test_a_scheduled_workflow_creates_workflow_runs_owned_and_labelled_by_it() -> None:
+    kube = FakeKube()
+    add_workflow(kube, schedule="@every 5s", runTemplate={"parameters": {"replicas": 2}, "dryRun": True})
+    for second in (0.5, 5.5):
+        await reconcile_schedule(kube, kube.stored(WORKFLOW), T0 + timedelta(seconds=second))
+    assert created(kube) == [f"gameday-{int(T0.timestamp())}", f"gameday-{int(T0.timestamp()) + 5}"]
+    run = runs(kube)[f"gameday-{int(T0.timestamp()) + 5}"]
+    assert run["spec"] == {"workflowRef": {"name": "gameday"}, "parameters": {"replicas": 2}, "dryRun": True}
+    assert run["metadata"]["labels"] == {WORKFLOW_LABEL: "gameday"}, "not the scenario label"
+    assert run["metadata"]["annotations"][REQUESTED_BY_ANNOTATION] == FAKE_REQUESTER.to_annotation()
+    [owner] = run["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "ChaosWorkflow",
+        "gameday",
+        "gameday-workflow-uid",
+        True,
+    )
+    status = kube.objects[WORKFLOW]["status"]
+    assert status["lastScheduleTime"] == "2026-03-02T12:00:05Z"
+    assert [a["name"] for a in status["active"]] == created(kube), "its own runs, found by the workflow label"
+    assert event_reasons(kube).count("Scheduled") == 2
+
+
+async def test_a_workflow_and_a_scenario_of_one_name_keep_their_runs_apart() -> None:
+    """A scenario's history limit never prunes a workflow's run: each finds its runs by its own label and UID."""
+    kube = FakeKube()
+    add_workflow(kube, name="nightly", schedule="@every 5s")
+    add_scenario(kube, schedule="@every 7s", successfulRunsHistoryLimit=0)
+    await reconcile_schedule(kube, kube.stored(f"{BASE}/chaosworkflows/nightly"), T0 + timedelta(seconds=0.5))
+    [workflow_run] = created(kube)
+    finish(kube, workflow_run, history={"synced": True})
+    await tick(kube, 7.5)
+    assert workflow_run in runs(kube)
+    assert runs(kube)[workflow_run]["spec"]["workflowRef"] == {"name": "nightly"}
+
+
+async def test_run_now_on_a_workflow_starts_one_workflow_run() -> None:
+    kube = FakeKube()
+    add_workflow(kube, annotations={RUN_NOW_ANNOTATION: "go"})
+    name = await start_run_now(kube, kube.stored(WORKFLOW))
+    assert name is not None
+    assert name.startswith("gameday-now-")
+    assert await start_run_now(kube, kube.stored(WORKFLOW)) is None, "the token is recorded: once per value"
+    run = runs(kube)[name]
+    assert run["spec"] == {"workflowRef": {"name": "gameday"}}
+    assert run["metadata"]["ownerReferences"][0]["kind"] == "ChaosWorkflow"
+    assert run["metadata"]["annotations"] == {
+        RUN_NOW_ANNOTATION: "go",
+        REQUESTED_BY_ANNOTATION: FAKE_REQUESTER.to_annotation(),
+    }
+    assert kube.objects[WORKFLOW]["status"]["lastRunNowToken"] == "go"
+
+
+async def test_deleted_workflows_stuck_on_our_finalizer_are_released() -> None:
+    kube = FakeKube(now=T0)
+    add_workflow(kube)
+    add_scenario(kube)
+    for path in (WORKFLOW, SCENARIO):
+        kube.objects[path]["metadata"]["finalizers"] = [FINALIZER]
+        kube.objects[path]["metadata"]["deletionTimestamp"] = format_iso_seconds(T0 - timedelta(minutes=1))
+    released = await release_deleted_scenarios(kube, ["ns"])
+    assert sorted(released) == ["ChaosScenario ns/nightly", "ChaosWorkflow ns/gameday"]
+    assert WORKFLOW not in kube.objects
+    assert SCENARIO not in kube.objects
+
+
+def test_only_scenarios_and_workflows_start_runs_of_their_own() -> None:
+    with pytest.raises(ValueError, match="'TestRun' starts no TestRuns"):
+        schedulable_of({"kind": "TestRun"})
+
+
+async def test_a_missing_workflow_crd_does_not_stop_releasing_scenarios() -> None:
+    kube = FakeKube(now=T0)
+    add_scenario(kube)
+    kube.objects[SCENARIO]["metadata"]["finalizers"] = [FINALIZER]
+    kube.objects[SCENARIO]["metadata"]["deletionTimestamp"] = format_iso_seconds(T0 - timedelta(minutes=1))
+    kube.fail(
+        ApiError(404, "NotFound", "the server could not find the requested resource"), path=f"{BASE}/chaosworkflows"
+    )
+    assert await release_deleted_scenarios(kube, ["ns"]) == ["ChaosScenario ns/nightly"]

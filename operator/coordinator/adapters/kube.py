@@ -328,7 +328,13 @@ class KubeApi(Protocol):
     async def delete(self, path: str, body: JSON | None = None) -> JSON: ...
 
     def watch(
-        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
+        self,
+        path: str,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int = 60,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> AsyncIterator[JSON]: ...
 
     # Last: inside the class body, ``list`` names this method.
@@ -504,14 +510,19 @@ class KubeClient:
         return await self.request("DELETE", path, body=body)
 
     async def watch(
-        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 60, label_selector: str = ""
+        self,
+        path: str,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int = 60,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> AsyncIterator[JSON]:
         """Stream watch events (``{"type": ..., "object": ...}``) until the server closes the watch."""
         params: dict[str, str | int] = {"watch": "true", "timeoutSeconds": timeout_seconds}
         if resource_version:
             params["resourceVersion"] = resource_version
-        if label_selector:
-            params["labelSelector"] = label_selector
+        params.update(_selectors(label_selector, field_selector))
         await self._limiter.acquire()
         self.requests += 1
         self.requests_by_method["GET"] += 1

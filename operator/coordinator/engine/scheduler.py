@@ -1,6 +1,8 @@
-"""Scheduled ChaosScenarios: create their TestRuns on time, apply the concurrency policy, prune old runs.
+"""Scheduled ChaosScenarios and ChaosWorkflows: create their TestRuns on time, apply the concurrency policy, prune
+old runs.
 
-A ChaosScenario with ``spec.schedule`` behaves like a CronJob and its TestRuns like Jobs. Every reconcile starts from
+A ChaosScenario (or ChaosWorkflow) with ``spec.schedule`` behaves like a CronJob and its TestRuns like Jobs; the
+two kinds differ only in what their runs name (``Schedulable``). Every reconcile starts from
 what the API server holds (the scenario, and the TestRuns it controls), never from memory, so a restarted operator
 or a second replica reaches the same decisions; the deterministic run name of each scheduled time
 (``coordinator.domain.schedule.run_name``) turns a repeated creation into 409 AlreadyExists, never a duplicate.
@@ -8,6 +10,7 @@ or a second replica reaches the same decisions; the deterministic run name of ea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,11 +47,54 @@ from coordinator.engine.sweeper import list_scoped, release_our_finalizer, stuck
 
 log = logging.getLogger(__name__)
 
-# On every scheduled TestRun: the scenario's name (cut to a label value) and the time it was scheduled for.
+# On every scheduled TestRun: the scenario's (or workflow's) name (cut to a label value) and the time it was
+# scheduled for.
 SCENARIO_LABEL = f"{GROUP}/scenario"
+WORKFLOW_LABEL = f"{GROUP}/workflow"
 SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
-# GitOps: set (or change) RUN_NOW_ANNOTATION on a ChaosScenario, in Git, to start one run of it per new value.
-__all__ = ["RUN_NOW_ANNOTATION", "SCENARIO_LABEL", "SCHEDULED_AT_ANNOTATION"]
+# GitOps: set (or change) RUN_NOW_ANNOTATION on a ChaosScenario or ChaosWorkflow, in Git, to start one run of it
+# per new value.
+__all__ = ["RUN_NOW_ANNOTATION", "SCENARIO_LABEL", "SCHEDULED_AT_ANNOTATION", "WORKFLOW_LABEL"]
+
+
+@dataclass(frozen=True)
+class Schedulable:
+    """A kind whose objects start TestRuns by themselves (schedule, run-now, triggers): what its runs say of it."""
+
+    kind: str  # ChaosScenario, ChaosWorkflow
+    ref_field: str  # the TestRun spec field that names it: scenarioRef, workflowRef
+    label: str  # the label its runs carry, valued with its name
+
+    def owner_reference(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """It controls the runs it starts: deleting it deletes them (Kubernetes' garbage collector)."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+SCENARIOS = Schedulable("ChaosScenario", "scenarioRef", SCENARIO_LABEL)
+WORKFLOWS = Schedulable("ChaosWorkflow", "workflowRef", WORKFLOW_LABEL)
+SCHEDULABLE = {each.kind: each for each in (SCENARIOS, WORKFLOWS)}
+
+
+def schedulable_of(body: Mapping[str, Any]) -> Schedulable:
+    """The kind of ``body``, a ChaosScenario or a ChaosWorkflow (ValueError for anything else)."""
+    kind = body.get("kind")
+    if kind not in SCHEDULABLE:
+        raise ValueError(f"{kind!r} starts no TestRuns of its own: expected one of {', '.join(SCHEDULABLE)}")
+    return SCHEDULABLE[str(kind)]
+
+
+def scheduling_of(spec: Mapping[str, Any]) -> ScenarioScheduling:
+    """The scheduling fields of a scenario's or workflow's spec (pydantic's ValidationError when malformed)."""
+    return ScenarioScheduling.model_validate(
+        {key: value for key, value in spec.items() if key in ScenarioScheduling.model_fields}
+    )
 
 
 def prunable(run: Mapping[str, Any]) -> bool:
@@ -127,36 +173,38 @@ async def start_run_now(client: KubeApi, scenario: Mapping[str, Any]) -> str | N
     if token is None:
         return None
     meta = scenario["metadata"]
-    spec = scenario.get("spec") or {}
-    scheduling = ScenarioScheduling.model_validate(
-        {key: value for key, value in spec.items() if key in ScenarioScheduling.model_fields}
-    )
-    body = _run_body(scenario, scheduling, datetime.now(UTC))
+    scheduling = scheduling_of(scenario.get("spec") or {})
+    body = run_body(scenario, scheduling, datetime.now(UTC))
     name = run_now_name(meta["name"], token)
     body["metadata"]["name"] = name
-    body["metadata"]["annotations"] = {RUN_NOW_ANNOTATION: token, **_requested_by(scenario)}
+    body["metadata"]["annotations"] = {RUN_NOW_ANNOTATION: token, **requested_by(scenario)}
     try:
         await client.create(resource_path("TestRun", meta["namespace"]), body)
     except ApiError as exc:
         if not exc.conflict:  # AlreadyExists: an earlier attempt created it before its status write was lost
             raise
     await client.patch(
-        resource_path("ChaosScenario", meta["namespace"], meta["name"], "status"),
+        resource_path(schedulable_of(scenario).kind, meta["namespace"], meta["name"], "status"),
         {"status": {"lastRunNowToken": token}},
     )
     return name
 
 
-def _requested_by(scenario: Mapping[str, Any]) -> dict[str, str]:
-    """The scenario's requested-by annotation, for the runs made from it: a scheduled run acts with the rights of
-    whoever last changed the scenario's spec (the admission webhook trusts the copy only from the operator)."""
+def requested_by(scenario: Mapping[str, Any]) -> dict[str, str]:
+    """The scenario's (or workflow's) requested-by annotation, for the runs made from it: a scheduled or triggered
+    run acts with the rights of whoever last changed the spec (the admission webhook trusts the copy only from
+    the operator)."""
     value = (scenario["metadata"].get("annotations") or {}).get(REQUESTED_BY_ANNOTATION)
     return {REQUESTED_BY_ANNOTATION: value} if value is not None else {}
 
 
-def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, scheduled: datetime) -> dict[str, Any]:
+def run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, scheduled: datetime) -> dict[str, Any]:
+    """The TestRun a ChaosScenario or ChaosWorkflow starts at ``scheduled``: named for that time, owned and labelled
+    by it, its spec from ``runTemplate``, the requester copied. Callers starting it for another reason (run-now,
+    a trigger) rename it and replace the annotations."""
     meta = scenario["metadata"]
-    spec: dict[str, Any] = {"scenarioRef": {"name": meta["name"]}}
+    kind = schedulable_of(scenario)
+    spec: dict[str, Any] = {kind.ref_field: {"name": meta["name"]}}
     template = scheduling.runTemplate
     if template is not None:
         if template.parameters:
@@ -172,30 +220,21 @@ def _run_body(scenario: Mapping[str, Any], scheduling: ScenarioScheduling, sched
             "name": run_name(meta["name"], scheduled),
             "namespace": meta["namespace"],
             # The scenario's labels too: a sharded operator (--selector) then runs them where it schedules them.
-            "labels": {**(meta.get("labels") or {}), SCENARIO_LABEL: label_value(meta["name"])},
-            "annotations": {SCHEDULED_AT_ANNOTATION: format_iso_seconds(scheduled), **_requested_by(scenario)},
-            # The scenario controls its scheduled runs: deleting it deletes them (Kubernetes' garbage collector).
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "ChaosScenario",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "labels": {**(meta.get("labels") or {}), kind.label: label_value(meta["name"])},
+            "annotations": {SCHEDULED_AT_ANNOTATION: format_iso_seconds(scheduled), **requested_by(scenario)},
+            "ownerReferences": [kind.owner_reference(meta)],
         },
         "spec": spec,
     }
 
 
 class Scheduler:
-    """One reconcile of one scheduled scenario, from a fresh read of the API server."""
+    """One reconcile of one scheduled scenario or workflow, from a fresh read of the API server."""
 
     def __init__(self, client: KubeApi, scenario: Mapping[str, Any]) -> None:
         self.client = client
         self.scenario = scenario
+        self.kind = schedulable_of(scenario)
         meta = scenario["metadata"]
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
@@ -203,11 +242,11 @@ class Scheduler:
 
     @property
     def ref(self) -> str:
-        return f"ChaosScenario {self.namespace}/{self.name}"
+        return f"{self.kind.kind} {self.namespace}/{self.name}"
 
     async def owned_runs(self) -> list[OwnedRun]:
         items = await self.client.list(
-            resource_path("TestRun", self.namespace), label_selector=f"{SCENARIO_LABEL}={label_value(self.name)}"
+            resource_path("TestRun", self.namespace), label_selector=f"{self.kind.label}={label_value(self.name)}"
         )
         runs = [OwnedRun.of(item) for item in items if _owned_by(item, self.uid)]
         return sorted(runs, key=lambda run: (run.scheduled or run.created, run.name))
@@ -235,7 +274,7 @@ class Scheduler:
 
     async def create(self, scheduling: ScenarioScheduling, scheduled: datetime) -> str:
         """Create the run of ``scheduled``; an existing one (another replica, an earlier process) counts as done."""
-        body = _run_body(self.scenario, scheduling, scheduled)
+        body = run_body(self.scenario, scheduling, scheduled)
         name: str = body["metadata"]["name"]
         try:
             await self.client.create(resource_path("TestRun", self.namespace), body)
@@ -265,9 +304,7 @@ class Scheduler:
         status = self.scenario.get("status") or {}
         generation = self.scenario["metadata"].get("generation")
         try:
-            scheduling = ScenarioScheduling.model_validate(
-                {key: value for key, value in spec.items() if key in ScenarioScheduling.model_fields}
-            )
+            scheduling = scheduling_of(spec)
             schedule = parse_schedule(scheduling.schedule or "", scheduling.timeZone)
         except (ValidationError, ScheduleError) as exc:
             if status.get("observedGeneration") != generation:  # report once per change, not every tick
@@ -319,11 +356,7 @@ class Scheduler:
 
     def pause(self) -> Pause | None:
         """The emergency stop that covers this scenario's runs (its namespace, its target namespaces), if any."""
-        try:
-            target = Target.model_validate((self.scenario.get("spec") or {}).get("target") or {})
-        except ValidationError:
-            target = None  # a malformed target: the run would end Error; the scenario's own namespace still counts
-        return PAUSES.pausing(run_scope(self.namespace, self.namespace, target))
+        return pause_of(self.scenario)
 
     async def write_status(self, current: Mapping[str, Any], update: dict[str, Any]) -> None:
         """Merge ``update`` into the scenario's status, skipping the write when nothing changes."""
@@ -331,21 +364,33 @@ class Scheduler:
             return
         try:
             await self.client.patch(
-                resource_path("ChaosScenario", self.namespace, self.name, "status"), {"status": update}
+                resource_path(self.kind.kind, self.namespace, self.name, "status"), {"status": update}
             )
         except ApiError as exc:
             if not exc.not_found:
                 raise
 
 
+def pause_of(scenario: Mapping[str, Any]) -> Pause | None:
+    """The emergency stop that covers the runs a scenario or workflow starts, if any: its namespace, and a
+    scenario's target namespaces. (A workflow's nodes are checked by each node's run as it starts.)"""
+    namespace = scenario["metadata"]["namespace"]
+    target = None
+    if schedulable_of(scenario) == SCENARIOS:
+        # A malformed target: the run would end Error; the scenario's own namespace still counts.
+        with contextlib.suppress(ValidationError):
+            target = Target.model_validate((scenario.get("spec") or {}).get("target") or {})
+    return PAUSES.pausing(run_scope(namespace, namespace, target))
+
+
 async def reconcile_schedule(client: KubeApi, cached: Mapping[str, Any], now: datetime | None = None) -> None:
-    """Reconcile one scheduled scenario if the cached object says there may be something to do."""
+    """Reconcile one scheduled scenario or workflow if the cached object says there may be something to do."""
     now = now or datetime.now(UTC)
     if not needs_reconcile(cached, now):
         return
     meta = cached["metadata"]
     # The cached object may lag behind our own last status write; decisions are taken on what is stored.
-    fresh = await client.get_or_none(resource_path("ChaosScenario", meta["namespace"], meta["name"]))
+    fresh = await client.get_or_none(resource_path(schedulable_of(cached).kind, meta["namespace"], meta["name"]))
     if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
         return
     await Scheduler(client, fresh).reconcile(now)
@@ -354,18 +399,29 @@ async def reconcile_schedule(client: KubeApi, cached: Mapping[str, Any], now: da
 async def release_deleted_scenarios(
     client: KubeApi, namespaces: Sequence[str] | None = None, grace: float = 10.0
 ) -> list[str]:
-    """Remove our finalizer from ChaosScenarios whose deletion has waited on it for more than ``grace`` seconds.
+    """Remove our finalizer from ChaosScenarios and ChaosWorkflows whose deletion has waited on it for more than
+    ``grace`` seconds.
 
-    kopf keeps that finalizer on a scheduled scenario while its scheduler daemon runs, and removes it as soon as
+    kopf keeps that finalizer on a scheduled scenario (or one with triggers) while its daemon runs, and removes it as soon as
     the scenario is deleted. It cannot when it no longer watches the namespace — kopf stops watching a namespace
     being deleted when it serves namespaces by pattern — and a namespace must never hang on our finalizer. The
     scenario holds nothing to clean up: its runs go with it (owner references).
     """
     released = []
     now = datetime.now(UTC)
-    for scenario in await list_scoped(client, "ChaosScenario", namespaces):
-        meta = scenario["metadata"]
-        if stuck_on_our_finalizer(meta, now, grace) and await release_our_finalizer(client, "ChaosScenario", meta):
-            released.append(f"{meta['namespace']}/{meta['name']}")
-            log.warning("released deleted ChaosScenario %s/%s", meta["namespace"], meta["name"])
+    for kind in SCHEDULABLE:
+        try:
+            owners = await list_scoped(client, kind, namespaces)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            # Its CRD is not installed (an upgrade that has not applied crds/ yet): nothing of it to release, and
+            # the sweep that follows must still run.
+            log.warning("cannot list %s (%s): apply crds/ of this version", kind, exc.message)
+            continue
+        for scenario in owners:
+            meta = scenario["metadata"]
+            if stuck_on_our_finalizer(meta, now, grace) and await release_our_finalizer(client, kind, meta):
+                released.append(f"{kind} {meta['namespace']}/{meta['name']}")
+                log.warning("released deleted %s %s/%s", kind, meta["namespace"], meta["name"])
     return released

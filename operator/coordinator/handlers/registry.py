@@ -41,7 +41,7 @@ from coordinator.handlers.admission import (
 from coordinator.handlers.diffbase import NoDiffBase
 from coordinator.handlers.history import handle_mirror_testrun
 from coordinator.handlers.login import handle_login
-from coordinator.handlers.scenarios import handle_run_now, handle_schedule_scenario
+from coordinator.handlers.scenarios import handle_run_now, handle_schedule_scenario, handle_triggers
 from coordinator.handlers.testrun import handle_delete_testrun, handle_execute_testrun
 from coordinator.history.mirror import mirror_deleted_testrun, needs_mirroring
 from coordinator.observability.instrumentation import instrumented
@@ -273,3 +273,40 @@ def _run_now(body: kopf.Body, **_: Any) -> bool:
 async def scenario_run_now(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Start the TestRun that a new run-now annotation asks for."""
     await handle_run_now(memo.client, body, logger)  # type: ignore[arg-type]
+
+
+# --- ChaosWorkflows: schedules and run-now as for ChaosScenarios (engine/scheduler.py, Schedulable); triggers of
+# both kinds (engine/triggers.py) ------------------------------------------------------------------------------
+
+
+@kopf.daemon(GROUP, VERSION, "chaosworkflows", when=_sharded(_scheduled), cancellation_timeout=5.0)
+@instrumented("workflow_scheduler")
+async def workflow_scheduler(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Run a scheduled ChaosWorkflow like a CronJob: due TestRuns, concurrency policy, history limits."""
+    await handle_schedule_scenario(memo.client, body, stopped, logger)  # type: ignore[arg-type]
+
+
+@kopf.timer(GROUP, VERSION, "chaosworkflows", interval=1.0, when=_sharded(_run_now))
+@instrumented("workflow_run_now")
+async def workflow_run_now(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Start the TestRun that a new run-now annotation on a ChaosWorkflow asks for."""
+    await handle_run_now(memo.client, body, logger)  # type: ignore[arg-type]
+
+
+def _triggered(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("triggers"))
+
+
+# One daemon per scenario or workflow with triggers: it watches what they name (a task per trigger) and restarts
+# the watches when they change. kopf stops it when the last trigger goes; its finalizer is released as the
+# scheduler's is (release_deleted_scenarios).
+@kopf.daemon(GROUP, VERSION, "chaosscenarios", when=_sharded(_triggered), cancellation_timeout=5.0)
+@kopf.daemon(GROUP, VERSION, "chaosworkflows", when=_sharded(_triggered), cancellation_timeout=5.0)
+@instrumented("triggers")
+async def triggers(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Start a TestRun of the scenario or workflow on each edge of one of its triggers."""
+    await handle_triggers(memo.client, memo.settings, body, stopped, logger)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""What the ChaosScenario handlers call: the schedule of scenarios with ``spec.schedule``."""
+"""What the ChaosScenario and ChaosWorkflow handlers call: their schedules (``spec.schedule``), run-now and
+triggers (``spec.triggers``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import kopf
 
 from coordinator.adapters.kube import ApiError, KubeClient
 from coordinator.engine.scheduler import reconcile_schedule, start_run_now
+from coordinator.engine.triggers import TriggerFollower
+from coordinator.settings import Settings
 
 # Seconds between schedule checks of each scheduled scenario: how late a run may start. A check with nothing due
 # makes no API call (engine/scheduler.py needs_reconcile), so a short tick is cheap.
 SCHEDULE_TICK = 1.0
+# Seconds between looks at a scenario's (live) spec for a change of its triggers; the watches themselves react at
+# once.
+TRIGGER_TICK = 1.0
 
 
 async def handle_schedule_scenario(
@@ -37,3 +43,21 @@ async def handle_run_now(client: KubeClient, body: Mapping[str, Any], logger: lo
     name = await start_run_now(client, body)
     if name is not None:
         logger.info("run-now: started TestRun %s", name)
+
+
+async def handle_triggers(
+    client: KubeClient, settings: Settings, body: Mapping[str, Any], stopped: kopf.DaemonStopped, logger: logging.Logger
+) -> None:
+    """Until stopped: watch what the triggers of the scenario or workflow name and start a run on each edge
+    (engine/triggers.py). ``body`` is kopf's live view: a change of the triggers restarts their watches."""
+    follower = TriggerFollower(client, settings, body)
+    try:
+        while not stopped:
+            try:
+                if not await follower.sync():
+                    return
+            except ApiError as exc:
+                logger.warning("triggers not started (retrying on the next tick): %s", exc)
+            await stopped.wait(TRIGGER_TICK)
+    finally:
+        await follower.close()

@@ -66,6 +66,26 @@ def _pod_ready(obj: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in obj["status"].get("conditions", []))
 
 
+def field_values(
+    obj: dict[str, Any], field_path: str, value: Any, value_from_path: str | None, what: str
+) -> tuple[Any, Any]:
+    """Pure: the value of ``field_path`` in ``obj`` and the value it is compared with (``value``, or the field
+    ``value_from_path``), as k8s probes and triggers read them: an absent ``status.`` field counts as zero (the
+    API server leaves out counters at zero). ProbeError names the missing field (``what``: the object)."""
+    try:
+        actual = lookup(obj, field_path)
+    except KeyError:
+        actual = 0 if field_path.startswith("status.") else None  # absent counters mean zero
+    if actual is None:
+        raise ProbeError(f"{what} has no field {field_path}")
+    if not value_from_path:
+        return actual, value
+    try:
+        return actual, lookup(obj, value_from_path)
+    except KeyError:
+        raise ProbeError(f"{what} has no field {value_from_path}") from None
+
+
 def evaluate(spec: K8sProbe, objects: list[dict[str, Any]]) -> tuple[bool, str]:
     """Pure: whether the objects satisfy the probe, and what was observed (values bounded, or hidden)."""
     if spec.count:
@@ -88,20 +108,8 @@ def evaluate(spec: K8sProbe, objects: list[dict[str, Any]]) -> tuple[bool, str]:
             if status != "True":
                 return False, ", ".join(observed)
         if spec.fieldPath:
-            try:
-                actual = lookup(obj, spec.fieldPath)
-            except KeyError:
-                actual = 0 if spec.fieldPath.startswith("status.") else None  # absent counters mean zero
-            if actual is None:
-                raise ProbeError(f"{spec.kind} {name} has no field {spec.fieldPath}")
-            if spec.valueFromPath:
-                try:
-                    expected = lookup(obj, spec.valueFromPath)
-                except KeyError:
-                    raise ProbeError(f"{spec.kind} {name} has no field {spec.valueFromPath}") from None
-                wanted = show(expected)
-            else:
-                expected, wanted = spec.value, str(spec.value)
+            actual, expected = field_values(obj, spec.fieldPath, spec.value, spec.valueFromPath, f"{spec.kind} {name}")
+            wanted = show(expected) if spec.valueFromPath else str(spec.value)
             observed.append(f"{name}:{spec.fieldPath}={show(actual)}")
             try:
                 ok = compare(actual, spec.operator, expected)
