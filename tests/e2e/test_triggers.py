@@ -239,3 +239,50 @@ def test_a_requester_who_may_not_list_the_kind_gets_a_refused_trigger(
     assert "TriggerRefused" in admin.events(name)
     wait_rolled_out(apps, ns, restart_rollout(apps, ns))
     stays(lambda: not runs_of(admin, name), 3, "a refused trigger starts no run")
+
+
+def test_a_trigger_on_a_workflow_starts_a_workflow_run_acting_as_the_workflows_requester(
+    web: Chaos, apps: client.AppsV1Api
+) -> None:
+    ns = web.namespace
+    web.scenario("kill", pod_kill_spec({"app": "web"}))
+    flow = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ChaosWorkflow",
+        "metadata": {"name": "flow"},
+        "spec": {
+            "nodes": [{"name": "kill", "scenarioRef": {"name": "kill"}}],
+            "triggers": [rollout_trigger()],
+            "runTemplate": {"dryRun": True},
+        },
+    }
+    web.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "chaosworkflows", flow)
+    uid = apps.read_namespaced_deployment("web", ns).metadata.uid
+
+    def workflow() -> dict[str, Any]:
+        return dict(web.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "chaosworkflows", "flow"))
+
+    wait_for(
+        lambda: ((workflow().get("status") or {}).get("triggers") or [{}])[0].get("matching") == [uid],
+        timeout=30,
+        description="the workflow's trigger following web",
+    )
+    wait_rolled_out(apps, ns, restart_rollout(apps, ns))
+
+    def runs() -> list[dict[str, Any]]:
+        return list(
+            web.custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, "testruns", label_selector="chaos.coordinator.dev/workflow=flow"
+            )["items"]
+        )
+
+    [run] = wait_for(lambda: runs() or None, timeout=30, description="the triggered workflow run")
+    name = run["metadata"]["name"]
+    assert run["spec"]["workflowRef"] == {"name": "flow"}
+    assert json.loads(run["metadata"]["annotations"][TRIGGERED_BY])["uid"] == uid
+    status = web.wait_phase(name, "Passed", timeout=60)
+    assert [node["phase"] for node in status["nodes"]] == ["Passed"]
+    child = web.get_run(status["nodes"][0]["testRun"])
+    requester = workflow()["metadata"]["annotations"]["chaos.coordinator.dev/requested-by"]
+    assert child["metadata"]["annotations"]["chaos.coordinator.dev/requested-by"] == requester
+    assert child["spec"]["dryRun"] is True
