@@ -477,6 +477,14 @@ async def test_the_report_keeps_a_workflow_apart_and_its_children_under_it(store
     assert suites == {"shop/game-day": ["shop/plain"], "shop/gd-1": ["kill-cache", "approve", "kill-db", "report"]}
 
 
+async def test_a_workflow_alone_in_its_row_is_reported_as_a_workflow(store: HistoryStore) -> None:
+    parent = _game_day()[2]
+    await store.upsert_records([run_record(parent), run_record(workflow_run(name="gd-0", phase="Passed"))])
+    (stats,) = (await store.report(ReportFilters())).scenarios
+    assert (stats.scenario, stats.workflow, stats.runs, stats.passed) == ("shop/game-day", True, 2, 1)
+    assert (stats.p95_recovery, [r.name for r in stats.last_failures]) == (2.0, ["gd-1"])
+
+
 async def test_filtering_by_a_workflow_name_reports_its_runs(store: HistoryStore) -> None:
     await store.upsert_records([run_record(run) for run in _game_day()])
     report = await store.report(ReportFilters(scenario="shop/game-day"))

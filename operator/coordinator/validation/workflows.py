@@ -133,17 +133,25 @@ def workflow_findings(
         facts.nodes.append((index, node, scenario))
         problems = node_problems(index, node, scenario, values, frozenset(sampled))
         findings += [document.finding(path, message) for path, message in problems]
-    if dag:  # the model refuses the same DAG: said once, above
-        facts.reported = frozenset((f.field, f.message) for f in findings)
-        return findings, facts
+    if not dag:  # the model refuses the same DAG: said once, above
+        findings += _model_findings(document, spec, declared, own, reach)
+    facts.reported = frozenset((f.field, f.message) for f in findings)
+    return findings, facts
+
+
+def _model_findings(
+    document: Document, spec: Mapping[str, Any], declared: list[Parameter], own: str | None, reach: ProbeReach
+) -> list[Finding]:
+    """What the model refuses in a workflow with a sound DAG (an audit_trail assertion, ...), else what its
+    steady-state probes may not reach and what its schedule gets wrong."""
+    findings: list[Finding] = []
     try:
         workflow = ChaosWorkflowSpec.model_validate(spec)
     except ValidationError as exc:
         for error in exc.errors():
             message = validation_problem(error)[1]
             findings.append(document.finding(_named_item(spec, error["loc"], message), message))
-        facts.reported = frozenset((f.field, f.message) for f in findings)
-        return findings, facts
+        return findings
     probes = workflow.steadyState.probes if workflow.steadyState else []
     for index, probe in enumerate(probes):
         refused = probe_refusal(probe, own or "default", reach)
@@ -151,8 +159,7 @@ def workflow_findings(
             where = ("spec", "steadyState", "probes", index, *parse_path(refused.field))
             findings.append(document.finding(where, refused.reason))
     findings += schedule_findings(document, workflow, declared, owner="workflow")
-    facts.reported = frozenset((f.field, f.message) for f in findings)
-    return findings, facts
+    return findings
 
 
 def workflow_run_findings(document: Document, spec: Mapping[str, Any], workflow: WorkflowFacts | None) -> list[Finding]:
