@@ -78,6 +78,13 @@ def test_a_child_without_its_owner_reference_keeps_its_parent_name() -> None:
     assert (run_record(child).parent_uid, run_record(child).parent_name) == (None, "gd-1")
 
 
+def test_a_long_parent_name_comes_from_the_owner_not_the_shortened_label() -> None:
+    parent = workflow_run(name="game-day-" + "x" * 70)
+    child = workflow_child(parent, "kill-db", "kill-db")
+    child["metadata"]["labels"]["chaos.coordinator.dev/workflow-run"] = parent["metadata"]["name"][:63]
+    assert run_record(child).parent_name == parent["metadata"]["name"]
+
+
 def test_an_owner_of_another_kind_is_no_parent() -> None:
     run = finished_testrun()
     run["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "ci", "uid": "u"}]

@@ -98,22 +98,19 @@ class WorkflowNode(Model):
 
 
 def dag_problems(nodes: Sequence[WorkflowNode]) -> list[tuple[int, str, str]]:
-    """(node index, field, message) for each unknown dependency and each cycle in ``nodes`` (pure). The field is
-    the dependsOn entry at fault (``dependsOn[1]``), so ``coordinator validate`` can point at its line."""
+    """(node index, field, message) for each unknown dependency and each cycle in ``nodes`` (pure)."""
     names = {node.name for node in nodes}
     problems: list[tuple[int, str, str]] = []
     for index, node in enumerate(nodes):
-        for entry, dep in enumerate(node.dependsOn):
+        for dep in node.dependsOn:
             if dep not in names:
-                problems.append((index, f"dependsOn[{entry}]", f"unknown node {dep!r}"))
+                problems.append((index, "dependsOn", f"unknown node {dep!r}"))
             elif dep == node.name:
-                problems.append((index, f"dependsOn[{entry}]", "a node cannot depend on itself"))
+                problems.append((index, "dependsOn", "a node cannot depend on itself"))
     cycle = find_cycle({node.name: [d for d in node.dependsOn if d in names] for node in nodes})
     if cycle is not None:
         index = next(i for i, node in enumerate(nodes) if node.name == cycle[0])
-        # The entry of the cycle's first node that leads to its second (to itself for a cycle of one).
-        entry = nodes[index].dependsOn.index(cycle[1 % len(cycle)])
-        problems.append((index, f"dependsOn[{entry}]", "dependency cycle: " + " -> ".join([*cycle, cycle[0]])))
+        problems.append((index, "dependsOn", "dependency cycle: " + " -> ".join([*cycle, cycle[0]])))
     return problems
 
 

@@ -159,7 +159,8 @@ def workflow_of(testrun: Mapping[str, Any]) -> str | None:
 
 def parent_of(testrun: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
     """(uid, name, node) of the workflow run a child TestRun belongs to, from its owner reference (a TestRun of our
-    group) and its workflow-run and workflow-node labels; Nones for a run that is no workflow's child."""
+    group) and its workflow-run and workflow-node labels; Nones for a run that is no workflow's child. The owner's
+    name comes first: the label holds at most 63 characters of it."""
     meta = testrun.get("metadata") or {}
     labels = meta.get("labels") or {}
     owner: Mapping[str, Any] = next(
@@ -170,7 +171,7 @@ def parent_of(testrun: Mapping[str, Any]) -> tuple[str | None, str | None, str |
         ),
         {},
     )
-    name = labels.get(WORKFLOW_RUN_LABEL) or owner.get("name")
+    name = owner.get("name") or labels.get(WORKFLOW_RUN_LABEL)
     if not name:
         return None, None, None
     return _text(owner.get("uid")), str(name), _text(labels.get(WORKFLOW_NODE_LABEL))

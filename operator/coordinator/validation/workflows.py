@@ -53,6 +53,22 @@ def _named_item(spec: Mapping[str, Any], loc: Sequence[str | int], message: str)
     return path
 
 
+def _dependency_entry(node: WorkflowNode, message: str) -> int | None:
+    """The ``dependsOn`` entry a ``dag_problems`` message is about, so the finding points at its line: the node it
+    quotes (unknown), the node itself, or the next node of the cycle it names (``dependency cycle: a -> b -> a``
+    is about a's entry b). None when the message names none of them."""
+    cycle = message.removeprefix("dependency cycle: ")
+    if cycle != message:
+        names = cycle.split(" -> ")
+        named = names[1] if len(names) > 1 else None
+    elif "itself" in message:
+        named = node.name
+    else:
+        quoted = re.search(r"'([^']*)'", message)
+        named = quoted.group(1) if quoted else None
+    return node.dependsOn.index(named) if named in node.dependsOn else None
+
+
 def node_problems(
     index: int,
     node: WorkflowNode,
@@ -116,7 +132,10 @@ def workflow_findings(
     if len(nodes) < len(spec.get("nodes") or []):
         return findings, facts
     dag = dag_problems(nodes)
-    findings += [document.finding(("spec", "nodes", i, *parse_path(where)), m) for i, where, m in dag]
+    for index, where, message in dag:
+        path: FieldPath = ("spec", "nodes", index, where)
+        entry = _dependency_entry(nodes[index], message) if where == "dependsOn" else None
+        findings.append(document.finding(path if entry is None else (*path, entry), message))
     for index, node in enumerate(nodes):
         if node.scenarioRef is None:
             continue
