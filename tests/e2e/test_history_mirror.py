@@ -417,6 +417,98 @@ def test_runs_deleted_while_postgresql_is_down_reach_the_history_once_it_is_back
     assert "skip-history is set" in log
 
 
+# --- a workflow run and its children ------------------------------------------------------------------------
+
+
+@dataclass
+class MirroredWorkflow:
+    namespace: str
+    parent: str
+    uid: str
+    stored: dict[str, Any] | None
+    children: dict[str, dict[str, Any] | None]  # node -> the child's stored row
+
+
+@pytest.fixture(scope="module")
+def mirrored_workflow(
+    history: HistoryEnv, api_client: client.ApiClient, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> MirroredWorkflow:
+    """shop's game day: kill-web passes, a 1 s gate, a node whose baseline can never hold fails, and the node
+    after it is Skipped (StopOnFailure)."""
+    ns = _namespace(core, history, "workflow")
+    chaos = Chaos(api_client, ns)
+    make_deployment(apps, ns, "web", replicas=2)
+    wait_ready(core, ns, "web", 2)
+    chaos.scenario("kill-web", _scenario())
+    impossible = {
+        "name": "impossible",
+        "type": "k8s",
+        "mode": "before",
+        "k8s": {"kind": "Deployment", "name": "web", "fieldPath": "spec.replicas", "operator": "==", "value": 99},
+    }
+    chaos.scenario("never-steady", {**_scenario(), "steadyState": {"probes": [impossible]}, "assertions": []})
+    nodes = [
+        {"name": "first", "scenarioRef": {"name": "kill-web"}},
+        {"name": "gate", "suspend": {"duration": "1s"}, "dependsOn": ["first"]},
+        {"name": "broken", "scenarioRef": {"name": "never-steady"}, "dependsOn": ["gate"]},
+        {"name": "after", "scenarioRef": {"name": "kill-web"}, "dependsOn": ["broken"]},
+    ]
+    for plural, body in (
+        ("chaosworkflows", {"kind": "ChaosWorkflow", "metadata": {"name": "game-day"}, "spec": {"nodes": nodes}}),
+        ("testruns", {"kind": "TestRun", "metadata": {"name": "gd-1"}, "spec": {"workflowRef": {"name": "game-day"}}}),
+    ):
+        chaos.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns, plural, {"apiVersion": f"{GROUP}/{VERSION}", **body}
+        )
+    chaos.wait_phase("gd-1", TERMINAL, timeout=120)
+    wait_for(lambda: _synced(chaos, "gd-1"), timeout=30, description="workflow run gd-1 synced to the history")
+    uid = chaos.get_run("gd-1")["metadata"]["uid"]
+    rows: dict[str, dict[str, Any] | None] = {}
+    for node in ("first", "broken"):
+        child = f"gd-1-{node}"
+        wait_for(lambda child=child: _synced(chaos, child), timeout=30, description=f"{child} synced")
+        child_uid = chaos.get_run(child)["metadata"]["uid"]
+        rows[node] = history.query(lambda s, child_uid=child_uid: s.get_run(child_uid))
+    return MirroredWorkflow(ns, "gd-1", uid, history.query(lambda s: s.get_run(uid)), rows)
+
+
+def test_a_workflow_run_is_mirrored_with_its_workflow_and_nodes(mirrored_workflow: MirroredWorkflow) -> None:
+    stored = mirrored_workflow.stored
+    assert stored is not None
+    assert (stored["workflow"], stored["phase"]) == (f"{mirrored_workflow.namespace}/game-day", "Failed")
+    assert [(n["name"], n["phase"]) for n in stored["nodes"]] == [
+        ("first", "Passed"),
+        ("gate", "Passed"),
+        ("broken", "Failed"),
+        ("after", "Skipped"),
+    ]
+
+
+def test_its_children_are_mirrored_with_their_parent_and_node(mirrored_workflow: MirroredWorkflow) -> None:
+    for node, row in mirrored_workflow.children.items():
+        assert row is not None
+        assert (row["parent_uid"], row["parent_name"], row["workflow_node"]) == (mirrored_workflow.uid, "gd-1", node)
+
+
+def test_the_junit_report_makes_the_workflow_run_one_suite_of_its_nodes(
+    history: HistoryEnv, mirrored_workflow: MirroredWorkflow
+) -> None:
+    ns = mirrored_workflow.namespace
+    proc = history.report("--format", "junit", "--namespace", ns, "--since", "1h")
+    assert proc.returncode == 0, proc.stderr
+    xmlschema.XMLSchema(str(JUNIT_XSD)).validate(proc.stdout)
+    root = ET.fromstring(proc.stdout)  # noqa: S314 - our own report, not untrusted input
+    suites = {suite.get("name"): suite for suite in root.iter("testsuite")}
+    assert set(suites) == {f"{ns}/gd-1"}, "the children are listed only under their workflow run"
+    cases = {case.get("name"): [e.tag for e in case if e.tag != "system-out"] for case in suites[f"{ns}/gd-1"]
+             if case.tag == "testcase"}  # fmt: skip
+    assert list(cases) == ["first", "gate", "broken", "after"]
+    assert cases == {"first": [], "gate": [], "broken": ["failure"], "after": ["skipped"]}
+    table = history.report("--namespace", ns)
+    assert f"{ns}/game-day (workflow)" in table.stdout
+    assert f"Workflow {ns}/game-day, latest runs:" in table.stdout
+
+
 # --- reports over the mirrored runs --------------------------------------------------------------------------
 
 

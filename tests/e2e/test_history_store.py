@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -37,11 +38,11 @@ from coordinator.history.redis import (
     RedisProgress,
     RedisReportCache,
 )
-from coordinator.history.report import ReportFilters
+from coordinator.history.report import ReportFilters, grouped_runs, render_junit
 from coordinator.history.store import HistoryStore, HistoryUnavailable, fetch_report
 from coordinator.testing.process import free_port
 from coordinator.testing.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
-from support.testruns import T0, finished_testrun
+from support.testruns import T0, finished_testrun, workflow_child, workflow_run
 
 ALICE = {"username": "alice", "uid": "alice-uid", "groups": ["team-a", "system:authenticated"]}
 
@@ -411,6 +412,92 @@ async def test_report_is_served_from_the_cache_until_a_run_is_mirrored(filled: H
     fresh = await fetch_report(filled, ReportFilters(namespace="shop"), cache)
     assert cached.total_runs == first.total_runs == 7
     assert fresh.total_runs == 8
+
+
+# --- workflow runs -------------------------------------------------------------------------------------------
+
+
+def _game_day() -> list[dict[str, Any]]:
+    """A workflow run shop/gd-1 of shop/game-day with two children (kill-cache passed, kill-db failed), and a
+    plain run of a ChaosScenario that is also named game-day."""
+    parent = workflow_run(name="gd-1", workflow="game-day", completed=T0 + timedelta(minutes=30))
+    return [
+        workflow_child(parent, "kill-db", "kill-db", phase="Failed", completed=T0 + timedelta(minutes=28)),
+        workflow_child(parent, "kill-cache", "kill-cache", completed=T0 + timedelta(minutes=29)),
+        parent,
+        finished_testrun(name="plain", scenario="game-day", completed=T0 + timedelta(minutes=31)),
+    ]
+
+
+async def test_a_workflow_run_and_its_children_keep_their_relation(store: HistoryStore) -> None:
+    kill_db, _, parent, plain = _game_day()
+    await store.upsert_records([run_record(run) for run in (kill_db, parent, plain)])
+    stored = await store.get_run(parent["metadata"]["uid"])
+    assert stored is not None
+    assert (stored["workflow"], stored["scenario"], stored["parent_uid"]) == ("shop/game-day", "shop/game-day", None)
+    assert [(n["name"], n["phase"]) for n in stored["nodes"]] == [
+        ("kill-cache", "Passed"),
+        ("approve", "Passed"),
+        ("kill-db", "Failed"),
+        ("report", "Skipped"),
+    ]
+    child = await store.get_run(kill_db["metadata"]["uid"])
+    assert child is not None
+    assert (child["parent_uid"], child["parent_name"], child["workflow_node"], child["workflow"]) == (
+        parent["metadata"]["uid"],
+        "gd-1",
+        "kill-db",
+        None,
+    )
+    alone = await store.get_run(plain["metadata"]["uid"])
+    assert alone is not None
+    assert (alone["workflow"], alone["nodes"], alone["parent_uid"], alone["workflow_node"]) == (None, None, None, None)
+
+
+async def test_the_report_keeps_a_workflow_apart_and_its_children_under_it(store: HistoryStore) -> None:
+    runs = _game_day()
+    await store.upsert_records([run_record(run) for run in runs])
+    report = await store.report(ReportFilters(namespace="shop"), include_runs=True)
+    assert {(s.scenario, s.workflow): (s.runs, s.passed) for s in report.scenarios} == {
+        ("shop/game-day", False): (1, 1),
+        ("shop/game-day", True): (1, 0),
+        ("shop/kill-cache", False): (1, 1),
+        ("shop/kill-db", False): (1, 0),
+    }
+    (workflow,) = [s for s in report.scenarios if s.workflow]
+    assert (workflow.type, workflow.mean_recovery, workflow.p95_recovery) == (None, 2.0, 2.0)
+    assert [r.name for r in workflow.last_failures] == ["gd-1"]
+    assert [n["name"] for n in workflow.trend[0].nodes] == ["kill-cache", "approve", "kill-db", "report"]
+    scenario = next(s for s in report.scenarios if s.scenario == "shop/game-day" and not s.workflow)
+    assert scenario.type == "service_restart", "the workflow's record did not overwrite the scenario's type"
+    groups = {g.run.name: [c.node for c in g.children] for g in grouped_runs(report.runs)}
+    assert groups == {"gd-1": ["kill-cache", "kill-db"], "plain": []}
+    root = ET.fromstring(render_junit(report))  # noqa: S314 - our own output, not untrusted input
+    suites = {s.get("name"): [c.get("name") for c in s.iter("testcase")] for s in root.iter("testsuite")}
+    assert suites == {"shop/game-day": ["shop/plain"], "shop/gd-1": ["kill-cache", "approve", "kill-db", "report"]}
+
+
+async def test_a_workflow_alone_in_its_row_is_reported_as_a_workflow(store: HistoryStore) -> None:
+    parent = _game_day()[2]
+    await store.upsert_records([run_record(parent), run_record(workflow_run(name="gd-0", phase="Passed"))])
+    (stats,) = (await store.report(ReportFilters())).scenarios
+    assert (stats.scenario, stats.workflow, stats.runs, stats.passed) == ("shop/game-day", True, 2, 1)
+    assert (stats.p95_recovery, [r.name for r in stats.last_failures]) == (2.0, ["gd-1"])
+
+
+async def test_filtering_by_a_workflow_name_reports_its_runs(store: HistoryStore) -> None:
+    await store.upsert_records([run_record(run) for run in _game_day()])
+    report = await store.report(ReportFilters(scenario="shop/game-day"))
+    assert sorted((s.scenario, s.workflow, s.runs) for s in report.scenarios) == [
+        ("shop/game-day", False, 1),
+        ("shop/game-day", True, 1),
+    ]
+
+
+async def test_purge_takes_a_workflow_run_with_its_children(store: HistoryStore) -> None:
+    await store.upsert_records([run_record(run) for run in _game_day()])
+    assert await store.purge(T0 + timedelta(hours=1)) == 4
+    assert await store.count_runs() == 0
 
 
 # --- failures and secrets ------------------------------------------------------------------------------------

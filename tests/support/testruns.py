@@ -104,3 +104,69 @@ def finished_testrun(
         "spec": {"scenarioRef": {"name": scenario}},
         "status": status,
     }
+
+
+def workflow_run(
+    name: str = "game-day-1",
+    namespace: str = "shop",
+    workflow: str = "game-day",
+    phase: str = "Failed",
+    completed: datetime = T0,
+    nodes: list[dict[str, Any]] | None = None,
+    uid: str | None = None,
+) -> dict[str, Any]:
+    """A workflow run (spec.workflowRef) that ended in ``phase`` at ``completed``; by default its nodes are a
+    passed scenario node, a passed suspend gate, a failed node and a node Skipped after the failure."""
+    started = completed - timedelta(seconds=60)
+    if nodes is None:
+        nodes = [
+            {"name": "kill-cache", "phase": "Passed", "testRun": f"{name}-kill-cache", "reason": "Completed",
+             "startedAt": iso(started), "completedAt": iso(started + timedelta(seconds=20)),
+             "recoveryTimeSeconds": 2.0, "resilienceScore": 100},
+            {"name": "approve", "phase": "Passed", "reason": "Resumed", "startedAt": iso(started + timedelta(seconds=20)),
+             "completedAt": iso(started + timedelta(seconds=30))},
+            {"name": "kill-db", "phase": "Failed", "testRun": f"{name}-kill-db", "reason": "AssertionFailed",
+             "message": "assertion fast failed: recovery 12s > 10s", "startedAt": iso(started + timedelta(seconds=30)),
+             "completedAt": iso(started + timedelta(seconds=55))},
+            {"name": "report", "phase": "Skipped", "reason": "DependencyFailed",
+             "message": "kill-db did not pass"},
+        ]  # fmt: skip
+    return {
+        "apiVersion": "chaos.coordinator.dev/v1alpha1",
+        "kind": "TestRun",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or str(uuid.uuid4()),
+            "creationTimestamp": iso(started - timedelta(seconds=1)),
+        },
+        "spec": {"workflowRef": {"name": workflow}},
+        "status": {
+            "phase": phase,
+            "reason": "Completed" if phase == "Passed" else "NodeFailed",
+            "message": "every node passed" if phase == "Passed" else "node kill-db Failed",
+            "workflow": f"{namespace}/{workflow}",
+            "startedAt": iso(started),
+            "completedAt": iso(completed),
+            "durationSeconds": 60.0,
+            "resilienceScore": 50,
+            "recoveryTimeSeconds": 2.0,
+            "nodes": nodes,
+        },
+    }
+
+
+def workflow_child(parent: dict[str, Any], node: str, scenario: str, **kwargs: Any) -> dict[str, Any]:
+    """The child TestRun of ``parent`` (a ``workflow_run``) that ran ``node``: named, labelled and owned as the
+    workflow engine makes it."""
+    meta = parent["metadata"]
+    child = finished_testrun(name=f"{meta['name']}-{node}", namespace=meta["namespace"], scenario=scenario, **kwargs)
+    child["metadata"]["labels"] = {
+        "chaos.coordinator.dev/workflow-run": meta["name"],
+        "chaos.coordinator.dev/workflow-node": node,
+    }
+    child["metadata"]["ownerReferences"] = [
+        {"apiVersion": "chaos.coordinator.dev/v1alpha1", "kind": "TestRun", "name": meta["name"], "uid": meta["uid"],
+         "controller": True, "blockOwnerDeletion": True}
+    ]  # fmt: skip
+    return child

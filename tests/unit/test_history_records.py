@@ -12,7 +12,7 @@ from coordinator.history.mirror import needs_mirroring
 from coordinator.history.models import history_tables, table_prefix, version_table
 from coordinator.history.records import run_record
 from coordinator.history.urls import masked
-from support.testruns import T0, finished_testrun
+from support.testruns import T0, finished_testrun, workflow_child, workflow_run
 
 
 def test_a_run_record_has_the_run_and_its_scenario() -> None:
@@ -27,6 +27,68 @@ def test_the_scenario_comes_from_the_ref_when_the_run_never_resolved_it() -> Non
     run["status"] = {"phase": "Error", "completedAt": "2026-03-01T12:00:00Z"}
     run["spec"] = {"scenarioRef": {"name": "gone", "namespace": "other"}}
     assert run_record(run).scenario.key == "other/gone"
+
+
+def test_a_plain_run_has_no_workflow_relation() -> None:
+    record = run_record(finished_testrun())
+    assert (record.workflow, record.nodes, record.parent_uid, record.parent_name, record.node) == (
+        None,
+        (),
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_workflow_run_records_its_workflow_and_nodes_in_order() -> None:
+    parent = workflow_run(name="gd-1", namespace="shop", workflow="game-day")
+    record = run_record(parent)
+    assert record.workflow == "shop/game-day"
+    # Its record's "scenario" is the workflow (a run must name what it ran), with no type to overwrite a
+    # same-named scenario's.
+    assert (record.scenario.key, record.scenario.type, record.scenario.steps) == ("shop/game-day", None, None)
+    assert [(n["name"], n["phase"], n.get("testRun")) for n in record.nodes] == [
+        ("kill-cache", "Passed", "gd-1-kill-cache"),
+        ("approve", "Passed", None),
+        ("kill-db", "Failed", "gd-1-kill-db"),
+        ("report", "Skipped", None),
+    ]
+    assert record.nodes[2]["message"] == "assertion fast failed: recovery 12s > 10s"
+    assert (record.events, record.parent_uid, record.node) == ((), None, None)
+    assert (record.phase, record.resilience_score) == ("Failed", 50)
+
+
+def test_a_workflow_run_not_yet_resolved_names_its_workflow_from_the_ref() -> None:
+    parent = workflow_run(namespace="shop", workflow="game-day")
+    parent["status"] = {"phase": "Error", "completedAt": "2026-03-01T12:00:00Z", "reason": "WorkflowNotFound"}
+    record = run_record(parent)
+    assert (record.workflow, record.nodes, record.scenario.key) == ("shop/game-day", (), "shop/game-day")
+
+
+def test_a_child_records_its_parent_and_node() -> None:
+    parent = workflow_run(name="gd-1")
+    record = run_record(workflow_child(parent, "kill-db", "kill-db", phase="Failed"))
+    assert (record.parent_uid, record.parent_name, record.node) == (parent["metadata"]["uid"], "gd-1", "kill-db")
+    assert (record.scenario.key, record.workflow) == ("shop/kill-db", None)
+
+
+def test_a_child_without_its_owner_reference_keeps_its_parent_name() -> None:
+    child = workflow_child(workflow_run(name="gd-1"), "kill-db", "kill-db")
+    del child["metadata"]["ownerReferences"]
+    assert (run_record(child).parent_uid, run_record(child).parent_name) == (None, "gd-1")
+
+
+def test_a_long_parent_name_comes_from_the_owner_not_the_shortened_label() -> None:
+    parent = workflow_run(name="game-day-" + "x" * 70)
+    child = workflow_child(parent, "kill-db", "kill-db")
+    child["metadata"]["labels"]["chaos.coordinator.dev/workflow-run"] = parent["metadata"]["name"][:63]
+    assert run_record(child).parent_name == parent["metadata"]["name"]
+
+
+def test_an_owner_of_another_kind_is_no_parent() -> None:
+    run = finished_testrun()
+    run["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "ci", "uid": "u"}]
+    assert run_record(run).parent_name is None
 
 
 def test_events_come_from_the_ledger_with_recovery_from_their_step() -> None:

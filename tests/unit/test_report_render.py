@@ -20,6 +20,7 @@ from coordinator.history.report import (
     ReportFilters,
     RunSummary,
     ScenarioStats,
+    grouped_runs,
     needs_runs,
     render,
     render_html,
@@ -29,6 +30,7 @@ from coordinator.history.report import (
     render_table,
     trend_svg,
 )
+from support.testruns import workflow_run
 
 JUNIT_XSD = Path(__file__).resolve().parents[1] / "data" / "junit.xsd"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -322,3 +324,172 @@ def test_every_format_renders(fmt: str) -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown report format 'pdf'"):
         render(REPORT, "pdf")
+
+
+# --- workflow runs -------------------------------------------------------------------------------------------
+
+GAME_DAY_NODES = tuple(workflow_run(name="gd-1")["status"]["nodes"])
+PARENT = RunSummary(
+    "shop",
+    "gd-1",
+    "shop/game-day",
+    "Failed",
+    T0 + timedelta(minutes=30),
+    "NodeFailed",
+    "node kill-db Failed",
+    60.0,
+    2.0,
+    uid="gd-1-uid",
+    workflow="shop/game-day",
+    nodes=GAME_DAY_NODES,
+)
+
+
+def _child(node: str, phase: str, minutes: int, parent_uid: str = "gd-1-uid") -> RunSummary:
+    return RunSummary(
+        "shop",
+        f"gd-1-{node}",
+        f"shop/{node}",
+        phase,
+        T0 + timedelta(minutes=minutes),
+        "Completed" if phase == "Passed" else "AssertionFailed",
+        "the child's own message",
+        20.0,
+        2.0,
+        uid=f"{node}-uid",
+        parent_uid=parent_uid,
+        parent_name="gd-1",
+        node=node,
+    )
+
+
+# In completion order, which is not the workflow's node order.
+KILL_DB, KILL_CACHE = _child("kill-db", "Failed", 28), _child("kill-cache", "Passed", 29)
+ORPHAN = _child("kill-cache", "Passed", 31, parent_uid="older-uid")  # its workflow run is outside the window
+GAME_DAY = ScenarioStats(
+    scenario="shop/game-day",
+    workflow=True,
+    runs=1,
+    passed=0,
+    first_run_at=PARENT.completed_at,
+    last_run_at=PARENT.completed_at,
+    mean_recovery=2.0,
+    p95_recovery=2.0,
+    last_failures=(PARENT,),
+    trend=(PARENT,),
+)
+WORKFLOW_REPORT = replace(
+    REPORT, scenarios=(DRAIN, GAME_DAY, KILL), runs=(*DRAIN_RUNS, KILL_DB, KILL_CACHE, PARENT, ORPHAN, *KILL_RUNS)
+)
+
+
+def test_a_workflow_run_is_grouped_with_its_children_in_node_order() -> None:
+    groups = grouped_runs(WORKFLOW_REPORT.runs)
+    assert [(g.run.name, [c.node for c in g.children]) for g in groups if g.children] == [
+        ("gd-1", ["kill-cache", "kill-db"])
+    ]
+    alone = [g.run.name for g in groups if not g.children]
+    assert "gd-1-kill-db" not in alone
+    assert alone.count("gd-1-kill-cache") == 1  # the orphan, from another workflow run
+    assert len(groups) == len(WORKFLOW_REPORT.runs) - 2
+
+
+def test_a_child_is_grouped_by_its_parent_name_without_an_owner_uid() -> None:
+    child = replace(KILL_DB, parent_uid=None)
+    (group,) = grouped_runs([PARENT, child])
+    assert group.children == (child,)
+
+
+def test_junit_makes_a_workflow_run_one_testsuite_with_a_testcase_per_node(
+    junit_schema: xmlschema.XMLSchema,
+) -> None:
+    text = render_junit(WORKFLOW_REPORT)
+    junit_schema.validate(text)
+    root = ET.fromstring(text)  # noqa: S314 - our own output, not untrusted input
+    suite = next(s for s in root.iter("testsuite") if s.get("name") == "shop/gd-1")
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == ["kill-cache", "approve", "kill-db", "report"]
+    assert {c.get("classname") for c in cases} == {"shop.game-day"}
+    verdicts = {c.get("name"): [e.tag for e in c if e.tag != "system-out"] for c in cases}
+    assert verdicts == {"kill-cache": [], "approve": [], "kill-db": ["failure"], "report": ["skipped"]}
+    failure = cases[2].find("failure")
+    assert failure is not None
+    assert (failure.get("message"), failure.text) == ("AssertionFailed", "assertion fast failed: recovery 12s > 10s")
+    counts = {key: suite.get(key) for key in ("tests", "failures", "errors", "skipped", "time")}
+    assert counts == {"tests": "4", "failures": "1", "errors": "0", "skipped": "1", "time": "50.000"}
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["workflow"] == "shop/game-day"
+    assert "gd-1-kill-db" in (cases[2].findtext("system-out") or "")
+
+
+def test_junit_lists_children_only_under_their_workflow_run() -> None:
+    root = _junit(WORKFLOW_REPORT)
+    names = [c.get("name") for c in root.iter("testcase")]
+    assert "shop/gd-1-kill-db" not in names
+    assert names.count("shop/gd-1-kill-cache") == 1  # the orphan, as a run of its scenario
+    assert "shop/game-day" not in {s.get("name") for s in root.iter("testsuite")}
+    plain = _junit(REPORT)
+    kill = next(s for s in root.iter("testsuite") if s.get("name") == "shop/kill-web")
+    before = next(s for s in plain.iter("testsuite") if s.get("name") == "shop/kill-web")
+    # A plain scenario's suite keeps its shape (only its position among the suites may differ).
+    assert {**kill.attrib, "id": ""} == {**before.attrib, "id": ""}
+    assert [ET.tostring(c) for c in kill] == [ET.tostring(c) for c in before]
+    assert root.get("tests") == str(int(plain.get("tests") or 0) + 1 + 4)
+
+
+def test_junit_gives_a_workflow_that_failed_on_its_own_a_testcase() -> None:
+    """Every node passed, but the workflow's steady state did not hold: CI must see a failure."""
+    passed = tuple({**node, "phase": "Passed"} for node in GAME_DAY_NODES)
+    run = replace(PARENT, nodes=passed, reason="SteadyStateFailed", message="web-ready failed after the last node")
+    root = _junit(replace(REPORT, scenarios=(), runs=(run,)))
+    cases = list(root.iter("testcase"))
+    assert [c.get("name") for c in cases] == ["kill-cache", "approve", "kill-db", "report", "(workflow)"]
+    failure = cases[-1].find("failure")
+    assert failure is not None
+    assert (failure.get("message"), failure.text) == ("SteadyStateFailed", "web-ready failed after the last node")
+
+
+def test_json_lists_each_workflow_run_before_its_children() -> None:
+    data = json.loads(render_json(WORKFLOW_REPORT))
+    names = [run["name"] for run in data["runs"]]
+    at = names.index("gd-1")
+    assert names[at : at + 3] == ["gd-1", "gd-1-kill-cache", "gd-1-kill-db"]
+    parent, child = data["runs"][at], data["runs"][at + 2]
+    assert (parent["workflow"], [n["name"] for n in parent["nodes"]]) == (
+        "shop/game-day",
+        ["kill-cache", "approve", "kill-db", "report"],
+    )
+    assert (child["workflowRun"], child["workflowRunId"], child["node"]) == ("gd-1", "gd-1-uid", "kill-db")
+    (stats,) = [s for s in data["scenarios"] if s["workflow"]]
+    assert stats["scenario"] == "shop/game-day"
+
+
+def test_a_workflow_report_round_trips_through_the_cache_format() -> None:
+    again = Report.from_dict(json.loads(render_json(WORKFLOW_REPORT)))
+    assert sorted(again.runs, key=lambda r: r.name) == sorted(WORKFLOW_REPORT.runs, key=lambda r: r.name)
+    assert again.scenarios == WORKFLOW_REPORT.scenarios
+
+
+def test_table_lists_a_workflows_latest_runs_node_by_node() -> None:
+    text = render_table(WORKFLOW_REPORT)
+    assert "shop/game-day (workflow)" in text
+    section = text[text.index("Workflow shop/game-day, latest runs:") :].splitlines()
+    assert "shop/gd-1" in section[1]
+    assert "Failed (NodeFailed)" in section[1]
+    assert [line.split()[0] for line in section[2:6]] == ["kill-cache", "approve", "kill-db", "report"]
+    assert "shop/gd-1-kill-db" in section[4]
+    assert "assertion fast failed" in section[4]
+
+
+def test_markdown_and_html_list_a_workflows_nodes_in_order() -> None:
+    markdown = render_markdown(WORKFLOW_REPORT)
+    section = markdown[markdown.index("## Workflow runs") :]
+    assert [section.index(f"  - {name}:") for name in ("kill-cache", "approve", "kill-db", "report")] == sorted(
+        section.index(f"  - {name}:") for name in ("kill-cache", "approve", "kill-db", "report")
+    )
+    page = render_html(WORKFLOW_REPORT)
+    assert 'id="s-shop-game-day--workflow-"' in page
+    nodes = page[page.index('<ol class="nodes">') :]
+    assert [nodes.index(f"<li>{name}:") for name in ("kill-cache", "approve", "kill-db")] == sorted(
+        nodes.index(f"<li>{name}:") for name in ("kill-cache", "approve", "kill-db")
+    )

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from coordinator.api.models import LabelSelector
 from coordinator.cli.main import main
@@ -48,8 +49,91 @@ def test_each_broken_file_yields_its_error_line(path: Path) -> None:
 def test_the_examples_pass() -> None:
     report = validate_paths([REPO_ROOT / "examples"], PROTECTED)
     assert report.findings == []
-    scenarios = sum(1 for path in (REPO_ROOT / "examples").glob("*.yaml") if "kind: ChaosScenario" in path.read_text())
-    assert report.documents > scenarios, "every example's scenario (and runs) was checked"
+    ours = [
+        document
+        for path in sorted((REPO_ROOT / "examples").glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text())
+        if isinstance(document, dict) and document.get("kind") in ("ChaosScenario", "ChaosWorkflow", "TestRun")
+    ]
+    assert report.documents == len(ours), "every example's scenario, workflow and run was checked"
+
+
+VALID_WORKFLOW = """\
+apiVersion: chaos.coordinator.dev/v1alpha1
+kind: ChaosScenario
+metadata: {name: shrink, namespace: shop}
+spec:
+  target: {kind: Deployment, labelSelector: {matchLabels: {app: web}}}
+  parameters:
+    - {name: replicas, type: integer}
+  steps:
+    - {name: shrink, duration: 2s, faults: [{type: scale, scale: {replicas: "{{ params.replicas }}"}}]}
+---
+apiVersion: chaos.coordinator.dev/v1alpha1
+kind: ChaosWorkflow
+metadata: {name: game-day, namespace: shop}
+spec:
+  parameters:
+    - {name: floor, type: integer, default: 1}
+    - {name: approver, type: string}
+  failurePolicy: Continue
+  nodes:
+    - {name: first, scenarioRef: {name: shrink}, parameters: {replicas: "{{ params.floor }}"}}
+    - {name: gate, suspend: {}, dependsOn: [first]}
+    - {name: second, scenarioRef: {name: shrink}, parameters: {replicas: 2}, dependsOn: [gate], when: Always}
+    - {name: third, scenarioRef: {name: shrink}, parameters: {replicas: "{{ params.approver }}"}, dependsOn: [gate]}
+  triggers:
+    - name: rolled-out
+      resource: {kind: Deployment, name: web}
+      conditions:
+        - {fieldPath: status.updatedReplicas, valueFromPath: spec.replicas}
+---
+apiVersion: chaos.coordinator.dev/v1alpha1
+kind: TestRun
+metadata: {name: game-day-1, namespace: shop}
+spec:
+  workflowRef: {name: game-day}
+  parameters: {floor: 0, approver: "3"}
+"""
+
+
+def test_a_workflow_its_scenario_and_its_run_pass(tmp_path: Path) -> None:
+    path = tmp_path / "game-day.yaml"
+    path.write_text(VALID_WORKFLOW)
+    report = validate_paths([path], PROTECTED)
+    assert report.findings == []
+    assert report.documents == 3
+
+
+def test_a_workflow_parameter_without_a_default_is_judged_by_the_run(tmp_path: Path) -> None:
+    """A node value from a workflow parameter without a default is not judged on a stand-in value; the run that
+    sets it is (at the run's parameter, naming the node's field)."""
+    path = tmp_path / "game-day.yaml"
+    path.write_text(VALID_WORKFLOW.replace('approver: "3"', "approver: three"))
+    report = validate_paths([path], PROTECTED)
+    assert [(f.line, f.field) for f in report.findings] == [(35, "spec.parameters.approver")]
+    assert "spec.nodes[3].parameters.replicas: expected an integer" in report.findings[0].message
+    assert report.findings[0].stage == "run start"
+
+
+def test_a_workflow_run_of_a_workflow_elsewhere_is_not_judged(tmp_path: Path) -> None:
+    """As for a scenario run: the workflow may be in the cluster already."""
+    path = tmp_path / "run.yaml"
+    path.write_text(VALID_WORKFLOW.split("---\n")[2])
+    assert validate_paths([path], PROTECTED).findings == []
+
+
+def test_every_dag_problem_is_reported_at_its_entry(tmp_path: Path) -> None:
+    path = tmp_path / "dag.yaml"
+    text = VALID_WORKFLOW.replace("dependsOn: [first]", "dependsOn: [first, nope, gate, third]")
+    path.write_text(text.replace("dependsOn: [gate]}", "dependsOn: [gate, third]}"))
+    found = {(f.line, f.field, f.message) for f in validate_paths([path], PROTECTED).findings}
+    assert found == {
+        (21, "spec.nodes[1].dependsOn[1]", "unknown node 'nope'"),
+        (21, "spec.nodes[1].dependsOn[2]", "a node cannot depend on itself"),
+        (21, "spec.nodes[1].dependsOn[3]", "dependency cycle: gate -> third -> gate"),
+        (23, "spec.nodes[3].dependsOn[1]", "a node cannot depend on itself"),
+    }
 
 
 def test_cli_text_output_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,7 +217,7 @@ def test_selector_contradictions(selector: dict[str, object], contradicts: bool)
 def test_a_path_without_our_documents_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # manifests/ holds Deployments and RBAC, none of ours: "ok: 0 documents" used to pass a pipeline.
     assert main(["validate", str(REPO_ROOT / "manifests" / "base")]) == 1
-    assert "no ChaosScenario or TestRun documents" in capsys.readouterr().err
+    assert "no ChaosScenario, ChaosWorkflow or TestRun documents" in capsys.readouterr().err
     assert main(["validate", "--format", "json", str(tmp_path)]) == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False
 

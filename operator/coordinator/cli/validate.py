@@ -34,7 +34,7 @@ def validate(args: argparse.Namespace) -> int:
     if report.documents == 0 and report.ok:
         # Nothing checked is not "ok": a typo'd path or the wrong directory must fail a pipeline, not pass it.
         where = ", ".join(args.paths)
-        message = f"no ChaosScenario or TestRun documents in {where} ({report.files} YAML file(s) read)"
+        message = f"no ChaosScenario, ChaosWorkflow or TestRun documents in {where} ({report.files} YAML file(s) read)"
         if args.format == "json":
             print(json.dumps({"ok": False, "files": report.files, "documents": 0, "errors": [message]}, indent=2))
         else:
@@ -66,8 +66,8 @@ def validate(args: argparse.Namespace) -> int:
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "validate",
-        help="check ChaosScenario/TestRun YAML offline (schema, CEL rules, semantic checks)",
-        description="Check ChaosScenario and TestRun YAML offline, without a cluster; exits 1 on any error.",
+        help="check ChaosScenario/ChaosWorkflow/TestRun YAML offline (schema, CEL rules, semantic checks)",
+        description="Check ChaosScenario, ChaosWorkflow and TestRun YAML offline, without a cluster; exits 1 on any error.",
     )
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="YAML files, or directories searched for them")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")

@@ -56,7 +56,7 @@ def table_prefix(instance_name: str) -> str:
 
 
 # The newest migration's revision (migrations/versions/); tests/unit/test_history_settings.py checks they agree.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 
 def version_table(prefix: str) -> str:
@@ -127,6 +127,16 @@ def history_tables(prefix: str) -> HistoryTables:
             OPTIONAL_JSON_DOCUMENT,
             comment="Who asked for the run (status.requestedBy: username, uid, groups); NULL when none was recorded.",
         ),
+        # Migration 0004: the relation of a workflow run and its children (one child per node of the workflow).
+        Column("workflow", String(317), comment="A workflow run's ChaosWorkflow (namespace/name); NULL otherwise."),
+        Column(
+            "nodes",
+            OPTIONAL_JSON_DOCUMENT,
+            comment="A workflow run's nodes (status.nodes), in the workflow's order.",
+        ),
+        Column("parent_uid", String(64), comment="A workflow child's parent TestRun (metadata.uid)."),
+        Column("parent_name", String(253), comment="A workflow child's parent TestRun's name."),
+        Column("workflow_node", String(63), comment="The node a workflow child ran."),
         # The report filters by time window, namespace and scenario, and groups by scenario: each index below
         # leads with one filter, so every combination is a range scan. The
         # scenario index also carries what the aggregates read (verdict, recovery), so per-scenario counts,
@@ -136,6 +146,8 @@ def history_tables(prefix: str) -> HistoryTables:
         # The namespace index carries the aggregates' columns too (migration 0002: SQLite otherwise groups through
         # the scenario index and reads every row to check its namespace).
         Index(name("runs_namespace_ix"), "namespace", "scenario_id", "completed_at", "passed", "recovery_seconds"),
+        # A workflow run's children (migration 0004).
+        Index(name("runs_parent_ix"), "parent_uid"),
         comment="Finished TestRuns, one row per run UID.",
     )
     chaos_events = Table(

@@ -9,7 +9,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, CompoundSelect, Select, Table, and_, case, delete, func, select, true, union_all
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    Table,
+    and_,
+    case,
+    delete,
+    false,
+    func,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -70,6 +83,11 @@ async def write_runs(conn: AsyncConnection, t: HistoryTables, backend: str, uniq
             "status": r.status,
             "mirrored_at": now,
             "requested_by": r.requested_by,
+            "workflow": r.workflow,
+            "nodes": list(r.nodes) if r.workflow is not None else None,
+            "parent_uid": r.parent_uid,
+            "parent_name": r.parent_name,
+            "workflow_node": r.node,
         }
         for r in unique
     ]
@@ -115,6 +133,8 @@ async def get_run(conn: AsyncConnection, t: HistoryTables, uid: str) -> dict[str
     data["scenario"] = f"{data.pop('scenario_namespace')}/{data.pop('sn')}"
     if isinstance(data.get("status"), str):  # SQLite hands JSON back as text through some drivers
         data["status"] = json.loads(data["status"])
+    if data.get("nodes") is not None:
+        data["nodes"] = _nodes(data["nodes"])
     return _aware(data)
 
 
@@ -168,23 +188,32 @@ async def report(
     if filters.since:
         where.append(runs.c.completed_at >= filters.since.astimezone(UTC))
     condition = and_(true(), *where)
-
-    totals = (
-        await conn.execute(
-            select(
-                runs.c.scenario_id,
-                func.count().label("runs"),
-                func.sum(case((runs.c.passed, 1), else_=0)).label("passed"),
-                func.sum(case((runs.c.phase == "Cancelled", 1), else_=0)).label("cancelled"),
-                func.avg(runs.c.recovery_seconds).label("mean_recovery"),
-                func.count(runs.c.recovery_seconds).label("measured"),
-                func.min(runs.c.completed_at).label("first"),
-                func.max(runs.c.completed_at).label("last"),
-            )
-            .where(condition)
-            .group_by(runs.c.scenario_id)
+    is_workflow = runs.c.workflow.is_not(None)
+    aggregates = (
+        func.count().label("runs"),
+        func.sum(case((runs.c.passed, 1), else_=0)).label("passed"),
+        func.sum(case((runs.c.phase == "Cancelled", 1), else_=0)).label("cancelled"),
+        func.avg(runs.c.recovery_seconds).label("mean_recovery"),
+        func.count(runs.c.recovery_seconds).label("measured"),
+        func.min(runs.c.completed_at).label("first"),
+        func.max(runs.c.completed_at).label("last"),
+        func.sum(case((is_workflow, 1), else_=0)).label("workflow_runs"),
+    )
+    totals = list(
+        await conn.execute(select(runs.c.scenario_id, *aggregates).where(condition).group_by(runs.c.scenario_id))
+    )
+    # A workflow run's record names its workflow where a run's names its scenario (history/records.py), so a
+    # scenario and a workflow of one name share a row of the scenarios table. Only such a row's runs are split,
+    # by a second query over that row alone: the common case keeps the one GROUP BY in index order (grouping
+    # every run by workflow too made the report of 100k runs a third slower on SQLite).
+    shared = {row.scenario_id for row in totals if 0 < row.workflow_runs < row.runs}
+    if shared:
+        split = await conn.execute(
+            select(runs.c.scenario_id, *aggregates)
+            .where(condition, runs.c.scenario_id.in_(shared))
+            .group_by(runs.c.scenario_id, is_workflow)
         )
-    ).all()
+        totals = [row for row in totals if row.scenario_id not in shared] + list(split)
     if not totals:
         return Report(datetime.now(UTC), filters, (), source=source)
     names = {
@@ -200,42 +229,50 @@ async def report(
         row = names[scenario_id]
         return f"{row.namespace}/{row.name}"
 
+    def of_group(group: tuple[int, bool]) -> ColumnElement[bool]:
+        """The runs of one row of the report: a scenario's, or a workflow's (by (scenario row, workflow or not))."""
+        if group[0] not in shared:
+            return runs.c.scenario_id == group[0]
+        return and_(runs.c.scenario_id == group[0], is_workflow if group[1] else runs.c.workflow.is_(None))
+
     # Per scenario, three small lookups that the (scenario_id, completed_at, passed, recovery_seconds)
     # index answers without touching other scenarios' rows: the p95 (nearest rank: the ceil(0.95 n)-th
     # smallest measured recovery), the last failures and the trend. They are sent as UNION ALLs of
     # per-scenario LIMIT queries, a few round trips in all; window functions over the whole window
     # would sort every run instead (seconds at 100k runs).
-    measured = {row.scenario_id: int(row.measured or 0) for row in totals}
-    p95: dict[int, float] = {}
-    failures: dict[int, list[RunSummary]] = {}
-    trends: dict[int, list[RunSummary]] = {}
-    ids = [row.scenario_id for row in totals]
-    for chunk in (ids[i : i + UNION_CHUNK] for i in range(0, len(ids), UNION_CHUNK)):
-        with_values = [i for i in chunk if measured[i]]
+    groups = [(row.scenario_id, bool(row.workflow_runs)) for row in totals]
+    measured = {group: int(row.measured or 0) for group, row in zip(groups, totals, strict=True)}
+    p95: dict[tuple[int, bool], float] = {}
+    failures: dict[tuple[int, bool], list[RunSummary]] = {}
+    trends: dict[tuple[int, bool], list[RunSummary]] = {}
+    for chunk in (groups[i : i + UNION_CHUNK] for i in range(0, len(groups), UNION_CHUNK)):
+        with_values = [g for g in chunk if measured[g]]
         if with_values:
             lookups = [
-                select(runs.c.scenario_id, runs.c.recovery_seconds)
-                .where(condition, runs.c.scenario_id == i, runs.c.recovery_seconds.is_not(None))
+                # The group's kind as a constant: reading the workflow column would leave the covering index.
+                select(runs.c.scenario_id, (true() if g[1] else false()).label("is_workflow"), runs.c.recovery_seconds)
+                .where(condition, of_group(g), runs.c.recovery_seconds.is_not(None))
                 .order_by(runs.c.recovery_seconds)
                 .limit(1)
-                .offset(percentile_rank(measured[i]) - 1)
-                for i in with_values
+                .offset(percentile_rank(measured[g]) - 1)
+                for g in with_values
             ]
             for row in await conn.execute(_union(lookups)):
-                p95[row.scenario_id] = row.recovery_seconds
+                p95[(row.scenario_id, bool(row.is_workflow))] = row.recovery_seconds
         for extra, limit, into in (
             (and_(runs.c.passed.is_(False), runs.c.phase != "Cancelled"), LAST_FAILURES, failures),
             (true(), TREND_POINTS, trends),
         ):
             lookups = [
                 select(*_summary_columns(runs))
-                .where(condition, extra, runs.c.scenario_id == i)
+                .where(condition, extra, of_group(g))
                 .order_by(runs.c.completed_at.desc())
                 .limit(limit)
-                for i in chunk
+                for g in chunk
             ]
             for row in await conn.execute(_union(lookups)):
-                into.setdefault(row.scenario_id, []).append(_summary(row, key(row.scenario_id)))
+                group = (row.scenario_id, row.workflow is not None)
+                into.setdefault(group, []).append(_summary(row, key(row.scenario_id)))
 
     listed: tuple[RunSummary, ...] = ()
     if include_runs:
@@ -246,20 +283,21 @@ async def report(
     stats = [
         ScenarioStats(
             scenario=key(row.scenario_id),
-            type=names[row.scenario_id].type,
+            type=None if group[1] else names[row.scenario_id].type,
+            workflow=group[1],
             runs=int(row.runs),
             passed=int(row.passed or 0),
             cancelled=int(row.cancelled or 0),
             first_run_at=_utc(row.first),
             last_run_at=_utc(row.last),
             mean_recovery=None if row.mean_recovery is None else round(float(row.mean_recovery), 3),
-            p95_recovery=p95.get(row.scenario_id),
-            last_failures=tuple(sorted(failures.get(row.scenario_id, []), key=_newest_first)),
-            trend=tuple(sorted(trends.get(row.scenario_id, []), key=lambda r: r.completed_at)),
+            p95_recovery=p95.get(group),
+            last_failures=tuple(sorted(failures.get(group, []), key=_newest_first)),
+            trend=tuple(sorted(trends.get(group, []), key=lambda r: r.completed_at)),
         )
-        for row in totals
+        for group, row in zip(groups, totals, strict=True)
     ]
-    stats.sort(key=lambda s: s.scenario)
+    stats.sort(key=lambda s: (s.scenario, s.workflow))
     return Report(datetime.now(UTC), filters, tuple(stats), runs=listed[::-1], source=source)
 
 
@@ -267,7 +305,8 @@ def _summary_columns(runs: Table) -> list[ColumnElement[Any]]:
     """The columns a ``RunSummary`` is made of."""
     c = runs.c
     return [c.scenario_id, c.namespace, c.name, c.phase, c.reason, c.message, c.completed_at, c.duration_seconds,
-            c.recovery_seconds, c.uid, c.requested_by]  # fmt: skip
+            c.recovery_seconds, c.uid, c.requested_by, c.workflow, c.nodes, c.parent_uid, c.parent_name,
+            c.workflow_node]  # fmt: skip
 
 
 def _union(queries: Sequence[Select[Any]]) -> CompoundSelect[Any] | Select[Any]:
@@ -304,7 +343,19 @@ def _summary(row: Any, scenario: str) -> RunSummary:
         recovery_seconds=row.recovery_seconds,
         uid=row.uid,
         requested_by=_document(row.requested_by),
+        workflow=row.workflow,
+        nodes=tuple(_nodes(row.nodes)),
+        parent_uid=row.parent_uid,
+        parent_name=row.parent_name,
+        node=row.workflow_node,
     )
+
+
+def _nodes(value: Any) -> list[dict[str, Any]]:
+    """A workflow run's nodes column as a list of dicts (text through some SQLite drivers and unions)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return [dict(node) for node in value] if isinstance(value, list) else []
 
 
 def _document(value: Any) -> dict[str, Any] | None:

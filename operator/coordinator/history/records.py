@@ -12,13 +12,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator.api.models import Phase
+from coordinator.api.models import GROUP, WORKFLOW_NODE_LABEL, WORKFLOW_RUN_LABEL, Phase
 from coordinator.domain.timestamps import parse_iso
 
 SNAPSHOT_KEY = "scenarioSnapshot"  # where the executor keeps the scenario spec the run used
 # Status keys that are bookkeeping about the mirror itself: left out so the stored record is the same whether
 # it is written before or after the TestRun's status says it was synced.
 UNMIRRORED_STATUS_KEYS = frozenset({"history"})
+# What the history keeps of each node of a workflow run (``status.nodes[]``): enough for the report to list the
+# nodes in the workflow's order, Skipped and suspend nodes included (they have no child run of their own).
+NODE_KEYS = (
+    "name",
+    "phase",
+    "testRun",
+    "startedAt",
+    "completedAt",
+    "reason",
+    "message",
+    "resilienceScore",
+    "recoveryTimeSeconds",
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,13 @@ class RunRecord:
     requested_by: dict[str, Any] | None = None  # status.requestedBy: who asked for the run
     events: tuple[EventRecord, ...] = ()
     results: tuple[ResultRecord, ...] = ()
+    # A workflow run: its ChaosWorkflow ("namespace/name") and its nodes (NODE_KEYS of status.nodes, in order).
+    workflow: str | None = None
+    nodes: tuple[dict[str, Any], ...] = ()
+    # A child of a workflow run: the parent TestRun (uid and name) and the node it ran.
+    parent_uid: str | None = None
+    parent_name: str | None = None
+    node: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -125,10 +145,57 @@ def _snapshot(raw: object) -> Mapping[str, Any]:
     return raw if isinstance(raw, Mapping) else {}
 
 
+def workflow_of(testrun: Mapping[str, Any]) -> str | None:
+    """A workflow run's ChaosWorkflow as ``namespace/name``: ``status.workflow``, else ``spec.workflowRef`` (in the
+    run's namespace); None for a scenario run."""
+    status = testrun.get("status") or {}
+    if isinstance(status.get("workflow"), str) and "/" in status["workflow"]:
+        return str(status["workflow"])
+    ref = (testrun.get("spec") or {}).get("workflowRef")
+    if isinstance(ref, Mapping) and ref.get("name"):
+        return f"{(testrun.get('metadata') or {}).get('namespace', '')}/{ref['name']}"
+    return None
+
+
+def parent_of(testrun: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(uid, name, node) of the workflow run a child TestRun belongs to, from its owner reference (a TestRun of our
+    group) and its workflow-run and workflow-node labels; Nones for a run that is no workflow's child. The owner's
+    name comes first: the label holds at most 63 characters of it."""
+    meta = testrun.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owner: Mapping[str, Any] = next(
+        (
+            ref
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("kind") == "TestRun" and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
+        ),
+        {},
+    )
+    name = owner.get("name") or labels.get(WORKFLOW_RUN_LABEL)
+    if not name:
+        return None, None, None
+    return _text(owner.get("uid")), str(name), _text(labels.get(WORKFLOW_NODE_LABEL))
+
+
+def node_records(status: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """A workflow run's ``status.nodes``, in the workflow's order, as the history keeps them."""
+    nodes = status.get("nodes") or []
+    return tuple(
+        {key: node[key] for key in NODE_KEYS if node.get(key) is not None} for node in nodes if isinstance(node, dict)
+    )
+
+
 def scenario_record(testrun: Mapping[str, Any]) -> ScenarioRecord:
-    """The scenario a run executed: from ``status.scenario`` and its snapshot, else from ``spec.scenarioRef``."""
+    """The scenario a run executed: from ``status.scenario`` and its snapshot, else from ``spec.scenarioRef``.
+
+    A workflow run executed no scenario: its record is its workflow's ``namespace/name`` (without a type, so a
+    scenario of the same name keeps its own); the report tells the two apart by the run's ``workflow``."""
     meta = testrun.get("metadata") or {}
     status = testrun.get("status") or {}
+    workflow = workflow_of(testrun)
+    if workflow is not None:
+        namespace, name = workflow.split("/", 1)
+        return ScenarioRecord(namespace=namespace, name=name)
     ref = (testrun.get("spec") or {}).get("scenarioRef") or {}
     if isinstance(status.get("scenario"), str) and "/" in status["scenario"]:
         namespace, name = status["scenario"].split("/", 1)
@@ -225,6 +292,8 @@ def run_record(testrun: Mapping[str, Any], now: datetime | None = None) -> RunRe
     if not phase:
         raise ValueError(f"TestRun {meta.get('namespace')}/{meta.get('name')}: status.phase is not set")
     stored = {key: value for key, value in status.items() if key not in UNMIRRORED_STATUS_KEYS}
+    parent_uid, parent_name, node = parent_of(testrun)
+    workflow = workflow_of(testrun)
     return RunRecord(
         uid=str(meta["uid"]),
         namespace=str(meta["namespace"]),
@@ -245,4 +314,9 @@ def run_record(testrun: Mapping[str, Any], now: datetime | None = None) -> RunRe
         requested_by=requester(status),
         events=event_records(status),
         results=result_records(status),
+        workflow=workflow,
+        nodes=node_records(status) if workflow is not None else (),
+        parent_uid=parent_uid,
+        parent_name=parent_name,
+        node=node,
     )

@@ -11,7 +11,7 @@ import html
 import json
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from coordinator.domain.timestamps import format_iso_seconds, parse_iso
 FORMATS = ("table", "json", "markdown", "junit", "html")
 TREND_POINTS = 50  # runs per scenario in the trend chart
 LAST_FAILURES = 3  # failures listed per scenario
+WORKFLOW_RUNS_SHOWN = 3  # latest runs listed with their nodes per workflow (table, Markdown, HTML)
 
 # --- the aggregates ------------------------------------------------------------------------------------------
 
@@ -62,6 +63,14 @@ class RunSummary:
     recovery_seconds: float | None = None
     uid: str | None = None  # the run's UID: its correlation ID in logs, Events and probe requests
     requested_by: dict[str, Any] | None = None  # status.requestedBy (username, uid, groups), when recorded
+    # A workflow run: its ChaosWorkflow (namespace/name; ``scenario`` names it too) and its nodes in order, each
+    # as status.nodes had it (name, phase, testRun, reason, message, ...).
+    workflow: str | None = None
+    nodes: tuple[dict[str, Any], ...] = ()
+    # A child of a workflow run: the parent TestRun (uid, name) and the node it ran.
+    parent_uid: str | None = None
+    parent_name: str | None = None
+    node: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -69,21 +78,60 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """As the JSON report lists a run: the audit fields under the names the TestRun uses (``correlationId``
-        is the UID, ``requestedBy`` as in ``status.requestedBy``)."""
+        is the UID, ``requestedBy`` as in ``status.requestedBy``), a child's parent as ``workflowRun`` (its name,
+        the workflow-run label's value) and ``workflowRunId`` (its UID)."""
         data = asdict(self)
         data["correlationId"] = data.pop("uid")
         data["requestedBy"] = data.pop("requested_by")
+        data["workflowRun"] = data.pop("parent_name")
+        data["workflowRunId"] = data.pop("parent_uid")
         return data
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunSummary:
         """The inverse of ``to_dict``."""
-        fields = {k: v for k, v in raw.items() if k not in ("correlationId", "requestedBy")}
+        renamed = ("correlationId", "requestedBy", "workflowRun", "workflowRunId", "nodes")
+        fields = {k: v for k, v in raw.items() if k not in renamed}
         return cls(
             **{**fields, "completed_at": parse_iso(raw["completed_at"])},
             uid=raw.get("correlationId"),
             requested_by=raw.get("requestedBy"),
+            parent_name=raw.get("workflowRun"),
+            parent_uid=raw.get("workflowRunId"),
+            nodes=tuple(raw.get("nodes") or ()),
         )
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """A run as the report lists it: a workflow run with its children, or a run on its own."""
+
+    run: RunSummary
+    children: tuple[RunSummary, ...] = ()
+
+
+def grouped_runs(runs: Sequence[RunSummary]) -> list[RunGroup]:
+    """``runs`` in their order, each workflow run with its children (in the workflow's node order) and without
+    them on their own; a child whose workflow run is not among ``runs`` (outside the window) stands alone."""
+    parents = {run.uid: run for run in runs if run.workflow is not None and run.uid}
+    by_name = {(run.namespace, run.name): run.uid for run in parents.values()}
+    children: dict[str | None, list[RunSummary]] = {}
+    for run in runs:
+        parent = run.parent_uid if run.parent_uid is not None else by_name.get((run.namespace, run.parent_name or ""))
+        if parent in parents and run.uid not in parents:
+            children.setdefault(parent, []).append(run)
+    grouped = {id(child) for group in children.values() for child in group}
+    groups = []
+    for run in runs:
+        if id(run) in grouped:
+            continue
+        order = {node.get("name"): index for index, node in enumerate(run.nodes)}
+        mine = sorted(
+            children.get(run.uid, []) if run.workflow is not None else [],
+            key=lambda child: (order.get(child.node, len(order)), child.node or "", child.completed_at),
+        )
+        groups.append(RunGroup(run, tuple(mine)))
+    return groups
 
 
 @dataclass(frozen=True)
@@ -101,6 +149,7 @@ class ScenarioStats:
     last_failures: tuple[RunSummary, ...] = ()  # newest first
     trend: tuple[RunSummary, ...] = ()  # the latest runs, oldest first
     cancelled: int = 0  # aborted runs: shown, but left out of the pass rate
+    workflow: bool = False  # a ChaosWorkflow's runs (``scenario`` is the workflow's namespace/name)
 
     @property
     def decided(self) -> int:
@@ -154,7 +203,8 @@ class Report:
             )
             raw["last_failures"] = [run.to_dict() for run in stats.last_failures]
             raw["trend"] = [run.to_dict() for run in stats.trend]
-        data["runs"] = [run.to_dict() for run in self.runs]
+        # A workflow run's children follow it, in its node order.
+        data["runs"] = [run.to_dict() for group in grouped_runs(self.runs) for run in (group.run, *group.children)]
         data["totals"] = {
             "runs": self.total_runs,
             "passed": self.total_passed,
@@ -182,6 +232,8 @@ class Report:
                 p95_recovery=raw.get("p95_recovery"),
                 last_failures=tuple(run(r) for r in raw.get("last_failures", [])),
                 trend=tuple(run(r) for r in raw.get("trend", [])),
+                cancelled=raw.get("cancelled", 0),
+                workflow=raw.get("workflow", False),
             )
             for raw in data["scenarios"]
         )
@@ -250,10 +302,14 @@ TABLE_COLUMNS = (
 )
 
 
+def _label(stats: ScenarioStats) -> str:
+    return f"{stats.scenario} (workflow)" if stats.workflow else stats.scenario
+
+
 def _rows(report: Report) -> list[tuple[str, ...]]:
     return [
         (
-            s.scenario,
+            _label(s),
             str(s.runs),
             str(s.passed),
             str(s.cancelled),
@@ -264,6 +320,44 @@ def _rows(report: Report) -> list[tuple[str, ...]]:
             _when(s.last_run_at),
         )
         for s in report.scenarios
+    ]
+
+
+@dataclass(frozen=True)
+class NodeLine:
+    """One node of a workflow run as the reports list it under the run."""
+
+    name: str
+    phase: str
+    reason: str | None
+    test_run: str | None  # namespace/name of the child run, when the node had one
+    message: str | None
+
+    @property
+    def outcome(self) -> str:
+        return f"{self.phase} ({self.reason})" if self.reason else self.phase
+
+
+def node_lines(run: RunSummary) -> list[NodeLine]:
+    """A workflow run's nodes, in the workflow's order."""
+    return [
+        NodeLine(
+            name=str(node.get("name")),
+            phase=str(node.get("phase") or "Pending"),
+            reason=node.get("reason"),
+            test_run=f"{run.namespace}/{node['testRun']}" if node.get("testRun") else None,
+            message=node.get("message"),
+        )
+        for node in run.nodes
+    ]
+
+
+def latest_workflow_runs(report: Report) -> list[tuple[ScenarioStats, list[RunSummary]]]:
+    """Per workflow, its latest runs (newest first), which the reports list with their nodes."""
+    return [
+        (s, sorted(s.trend, key=lambda r: r.completed_at, reverse=True)[:WORKFLOW_RUNS_SHOWN])
+        for s in report.scenarios
+        if s.workflow
     ]
 
 
@@ -294,6 +388,16 @@ def render_table(report: Report) -> str:
             lines.append(
                 f"  {_when(run.completed_at)}  {run.namespace}/{run.name}  {_outcome(run)}: {_one_line(run.message)}"
             )
+    for stats, runs in latest_workflow_runs(report):
+        lines += ["", f"Workflow {stats.scenario}, latest runs:"]
+        for run in runs:
+            lines.append(f"  {_when(run.completed_at)}  {run.namespace}/{run.name}  {_outcome(run)}")
+            nodes = node_lines(run)
+            width = max((len(node.name) for node in nodes), default=0)
+            for node in nodes:
+                said = f": {_one_line(node.message)}" if node.message and node.phase != "Passed" else ""
+                child = f"  {node.test_run}" if node.test_run else ""
+                lines.append(f"    {node.name.ljust(width)}  {node.outcome}{child}{said}")
     return "\n".join(lines) + "\n"
 
 
@@ -328,45 +432,146 @@ def render_markdown(report: Report) -> str:
                 f"- `{_md(run.namespace)}/{_md(run.name)}` ({_md(run.scenario)}), {_when(run.completed_at)}: "
                 f"**{_md(_outcome(run))}** {_md(_one_line(run.message))}"
             )
+    workflows = latest_workflow_runs(report)
+    if workflows:
+        lines += ["", "## Workflow runs"]
+    for stats, runs in workflows:
+        lines += ["", f"### {_md(stats.scenario)}", ""]
+        for run in runs:
+            lines.append(
+                f"- `{_md(run.namespace)}/{_md(run.name)}`, {_when(run.completed_at)}: **{_md(_outcome(run))}**"
+            )
+            for node in node_lines(run):
+                child = f" `{_md(node.test_run)}`" if node.test_run else ""
+                said = f" {_md(_one_line(node.message))}" if node.message and node.phase != "Passed" else ""
+                lines.append(f"  - {_md(node.name)}: **{_md(node.outcome)}**{child}{said}")
     return "\n".join(lines) + "\n"
 
 
 # --- JUnit XML -----------------------------------------------------------------------------------------------
 
-# A run's phase in JUnit terms: Failed and TimedOut are failures, Error is an error, Cancelled is skipped.
+# A run's (or node's) phase in JUnit terms: Failed and TimedOut are failures, Error is an error, Cancelled and
+# Skipped are skipped.
 JUNIT_FAILURES = frozenset({"Failed", "TimedOut"})
+JUNIT_SKIPPED = frozenset({"Cancelled", "Skipped"})  # Skipped: a workflow node whose condition did not hold
+JUNIT_PHASES = frozenset({"Passed", "Error", *JUNIT_FAILURES, *JUNIT_SKIPPED})
 
 
 def _junit_time(value: float | None) -> str:
     return f"{max(value or 0.0, 0.0):.3f}"
 
 
+def _junit_case(
+    suite: ET.Element, name: str, classname: str, phase: str, reason: str | None, detail: str, seconds: float | None
+) -> ET.Element:
+    """One testcase with its verdict: failure, error or skipped by ``phase`` (JUNIT_FAILURES, Error,
+    JUNIT_SKIPPED)."""
+    case = ET.SubElement(suite, "testcase", name=name, classname=classname, time=_junit_time(seconds))
+    if phase in JUNIT_FAILURES:
+        ET.SubElement(case, "failure", message=reason or phase, type=phase).text = detail
+    elif phase == "Error":
+        ET.SubElement(case, "error", message=reason or phase, type=phase).text = detail
+    elif phase in JUNIT_SKIPPED:
+        ET.SubElement(case, "skipped", message=reason or phase)
+    return case
+
+
+@dataclass
+class _SuiteCounts:
+    tests: int = 0
+    failures: int = 0
+    errors: int = 0
+    skipped: int = 0
+    time: float = 0.0
+
+    def count(self, phase: str, seconds: float | None) -> None:
+        self.tests += 1
+        self.failures += phase in JUNIT_FAILURES
+        self.errors += phase == "Error"
+        self.skipped += phase in JUNIT_SKIPPED
+        self.time += max(seconds or 0.0, 0.0)
+
+    def write(self, suite: ET.Element) -> None:
+        for name in ("tests", "failures", "errors", "skipped"):
+            suite.set(name, str(getattr(self, name)))
+        suite.set("time", _junit_time(self.time))
+
+
+def _node_seconds(node: Mapping[str, Any], child: RunSummary | None) -> float | None:
+    if child is not None and child.duration_seconds is not None:
+        return child.duration_seconds
+    started, completed = node.get("startedAt"), node.get("completedAt")
+    if isinstance(started, str) and isinstance(completed, str):
+        return (parse_iso(completed) - parse_iso(started)).total_seconds()
+    return None
+
+
+def _workflow_suite(root: ET.Element, group: RunGroup, index: int) -> _SuiteCounts:
+    """One workflow run as a testsuite, each node a testcase (in the workflow's order): a Skipped node is a
+    skipped testcase, a failed one carries its child's message. A workflow run that failed on its own (its
+    steady state, its assertions, an error before any node) while no node did has a testcase of its own."""
+    run = group.run
+    workflow = run.workflow or run.scenario
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=f"{run.namespace}/{run.name}",
+        timestamp=format_iso_seconds(run.completed_at).removesuffix("Z"),
+        id=str(index),
+    )
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (("workflow", workflow), ("phase", _outcome(run)), ("recovery", _seconds(run.recovery_seconds))):
+        ET.SubElement(properties, "property", name=name, value=value)
+    counts = _SuiteCounts()
+    children = {child.node: child for child in group.children}
+    classname = workflow.replace("/", ".")
+    for node in run.nodes:
+        name = str(node.get("name"))
+        child = children.get(name)
+        phase = str(node.get("phase") or "Pending")
+        # A node still Pending, Running or Suspended when its workflow run ended never got a verdict.
+        verdict = phase if phase in JUNIT_PHASES else "Skipped"
+        reason = node.get("reason") or (child.reason if child else None)
+        detail = str(node.get("message") or (child.message if child else None) or phase)
+        seconds = _node_seconds(node, child)
+        case = _junit_case(suite, name, classname, verdict, reason, detail, seconds)
+        lines = [f"phase: {phase}"]
+        if node.get("testRun"):
+            lines.append(f"testRun: {run.namespace}/{node['testRun']}")
+        if node.get("recoveryTimeSeconds") is not None:
+            lines.append(f"recovery: {_seconds(float(node['recoveryTimeSeconds']))}")
+        ET.SubElement(case, "system-out").text = "\n".join(lines)
+        counts.count(verdict, seconds)
+    if run.phase != "Passed" and counts.failures + counts.errors == 0:
+        _junit_case(
+            suite, "(workflow)", classname, run.phase, run.reason, run.message or run.phase, run.duration_seconds
+        )
+        counts.count(run.phase, None)
+    counts.write(suite)
+    return counts
+
+
 def render_junit(report: Report) -> str:
-    """JUnit XML: one testsuite per scenario, one testcase per run, failures carrying the run's reason.
+    """JUnit XML: one testsuite per scenario, one testcase per run, failures carrying the run's reason; one
+    testsuite per workflow run, one testcase per node (its children are not listed again under their scenarios).
 
     The layout follows the schema CI servers read (Jenkins' junit-4.xsd); ``tests/data/junit.xsd`` checks it.
     """
+    groups = grouped_runs(sorted(report.runs, key=lambda r: r.completed_at))
     by_scenario: dict[str, list[RunSummary]] = {}
-    for run in sorted(report.runs, key=lambda r: (r.scenario, r.completed_at)):
-        by_scenario.setdefault(run.scenario, []).append(run)
-    stats = {s.scenario: s for s in report.scenarios}
+    for group in sorted(groups, key=lambda g: (g.run.scenario, g.run.completed_at)):
+        if group.run.workflow is None:
+            by_scenario.setdefault(group.run.scenario, []).append(group.run)
+    stats = {s.scenario: s for s in report.scenarios if not s.workflow}
     root = ET.Element("testsuites", name="test-coordinator")
-    totals = {"tests": 0, "failures": 0, "errors": 0}
-    total_time = 0.0
+    totals = _SuiteCounts()
+    index = 0
     for index, (scenario, runs) in enumerate(by_scenario.items()):
-        failures = sum(1 for r in runs if r.phase in JUNIT_FAILURES)
-        errors = sum(1 for r in runs if r.phase == "Error")
-        skipped = sum(1 for r in runs if r.phase == "Cancelled")
-        suite_time = sum(max(r.duration_seconds or 0.0, 0.0) for r in runs)
+        counts = _SuiteCounts()
         suite = ET.SubElement(
             root,
             "testsuite",
             name=scenario,
-            tests=str(len(runs)),
-            failures=str(failures),
-            errors=str(errors),
-            skipped=str(skipped),
-            time=_junit_time(suite_time),
             # JUnit's timestamp has no zone (its XSD); ours is UTC.
             timestamp=format_iso_seconds(runs[0].completed_at).removesuffix("Z"),
             id=str(index),
@@ -382,29 +587,35 @@ def render_junit(report: Report) -> str:
             ):
                 ET.SubElement(properties, "property", name=name, value=value)
         for run in runs:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                name=f"{run.namespace}/{run.name}",
-                classname=scenario.replace("/", "."),
-                time=_junit_time(run.duration_seconds),
-            )
             detail = run.message or run.phase
-            if run.phase in JUNIT_FAILURES:
-                ET.SubElement(case, "failure", message=run.reason or run.phase, type=run.phase).text = detail
-            elif run.phase == "Error":
-                ET.SubElement(case, "error", message=run.reason or run.phase, type=run.phase).text = detail
-            elif run.phase == "Cancelled":
-                ET.SubElement(case, "skipped", message=run.reason or run.phase)
+            case = _junit_case(
+                suite,
+                f"{run.namespace}/{run.name}",
+                scenario.replace("/", "."),
+                run.phase,
+                run.reason,
+                detail,
+                run.duration_seconds,
+            )
             out = f"phase: {run.phase}\ncompleted: {_iso(run.completed_at)}\nrecovery: {_seconds(run.recovery_seconds)}"
             ET.SubElement(case, "system-out").text = out
-        totals["tests"] += len(runs)
-        totals["failures"] += failures
-        totals["errors"] += errors
-        total_time += suite_time
-    for total, count in totals.items():
-        root.set(total, str(count))
-    root.set("time", _junit_time(total_time))
+            counts.count(run.phase, run.duration_seconds)
+        counts.write(suite)
+        totals.tests += counts.tests
+        totals.failures += counts.failures
+        totals.errors += counts.errors
+        totals.time += counts.time
+    for group in groups:
+        if group.run.workflow is not None:
+            index += 1
+            counts = _workflow_suite(root, group, index)
+            totals.tests += counts.tests
+            totals.failures += counts.failures
+            totals.errors += counts.errors
+            totals.time += group.run.duration_seconds or 0.0
+    for name in ("tests", "failures", "errors"):
+        root.set(name, str(getattr(totals, name)))
+    root.set("time", _junit_time(totals.time))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -533,13 +744,14 @@ def render_html(report: Report) -> str:
     for s in report.scenarios:
         rows.append(
             "<tr>"
-            f'<td><a href="#{esc(_anchor(s.scenario))}">{esc(s.scenario)}</a></td>'
+            f'<td><a href="#{esc(_anchor(_label(s)))}">{esc(_label(s))}</a></td>'
             f'<td class="num">{s.runs}</td><td class="num">{s.passed}</td><td class="num">{s.cancelled}</td>'
             f'<td class="num">{_percent(s.pass_rate)}</td><td class="num">{_seconds(s.mean_recovery)}</td>'
             f'<td class="num">{_seconds(s.p95_recovery)}</td><td>{"yes" if s.flaky else "no"}</td>'
             f'<td class="when">{esc(_when(s.last_run_at))}</td></tr>'
         )
     cards = []
+    latest = dict((id(stats), runs) for stats, runs in latest_workflow_runs(report))
     for s in report.scenarios:
         rate_class = "good" if s.failed == 0 else "bad"
         badges = [
@@ -558,13 +770,27 @@ def render_html(report: Report) -> str:
             f"{esc(_one_line(f.message))}</li>"
             for f in s.last_failures
         )
+        workflow_runs = "".join(
+            f"<li><b>{esc(run.namespace)}/{esc(run.name)}</b> {esc(_when(run.completed_at))}: {esc(_outcome(run))}"
+            '<ol class="nodes">'
+            + "".join(
+                f"<li>{esc(node.name)}: {esc(node.outcome)}"
+                + (f" <code>{esc(node.test_run)}</code>" if node.test_run else "")
+                + (f" {esc(_one_line(node.message))}" if node.message and node.phase != "Passed" else "")
+                + "</li>"
+                for node in node_lines(run)
+            )
+            + "</ol></li>"
+            for run in latest.get(id(s), [])
+        )
         cards.append(
-            f'<section class="card" id="{esc(_anchor(s.scenario))}"><h2>{esc(s.scenario)}</h2>'
+            f'<section class="card" id="{esc(_anchor(_label(s)))}"><h2>{esc(_label(s))}</h2>'
             f'<div class="badges">{"".join(badges)}</div>{trend_svg(s)}'
             f'<p class="legend">Recovery time per run, oldest left (last {len(s.trend)}); '
             f'<span style="color:{GOOD_COLOUR}">●</span> passed, <span style="color:{BAD_COLOUR}">●</span> '
             "not passed, hollow: no recovery measured.</p>"
             + (f'<h3>Last failures</h3><ul class="failures">{failures}</ul>' if failures else "")
+            + (f'<h3>Latest runs, node by node</h3><ul class="failures">{workflow_runs}</ul>' if workflow_runs else "")
             + "</section>"
         )
     header = "".join(

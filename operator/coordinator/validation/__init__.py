@@ -1,8 +1,9 @@
-"""``coordinator validate``: check ChaosScenario and TestRun YAML offline, before it reaches a cluster.
+"""``coordinator validate``: check ChaosScenario, ChaosWorkflow and TestRun YAML offline, before it reaches a cluster.
 
 Three layers, each run only when the one before found nothing (so one mistake gives one finding, not a cascade):
 the CRD schema (what the API server refuses), its CEL rules (after defaulting, as the API server evaluates them),
-and the semantic checks the operator makes when a run starts (``validation.semantics``). Documents of other kinds
+and the semantic checks the operator makes when a run starts (``validation.semantics``, ``validation.workflows``,
+``validation.triggers``). Documents of other kinds
 are skipped, so a directory of mixed manifests can be checked as it is.
 """
 
@@ -20,6 +21,8 @@ from coordinator.engine.probing import ProbeReach
 from coordinator.validation.schema import apply_defaults, cel_findings, crd_schema, known_kinds, schema_findings
 from coordinator.validation.semantics import ScenarioFacts, scenario_findings, testrun_findings
 from coordinator.validation.source import MAX_OBJECT_BYTES, Document, Finding, expand, json_size, load_file
+from coordinator.validation.triggers import trigger_rules
+from coordinator.validation.workflows import WorkflowFacts, workflow_findings, workflow_run_findings
 
 __all__ = ["Finding", "Report", "validate_paths"]
 
@@ -32,7 +35,7 @@ class Report:
 
     findings: list[Finding] = field(default_factory=list)
     files: int = 0
-    documents: int = 0  # ChaosScenario and TestRun documents checked
+    documents: int = 0  # ChaosScenario, ChaosWorkflow and TestRun documents checked
 
     @property
     def ok(self) -> bool:
@@ -93,7 +96,7 @@ def _structural(document: Document) -> tuple[list[Finding], dict[str, object]]:
 def validate_paths(
     paths: Sequence[Path], protected: frozenset[str], denied: tuple[IPNetwork, ...] = DEFAULT_DENIED
 ) -> Report:
-    """Check every ChaosScenario and TestRun in ``paths`` (files, or directories searched for *.yaml/*.yml), with
+    """Check every ChaosScenario, ChaosWorkflow and TestRun in ``paths`` (files, or directories searched for *.yaml/*.yml), with
     the operator's protected namespaces and the addresses its probes never call (COORDINATOR_PROBE_DENY_CIDRS)."""
     reach = ProbeReach(protected=protected, denied=denied)
     report = Report()
@@ -114,6 +117,7 @@ def validate_paths(
                 documents.append(document)
     report.documents = len(documents)
     scenarios: dict[tuple[object, object], ScenarioFacts] = {}
+    workflows: list[tuple[Document, dict[str, object]]] = []
     runs: list[tuple[Document, dict[str, object]]] = []
     for document in documents:
         findings, defaulted = _structural(document)
@@ -123,7 +127,12 @@ def validate_paths(
         spec = defaulted["spec"]
         assert isinstance(spec, dict)
         meta = document.data["metadata"]
-        if document.kind == "ChaosScenario":
+        if document.kind in ("ChaosScenario", "ChaosWorkflow"):
+            triggers = trigger_rules(spec, reach, meta.get("namespace"))
+            report.findings += _at_run_start([document.finding(path, message) for path, message in triggers])
+        if document.kind == "ChaosWorkflow":
+            workflows.append((document, spec))
+        elif document.kind == "ChaosScenario":
             own = _at_run_start(scenario_findings(document, spec, reach))
             report.findings += own
             declared = [Parameter.model_validate(p) for p in spec.get("parameters") or []]
@@ -136,7 +145,20 @@ def validate_paths(
             )
         else:
             runs.append((document, spec))
+    # A workflow's nodes name scenarios of its namespace: every scenario is known before any workflow is checked.
+    workflow_facts: dict[tuple[object, object], WorkflowFacts] = {}
+    for document, spec in workflows:
+        meta = document.data["metadata"]
+        findings, facts = workflow_findings(document, spec, scenarios, reach)
+        report.findings += _at_run_start(findings)
+        workflow_facts[(meta.get("namespace"), meta.get("name"))] = facts
     for document, spec in runs:
+        if spec.get("workflowRef"):
+            workflow_ref = spec["workflowRef"]
+            assert isinstance(workflow_ref, dict)
+            workflow = workflow_facts.get((document.data["metadata"].get("namespace"), workflow_ref.get("name")))
+            report.findings += _at_run_start(workflow_run_findings(document, spec, workflow))
+            continue
         ref = spec.get("scenarioRef") or {}
         assert isinstance(ref, dict)
         namespace = ref.get("namespace") or document.data["metadata"].get("namespace")

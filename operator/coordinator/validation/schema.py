@@ -27,6 +27,7 @@ from coordinator.api.models import (
     SCHEDULE_PATTERN,
     templatable,
 )
+from coordinator.api.probes import API_VERSION_PATTERN, KIND_PATTERN
 from coordinator.validation.source import Document, FieldPath, Finding
 
 Schema = dict[str, Any]
@@ -38,6 +39,10 @@ _PATTERN_MEANINGS = {
     DNS_LABEL_PATTERN: "a DNS label (lowercase letters, digits and '-')",
     templatable(DNS_LABEL_PATTERN): "a DNS label (lowercase letters, digits and '-') or a {{ params.NAME }} reference",
     SCHEDULE_PATTERN: "five cron fields, @hourly, @daily, @weekly, @monthly, @yearly or '@every <duration>'",
+    API_VERSION_PATTERN: "an apiVersion such as v1 or apps/v1",
+    templatable(API_VERSION_PATTERN): "an apiVersion such as v1 or apps/v1, or a {{ params.NAME }} reference",
+    KIND_PATTERN: "a kind such as Deployment",
+    templatable(KIND_PATTERN): "a kind such as Deployment, or a {{ params.NAME }} reference",
     templatable(FIELD_SELECTOR_PATTERN): "a field selector: key=value, key==value or key!=value terms separated by "
     "commas (escape \\, ',' and '=' in a value with a backslash), or a {{ params.NAME }} reference",
 }

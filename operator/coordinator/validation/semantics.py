@@ -15,6 +15,7 @@ from coordinator.api.models import (
     LabelSelector,
     Parameter,
     ParameterType,
+    ScenarioScheduling,
     SelectorOperator,
     TargetKind,
     TestRunSpec,
@@ -118,7 +119,8 @@ class ScenarioFacts:
     reported: frozenset[tuple[str, str]] = frozenset()  # (field, message) of the scenario's own rule findings
 
 
-def _declared(document: Document, spec: Mapping[str, Any], findings: list[Finding]) -> list[Parameter]:
+def declared_parameters(document: Document, spec: Mapping[str, Any], findings: list[Finding]) -> list[Parameter]:
+    """The parameters ``spec`` declares; a duplicate name is added to ``findings``."""
     declared: list[Parameter] = []
     seen: set[str] = set()
     for index, raw in enumerate(spec.get("parameters") or []):
@@ -135,10 +137,11 @@ def _declared(document: Document, spec: Mapping[str, Any], findings: list[Findin
     return declared
 
 
-def scenario_findings(document: Document, spec: Mapping[str, Any], reach: ProbeReach) -> list[Finding]:
-    """Semantic problems of a schema-valid, defaulted ChaosScenario spec."""
-    findings: list[Finding] = []
-    declared = _declared(document, spec, findings)
+def parameter_values(
+    document: Document, declared: Sequence[Parameter], findings: list[Finding]
+) -> tuple[dict[str, Value], set[str]]:
+    """A value for each declared parameter: its default, or a stand-in (named in the set returned) when it has
+    none or a bad one, so the rest of the spec can still be checked; a bad default is added to ``findings``."""
     values: dict[str, Value] = {}
     sampled: set[str] = set()
     for index, parameter in enumerate(declared):
@@ -154,6 +157,14 @@ def scenario_findings(document: Document, spec: Mapping[str, Any], reach: ProbeR
             )
             values[parameter.name] = _SAMPLES[parameter.type]
             sampled.add(parameter.name)
+    return values, sampled
+
+
+def scenario_findings(document: Document, spec: Mapping[str, Any], reach: ProbeReach) -> list[Finding]:
+    """Semantic problems of a schema-valid, defaulted ChaosScenario spec."""
+    findings: list[Finding] = []
+    declared = declared_parameters(document, spec, findings)
+    values, sampled = parameter_values(document, declared, findings)
     try:
         rendered = render(spec, values)
     except ParameterError as exc:
@@ -173,7 +184,7 @@ def scenario_findings(document: Document, spec: Mapping[str, Any], reach: ProbeR
         return findings
     own = (document.data.get("metadata") or {}).get("namespace")
     findings += [document.finding(path, message) for path, message in scenario_rules(scenario, reach, own)]
-    findings += _schedule_findings(document, scenario, declared)
+    findings += schedule_findings(document, scenario, declared)
     return findings
 
 
@@ -226,7 +237,10 @@ def scenario_rules(
     return findings
 
 
-def _schedule_findings(document: Document, scenario: ChaosScenarioSpec, declared: list[Parameter]) -> list[Finding]:
+def schedule_findings(
+    document: Document, scenario: ScenarioScheduling, declared: list[Parameter], owner: str = "scenario"
+) -> list[Finding]:
+    """Problems of the schedule and of the values its runs are created with (``owner``: whose parameters)."""
     if not scenario.schedule:
         return []
     findings = []
@@ -250,7 +264,7 @@ def _schedule_findings(document: Document, scenario: ChaosScenarioSpec, declared
             field = ("spec", "runTemplate", "parameters", path[2])
             # A value the template lacks is best shown at the declaration that has no default.
             where = field if field in document.lines else ("spec", "parameters", index.get(path[2], 0))
-            message = problem.message.replace("the TestRun", "spec.runTemplate")
+            message = problem.message.replace("the TestRun", "spec.runTemplate").replace("the scenario", f"the {owner}")
             findings.append(Finding(document.file, document.line_of(where), message, format_path(field)))
     return findings
 
