@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -17,6 +18,7 @@ from coordinator.testing.process import OperatorProcess
 from coordinator.testing.servers import PostgresServer, RedisServer
 from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos
+from support.dashboard import DashboardProcess, chromium
 from support.testnamespaces import create_test_namespace, delete_test_namespace
 
 OPT_IN = {"chaos.coordinator.dev/allow": "true"}
@@ -243,3 +245,22 @@ def only_the_session_webhooks(
 @pytest.fixture(scope="session")
 def admissionregistration(api_client: client.ApiClient) -> client.AdmissionregistrationV1Api:
     return client.AdmissionregistrationV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def dashboard(kubeconfig: Path, operator: OperatorProcess) -> Iterator[DashboardProcess]:
+    """``coordinator dashboard`` for the session, with the admin kubeconfig and the session operator's history."""
+    history = {k: v for k, v in operator.env.items() if k in ("COORDINATOR_HISTORY_PATH", "COORDINATOR_DATABASE_URL")}
+    proc = DashboardProcess(
+        kubeconfig, env=history, log=Path(history["COORDINATOR_HISTORY_PATH"]).parent / "dashboard.log"
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the session (Playwright)."""
+    with chromium() as launched:
+        yield launched

@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     from coordinator.cli.pause import add_pause_commands
 
     add_pause_commands(commands)
+
+    from coordinator.cli.dashboard import add_dashboard_command
+
+    add_dashboard_command(commands)
     return parser
 
 
