@@ -361,7 +361,9 @@ def main() -> int:
         "  kubectl apply -f examples/scale.yaml    # any example, see examples/README.md\n"
         f"  kubectl get testruns -n {NAMESPACE}\n"
         "Run the demo again with: make demo\n"
-        "Stop the cluster with:   make cluster-down"
+        "Stop the cluster with:   make cluster-down\n"
+        "See the runs in a browser (your kubeconfig's rights, on http://127.0.0.1:8765/):\n"
+        f"  {COORDINATOR} dashboard"
     )
     return 0
 
