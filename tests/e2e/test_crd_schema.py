@@ -315,7 +315,13 @@ INVALID: list[Any] = [
         "integer,string",
         id="parameter-default-bool",
     ),
-    pytest.param(run_body, _without("spec", "scenarioRef"), "spec.scenarioRef", "Required value", id="run-without-ref"),
+    pytest.param(
+        run_body,
+        _without("spec", "scenarioRef"),
+        "spec",
+        "exactly one of scenarioRef and workflowRef is required",
+        id="run-without-ref",
+    ),
     pytest.param(
         run_body,
         _spec(scenarioRef={"name": "Not_A_Name"}),
@@ -428,7 +434,10 @@ def test_unknown_fields_are_rejected_under_strict_validation(
 @pytest.mark.parametrize(
     ("resource", "expected"),
     [
-        ("testrun.spec", ["Which scenario to run", "scenarioRef", "-required-", "The scenario this run executes."]),
+        (
+            "testrun.spec",
+            ["Which scenario (or workflow) to run", "scenarioRef", "workflowRef", "The scenario this run executes"],
+        ),
         ("chaosscenario.spec.target", ["Which workloads the faults hit.", "labelSelector", "What the faults act on"]),
         ("trun", ["One execution of a ChaosScenario"]),
         ("csc.spec.steps.faults.type", ["The fault to inject.", "pod-kill"]),
@@ -474,7 +483,7 @@ def test_printer_columns_status_subresource_and_kubectl_wait(
 
     table = kubectl(kubeconfig, "get", "testruns", "-n", namespace).stdout
     assert table.split("\n", 1)[0].split() == [
-        "NAME", "SCENARIO", "PHASE", "TARGETS", "STEP", "DURATION", "RECOVERY", "AGE"
+        "NAME", "SCENARIO", "WORKFLOW", "PHASE", "TARGETS", "STEP", "DURATION", "RECOVERY", "AGE"
     ]  # fmt: skip
     wide = kubectl(kubeconfig, "get", "trun", "-n", namespace, "-o", "wide").stdout
     assert wide.split("\n", 1)[0].split()[-1] == "REASON"

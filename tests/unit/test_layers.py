@@ -94,9 +94,9 @@ def test_a_forbidden_import_breaks_its_contract(
 def test_a_package_without_a_layer_breaks_the_layers(tmp_path: Path) -> None:
     """The layers contract is exhaustive: a new package fails it until it is given its place."""
     root = copy_of_the_tree(tmp_path)
-    (root / "operator" / "coordinator" / "dashboard").mkdir()
-    (root / "operator" / "coordinator" / "dashboard" / "__init__.py").write_text('"""A new package."""\n')
+    (root / "operator" / "coordinator" / "newcomer").mkdir()
+    (root / "operator" / "coordinator" / "newcomer" / "__init__.py").write_text('"""A new package."""\n')
     result = lint_imports(root)
     assert result.returncode != 0, result.stdout
     assert f"{CONTRACTS['layers']} BROKEN" in result.stdout, result.stdout
-    assert "coordinator.dashboard" in result.stdout, result.stdout
+    assert "coordinator.newcomer" in result.stdout, result.stdout
