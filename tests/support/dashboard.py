@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,11 @@ def chromium_path() -> str:
 class DashboardProcess:
     """``coordinator dashboard`` on a free loopback port, with a kubeconfig and a history store."""
 
-    def __init__(self, kubeconfig: Path, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, kubeconfig: Path, env: dict[str, str] | None = None, log: Path | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.args = list(args)  # more options of `coordinator dashboard`, e.g. --token-login
         self.port = free_port()
         self.env = env or {}
         self.log = log or (REPO / ".test-logs" / f"dashboard-{self.port}.log")
@@ -68,6 +71,7 @@ class DashboardProcess:
                     str(self.port),
                     "--kubeconfig",
                     str(self.kubeconfig),
+                    *self.args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

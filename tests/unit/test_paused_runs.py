@@ -344,17 +344,17 @@ def test_check_stop_ends_only_a_started_run() -> None:
 
 
 def test_the_commands_set_and_remove_the_label_by_merge_patch() -> None:
-    from coordinator.cli.pause import label_patch
+    from coordinator.domain.pauses import label_patch
 
     assert label_patch(True) == {"metadata": {"labels": {PAUSED_LABEL: "true"}}}
     assert label_patch(False) == {"metadata": {"labels": {PAUSED_LABEL: None}}}, "null removes a label"
 
 
 def test_the_commands_say_what_they_did() -> None:
-    from coordinator.cli.pause import Scope, done_message
+    from coordinator.domain.pauses import PauseScope, done_message
 
-    shop = Scope("shop", cluster_wide=False)
-    ops = Scope("ops", cluster_wide=True)
+    shop = PauseScope("shop", cluster_wide=False)
+    ops = PauseScope("ops", cluster_wide=True)
     assert done_message(shop, paused=True, was_paused=False) == (
         "paused namespace shop (label chaos.coordinator.dev/paused=true on namespace shop): every run that touches "
         "it is cancelled with every change reverted, and new runs wait until `coordinator resume --namespace shop`"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import ssl
 import time
@@ -284,6 +285,30 @@ async def load_credentials(kubeconfig: str | None = None) -> Credentials:
     explicit = kubeconfig or os.environ.get("KUBECONFIG") or None
     credentials = await asyncio.to_thread(_resolve, explicit)
     return credentials if credentials is not None else await _library_credentials(explicit)
+
+
+async def load_in_cluster_credentials() -> Credentials:
+    """The pod's own service account, whatever kubeconfig may lie around (the in-cluster dashboard's identity).
+
+    Raises:
+        KubeconfigError: not in a pod, or no service-account token mounted.
+    """
+    return await asyncio.to_thread(lambda: _credentials(in_cluster_config()))
+
+
+def bearer_credentials(own: Credentials, token: str) -> Credentials:
+    """The same API server and CA as ``own``, authenticated by ``token`` alone. Reads the CA file.
+
+    No client certificate and no token file: the API server would authenticate a request by its certificate
+    before its bearer token, so a request meant as the token's owner must not carry ``own``'s certificate.
+    """
+    insecure = own.ssl_context is False or (
+        isinstance(own.ssl_context, ssl.SSLContext) and own.ssl_context.verify_mode == ssl.CERT_NONE
+    )
+    plain = _credentials(ConnectionConfig(host=own.host, ca_file=own.ca_file, insecure=insecure, token=token))
+    return dataclasses.replace(
+        own, ssl_context=plain.ssl_context, token=token, token_file=None, cert_file=None, key_file=None
+    )
 
 
 @runtime_checkable

@@ -24,16 +24,35 @@ def add_dashboard_command(commands: argparse._SubParsersAction[argparse.Argument
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"address to listen on (default {DEFAULT_ADDRESS})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--kubeconfig", help="kubeconfig to use (default: KUBECONFIG, then ~/.kube/config)")
+    login = parser.add_mutually_exclusive_group()
+    login.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="run in a pod (manifests/dashboard): each browser session logs in with a Kubernetes bearer token, "
+        "verified by TokenReview with the pod's ServiceAccount, and acts with that token only",
+    )
+    login.add_argument(
+        "--token-login",
+        action="store_true",
+        help="the in-cluster mode's token login, from outside the cluster: --kubeconfig names the dashboard's own "
+        "identity, used only for TokenReviews",
+    )
     parser.set_defaults(handler=dashboard)
 
 
 def dashboard(args: argparse.Namespace) -> int:
+    from coordinator.adapters.kubeconfig import KubeconfigError
     from coordinator.dashboard.app import serve
 
     try:
-        asyncio.run(serve(args.address, args.port, args.kubeconfig))
+        asyncio.run(
+            serve(args.address, args.port, args.kubeconfig, in_cluster=args.in_cluster, token_login=args.token_login)
+        )
     except KeyboardInterrupt:
         return 0
+    except KubeconfigError as exc:
+        print(f"coordinator dashboard: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"coordinator dashboard: cannot serve on {args.address}:{args.port}: {exc}", file=sys.stderr)
         return 1

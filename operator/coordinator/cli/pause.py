@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from dataclasses import dataclass
 
 from coordinator.api.models import PAUSED_LABEL
+from coordinator.domain.pauses import PauseScope
 
 DESCRIPTION = (
     f"`pause --namespace NS` labels namespace NS {PAUSED_LABEL}=true: the operator cancels every run that touches "
@@ -23,58 +23,14 @@ DESCRIPTION = (
 )
 
 
-@dataclass(frozen=True)
-class Scope:
-    """What a pause or resume acts on: a namespace, or the cluster (the operator's namespace)."""
-
-    namespace: str
-    cluster_wide: bool
-
-    @property
-    def named(self) -> str:
-        return f"the operator's namespace {self.namespace}" if self.cluster_wide else f"namespace {self.namespace}"
-
-    @property
-    def resume_command(self) -> str:
-        return "coordinator resume" + ("" if self.cluster_wide else f" --namespace {self.namespace}")
-
-
-def label_patch(paused: bool) -> dict[str, object]:
-    """The merge patch that sets (or removes) the pause label."""
-    return {"metadata": {"labels": {PAUSED_LABEL: "true" if paused else None}}}
-
-
-def done_message(scope: Scope, paused: bool, was_paused: bool) -> str:
-    """What ``pause`` or ``resume`` did, for the person who asked."""
-    label = f"{PAUSED_LABEL}=true"
-    if paused:
-        if was_paused:
-            return f"{scope.named} is already paused ({label}); `{scope.resume_command}` ends the pause"
-        what = "the whole cluster" if scope.cluster_wide else f"namespace {scope.namespace}"
-        runs = "every run" if scope.cluster_wide else "every run that touches it"
-        return (
-            f"paused {what} (label {label} on {scope.named}): {runs} is cancelled with every change reverted, "
-            f"and new runs wait until `{scope.resume_command}`"
-        )
-    if not was_paused:
-        return f"{scope.named} was not paused; nothing to do"
-    what = "the whole cluster" if scope.cluster_wide else f"namespace {scope.namespace}"
-    return f"resumed {what} (label {PAUSED_LABEL} removed from {scope.named}): waiting runs start"
-
-
-async def set_paused(scope: Scope, paused: bool, kubeconfig: str | None) -> str:
+async def set_paused(scope: PauseScope, paused: bool, kubeconfig: str | None) -> str:
     """Set or clear the label on the scope's namespace; returns what was done. Raises ApiError (404, 403...)."""
-    from coordinator.adapters.kube import KubeClient, resource_path
-    from coordinator.engine.pausing import is_paused
+    from coordinator.adapters.kube import KubeClient
+    from coordinator.engine.pausing import set_paused as label_namespace
 
     client = await KubeClient.connect(kubeconfig)
     try:
-        path = resource_path("Namespace", name=scope.namespace)
-        current = await client.get(path)
-        was_paused = is_paused((current.get("metadata") or {}).get("labels"))
-        if was_paused != paused:
-            await client.patch(path, label_patch(paused))
-        return done_message(scope, paused, was_paused)
+        return await label_namespace(client, scope, paused)
     finally:
         await client.close()
 
@@ -87,10 +43,10 @@ def _pause_or_resume(args: argparse.Namespace, paused: bool) -> int:
     from coordinator.settings import ConfigurationError, load_settings
 
     if args.namespace:
-        scope = Scope(args.namespace, cluster_wide=False)
+        scope = PauseScope(args.namespace, cluster_wide=False)
     else:
         try:
-            scope = Scope(load_settings().namespace, cluster_wide=True)
+            scope = PauseScope(load_settings().namespace, cluster_wide=True)
         except ConfigurationError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -24,6 +24,7 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.api.models import PAUSED_LABEL, Target, TargetKind
+from coordinator.domain.pauses import PauseScope, done_message, label_patch
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -219,3 +220,14 @@ def apply_event(board: PauseBoard, event: Mapping[str, Any]) -> str:
     elif kind == "DELETED" and name:
         board.set(name, False)
     return kind
+
+
+async def set_paused(client: KubeApi, scope: PauseScope, paused: bool) -> str:
+    """Set or clear the pause label on the scope's namespace with ``client`` (the person's own rights: the CLI's
+    kubeconfig, the dashboard's viewer); returns what was done. Raises ApiError (404, 403...)."""
+    path = resource_path("Namespace", name=scope.namespace)
+    current = await client.get(path)
+    was_paused = is_paused((current.get("metadata") or {}).get("labels"))
+    if was_paused != paused:
+        await client.patch(path, label_patch(paused))
+    return done_message(scope, paused, was_paused)
