@@ -74,7 +74,7 @@ async def history_model(request: web.Request, namespace: str, name: str) -> dict
 async def run_page(request: web.Request, refused: str | None = None, status: int = 200) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     model, read_refusal = await read_model(request, namespace, name)
-    if model is None and read_refusal is None:
+    if model is None and read_refusal is None and refused is None:
         raise web.HTTPNotFound(text=f"TestRun {namespace}/{name} not found, in the cluster or the history store")
     return render(
         request,
