@@ -3,12 +3,15 @@ live, abort from the page, a workflow run's DAG, and a run read back from the hi
 
 from __future__ import annotations
 
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from test_workflows import hold, run_workflow, workflow
 
 from coordinator.testing.waiting import wait_for
-from support.chaos import Chaos, ready_probe
+from support.chaos import TERMINAL, Chaos, ready_probe
 from support.dashboard import DESKTOP, PHONE, DashboardProcess, screenshot
 
 LIVE_MS = 20_000  # how long a test waits for the page to show what the cluster already shows
@@ -196,3 +199,36 @@ def test_a_workflow_run_page_shows_its_dag_live(
         assert page.locator('svg.timeline rect[data-injection-state="Reverted"]').count() >= 1
     finally:
         page.close()
+
+
+def run_watches(kubeconfig: Path) -> int:
+    """The API server's open watches of one TestRun by name (a field selector on metadata.name: scope resource)."""
+    metrics = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(
+        r'^apiserver_longrunning_requests\{[^}]*resource="testruns",scope="resource",[^}]*verb="WATCH"[^}]*\} (\d+)',
+        metrics,
+        re.MULTILINE,
+    )
+    return int(found.group(1)) if found else 0
+
+
+def test_the_runs_watch_closes_when_the_browser_goes_away(
+    dashboard: DashboardProcess, browser: Any, kubeconfig: Path, chaos: Chaos
+) -> None:
+    chaos.scenario("idle", hold("web", "1s"))
+    run = chaos.run("idle", dryRun=True)
+    chaos.wait_phase(run, TERMINAL, timeout=30)
+    before = wait_for(lambda: (run_watches(kubeconfig),), timeout=5, description="the API server's metrics")[0]
+    page = browser.new_page()
+    try:
+        page.goto(f"{dashboard.url}/runs/{chaos.namespace}/{run}")
+        page.locator('#live[data-state="open"]').wait_for(timeout=LIVE_MS)
+        wait_for(lambda: run_watches(kubeconfig) > before, timeout=10, description="the page's watch open")
+    finally:
+        page.close()
+    wait_for(lambda: run_watches(kubeconfig) <= before, timeout=20, description="the page's watch closed")

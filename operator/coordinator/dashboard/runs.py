@@ -25,8 +25,9 @@ from coordinator.dashboard.server import render, state_of, viewer_of
 
 log = logging.getLogger(__name__)
 
-# A comment line this often keeps proxies from closing an idle stream, and shows soon that the browser left.
-HEARTBEAT_SECONDS = 15.0
+# A comment line this often keeps proxies from closing an idle stream, and shows within seconds that the browser
+# left (a write to a closed connection fails): its watch is closed then.
+HEARTBEAT_SECONDS = 5.0
 # Each watch asks the API server to end it after this long; the stream then watches again from where it was.
 WATCH_SECONDS = 300
 GONE = 410
