@@ -46,6 +46,7 @@ def test_the_timeline_gains_its_injection_and_revert_live(
     try:
         page.goto(f"{dashboard.url}/runs/{chaos.namespace}/{run}")
         assert page.locator("[data-injection-id]").count() == 0, "loaded before anything was injected"
+        assert page.locator("header .viewer").inner_text().strip(), "the page says whose rights it uses"
         page.locator('#live[data-state="open"]').wait_for(timeout=LIVE_MS)
         loads = page.evaluate("performance.getEntriesByType('navigation').length")
 
