@@ -106,7 +106,8 @@ def test_the_timeline_gains_its_injection_and_revert_live(
 def test_abort_from_the_page_ends_the_run_cancelled_with_everything_reverted(
     dashboard: DashboardProcess, browser: Any, workload: str, chaos: Chaos
 ) -> None:
-    chaos.scenario("long", hold("web", "120s"))
+    sampled = ready_probe("web-ready", mode="continuous", interval="1s")
+    chaos.scenario("long", {**hold("web", "120s"), "steadyState": {"probes": [sampled]}})
     run = chaos.run("long")
     chaos.wait_step(run, 0, "Injected", timeout=30)
     page = browser.new_page(viewport=DESKTOP)
@@ -120,6 +121,9 @@ def test_abort_from_the_page_ends_the_run_cancelled_with_everything_reverted(
     try:
         page.goto(f"{dashboard.url}/runs/{chaos.namespace}/{run}")
         page.locator('svg.timeline rect[data-injection-state="Applied"]').first.wait_for(timeout=LIVE_MS)
+        # Samples taken while the fault holds reach the page long before the step ends (every 10 s).
+        page.locator('svg.timeline rect[data-probe="web-ready"]').first.wait_for(timeout=LIVE_MS)
+        assert page.locator('svg.timeline rect[data-injection-state="Reverted"]').count() == 0, "still holding"
         with page.expect_navigation():
             page.locator("#abort").click()
         assert questions == [
