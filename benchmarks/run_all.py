@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import dashboard_live
 import history_report
 import runs
 import selection
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda: selection.main(
                 ["--keep-cluster", "--profile", *(["--pods", "2000", "--repeat", "1"] if args.quick else [])]
             ),
+        ),
+        (
+            "dashboard_live",
+            lambda: dashboard_live.main(["--keep-cluster", *(["--changes", "20"] if args.quick else [])]),
         ),
     ]
     only = {name for name in args.only.split(",") if name}

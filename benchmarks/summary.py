@@ -173,6 +173,19 @@ def rows() -> list[Row]:
                     slowest <= 0.3,
                 )
             )
+    live = load("dashboard_live")
+    if live is None:
+        out.append(Row("status change → open run page", "≤ 1 s", "not run", None))
+    else:
+        shown = live["applied_seconds"]
+        out.append(
+            Row(
+                f"status change → open run page ({shown['n']} changes)",
+                "≤ 1 s",
+                f"p50 {_s(shown['p50'])}, p95 {_s(shown['p95'])}",
+                shown["p95"] <= live["goal_seconds"],
+            )
+        )
     return out
 
 
@@ -202,7 +215,7 @@ def markdown(table_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-NAMES = ("latency", "burst", "throughput", "selection", "footprint", "mirror", "history")
+NAMES = ("latency", "burst", "throughput", "selection", "footprint", "mirror", "history", "dashboard_live")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,6 +165,13 @@ CASES: dict[str, Case] = {
     "probes and two scale steps": Case(
         {"target": DEPLOYMENTS, "steps": steps(SCALE, SCALE_ZERO), "steadyState": {"probes": [PROBE_OK]}}
     ),
+    "a continuous probe through a long hold": Case(
+        {
+            "target": DEPLOYMENTS,
+            "steps": steps(SCALE, duration="25s"),
+            "steadyState": {"probes": [{**PROBE_OK, "mode": "continuous", "interval": "2s"}]},
+        }
+    ),
     "two 0s pod kills without probes": Case(
         {
             "target": PODS,
@@ -401,6 +408,27 @@ def no_records(targets: Mapping[str, Mapping[str, Any]]) -> None:
         meta = obj.get("metadata", {})
         assert not [k for k in meta.get("annotations") or {} if k.startswith(ANNOTATION_PREFIX)], path
         assert INJECTED_LABEL not in (meta.get("labels") or {}), path
+
+
+async def test_probe_samples_reach_status_while_the_faults_hold() -> None:
+    """A 25 s hold with a probe sampled every 2 s: besides the write that applies the step, its samples are
+    written every SAMPLES_WRITE_INTERVAL (10 s), not only when the step is reverted."""
+    seen: list[int] = []
+    case = CASES["a continuous probe through a long hold"]
+
+    def count_samples(world: World, position: Position) -> None:
+        if position == Position(Stage.INJECTED, 0):
+            probes = world.kube.objects[RUN]["status"].get("probes") or []
+            seen.append(len(probes[0].get("recent") or []) if probes else 0)
+
+    CASES["samples"] = Case(case.scenario, on_write=count_samples)
+    try:
+        outcome = await play("samples")
+    finally:
+        del CASES["samples"]
+    assert outcome.positions.count(Position(Stage.INJECTED, 0)) == 3, outcome.positions
+    assert seen[0] < seen[1] < seen[2], f"each write carries the samples taken since: {seen}"
+    assert seen[2] < len(outcome.final["probes"][0]["recent"]), "the revert's write carries the rest"
 
 
 UNINTERRUPTED: dict[str, Outcome] = {}  # each scenario's plain run, filled by crash_points() at collection

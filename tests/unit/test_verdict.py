@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from coordinator.api.models import FaultType, Injection, InjectionState, Requester, TargetRef
-from coordinator.api.probes import Assertion, AssertionResult, HttpProbe, K8sProbe, Probe
+from coordinator.api.probes import (
+    RECENT_SAMPLES,
+    Assertion,
+    AssertionResult,
+    HttpProbe,
+    K8sProbe,
+    Probe,
+    ProbeResult,
+)
 from coordinator.domain.samples import ProbeError, Sample, compare
 from coordinator.domain.verdict import (
     ProbeStats,
@@ -255,6 +263,30 @@ def test_failure_threshold_trips_only_on_consecutive_failures() -> None:
     stats.record(Sample(ok=False, at=0.0))
     stats.record(Sample(ok=False, at=0.0))
     assert stats.verdict == "Failed"
+
+
+def test_recent_samples_are_bounded_and_in_status_oldest_first() -> None:
+    stats = _stats("api", [i % 3 != 0 for i in range(RECENT_SAMPLES + 15)])
+    result = stats.to_result()
+    assert len(result.recent) == RECENT_SAMPLES, "the oldest samples fall off: status stays bounded"
+    assert result.recent[0].at.timestamp() == 15.0
+    assert result.recent[-1].at.timestamp() == RECENT_SAMPLES + 14
+    assert [m.ok for m in result.recent] == [i % 3 != 0 for i in range(15, RECENT_SAMPLES + 15)]
+    written = result.model_dump(mode="json")["recent"][0]
+    assert written == {"at": "1970-01-01T00:00:15.000000Z", "ok": False}
+
+
+def test_restore_carries_the_recent_samples_over() -> None:
+    before = _stats("api", [True, False, True]).to_result()
+    after = ProbeStats.of(Probe(name="api", type="http", mode="continuous", http={"url": "http://x/"}))
+    after.restore(ProbeResult.model_validate(before.model_dump(mode="json")))
+    after.record(Sample(ok=True, at=3.0))
+    assert [(m.at.timestamp(), m.ok) for m in after.to_result().recent] == [
+        (0.0, True),
+        (1.0, False),
+        (2.0, True),
+        (3.0, True),
+    ]
 
 
 def test_recovery_tracker() -> None:

@@ -23,6 +23,7 @@ from coordinator.api.base import (
     PARAM_REFERENCE,
     LabelSelector,
     Model,
+    Timestamp,
     duration_check,
     duration_field,
     templatable,
@@ -406,6 +407,15 @@ class SteadyState(Model):
 
 # --- results in TestRun status -------------------------------------------------------------------------------
 
+RECENT_SAMPLES = 60  # samples kept per probe in status.probes[].recent: enough for a timeline, a bounded status
+
+
+class ProbeSampleMark(Model):
+    """One sample of a probe, as a timeline draws it."""
+
+    at: Timestamp = Field(description="When the sample was taken.")
+    ok: bool = Field(description="Whether it passed.")
+
 
 class ProbeResult(Model):
     name: str = Field(description="The probe.")
@@ -420,6 +430,11 @@ class ProbeResult(Model):
     lastValue: str | None = Field(default=None, description="The last observed value (truncated).")
     lastError: str | None = Field(default=None, description="The last error or failed comparison (truncated).")
     verdict: str | None = Field(default=None, description="Passed, Failed or Error once decided.")
+    recent: list[ProbeSampleMark] = Field(
+        default_factory=list,
+        max_length=RECENT_SAMPLES,
+        description=f"The last {RECENT_SAMPLES} samples, oldest first, as of the run's last status write.",
+    )
 
 
 class AssertionResult(Model):

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import TERMINAL_PHASES
+from coordinator.dashboard import runs
 from coordinator.dashboard.server import render, viewer_of
 
 
@@ -47,3 +48,4 @@ async def overview(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview, name="overview")
+    runs.add_routes(app)

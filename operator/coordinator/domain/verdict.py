@@ -6,9 +6,11 @@ import contextlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from coordinator.api.models import Injection, InjectionState, Requester
 from coordinator.api.probes import (
+    RECENT_SAMPLES,
     Assertion,
     AssertionResult,
     AssertionType,
@@ -16,6 +18,7 @@ from coordinator.api.probes import (
     Probe,
     ProbeMode,
     ProbeResult,
+    ProbeSampleMark,
 )
 from coordinator.domain.ledger import accounted_for, made_change
 from coordinator.domain.percentiles import percentile
@@ -43,6 +46,8 @@ class ProbeStats:
     values: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
     last_value: str | None = None
     last_error: str | None = None
+    # (at, ok) of the last samples, for the dashboard's timeline: status.probes[].recent
+    recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
 
     @classmethod
     def of(cls, probe: Probe) -> ProbeStats:
@@ -56,6 +61,7 @@ class ProbeStats:
 
     def record(self, sample: Sample) -> None:
         self.samples += 1
+        self.recent.append((sample.at, sample.ok))
         if sample.ok:
             self.passed += 1
             self.consecutive_failures = 0
@@ -100,11 +106,14 @@ class ProbeStats:
             lastValue=self.last_value,
             lastError=self.last_error,
             verdict=self.verdict,
+            recent=[ProbeSampleMark(at=datetime.fromtimestamp(at, UTC), ok=ok) for at, ok in self.recent],
         )
 
     def restore(self, result: ProbeResult) -> None:
-        """Carry counts over from a status written by an earlier operator process (samples themselves are gone)."""
+        """Carry counts over from a status written by an earlier operator process (of the samples themselves, only
+        the recent marks remain)."""
         self.samples, self.passed, self.failed = result.samples, result.passed, result.failed
+        self.recent.extend((mark.at.timestamp(), mark.ok) for mark in result.recent)
         self.tripped = result.verdict == "Failed" and self.mode in (ProbeMode.DURING, ProbeMode.CONTINUOUS)
         self.last_value, self.last_error = result.lastValue, result.lastError
 

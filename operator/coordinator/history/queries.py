@@ -161,6 +161,19 @@ async def results(conn: AsyncConnection, tables: HistoryTables, uid: str) -> lis
     return [dict(r) for r in rows]
 
 
+async def latest_uid(conn: AsyncConnection, t: HistoryTables, namespace: str, name: str) -> str | None:
+    """The UID of the last stored run named ``namespace/name`` (a name can be reused once a TestRun is gone)."""
+    runs = t.test_runs
+    query = (
+        select(runs.c.uid)
+        .where(runs.c.namespace == namespace, runs.c.name == name)
+        .order_by(runs.c.completed_at.desc())
+        .limit(1)
+    )
+    uid = (await conn.execute(query)).scalar()
+    return str(uid) if uid is not None else None
+
+
 async def report(
     conn: AsyncConnection,
     t: HistoryTables,

@@ -304,6 +304,11 @@ class HistoryStore:
         async with self._transaction() as conn:
             return await queries.results(conn, self.tables, uid)
 
+    async def latest_uid(self, namespace: str, name: str) -> str | None:
+        """The UID of the last stored run named ``namespace/name``, or None."""
+        async with self._transaction() as conn:
+            return await queries.latest_uid(conn, self.tables, namespace, name)
+
     async def report(self, filters: ReportFilters, include_runs: bool = False, runs_limit: int = 10000) -> Report:
         """The report's aggregates for the runs matching ``filters`` (history/queries.py ``report``)."""
         async with self._transaction() as conn:

@@ -12,6 +12,10 @@ from coordinator.engine.probing import ProbeReach, ProbeSession, RecoveryTracker
 from coordinator.engine.run.errors import RunEnded
 from coordinator.engine.run.state import RunState
 
+# While faults hold, new probe samples are written into status at most this often (seconds): whoever watches the
+# run (the dashboard's timeline) sees them during a long hold, at one status write per run per interval.
+SAMPLES_WRITE_INTERVAL = 10.0
+
 
 class SteadyStateSource(Protocol):
     """What declares a run's probes and assertions: its ChaosScenario's spec, or a workflow run's ChaosWorkflow's."""
@@ -42,6 +46,7 @@ class ProbeSupervisor:
         self.trackers: dict[int, RecoveryTracker] = {}
         self.source: Callable[[], SteadyStateSource] = source or state.need_scenario
         self.owner = owner or (lambda: f"ChaosScenario {state.status.scenario or state.scenario_ref}")
+        self._published: tuple[int, float] | None = None  # (samples written, when) for ``publish``
 
     @property
     def active(self) -> bool:
@@ -119,6 +124,26 @@ class ProbeSupervisor:
         tracker = self.tracker(index)
         if tracker is not None and tracker.recovered_at is None:
             tracker.observe(await self.session.all_pass(), state.clock.time())
+
+    def holding(self) -> None:
+        """A step's faults hold from now, right after a status write: ``publish`` counts from here."""
+        if self.session is not None:
+            self._published = (sum(s.samples for s in self.session.stats.values()), self.state.clock.time())
+
+    async def publish(self) -> None:
+        """While a step's faults hold: write the samples taken since the last write into status (INJECTED ->
+        INJECTED), at most every SAMPLES_WRITE_INTERVAL seconds and only when there are new ones."""
+        if self.session is None or self._published is None:
+            return
+        state = self.state
+        taken = sum(s.samples for s in self.session.stats.values())
+        now = state.clock.time()
+        written, at = self._published
+        if taken == written or now - at < SAMPLES_WRITE_INTERVAL:
+            return
+        self.record()
+        await state.persist()
+        self._published = (taken, now)
 
     async def await_recovery(self, index: int) -> None:
         """After step ``index``'s revert, watch until every probe passes again (or the run must stop).

@@ -128,7 +128,10 @@ TRANSITIONS: dict[tuple[Stage, Stage], tuple[Step, str]] = {
         "a change failed for good (written with what did happen), or the run ended and a revert failed",
     ),
     (Stage.PLANNED, Stage.FINISHED): (Step.ANY, "the run ended; everything is reverted"),
-    (Stage.INJECTED, Stage.INJECTED): (Step.SAME, "a revert failed: the ledger keeps what is undone"),
+    (Stage.INJECTED, Stage.INJECTED): (
+        Step.SAME,
+        "a revert failed: the ledger keeps what is undone; or probes took samples while the faults hold",
+    ),
     (Stage.INJECTED, Stage.REVERTED): (Step.SAME, "the step's changes are reverted"),
     (Stage.INJECTED, Stage.ENDING): (Step.ANY, "the run ended and a revert failed"),
     (Stage.INJECTED, Stage.FINISHED): (Step.ANY, "the run ended; everything is reverted"),

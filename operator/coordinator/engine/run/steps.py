@@ -256,11 +256,13 @@ class StepRunner:
         state = self.state
         record = state.status.steps[index]
         until = (record.endsAt or state.clock.now()).timestamp()
+        self.probes.holding()
         while True:
             state.check_stop()
             if state.clock.time() >= until:
                 return
             await self.probes.sample_holding(index)
+            await self.probes.publish()
             # Probes are sampled and recovery timed every recovery_interval; a run without probes only needs to
             # notice a stop, an abort or its deadline (poll_interval), so 100 runs holding faults stay cheap.
             interval = state.settings.recovery_interval if self.probes.active else state.settings.poll_interval
