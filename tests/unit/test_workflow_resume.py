@@ -24,6 +24,7 @@ from coordinator.api.models import RESUME_ANNOTATION, TERMINAL_PHASES, WORKFLOW_
 from coordinator.engine.run import RetryLater, RunHandle
 from coordinator.engine.run.stages import TRANSITIONS, WORKFLOW_ONLY, Position, Stage, position_of
 from coordinator.engine.workflow import WorkflowMachine
+from coordinator.engine.workflow.children import child_body
 from coordinator.settings import Settings
 from support.fake_kube import Call, Crash, FakeKube, LiveBody, RunClock
 
@@ -55,6 +56,7 @@ class Case:
     spec: dict[str, Any] = field(default_factory=dict)  # more of the workflow's spec
     abort_when: Callable[[dict[str, Any]], bool] | None = None  # abort the parent once its status says so
     resume_gates: bool = False
+    existing: tuple[str, ...] = ()  # nodes whose child exists before the run starts (created before a crash)
 
 
 def _running(*names: str) -> Callable[[dict[str, Any]], bool]:
@@ -92,6 +94,13 @@ CASES: dict[str, Case] = {
         {"a": "Passed", "approve": "Passed", "b": "Passed"},
         resume_gates=True,
     ),
+    "adopt": Case(
+        [node("a"), node("b", "a")],
+        {"a": "Passed", "b": "Passed"},
+        "Passed",
+        {"a": "Passed", "b": "Passed"},
+        existing=("a",),
+    ),
     "abort": Case(
         [node("x"), node("y"), node("z", "x")],
         {"x": LONG, "y": LONG},
@@ -117,6 +126,9 @@ def setup(case: Case) -> FakeKube:
     kube.add(
         RUN, {"metadata": {"name": "run", "namespace": NS, "uid": "run-uid"}, "spec": {"workflowRef": {"name": "wf"}}}
     )
+    for name in case.existing:
+        child = child_body(kube.stored(RUN), name, {"scenarioRef": {"name": "scn"}})
+        kube.add(f"{RUNS}/{child['metadata']['name']}", child)
     return kube
 
 
@@ -192,6 +204,14 @@ async def play(name: str, crash_after: int | None = None) -> Outcome:
         driver.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await driver
+    posted = Counter(
+        call.path.rsplit("/", 1)[1]
+        for call in kube.calls
+        if call.verb == "create" and call.path.startswith(RUNS + "/") and call.path != RUN
+    )
+    assert set(posted.values()) <= {1}, f"a child was POSTed more than once: {posted}"
+    existing = {f"run-{name}" for name in case.existing}
+    assert not set(posted) & existing, f"an existing child is adopted, never POSTed again: {posted}"
     return Outcome(positions, created, kube.stored(RUN)["status"])
 
 

@@ -90,6 +90,10 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     import coordinator.handlers.registry  # noqa: F401 - registers the handlers
 
     client = await KubeClient.connect(kubeconfig, qps=settings.api_qps, burst=settings.api_burst)
+    # The admission webhooks' own client, with its own connection pool: a webhook answering one of our own creates
+    # (a workflow run's 100 children, a burst of scheduled runs) must never wait for a connection that only the
+    # answered create frees (that deadlocked until the API server's 10 s webhook timeout: benchmarks/README.md).
+    admission_client = await KubeClient.connect(kubeconfig, qps=settings.api_qps, burst=settings.api_burst)
     metrics.watch_kube_client(client)
     history = await open_history(settings)
     redis = redis_services(
@@ -100,7 +104,13 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     # Runs mirror themselves as they finish; the history timer covers those the store did not take in time.
     mirror = FinishedRunMirror(history, redis.cache)
     memo = kopf.Memo(
-        client=client, settings=settings, history=history, redis=redis, locks=target_locks(redis), mirror=mirror
+        client=client,
+        admission_client=admission_client,
+        settings=settings,
+        history=history,
+        redis=redis,
+        locks=target_locks(redis),
+        mirror=mirror,
     )
     # A replica restarted in its pod must not stay behind the webhook Service until it leads again.
     await mark_serving(client, settings, False)
@@ -114,6 +124,7 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
         await progress.drain()
         await redis.close()
         await history.close()
+        await admission_client.close()
         await client.close()
 
 

@@ -105,14 +105,14 @@ async def record_requester(
     the requested-by annotation; never what the request carried."""
     # kopf passes the operation and the old object too, though its WebhookFn type does not say so.
     await handle_record_requester(
-        memo.client, kwargs["operation"], userinfo, kwargs.get("old"), body, patch, memo.operator_username
+        memo.admission_client, kwargs["operation"], userinfo, kwargs.get("old"), body, patch, memo.operator_username
     )
 
 
 @kopf.on.validate(GROUP, VERSION, "testruns", id=VALIDATE_TESTRUN, operations=["CREATE"], persistent=True)
 async def testrun_rights(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a TestRun whose requester lacks a right its scenario needs."""
-    await handle_validate_testrun(memo.client, memo.settings, body, userinfo, memo.operator_username)
+    await handle_validate_testrun(memo.admission_client, memo.settings, body, userinfo, memo.operator_username)
 
 
 @kopf.on.validate(
@@ -120,7 +120,7 @@ async def testrun_rights(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Me
 )
 async def scenario_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a ChaosScenario whose requester lacks a right it needs."""
-    await handle_validate_scenario(memo.client, memo.settings, body)
+    await handle_validate_scenario(memo.admission_client, memo.settings, body)
 
 
 @kopf.on.validate(
@@ -128,7 +128,7 @@ async def scenario_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 )
 async def workflow_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a ChaosWorkflow whose DAG is invalid, or whose requester may not run one of its scenarios."""
-    await handle_validate_workflow(memo.client, memo.settings, body)
+    await handle_validate_workflow(memo.admission_client, memo.settings, body)
 
 
 # The emergency stop (engine/pausing.py): the paused namespaces are read before kopf starts, so no run is admitted

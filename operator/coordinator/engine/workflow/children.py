@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.adapters.kube import ApiError, KubeApi, resource_path
+from coordinator.adapters.kube import CONNECTIONS, ApiError, KubeApi, resource_path
 from coordinator.api.models import (
     API_VERSION,
     GROUP,
@@ -24,8 +24,9 @@ from coordinator.api.models import (
 from coordinator.domain.schedule import label_value
 from coordinator.domain.workflow import child_name
 
-# Children created at once: a 100-node fan-out goes out in a few round trips, without 100 requests in flight.
-CREATE_CONCURRENCY = 16
+# Children created at once: a 100-node fan-out goes out in a few round trips, without 100 requests in flight, and
+# half the client's connections stay free for everything else the process does meanwhile.
+CREATE_CONCURRENCY = CONNECTIONS // 2
 
 
 class Wakeups:

@@ -364,6 +364,12 @@ class WorkflowMachine:
                 record.reason = "Suspended"
                 record.message = self.gate_message(spec)
                 await state.event("Suspended", f"node {name}: {record.message}")
+            elif name in self.seen:
+                # Its child exists already (made before a crash, or by a batch that failed in part): adopted, not
+                # POSTed again through admission.
+                record.phase = NodePhase.RUNNING
+                record.testRun = self.seen[name]["metadata"]["name"]
+                self.copy_child(record, self.seen[name])
             else:
                 body = child_body(self.stored, name, self.child_spec(spec))
                 bodies.append(body)
