@@ -86,7 +86,7 @@ async def viewer_of(request: web.Request) -> Viewer:
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     """A page of ``template`` with the layout's context (the viewer's name, the CSRF token)."""
-    viewer = request.get("viewer")
+    viewer = request.get(VIEWER)
     page = (
         state_of(request)
         .templates.get_template(template)
