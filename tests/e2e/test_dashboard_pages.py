@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from kubernetes import client
 
 from coordinator.dashboard import queries
 from coordinator.history.records import RunRecord, ScenarioRecord
@@ -22,6 +23,7 @@ from coordinator.testing.servers import PostgresServer
 from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos
 from support.dashboard import DESKTOP, PHONE, DashboardProcess, screenshot
+from support.identities import user_kubeconfig
 
 T = TypeVar("T")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -397,3 +399,58 @@ def test_the_history_page_filters_and_pages(
             assert "to: 'yesterday' is not a date" in page.locator("#history-problem").inner_text()
         finally:
             page.close()
+
+
+def test_a_viewer_who_may_not_create_runs_sees_the_api_servers_refusal(
+    dashboard: DashboardProcess,
+    browser: Any,
+    kubeconfig: Path,
+    api_client: client.ApiClient,
+    chaos: Chaos,
+    tmp_path: Path,
+) -> None:
+    """The page acts with the viewer's rights only: a read-only user may see the scenario, but the API server
+    refuses the run, and the page says so in the API server's words."""
+    chaos.scenario("hold", parameterized_hold())
+    user = f"reader-{uuid.uuid4().hex[:6]}"
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    rbac.create_namespaced_role(
+        chaos.namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name=user),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[GROUP], resources=["chaosscenarios", "testruns"], verbs=["get", "list", "watch"]
+                )
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        chaos.namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=user),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=user),
+            subjects=[client.RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")],
+        ),
+    )
+    history = {k: v for k, v in dashboard.env.items() if k.startswith("COORDINATOR_")}
+    as_reader = DashboardProcess(user_kubeconfig(kubeconfig, user, tmp_path), env=history, log=tmp_path / "d.log")
+    as_reader.start()
+    page = browser.new_page(viewport=DESKTOP)
+    try:
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(f"{as_reader.url}/scenarios/{chaos.namespace}/hold")
+        assert "kind: ChaosScenario" in page.locator("#spec-yaml").inner_text(), "reading is allowed"
+        page.locator("#start-form button[type=submit]").click()
+        refusal = page.locator("#start-refused")
+        refusal.wait_for(timeout=10_000)
+        text = refusal.inner_text()
+        assert f'User "{user}" cannot create resource "testruns"' in text, text
+        assert chaos.custom.list_namespaced_custom_object(GROUP, VERSION, chaos.namespace, "testruns")["items"] == []
+
+        # Listing every namespace's runs is not allowed either: the overview says so instead of an empty list.
+        page.goto(f"{as_reader.url}/")
+        assert f'User "{user}" cannot list resource "testruns"' in page.locator(".refused").first.inner_text()
+    finally:
+        page.close()
+        as_reader.stop()
