@@ -75,12 +75,15 @@ async def watch_runs(client: KubeApi, send: Callable[[bytes], Awaitable[None]]) 
             version = str((collection.get("metadata") or {}).get("resourceVersion") or "")
             await send(sse("snapshot", active_rows(list(collection.get("items") or []))))
         try:
-            async for event in client.watch(resource_path("TestRun"), resource_version=version,
-                                            timeout_seconds=WATCH_SECONDS):  # fmt: skip
+            watch = client.watch(resource_path("TestRun"), resource_version=version, timeout_seconds=WATCH_SECONDS)
+            async for event in watch:
                 obj = event.get("object") or {}
                 if event.get("type") == "ERROR":
-                    version = None if obj.get("code") == 410 else version
-                    break
+                    # A Status object: 410 means the version expired (start again from a snapshot); any other
+                    # code is the API server refusing, which the page shows.
+                    raise ApiError(
+                        int(obj.get("code") or 500), str(obj.get("reason") or ""), str(obj.get("message") or "")
+                    )
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 if event.get("type") == "BOOKMARK":
                     continue

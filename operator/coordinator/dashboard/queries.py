@@ -290,9 +290,13 @@ async def history_page(
     cursor = before if backwards else after
     if cursor is not None:
         at = cursor.completed_at.astimezone(UTC)
+        # The plain bound first: with it the planners start the completed_at index at the cursor (the OR alone
+        # made SQLite scan from the newest row, 120 ms for a page halfway down 100,000 runs).
         if backwards:
+            where.append(runs.c.completed_at >= at)
             where.append(or_(runs.c.completed_at > at, and_(runs.c.completed_at == at, runs.c.uid > cursor.uid)))
         else:
+            where.append(runs.c.completed_at <= at)
             where.append(or_(runs.c.completed_at < at, and_(runs.c.completed_at == at, runs.c.uid < cursor.uid)))
     order = (
         (runs.c.completed_at.asc(), runs.c.uid.asc()) if backwards else (runs.c.completed_at.desc(), runs.c.uid.desc())

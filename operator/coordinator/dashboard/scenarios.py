@@ -188,9 +188,14 @@ async def _page(
         if exc.not_found:
             raise web.HTTPNotFound(text=f"ChaosScenario {namespace}/{name} not found") from None
         return render(
-            request, "scenario.html", status=exc.status, title=name, namespace=namespace, name=name,
+            request,
+            "scenario.html",
+            status=exc.status,
+            title=name,
+            namespace=namespace,
+            name=name,
             scenario_refused=exc.message,
-        )  # fmt: skip
+        )
     spec = scenario.get("spec") or {}
     declared, declaration_problems = declared_parameters(spec)
 
@@ -282,9 +287,14 @@ async def start_run(request: web.Request) -> web.Response:
     except ApiError as exc:
         log.info("dashboard: %s may not start a run of %s/%s: %s", viewer.username, namespace, name, exc.message)
         return await _page(
-            request, namespace, name, submitted=checked.submitted, refused=exc.message, dry_run=dry_run,
+            request,
+            namespace,
+            name,
+            submitted=checked.submitted,
+            refused=exc.message,
+            dry_run=dry_run,
             status=exc.status if 400 <= exc.status < 500 else 502,
-        )  # fmt: skip
+        )
     run = created["metadata"]["name"]
     log.info("dashboard: %s started TestRun %s/%s of scenario %s", viewer.username, namespace, run, name)
     raise web.HTTPSeeOther(f"/runs/{namespace}/{run}")
