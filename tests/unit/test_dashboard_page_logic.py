@@ -10,14 +10,17 @@ import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from multidict import MultiDict
 
+from coordinator.adapters.kube import ApiError, resource_path
 from coordinator.api.models import Parameter
 from coordinator.dashboard import history, pages, queries, scenarios
 from coordinator.dashboard.rows import active_rows
 from coordinator.dashboard.server import static_dir
+from support.fake_kube import FakeKube
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,3 +252,40 @@ def test_a_server_sent_event_is_one_json_line() -> None:
     head, data = raw.decode().strip().split("\n")
     assert head == "event: run"
     assert json.loads(data.removeprefix("data: ")) == {"run": {"name": "a\nb"}, "active": True}
+
+
+async def test_the_live_list_is_a_snapshot_then_every_change_from_its_version() -> None:
+    kube = FakeKube()
+    kube.add(resource_path("TestRun", "shop", "old"), a_testrun("old", "Running", "2026-12-01T10:00:00Z"))
+    kube.add(resource_path("TestRun", "shop", "done"), a_testrun("done", "Passed", "2026-12-01T09:00:00Z"))
+    sent: list[tuple[str, Any]] = []
+
+    async def send(data: bytes) -> None:
+        head, body = data.decode().strip().split("\n")
+        sent.append((head.removeprefix("event: "), json.loads(body.removeprefix("data: "))))
+        if len(sent) == 1:  # the page has its snapshot: a run starts, then ends
+            await kube.create(resource_path("TestRun", "shop"), a_testrun("new", None, "2026-12-01T11:00:00Z"))
+        elif len(sent) == 2:
+            await kube.patch(resource_path("TestRun", "shop", "new", "status"), {"status": {"phase": "Passed"}})
+        elif len(sent) == 3:
+            raise ConnectionResetError  # the browser left
+
+    with pytest.raises(ConnectionResetError):
+        await pages.watch_runs(kube, send)
+    kinds = [kind for kind, _ in sent]
+    assert kinds == ["snapshot", "run", "run"]
+    assert [row["name"] for row in sent[0][1]] == ["old"], "the snapshot holds the active runs only"
+    assert (sent[1][1]["run"]["name"], sent[1][1]["active"]) == ("new", True)
+    assert (sent[2][1]["run"]["name"], sent[2][1]["active"]) == ("new", False), "a finished run leaves the list"
+    assert len(kube.calls_of("watch")) == 1
+
+
+async def test_a_refused_watch_is_the_api_servers_refusal() -> None:
+    kube = FakeKube()
+    kube.fail(ApiError(403, "Forbidden", 'User "bob" cannot list resource "testruns"'), verb="get")
+
+    async def send(data: bytes) -> None:
+        raise AssertionError("nothing is sent before the list")
+
+    with pytest.raises(ApiError, match="cannot list"):
+        await pages.watch_runs(kube, send)
