@@ -188,6 +188,19 @@ def rows() -> list[Row]:
                     overview["p95_seconds"] <= 0.3,
                 )
             )
+        for result in dashboard["results"]:
+            if not result.get("pages"):
+                continue
+            label, slowest = max(result["pages"].items(), key=lambda item: item[1]["median_seconds"])
+            out.append(
+                Row(
+                    f"dashboard history pages over {result['runs']:,} runs ({result['backend']})",
+                    "",
+                    f"slowest of {len(result['pages'])} pages ({label}): median "
+                    f"{slowest['median_seconds'] * 1000:.0f} ms, p95 {slowest['p95_seconds'] * 1000:.0f} ms",
+                    None,
+                )
+            )
     return out
 
 
