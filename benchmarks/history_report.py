@@ -50,13 +50,13 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 PHASES = ["Passed"] * 8 + ["Failed", "TimedOut"]
 
 
-def synthetic_runs(count: int, scenarios: int, seed: int = 7) -> Iterator[RunRecord]:
-    """``count`` finished runs, deterministic for a seed."""
+def synthetic_runs(count: int, scenarios: int, seed: int = 7, now: datetime = NOW) -> Iterator[RunRecord]:
+    """``count`` finished runs over the 120 days before ``now``, deterministic for a seed."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
     for i in range(count):
         s = i % scenarios
         namespace = f"team-{s % 10}"
-        completed = NOW - timedelta(seconds=rng.uniform(0, 120 * 86400))
+        completed = now - timedelta(seconds=rng.uniform(0, 120 * 86400))
         phase = rng.choice(PHASES)
         recovery = round(rng.lognormvariate(0.5, 0.6), 3) if rng.random() < 0.9 else None
         injected = completed - timedelta(seconds=20)

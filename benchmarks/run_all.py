@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import dashboard_live
+import dashboard_overview
 import history_report
 import runs
 import selection
@@ -35,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     quick_runs = ["--repeat", "1", "--runs", "100"] if args.quick else []
     steps = [
         ("history", lambda: history_report.main(["--runs", "10000"] if args.quick else [])),
+        (
+            "dashboard",
+            lambda: dashboard_overview.main(
+                ["--keep-cluster", *(["--runs", "10000", "--repeat", "5"] if args.quick else [])]
+            ),
+        ),
         ("latency", lambda: runs.main(["latency", "--keep-cluster", *quick_runs])),
         ("burst", lambda: runs.main(["burst", "--keep-cluster", *(["--repeat", "1"] if args.quick else [])])),
         (

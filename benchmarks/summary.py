@@ -186,6 +186,34 @@ def rows() -> list[Row]:
                 shown["p95"] <= live["goal_seconds"],
             )
         )
+    dashboard = load("dashboard")
+    if dashboard is None:
+        out.append(Row("dashboard overview (GET /) with 100k runs stored", "≤ 300 ms", "not run", None))
+    else:
+        for result in dashboard["results"]:
+            overview = result["overview"]
+            out.append(
+                Row(
+                    f"dashboard overview (`GET /`) with {result['runs']:,} runs stored ({result['backend']})",
+                    "≤ 300 ms",
+                    f"median {overview['median_seconds'] * 1000:.0f} ms, p95 {overview['p95_seconds'] * 1000:.0f} ms "
+                    f"({dashboard['active_runs']} active runs listed)",
+                    overview["p95_seconds"] <= 0.3,
+                )
+            )
+        for result in dashboard["results"]:
+            if not result.get("pages"):
+                continue
+            label, slowest = max(result["pages"].items(), key=lambda item: item[1]["median_seconds"])
+            out.append(
+                Row(
+                    f"dashboard history pages over {result['runs']:,} runs ({result['backend']})",
+                    "",
+                    f"slowest of {len(result['pages'])} pages ({label}): median "
+                    f"{slowest['median_seconds'] * 1000:.0f} ms, p95 {slowest['p95_seconds'] * 1000:.0f} ms",
+                    None,
+                )
+            )
     return out
 
 
@@ -215,7 +243,7 @@ def markdown(table_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-NAMES = ("latency", "burst", "throughput", "selection", "footprint", "mirror", "history", "dashboard_live")
+NAMES = ("latency", "burst", "throughput", "selection", "footprint", "mirror", "history", "dashboard", "dashboard_live")
 
 
 def main(argv: list[str] | None = None) -> int:

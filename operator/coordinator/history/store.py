@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 UNION_CHUNK = 100  # per-scenario lookups per statement (SQLite allows 500 terms in a compound SELECT)
 BATCH = 500  # runs per transaction in bulk writes (and so at most 500 bound UIDs in one IN list)
@@ -308,6 +310,12 @@ class HistoryStore:
         """The UID of the last stored run named ``namespace/name``, or None."""
         async with self._transaction() as conn:
             return await queries.latest_uid(conn, self.tables, namespace, name)
+
+    async def read(self, query: Callable[[AsyncConnection, HistoryTables], Awaitable[T]]) -> T:
+        """Run ``query`` (a read of another module's, such as the dashboard's queries) in a transaction of this
+        store, with its tables; raises ``HistoryUnavailable`` like the store's own reads."""
+        async with self._transaction() as conn:
+            return await query(conn, self.tables)
 
     async def report(self, filters: ReportFilters, include_runs: bool = False, runs_limit: int = 10000) -> Report:
         """The report's aggregates for the runs matching ``filters`` (history/queries.py ``report``)."""
