@@ -17,6 +17,7 @@ import history_report
 import runs
 import selection
 import summary
+import workflow
 from harness import BenchCluster
 
 
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda: selection.main(
                 ["--keep-cluster", "--profile", *(["--pods", "2000", "--repeat", "1"] if args.quick else [])]
             ),
+        ),
+        (
+            "workflow",
+            lambda: workflow.main(["--keep-cluster", *(["--workflows", "3", "--idle", "2"] if args.quick else [])]),
         ),
     ]
     only = {name for name in args.only.split(",") if name}
