@@ -309,14 +309,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         client = await connect(cluster)
         try:
             await fresh_namespace(client, NAMESPACE)
-            await client.create(resource_path("ChaosScenario", NAMESPACE), SCENARIO)
-            await client.create(resource_path("ChaosWorkflow", NAMESPACE), workflow_manifest(args.nodes))
             watches = Watches(client)
             watchers = [asyncio.create_task(watches.pods()), asyncio.create_task(watches.runs())]
             try:
                 with operator(cluster, [NAMESPACE], {**stored, **env_extra}, "workflow") as proc:
                     assert proc.proc is not None
                     pid = proc.proc.pid
+                    # Created through the operator's admission webhooks, which a stopped operator's configuration
+                    # would still name for this namespace.
+                    await client.create(resource_path("ChaosScenario", NAMESPACE), SCENARIO)
+                    await client.create(resource_path("ChaosWorkflow", NAMESPACE), workflow_manifest(args.nodes))
                     await asyncio.sleep(5)  # start-up work done
                     await asyncio.sleep(args.idle)
                     before = usage(pid)
