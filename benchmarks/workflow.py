@@ -28,9 +28,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import harness
@@ -60,6 +62,7 @@ from harness import (
 
 from coordinator.adapters.kube import KubeClient, resource_path
 from coordinator.api.models import WORKFLOW_NODE_LABEL
+from coordinator.testing.process import OperatorProcess
 
 NAMESPACE = "bench-workflow"
 TERMINAL = {"Passed", "Failed", "Error", "Cancelled", "TimedOut"}
@@ -196,10 +199,27 @@ def _since(values: list[tuple[float | None, float | None]]) -> dict[str, float |
     return summary([end - start for start, end in values if start is not None and end is not None])
 
 
+def log_problems(log: Path, offset: int) -> tuple[int, list[str]]:
+    """The operator log's warnings and errors after byte ``offset`` (a webhook timeout, a retried run): their
+    messages, and the offset of the log's end."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        text = f.read()
+    messages = []
+    for line in text.decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("level") in ("warning", "error"):
+                messages.append(str(entry.get("event"))[:300])
+    return offset + len(text), messages
+
+
 async def one_workflow(
-    client: KubeClient, watches: Watches, cluster: BenchCluster, index: int, nodes: int, metrics_url: str, pid: int
+    client: KubeClient, watches: Watches, cluster: BenchCluster, index: int, nodes: int, proc: OperatorProcess
 ) -> dict[str, Any]:
     """N fresh pods, one workflow run to its end, its runs deleted; the round's figures."""
+    assert proc.proc is not None
+    pid, metrics_url = proc.proc.pid, proc.metrics_url
     round_ = Round(index=index, nodes={slot: Node() for slot in range(nodes)})
     watches.current = round_
     await create_pods(
@@ -230,7 +250,9 @@ async def one_workflow(
     async def finished() -> bool:
         return round_.done()
 
+    log_offset = proc.log_path.stat().st_size
     await eventually(finished, within=600, what=f"workflow run {round_.parent} ended", interval=0.05)
+    _, problems = log_problems(proc.log_path, log_offset)
     api = ApiUse.scrape(metrics_url).since(api_before)
     cpu = cpu_delta(cpu_before, cpu_by_component(pid))
     server = counter_delta(server_before, await apiserver_requests(cluster.kubeconfig))
@@ -267,6 +289,10 @@ async def one_workflow(
         "operator_api_requests_total": api.total,
         "throttled_seconds": api.throttled_seconds,
         "apiserver_requests": server,
+        # Warnings and errors the operator logged during the workflow: a webhook call that timed out makes the
+        # parent's create fail and the run retry, which the figures above then include.
+        "operator_log_problems": len(problems),
+        "operator_log_problem_samples": problems[:5],
         "cpu_seconds_by_component": cpu,
         # The machine is shared: its 1-minute load average when the parent was created, to read a slow round by.
         "load_average_at_create": round(load, 2),
@@ -329,7 +355,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     for index in range(args.workflows + (1 if args.profile else 0)):
                         sampled = index == args.workflows
                         profiler = Profiler(pid, "workflow") if sampled else None
-                        result = await one_workflow(client, watches, cluster, index, args.nodes, proc.metrics_url, pid)
+                        result = await one_workflow(client, watches, cluster, index, args.nodes, proc)
                         if profiler is not None:
                             result["profile"] = profiler.stop()
                         await asyncio.sleep(args.settle)  # in-flight deletions and mirror writes settle
@@ -340,7 +366,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             f"{result['injection']['p50']:.3f} s p95 {result['injection']['p95']:.3f} s "
                             f"(last {result['last_injection_seconds']} s), parent after last child "
                             f"{result['parent_after_last_child_seconds']} s, parent {result['parent_phase']}, "
-                            f"nodes {result['node_phases']}, RSS {now.rss_mib} MiB, load "
+                            f"nodes {result['node_phases']}, operator warnings {result['operator_log_problems']}, RSS {now.rss_mib} MiB, load "
                             f"{result['load_average_at_create']}",
                             flush=True,
                         )
