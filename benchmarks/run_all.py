@@ -19,6 +19,7 @@ import history_report
 import runs
 import selection
 import summary
+import workflow
 from harness import BenchCluster
 
 
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         (
             "dashboard_live",
             lambda: dashboard_live.main(["--keep-cluster", *(["--changes", "20"] if args.quick else [])]),
+        ),
+        (
+            "workflow",
+            lambda: workflow.main(["--keep-cluster", *(["--workflows", "3", "--idle", "2"] if args.quick else [])]),
         ),
     ]
     only = {name for name in args.only.split(",") if name}

@@ -214,7 +214,44 @@ def rows() -> list[Row]:
                     None,
                 )
             )
+    out += workflow_rows(load("workflow"))
     return out
+
+
+def workflow_rows(doc: dict[str, Any] | None) -> list[Row]:
+    """Issue 21's goals for a workflow of 100 parallel pod-kill nodes (benchmarks/workflow.py)."""
+    figure = "workflow of 100 parallel pod-kill nodes"
+    if doc is None:
+        return [Row(figure, "every node injected within 2 s (p95)", "not run", None)]
+    goals, m, rss = doc["goals"], doc["median"], doc["rss"]
+    figure = f"workflow of {doc['nodes']} parallel pod-kill nodes"
+    after = rss["after_mib"]
+    growth = rss["growth_mib"]
+    p95s = [r["injection"]["p95"] for r in doc["rounds"]]
+    lags = [r["parent_after_last_child_seconds"] for r in doc["rounds"]]
+    return [
+        Row(
+            f"{figure}: parent created → each node's pod deleted",
+            f"p95 ≤ {goals['injection_p95_seconds']:g} s",
+            f"p50 {_s(m['injection_p50'])}, p95 {_s(m['injection_p95'])}, p99 {_s(m['injection_p99'])} "
+            f"(p95 of the {len(p95s)} workflows {min(p95s):.2f} to {max(p95s):.2f} s)",
+            m["injection_p95"] <= goals["injection_p95_seconds"],
+        ),
+        Row(
+            f"{figure}: the parent's terminal phase after its last child's",
+            f"≤ {goals['parent_after_last_child_seconds']:g} s",
+            f"{_s(m['parent_after_last_child_seconds'])} (workflows {min(lags):.2f} to {max(lags):.2f} s)",
+            m["parent_after_last_child_seconds"] <= goals["parent_after_last_child_seconds"],
+        ),
+        Row(
+            f"{figure}: operator RSS after workflow " + " / ".join(after),
+            f"flat (≤ {goals['rss_growth_mib']:g} MiB growth over the second half)",
+            " / ".join(f"{v:.0f} MiB" for v in after.values())
+            + (f" ({growth:+.0f} MiB)" if growth is not None else "")
+            + f"; {rss['before_mib']:.0f} MiB before",
+            growth is not None and growth <= goals["rss_growth_mib"],
+        ),
+    ]
 
 
 def markdown(table_rows: list[Row]) -> str:
@@ -243,7 +280,18 @@ def markdown(table_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-NAMES = ("latency", "burst", "throughput", "selection", "footprint", "mirror", "history", "dashboard", "dashboard_live")
+NAMES = (
+    "latency",
+    "burst",
+    "throughput",
+    "selection",
+    "footprint",
+    "mirror",
+    "history",
+    "dashboard",
+    "dashboard_live",
+    "workflow",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
