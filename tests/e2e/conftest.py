@@ -259,8 +259,9 @@ def dashboard(kubeconfig: Path, operator: OperatorProcess) -> Iterator[Dashboard
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
-    """Headless Chromium for the session (Playwright)."""
+    """Headless Chromium for one test (Playwright). Not shared wider: Playwright's sync API keeps an event loop
+    running in this thread while it is open, and the asyncio tests of the session need the thread's loop free."""
     with chromium() as launched:
         yield launched

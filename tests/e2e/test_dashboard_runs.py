@@ -237,3 +237,29 @@ def test_the_runs_watch_closes_when_the_browser_goes_away(
     finally:
         page.close()
     wait_for(lambda: run_watches(kubeconfig) <= before, timeout=20, description="the page's watch closed")
+
+
+def test_a_run_started_from_the_scenario_form_shows_its_injection_and_revert_live(
+    dashboard: DashboardProcess, browser: Any, workload: str, chaos: Chaos
+) -> None:
+    spec = watched_hold(seconds="{{ params.hold }}")
+    spec["parameters"] = [{"name": "hold", "type": "duration", "default": "3s", "description": "How long it holds."}]
+    chaos.scenario("started-here", spec)
+    page = browser.new_page(viewport=DESKTOP)
+    try:
+        page.on("dialog", lambda dialog: dialog.accept())  # the confirmation every action asks for
+        page.goto(f"{dashboard.url}/scenarios/{chaos.namespace}/started-here")
+        assert page.locator("#param-hold").input_value() == "3s"
+        page.locator("#param-hold").fill("4s")
+        page.locator("#start-form button[type=submit]").click()
+        page.wait_for_url(re.compile(rf"/runs/{chaos.namespace}/started-here-[a-z0-9]+$"), timeout=LIVE_MS)
+        run = page.url.rsplit("/", 1)[1]
+        assert chaos.get_run(run)["spec"]["parameters"] == {"hold": "4s"}
+        page.locator('#live[data-state="open"]').wait_for(timeout=LIVE_MS)
+        page.locator('svg.timeline rect[data-injection-state="Applied"]').first.wait_for(timeout=LIVE_MS)
+        page.locator('svg.timeline rect[data-injection-state="Reverted"]').first.wait_for(timeout=LIVE_MS)
+        page.locator('#run[data-phase="Passed"]').wait_for(timeout=LIVE_MS)
+        assert page.locator('svg.timeline rect[data-injection-state="Applied"]').count() == 0
+        all_reverted(chaos, run)
+    finally:
+        page.close()

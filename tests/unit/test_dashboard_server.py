@@ -95,3 +95,22 @@ async def test_without_a_session_pages_go_to_the_login_and_actions_are_refused()
         assert (await c.get("/static/app.css")).status == 200
     finally:
         await c.close()
+
+
+def test_the_whole_application_assembles_with_every_page_routed() -> None:
+    from coordinator.dashboard.app import application
+
+    app = application(OneViewer(), None)
+    paths = {route.resource.canonical for route in app.router.routes() if route.resource is not None}
+    for path in (
+        "/",
+        "/history",
+        "/namespaces",
+        "/login",
+        "/events/runs",
+        "/runs/{namespace}/{name}",
+        "/runs/{namespace}/{name}/events",
+        "/runs/{namespace}/{name}/abort",
+        "/scenarios/{namespace}/{name}",
+    ):
+        assert path in paths, sorted(paths)

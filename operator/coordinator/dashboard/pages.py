@@ -119,6 +119,6 @@ async def run_events(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview, name="overview")
     runs.add_routes(app)
-    app.router.add_get("/events/runs", run_events, name="run-events")
+    app.router.add_get("/events/runs", run_events, name="active-run-events")
     scenarios.add_routes(app)
     history.add_routes(app)
