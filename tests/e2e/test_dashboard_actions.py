@@ -360,3 +360,51 @@ def test_the_login_page_carries_the_security_headers_and_no_secret(
     assert token not in page
     assert post(f"{dashboard.url}/login", {"token": token}) == 403, "a login without the CSRF token is refused"
     assert post(f"{dashboard.url}/logout", {"csrf": "t"}, cookie="coordinator_csrf=t") == 401, "no session to end"
+
+
+def test_stored_runs_are_shown_only_where_the_viewer_may_list_testruns(
+    kubeconfig: Path, api_client: client.ApiClient, make_namespace: Any, tmp_path: Path
+) -> None:
+    allowed = make_namespace({})
+    other = make_namespace({})
+    user = f"reader-{uuid.uuid4().hex[:6]}"
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    rbac.create_namespaced_role(
+        allowed,
+        {
+            "metadata": {"name": "list-runs"},
+            "rules": [{"apiGroups": ["chaos.coordinator.dev"], "resources": ["testruns"], "verbs": ["list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        allowed,
+        {
+            "metadata": {"name": "list-runs"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "list-runs"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+    )
+    dashboard = started(user_kubeconfig(kubeconfig, user, tmp_path / "users"), tmp_path, make_namespace({}))
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"{dashboard.url}{path}") as response:  # noqa: S310 (loopback)
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        status, page = get("/history")
+        assert status == 403
+        assert "the stored runs of every namespace are shown only to those who may list TestRuns" in page
+        status, page = get(f"/history?namespace={other}")
+        assert status == 403
+        assert f"the stored runs of namespace {other} are shown only" in page
+        status, page = get(f"/history?namespace={allowed}")
+        assert status == 200
+        assert 'id="history-problem"' not in page
+        status, page = get("/")
+        assert status == 200
+        assert "History unavailable: the stored runs of every namespace are shown only" in page
+    finally:
+        dashboard.stop()

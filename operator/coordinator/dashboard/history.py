@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from coordinator.dashboard import queries
+from coordinator.dashboard.scope import history_refusal
 from coordinator.dashboard.server import render, state_of
 from coordinator.history.store import HistoryUnavailable
 
@@ -35,6 +36,11 @@ async def history_page(request: web.Request) -> web.Response:
     if store is None:
         problem = problem or "no history store is configured"
     elif problem is None:
+        scope = filters.namespace or (filters.scenario.split("/", 1)[0] if "/" in filters.scenario else None)
+        problem = await history_refusal(request, scope)
+        if problem is not None:
+            status = 403
+    if store is not None and problem is None:
         try:
             page = await store.read(lambda conn, t: queries.history_page(conn, t, filters, after, before))
         except HistoryUnavailable as exc:

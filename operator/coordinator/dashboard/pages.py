@@ -16,6 +16,7 @@ from aiohttp import web
 from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.dashboard import history, queries, runs, scenarios
 from coordinator.dashboard.rows import active_rows, is_active, run_row
+from coordinator.dashboard.scope import history_refusal
 from coordinator.dashboard.server import render, state_of, viewer_of
 from coordinator.history.store import HistoryUnavailable
 
@@ -42,6 +43,8 @@ async def overview(request: web.Request) -> web.Response:
     slowest: list[queries.SlowScenario] = []
     history_problem = None if store is not None else "no history store is configured"
     if store is not None:
+        history_problem = await history_refusal(request, None)
+    if store is not None and history_problem is None:
         try:
             day = await store.read(lambda conn, t: queries.last_day(conn, t, now))
             slowest = await store.read(lambda conn, t: queries.slowest_recovery(conn, t, now))

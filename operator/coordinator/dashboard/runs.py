@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from coordinator.adapters.kube import ApiError, KubeApi, resource_path
 from coordinator.dashboard import timeline
+from coordinator.dashboard.scope import history_refusal
 from coordinator.dashboard.server import render, state_of, viewer_of
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ async def read_model(request: web.Request, namespace: str, name: str) -> tuple[d
 async def history_model(request: web.Request, namespace: str, name: str) -> dict[str, Any] | None:
     """The model of a run whose TestRun is gone, from the status its history record kept."""
     store = state_of(request).history
-    if store is None:
-        return None
+    if store is None or await history_refusal(request, namespace) is not None:
+        return None  # not found, for a viewer who may not read that namespace's stored runs
     try:
         uid = await store.latest_uid(namespace, name)
         record = await store.get_run(uid) if uid else None

@@ -23,6 +23,7 @@ from coordinator.api.base import API_VERSION
 from coordinator.api.models import Parameter, ParameterType
 from coordinator.dashboard import queries
 from coordinator.dashboard.rows import run_row
+from coordinator.dashboard.scope import history_refusal
 from coordinator.dashboard.server import render, state_of, viewer_of
 from coordinator.domain.parameters import ParameterError, resolve_parameters
 from coordinator.history.store import HistoryUnavailable
@@ -220,6 +221,8 @@ async def _page(
     stored: list[queries.HistoryRow] = []
     history_problem = None if store is not None else "no history store is configured"
     if store is not None:
+        history_problem = await history_refusal(request, namespace)
+    if store is not None and history_problem is None:
         try:
             trend = await store.read(lambda conn, t: queries.scenario_trend(conn, t, namespace, name))
             page = await store.read(
