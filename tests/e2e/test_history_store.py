@@ -848,3 +848,59 @@ async def test_an_unwritable_sqlite_location_is_history_unavailable(tmp_path: Pa
             await store.upgrade()
     finally:
         await store.close()
+
+
+async def test_the_database_pool_never_opens_more_than_its_size_and_overflow(postgres: PostgresServer) -> None:
+    """COORDINATOR_DATABASE_POOL_SIZE / _MAX_OVERFLOW bound the connections PostgreSQL sees from one process."""
+    history = HistoryStore(postgres.url(), _instance(), pool_size=2, max_overflow=1)
+    watcher = HistoryStore(postgres.url(), _instance(), pool_size=1, max_overflow=0)
+    from sqlalchemy import text
+
+    async def ours() -> int:
+        async with watcher.engine.connect() as conn:
+            # Every backend but the watcher's own: the tests' database serves nobody else meanwhile.
+            found = await conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )
+            )
+            return int(found.scalar_one())
+
+    async def hold() -> None:
+        async with history.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_sleep(1.5)"))
+
+    try:
+        before = await ours()
+        holders = asyncio.gather(*(hold() for _ in range(6)))
+        seen: list[int] = []
+        while not holders.done():  # sampled for as long as the six callers take (two rounds of 1.5 s)
+            seen.append(await ours() - before)
+        await holders
+        assert max(seen) == 3, f"at most {max(seen)} connections while six callers wanted one (size 2 + overflow 1)"
+    finally:
+        await history.close()
+        await watcher.close()
+
+
+async def test_the_redis_pool_never_opens_more_than_its_size(redis_server: RedisServer) -> None:
+    """COORDINATOR_REDIS_POOL_SIZE bounds the connections Redis sees; the other commands wait for one."""
+    from coordinator.history.redis import redis_services
+
+    services = redis_services(redis_server.url, _instance(), announce=False, max_connections=2)
+    watcher = aioredis.Redis.from_url(redis_server.url)
+    assert services.client is not None
+    client = services.client
+    try:
+        before = len(await watcher.client_list())
+        # Four commands that each hold their connection for 1 s (BLPOP on an empty list): two rounds, the second
+        # waiting about 1 s for a connection (the pool's wait is bounded by 2 s).
+        waiting = asyncio.gather(*(client.blpop([f"{_instance()}-empty"], timeout=1) for _ in range(4)))
+        seen: list[int] = []
+        while not waiting.done():
+            seen.append(len(await watcher.client_list()) - before)
+        assert await waiting == [None] * 4, "every command ran, two at a time"
+        assert max(seen) == 2, f"at most {max(seen)} connections for four waiting commands (pool size 2)"
+    finally:
+        await services.close()
+        await watcher.aclose()

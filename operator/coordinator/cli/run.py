@@ -97,7 +97,9 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     metrics.watch_kube_client(client)
     history = await open_history(settings)
     redis = redis_services(
-        settings.redis_url.get_secret_value() if settings.redis_url else None, settings.instance_name
+        settings.redis_url.get_secret_value() if settings.redis_url else None,
+        settings.instance_name,
+        max_connections=settings.redis_pool_size,
     )
     progress = ProgressObserver(redis.progress)
     observers.register(progress)

@@ -345,7 +345,9 @@ def in_process_services() -> RedisServices:
     return RedisServices(LocalProgress(), LocalReportCache(), "in-process")
 
 
-def redis_services(url: str | None, instance_name: str, announce: bool = True) -> RedisServices:
+def redis_services(
+    url: str | None, instance_name: str, announce: bool = True, max_connections: int = MAX_CONNECTIONS
+) -> RedisServices:
     """Services on the Redis at ``url``, or in-process ones when ``url`` is None (logged once when ``announce``).
 
     Nothing is sent to Redis here: the client connects on first use, so an unreachable Redis never stops the
@@ -359,10 +361,10 @@ def redis_services(url: str | None, instance_name: str, announce: bool = True) -
             )
         return in_process_services()
     # A blocking pool: with hundreds of runs in flight, commands wait (up to SOCKET_TIMEOUT) for one of
-    # MAX_CONNECTIONS connections instead of failing with "Too many connections" (redis-py's default pool).
+    # max_connections (COORDINATOR_REDIS_POOL_SIZE) connections instead of failing with "Too many connections" (redis-py's default pool).
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=MAX_CONNECTIONS,
+        max_connections=max_connections,
         timeout=SOCKET_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,

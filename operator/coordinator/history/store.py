@@ -107,8 +107,12 @@ def _reason(exc: BaseException) -> str:
 class HistoryStore:
     """The history of one operator instance (its tables are prefixed with the instance name)."""
 
-    def __init__(self, url: str | URL, instance_name: str = "test-coordinator") -> None:
+    def __init__(
+        self, url: str | URL, instance_name: str = "test-coordinator", *, pool_size: int = 5, max_overflow: int = 10
+    ) -> None:
         self.url = make_url(url)
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
         self.tables: HistoryTables = history_tables(table_prefix(instance_name))
         self.description = masked(self.url)
         self.backend = self.url.get_backend_name()
@@ -130,7 +134,12 @@ class HistoryStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HistoryStore:
-        return cls(database_url(settings), settings.instance_name)
+        return cls(
+            database_url(settings),
+            settings.instance_name,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
 
     async def ping(self) -> bool:
         """Whether the database answers (for /readyz): one ``SELECT 1``. During an outage it does not ask: it
@@ -169,7 +178,8 @@ class HistoryStore:
         return create_async_engine(
             self.url,
             pool_pre_ping=True,
-            pool_size=5,
+            pool_size=self.pool_size,
+            max_overflow=self.max_overflow,
             connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": 60},
         )
 
