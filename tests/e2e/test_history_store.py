@@ -904,3 +904,75 @@ async def test_the_redis_pool_never_opens_more_than_its_size(redis_server: Redis
     finally:
         await services.close()
         await watcher.aclose()
+
+
+# --- adapter metrics -------------------------------------------------------------------------------------------
+
+
+def _sample(name: str, **labels: str) -> float:
+    from coordinator.observability.metrics import REGISTRY
+
+    # The registry adds constant labels (service, instance, version) to every sample: match on the ones given.
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_history_operations_and_the_pool_are_measured(postgres: PostgresServer) -> None:
+    """Real PostgreSQL: each operation is counted with its result and timed; the pool gauge follows checkouts."""
+    from sqlalchemy import text
+
+    from coordinator.history.instruments import listen
+    from coordinator.observability.metrics import instrument_history
+
+    store = HistoryStore(postgres.url(), _instance(), pool_size=2, max_overflow=0)
+    instrument_history(store)
+    try:
+        await store.upgrade()
+        upserts = _sample("coordinator_history_operations_total", operation="upsert", result="ok")
+        timed = _sample("coordinator_history_operation_duration_seconds_count", operation="upsert")
+        await store.upsert_run(finished_testrun(name="measured"))
+        assert _sample("coordinator_history_operations_total", operation="upsert", result="ok") == upserts + 1
+        assert _sample("coordinator_history_operation_duration_seconds_count", operation="upsert") == timed + 1
+        async with store.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            assert _sample("coordinator_history_pool_connections", state="in_use") == 1
+        assert _sample("coordinator_history_pool_connections", state="in_use") == 0
+        assert _sample("coordinator_history_pool_connections", state="idle") >= 1
+    finally:
+        await store.close()
+    down = HistoryStore(f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/none", _instance())
+    instrument_history(down)
+    errors = _sample("coordinator_history_operations_total", operation="count_runs", result="error")
+    try:
+        with pytest.raises(HistoryUnavailable):
+            await down.count_runs()
+        assert _sample("coordinator_history_operations_total", operation="count_runs", result="error") == errors + 1
+    finally:
+        await down.close()
+        listen(None)
+
+
+async def test_report_cache_hits_and_misses_are_counted(store: HistoryStore, redis_server: RedisServer) -> None:
+    """Real Redis: the first report is a miss, the same one again a hit, and an unreachable Redis an error."""
+    from coordinator.history.instruments import listen
+    from coordinator.observability.metrics import instrument_history
+
+    instrument_history(store)
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        cache = RedisReportCache(client, _instance())
+        before = {r: _sample("coordinator_cache_requests_total", result=r) for r in ("hit", "miss", "error")}
+        await fetch_report(store, ReportFilters(namespace="shop"), cache)
+        await fetch_report(store, ReportFilters(namespace="shop"), cache)
+        gone = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+        await fetch_report(store, ReportFilters(namespace="shop"), RedisReportCache(gone, _instance()))
+        await gone.aclose()
+        after = {r: _sample("coordinator_cache_requests_total", result=r) for r in ("hit", "miss", "error")}
+        assert {r: after[r] - before[r] for r in after} == {"hit": 1, "miss": 1, "error": 1}
+    finally:
+        await client.aclose()
+        listen(None)

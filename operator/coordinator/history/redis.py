@@ -28,6 +28,7 @@ from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
 from coordinator.domain.timestamps import now_iso
 from coordinator.history.cache import ReportCache
+from coordinator.history.instruments import INSTRUMENTS
 from coordinator.history.urls import masked
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,9 @@ class LocalReportCache:
         found = self._entries.get(key)
         if found is None or found[1] <= time.monotonic():
             self._entries.pop(key, None)
+            INSTRUMENTS.cache_request("miss")
             return None
+        INSTRUMENTS.cache_request("hit")
         return found[0]
 
     async def put(self, key: str, value: str, ttl: float) -> None:
@@ -297,7 +300,9 @@ class RedisReportCache:
             value = await self.client.get(f"{self.prefix}:report:{key}")
         except (RedisError, OSError) as exc:
             _warn_once(self._warned, "down", "report cache unavailable, Redis unreachable: %s", exc)
+            INSTRUMENTS.cache_request("error")
             return None
+        INSTRUMENTS.cache_request("miss" if value is None else "hit")
         return value.decode() if isinstance(value, bytes) else value
 
     async def put(self, key: str, value: str, ttl: float) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from coordinator.history import queries
 from coordinator.history.availability import HistoryAvailability
 from coordinator.history.batching import GroupCommit
 from coordinator.history.cache import ReportCache
+from coordinator.history.instruments import INSTRUMENTS
 from coordinator.history.models import SCHEMA_HEAD, HistoryTables, history_tables, table_prefix, version_table
 from coordinator.history.records import RunRecord, run_record
 from coordinator.history.report import (
@@ -150,7 +152,7 @@ class HistoryStore:
         return True
 
     async def _probe(self) -> None:
-        async with self._transaction() as conn:
+        async with self._transaction("ping") as conn:
             await conn.execute(text("SELECT 1"))
 
     def _unavailable(self, exc: BaseException) -> HistoryUnavailable:
@@ -232,15 +234,21 @@ class HistoryStore:
             return False
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        await self.ensure_schema()
+    async def _transaction(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        """One transaction of ``operation`` (its name in ``coordinator_history_operations_total``)."""
+        started = time.perf_counter()
+        result = "error"
         try:
+            await self.ensure_schema()
             async with self.engine.begin() as conn:
                 yield conn
+            result = "ok"
         except (DBAPIError, OSError, TimeoutError) as exc:
             if isinstance(exc, IntegrityError | ProgrammingError | DataError):
                 raise
             raise self._unavailable(exc) from exc
+        finally:
+            INSTRUMENTS.operation(operation, result, time.perf_counter() - started)
         self.availability.succeeded()
 
     # --- writes --------------------------------------------------------------------------------------------
@@ -272,7 +280,7 @@ class HistoryStore:
     async def _write_batch(self, records: Sequence[RunRecord]) -> int:
         # A run mirrored twice in one batch (a retried delivery) counts once: the latest record wins.
         unique = list({r.uid: r for r in records}.values())
-        async with self._transaction() as conn:
+        async with self._transaction("upsert") as conn:
             return await queries.write_runs(conn, self.tables, self.backend, unique)
 
     async def purge(self, older_than: datetime) -> int:
@@ -280,7 +288,7 @@ class HistoryStore:
         left without runs; returns how many runs were deleted."""
         t = self.tables
         old = select(t.test_runs.c.uid).where(t.test_runs.c.completed_at < older_than.astimezone(UTC))
-        async with self._transaction() as conn:
+        async with self._transaction("purge") as conn:
             await conn.execute(delete(t.chaos_events).where(t.chaos_events.c.run_uid.in_(old)))
             await conn.execute(delete(t.test_results).where(t.test_results.c.run_uid.in_(old)))
             result = await conn.execute(
@@ -293,43 +301,43 @@ class HistoryStore:
     # --- reads (history/queries.py) ---------------------------------------------------------------------
 
     async def count_runs(self, namespace: str | None = None) -> int:
-        async with self._transaction() as conn:
+        async with self._transaction("count_runs") as conn:
             return await queries.count_runs(conn, self.tables, namespace)
 
     async def get_run(self, uid: str) -> dict[str, Any] | None:
         """One stored run as a dict of its columns, with its scenario as ``namespace/name``."""
-        async with self._transaction() as conn:
+        async with self._transaction("get_run") as conn:
             return await queries.get_run(conn, self.tables, uid)
 
     async def list_runs(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every stored run (of a namespace), oldest first: uid, name, phase, completed_at."""
-        async with self._transaction() as conn:
+        async with self._transaction("list_runs") as conn:
             return await queries.list_runs(conn, self.tables, namespace)
 
     async def events(self, uid: str) -> list[dict[str, Any]]:
         """A stored run's chaos events in ledger order."""
-        async with self._transaction() as conn:
+        async with self._transaction("events") as conn:
             return await queries.events(conn, self.tables, uid)
 
     async def results(self, uid: str) -> list[dict[str, Any]]:
         """A stored run's probe and assertion results."""
-        async with self._transaction() as conn:
+        async with self._transaction("results") as conn:
             return await queries.results(conn, self.tables, uid)
 
     async def latest_uid(self, namespace: str, name: str) -> str | None:
         """The UID of the last stored run named ``namespace/name``, or None."""
-        async with self._transaction() as conn:
+        async with self._transaction("latest_uid") as conn:
             return await queries.latest_uid(conn, self.tables, namespace, name)
 
     async def read(self, query: Callable[[AsyncConnection, HistoryTables], Awaitable[T]]) -> T:
         """Run ``query`` (a read of another module's, such as the dashboard's queries) in a transaction of this
         store, with its tables; raises ``HistoryUnavailable`` like the store's own reads."""
-        async with self._transaction() as conn:
+        async with self._transaction("read") as conn:
             return await query(conn, self.tables)
 
     async def report(self, filters: ReportFilters, include_runs: bool = False, runs_limit: int = 10000) -> Report:
         """The report's aggregates for the runs matching ``filters`` (history/queries.py ``report``)."""
-        async with self._transaction() as conn:
+        async with self._transaction("report") as conn:
             return await queries.report(conn, self.tables, filters, include_runs, runs_limit, self.description)
 
 
