@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     report_cache_ttl: float = Field(
         default=60.0, ge=0, description="Seconds a report's aggregates stay cached; 0 disables the cache."
     )
+    progress_ttl: float = Field(
+        default=24 * 3600.0,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="Seconds a run's live progress (Redis, or in-process) is kept after its last update.",
+    )
     max_concurrent_runs: int = Field(
         default=0,
         ge=0,

@@ -976,3 +976,15 @@ async def test_report_cache_hits_and_misses_are_counted(store: HistoryStore, red
     finally:
         await client.aclose()
         listen(None)
+
+
+async def test_live_progress_expires_after_its_own_ttl(redis_client: aioredis.Redis) -> None:
+    """COORDINATOR_PROGRESS_TTL: the hash's expiry in real Redis is the configured one, renewed by each update."""
+    progress = RedisProgress(redis_client, _instance(), ttl=120)
+    await progress.put("u1", {"phase": "Running"})
+    key = progress._key("u1")
+    assert 115 <= await redis_client.ttl(key) <= 120
+    await redis_client.expire(key, 5)
+    await progress.put("u1", {"step": 1})
+    assert 115 <= await redis_client.ttl(key) <= 120, "an update renews the expiry"
+    assert await progress.get("u1") == {"phase": "Running", "step": 1}

@@ -214,3 +214,12 @@ def test_pool_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COORDINATOR_REDIS_POOL_SIZE", "8")
     settings = load_settings()
     assert (settings.database_pool_size, settings.database_max_overflow, settings.redis_pool_size) == (20, 0, 8)
+
+
+def test_progress_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().progress_ttl == 86400
+    monkeypatch.setenv("COORDINATOR_PROGRESS_TTL", "3600")
+    assert load_settings().progress_ttl == 3600
+    monkeypatch.setenv("COORDINATOR_PROGRESS_TTL", "10")
+    with pytest.raises(ConfigurationError, match="COORDINATOR_PROGRESS_TTL"):
+        load_settings()

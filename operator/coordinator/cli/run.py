@@ -101,6 +101,7 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
         settings.redis_url.get_secret_value() if settings.redis_url else None,
         settings.instance_name,
         max_connections=settings.redis_pool_size,
+        progress_ttl=settings.progress_ttl,
     )
     progress = ProgressObserver(redis.progress)
     observers.register(progress)
