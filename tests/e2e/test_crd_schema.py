@@ -489,7 +489,7 @@ def test_printer_columns_status_subresource_and_kubectl_wait(
     assert wide.split("\n", 1)[0].split()[-1] == "REASON"
     chaos = kubectl(kubeconfig, "get", "csc", "-n", namespace).stdout
     assert chaos.split("\n", 1)[0].split() == [
-        "NAME", "TYPE", "SCHEDULE", "SUSPEND", "RUNS", "PASS-RATE", "LAST", "NEXT", "AGE"
+        "NAME", "TYPE", "LIFECYCLE", "SCHEDULE", "SUSPEND", "RUNS", "PASS-RATE", "LAST", "NEXT", "AGE"
     ]  # fmt: skip
 
     # The status subresource: status written through the main resource is ignored, and spec through status.

@@ -164,7 +164,7 @@ def test_short_names_are_unique_across_our_kinds() -> None:
         ),
         (
             "ChaosScenario",
-            ["Type", "Schedule", "Suspend", "Runs", "Pass-Rate", "Last", "Next", "Age", "Mode", "Last-Run"],
+            ["Type", "Lifecycle", "Schedule", "Suspend", "Runs", "Pass-Rate", "Last", "Next", "Age", "Mode", "Last-Run"],
         ),
         ("ChaosWorkflow", ["Schedule", "Suspend", "Runs", "Pass-Rate", "Last", "Age", "Policy", "Last-Run"]),
     ],

@@ -520,3 +520,13 @@ async def test_a_label_selector_only_the_parser_refuses_is_a_refused_trigger() -
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_an_archived_scenario_watches_nothing() -> None:
+    """spec.lifecycle: archived stops the triggers as it stops the schedule; un-archiving starts them again."""
+    kube, clock = FakeKube(), Clock()
+    add_owner(kube)
+    kube.objects[SCENARIO]["spec"]["lifecycle"] = "archived"
+    assert engine(kube, clock).triggers() == []
+    kube.objects[SCENARIO]["spec"]["lifecycle"] = "deprecated"
+    assert [t.name for t in engine(kube, clock).triggers()] == ["rollout"]

@@ -116,6 +116,7 @@ KINDS: dict[str, ResourceKind] = {
         short_names=("csc",),
         printer_columns=(
             _column("Type", "string", ".spec.type", "The kind of resilience question asked."),
+            _column("Lifecycle", "string", ".spec.lifecycle", "draft, active, deprecated or archived."),
             _column("Schedule", "string", ".spec.schedule", "The cron schedule, if the scenario has one."),
             _column("Suspend", "boolean", ".spec.suspend", "Whether the schedule is suspended."),
             _column("Runs", "integer", ".status.totalRuns", "Finished runs of this scenario."),

@@ -525,6 +525,16 @@ class ScenarioType(StrEnum):
     COMBINED = "combined"
 
 
+class ScenarioLifecycle(StrEnum):
+    """Where a scenario stands: ``draft`` runs only dry, ``active`` runs, ``deprecated`` runs with a warning,
+    ``archived`` takes no new runs and its schedule and triggers stop (domain/lifecycle.py)."""
+
+    DRAFT = "draft"
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+    ARCHIVED = "archived"
+
+
 class ParameterType(StrEnum):
     STRING = "string"
     INTEGER = "integer"
@@ -616,6 +626,13 @@ class ChaosScenarioSpec(ScenarioScheduling, Triggers):
         description=(
             "The kind of resilience question asked: service_restart, network_partition, network_latency, "
             "resource_exhaustion, data_corruption or combined."
+        ),
+    )
+    lifecycle: ScenarioLifecycle = Field(
+        default=ScenarioLifecycle.ACTIVE,
+        description=(
+            "draft (runs only with a TestRun's dryRun: true; any other run ends Error), active, deprecated (runs, "
+            "with a Warning Event) or archived (new runs are refused, the schedule and triggers stop)."
         ),
     )
     target: Target = Field(description="Which workloads the faults hit.")

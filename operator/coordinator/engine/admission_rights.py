@@ -19,6 +19,7 @@ from coordinator.api.models import REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, R
 from coordinator.api.workflow import ChaosWorkflowSpec
 from coordinator.domain.admission import annotation_of, requester_in
 from coordinator.domain.fieldpaths import validation_problem
+from coordinator.domain.lifecycle import ARCHIVED_REASON, DEPRECATED, deprecation_warning, lifecycle_of, run_refusal
 from coordinator.domain.permissions import scenario_read_need
 from coordinator.domain.scenario_types import type_mismatches
 from coordinator.engine.authorization import refusals, scenario_refusals
@@ -76,6 +77,11 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
     if scenario is None:
         return []
     named = f"ChaosScenario {namespace}/{spec.scenario.name}"
+    stopped = run_refusal(named, lifecycle_of(scenario.get("spec") or {}), spec.dryRun)
+    if stopped is not None and stopped[0] == ARCHIVED_REASON:
+        # Refused here for a quick answer; a run created while the webhook was away ends Error when it starts. A
+        # draft's run is admitted and ends Error, on the record, naming dryRun.
+        return [f"{where}: {stopped[1]}"]
     return await _refusals(
         client, settings, requester, named, scenario.get("spec") or {}, spec.parameters, namespace, where
     )
@@ -101,12 +107,16 @@ def _owner_check(
 
 
 def scenario_admission_warnings(body: Mapping[str, Any]) -> list[str]:
-    """What kubectl shows as warnings for a ChaosScenario: each fault that does not serve its ``type``."""
+    """What kubectl shows as warnings for a ChaosScenario: each fault that does not serve its ``type``, and a
+    deprecated lifecycle."""
     spec = body.get("spec") or {}
-    return [
+    warnings = [
         f"spec.steps[{m.step}].faults[{m.fault}].type: {m.message}"
         for m in type_mismatches(str(spec.get("type") or ""), spec.get("steps") or [])
     ]
+    if lifecycle_of(spec) == DEPRECATED:
+        warnings.append(f"spec.lifecycle: {deprecation_warning(_where('ChaosScenario', body))}")
+    return warnings
 
 
 async def scenario_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:

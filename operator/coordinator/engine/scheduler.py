@@ -30,6 +30,7 @@ from coordinator.api.models import (
     ScenarioScheduling,
     Target,
 )
+from coordinator.domain.lifecycle import fires
 from coordinator.domain.schedule import (
     Action,
     ScheduleError,
@@ -145,7 +146,7 @@ def needs_reconcile(scenario: Mapping[str, Any], now: datetime) -> bool:
     spec = scenario.get("spec") or {}
     if status.get("observedGeneration") != meta.get("generation") or status.get("active"):
         return True
-    if spec.get("suspend"):
+    if spec.get("suspend") or not fires(spec):
         return False
     try:
         parse_schedule(str(spec.get("schedule") or ""), spec.get("timeZone"))
@@ -316,7 +317,7 @@ class Scheduler:
         active = [run for run in runs if run.active]
         last = status.get("lastScheduleTime")
         update: dict[str, Any] = {"observedGeneration": generation}
-        if scheduling.suspend:
+        if scheduling.suspend or not fires(spec):  # archived: stopped like a suspended schedule
             update["nextScheduleTime"] = None
         else:
             due = due_time(

@@ -34,6 +34,7 @@ from coordinator.api.models import GROUP, Phase
 from coordinator.api.probes import K8sProbe
 from coordinator.api.triggers import Trigger, Triggers
 from coordinator.domain.admission import annotation_of, requester_in
+from coordinator.domain.lifecycle import fires
 from coordinator.domain.permissions import Need
 from coordinator.domain.resources import CLUSTER_SCOPED_KINDS, group_of, plural
 from coordinator.domain.samples import ProbeError, compare
@@ -199,8 +200,11 @@ class OwnerTriggers:
     def triggers(self) -> list[Trigger]:
         """The owner's triggers as its spec says now (none when the spec is malformed: the webhook and the CRD
         schema refuse such a spec, so this is a stored object from before either)."""
+        spec = self.owner.get("spec") or {}
+        if not fires(spec):
+            return []  # an archived scenario's triggers stop, as its schedule does
         try:
-            return Triggers.model_validate({"triggers": (self.owner.get("spec") or {}).get("triggers") or []}).triggers
+            return Triggers.model_validate({"triggers": spec.get("triggers") or []}).triggers
         except ValidationError as exc:
             log.warning("%s: spec.triggers is malformed, nothing is watched: %s", self.ref, exc)
             return []
@@ -428,8 +432,10 @@ class TriggerWatch:
 
 
 def _watched(owner: Mapping[str, Any]) -> str:
-    """What restarts the watches when it changes: the triggers and who the runs act for."""
-    return json.dumps([(owner.get("spec") or {}).get("triggers"), annotation_of(owner)], sort_keys=True)
+    """What restarts the watches when it changes: the triggers, whether they may fire (archived), and who the runs
+    act for."""
+    spec = owner.get("spec") or {}
+    return json.dumps([spec.get("triggers"), fires(spec), annotation_of(owner)], sort_keys=True)
 
 
 class TriggerFollower:

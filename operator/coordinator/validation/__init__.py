@@ -19,7 +19,7 @@ from coordinator.api.models import API_VERSION, DNS_SUBDOMAIN_PATTERN, GROUP, Pa
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
 from coordinator.engine.probing import ProbeReach
 from coordinator.validation.schema import apply_defaults, cel_findings, crd_schema, known_kinds, schema_findings
-from coordinator.validation.semantics import ScenarioFacts, scenario_findings, scenario_type_warnings, testrun_findings
+from coordinator.validation.semantics import ScenarioFacts, scenario_findings, scenario_warnings, testrun_findings
 from coordinator.validation.source import MAX_OBJECT_BYTES, Document, Finding, expand, json_size, load_file
 from coordinator.validation.triggers import trigger_rules
 from coordinator.validation.workflows import WorkflowFacts, workflow_findings, workflow_run_findings
@@ -138,7 +138,7 @@ def validate_paths(
         elif document.kind == "ChaosScenario":
             own = _at_run_start(scenario_findings(document, spec, reach))
             report.findings += own
-            report.warnings += scenario_type_warnings(document, spec)
+            report.warnings += scenario_warnings(document, spec)
             declared = [Parameter.model_validate(p) for p in spec.get("parameters") or []]
             scenarios[(meta.get("namespace"), meta.get("name"))] = ScenarioFacts(
                 declared,

@@ -21,6 +21,7 @@ from coordinator.api.models import (
     TestRunSpec,
 )
 from coordinator.domain.fieldpaths import validation_problem
+from coordinator.domain.lifecycle import DEPRECATED, DRAFT_REASON, deprecation_warning, lifecycle_of, run_refusal
 from coordinator.domain.parameters import REFERENCE, ParameterError, Value, coerce, render, resolve_parameters
 from coordinator.domain.scenario_types import type_mismatches
 from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zone
@@ -189,12 +190,16 @@ def scenario_findings(document: Document, spec: Mapping[str, Any], reach: ProbeR
     return findings
 
 
-def scenario_type_warnings(document: Document, spec: Mapping[str, Any]) -> list[Finding]:
-    """A fault that does not serve the scenario's ``type`` (domain/scenario_types.py), at the fault's ``type``."""
-    return [
+def scenario_warnings(document: Document, spec: Mapping[str, Any]) -> list[Finding]:
+    """A fault that does not serve the scenario's ``type`` (domain/scenario_types.py), at the fault's ``type``; a
+    deprecated lifecycle (domain/lifecycle.py), at ``spec.lifecycle``."""
+    warnings = [
         document.finding(("spec", "steps", m.step, "faults", m.fault, "type"), m.message)
         for m in type_mismatches(str(spec.get("type") or ""), spec.get("steps") or [])
     ]
+    if lifecycle_of(spec) == DEPRECATED:
+        warnings.append(document.finding(("spec", "lifecycle"), deprecation_warning(f"ChaosScenario {document.ref}")))
+    return warnings
 
 
 def scenario_rules(
@@ -308,6 +313,10 @@ def testrun_findings(
             return [document.finding(("spec", "scenarioRef", "namespace"), reason)]
     if scenario is None:
         return []
+    stopped = run_refusal(scenario.name, lifecycle_of(scenario.spec), run.dryRun)
+    if stopped is not None:
+        where: FieldPath = ("spec", "dryRun") if stopped[0] == DRAFT_REASON else ("spec", "scenarioRef", "name")
+        return [document.finding(where, stopped[1])]
     findings = []
     try:
         values = resolve_parameters(scenario.declared, run.parameters)

@@ -27,6 +27,7 @@ from coordinator.api.models import (
 )
 from coordinator.domain import conditions as cond
 from coordinator.domain.fieldpaths import format_path, validation_problem
+from coordinator.domain.lifecycle import DEPRECATED, deprecation_warning, run_refusal
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.domain.permissions import scenario_read_need
 from coordinator.engine import observers
@@ -129,6 +130,9 @@ class Admission:
         if problems:
             path, problem = problems[0]
             raise RunEnded(Phase.ERROR, "InvalidScenario", f"{named}: {format_path(path)}: {problem}")
+        refused = run_refusal(named, scenario.lifecycle, state.spec.dryRun)
+        if refused is not None:
+            raise RunEnded(Phase.ERROR, *refused)
         return scenario, f"{namespace}/{ref.name}", int(obj["metadata"].get("generation") or 1)
 
     async def start(self) -> None:
@@ -167,6 +171,8 @@ class Admission:
                 await state.persist()
         observers.notify("run_started", state.info)
         await state.event("Started", f"running scenario {name}")
+        if scenario.lifecycle == DEPRECATED:
+            await state.event("ScenarioDeprecated", deprecation_warning(f"ChaosScenario {name}"), warning=True)
 
     # --- who asked for the run, and whether they may (docs/security.md) -----------------------------------------
 
