@@ -546,3 +546,49 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     tested = {t["alertname"] for case in ALERT_TESTS for t in case["alert_rule_test"]}
     assert tested == {r["alert"] for g in groups["groups"] for r in g["rules"]}, "every alert has a test"
+
+
+def test_the_dashboard_marks_chaos_windows(tmp_path: Path) -> None:
+    """The annotation query has a sample exactly while some fault is active (Grafana draws consecutive samples of
+    a series as one region, titled by fault type): evaluated by promtool over synthetic series."""
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    [annotation] = dashboard["annotations"]["list"]
+    assert annotation["enable"] is True
+    assert annotation["datasource"]["uid"] == "${datasource}"
+    assert _referenced([annotation["expr"]]) <= _series_names()
+    expr = annotation["expr"].replace("$instance", ".*")
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # A pod-kill active from minute 2 to 4, two cpu-stress from 3 to 5; the gauge stays at 0 otherwise.
+                    {"series": 'coordinator_faults_active{instance="prod",type="pod-kill"}', "values": "0 0 1 1 1 0 0"},
+                    {
+                        "series": 'coordinator_faults_active{instance="prod",type="cpu-stress"}',
+                        "values": "0 0 0 2 2 2 0",
+                    },
+                ],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "1m", "exp_samples": []},
+                    {"expr": expr, "eval_time": "2m", "exp_samples": [{"labels": '{type="pod-kill"}', "value": 1}]},
+                    {
+                        "expr": expr,
+                        "eval_time": "4m",
+                        "exp_samples": [
+                            {"labels": '{type="pod-kill"}', "value": 1},
+                            {"labels": '{type="cpu-stress"}', "value": 2},
+                        ],
+                    },
+                    {"expr": expr, "eval_time": "5m", "exp_samples": [{"labels": '{type="cpu-stress"}', "value": 2}]},
+                    {"expr": expr, "eval_time": "6m", "exp_samples": []},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "windows.test.yaml").write_text(yaml.safe_dump(tests))
+    out = subprocess.run(
+        [_promtool(), "test", "rules", "windows.test.yaml"], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
