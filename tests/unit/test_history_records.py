@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coordinator.cli.history import parse_since
+from coordinator.cli.history import parse_moment, parse_since
+from coordinator.history.browse import BadQuery, Cursor
 from coordinator.history.mirror import needs_mirroring
 from coordinator.history.models import history_tables, table_prefix, version_table
 from coordinator.history.records import run_record
@@ -125,6 +126,23 @@ def test_probe_results_summarise_their_samples() -> None:
     api, undecided = record.results
     assert (api.passed, api.actual, api.message) == (False, "Failed: 70% of 10 sample(s) passed", "status 500")
     assert (undecided.passed, undecided.actual) == (None, "0 sample(s)")
+    assert (api.state, undecided.state) == ("failed", None)
+
+
+def test_assertion_states_are_kept_and_derived_for_older_runs() -> None:
+    assertions = [
+        {"name": "up", "type": "availability", "expected": ">= 99", "passed": False, "state": "skipped"},
+        {"name": "lat", "type": "latency", "expected": "<= 9", "passed": False, "state": "error"},
+        {"name": "old-pass", "type": "recovery_time", "expected": "<= 9", "passed": True},
+        {"name": "old-fail", "type": "recovery_time", "expected": "<= 9", "passed": False},
+    ]
+    record = run_record(finished_testrun(assertions=assertions, probes=[]))
+    assert [(r.name, r.state) for r in record.results] == [
+        ("up", "skipped"),
+        ("lat", "error"),
+        ("old-pass", "passed"),
+        ("old-fail", "failed"),
+    ]
 
 
 def test_a_run_without_a_phase_is_refused() -> None:
@@ -187,6 +205,23 @@ def test_urls_are_masked() -> None:
 )
 def test_since_windows(text: str, window: timedelta) -> None:
     assert parse_since(text) == window
+
+
+def test_history_times_are_iso_times_or_windows_back_from_now() -> None:
+    assert parse_moment("2026-12-06T14:30") == datetime(2026, 12, 6, 14, 30, tzinfo=UTC)
+    assert parse_moment("2026-12-06T14:30+01:00") == datetime(2026, 12, 6, 13, 30, tzinfo=UTC)
+    before = datetime.now(UTC)
+    ago = parse_moment("24h")
+    assert before - timedelta(hours=24, seconds=1) <= ago <= datetime.now(UTC) - timedelta(hours=24)
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid time 'yesterday': use an ISO time"):
+        parse_moment("yesterday")
+
+
+def test_a_history_cursor_survives_its_text_and_a_forged_one_is_refused() -> None:
+    cursor = Cursor(datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=UTC), "3f2a-uid", 17)
+    assert Cursor.decode(cursor.encode(), "--after") == cursor
+    with pytest.raises(BadQuery, match=r"^--after: not a position"):
+        Cursor.decode("not-a-cursor", "--after")
 
 
 def test_a_bad_since_window_names_the_option() -> None:

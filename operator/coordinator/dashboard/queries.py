@@ -7,17 +7,17 @@ milliseconds with 100,000 runs stored (benchmarks/dashboard_overview.py). Paging
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator.api.models import TERMINAL_PHASES
+from coordinator.history.browse import BadQuery, run_keyset
+from coordinator.history.browse import Cursor as Cursor  # the history list's position, shared with the CLI
 from coordinator.history.models import HistoryTables
 
 DAY = timedelta(days=1)
@@ -164,8 +164,7 @@ def chart_data(points: Sequence[TrendPoint]) -> dict[str, Any]:
 # --- the history list ----------------------------------------------------------------------------------------
 
 
-class BadFilter(ValueError):
-    """A filter or cursor in the URL that cannot be read; the message names the query parameter."""
+BadFilter = BadQuery  # a filter or cursor in the URL that cannot be read; the message names the parameter
 
 
 @dataclass(frozen=True)
@@ -212,27 +211,6 @@ def parse_time(text: str, parameter: str, end_of_day: bool = False) -> datetime 
     if end_of_day and len(text) == 10:
         value += DAY - timedelta(microseconds=1)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """A position in the list, newest first: the row at (completed_at, uid)."""
-
-    completed_at: datetime
-    uid: str
-
-    def encode(self) -> str:
-        raw = f"{self.completed_at.astimezone(UTC).isoformat()}|{self.uid}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str, parameter: str) -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-            when, uid = raw.split("|", 1)
-            return cls(utc(datetime.fromisoformat(when)), uid)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise BadFilter(f"{parameter}: not a position in the history (follow the page's links)") from None
 
 
 @dataclass(frozen=True)
@@ -289,15 +267,7 @@ async def history_page(
     backwards = before is not None and after is None
     cursor = before if backwards else after
     if cursor is not None:
-        at = cursor.completed_at.astimezone(UTC)
-        # The plain bound first: with it the planners start the completed_at index at the cursor (the OR alone
-        # made SQLite scan from the newest row, 120 ms for a page halfway down 100,000 runs).
-        if backwards:
-            where.append(runs.c.completed_at >= at)
-            where.append(or_(runs.c.completed_at > at, and_(runs.c.completed_at == at, runs.c.uid > cursor.uid)))
-        else:
-            where.append(runs.c.completed_at <= at)
-            where.append(or_(runs.c.completed_at < at, and_(runs.c.completed_at == at, runs.c.uid < cursor.uid)))
+        where += run_keyset(t, cursor, backwards=backwards)
     order = (
         (runs.c.completed_at.asc(), runs.c.uid.asc()) if backwards else (runs.c.completed_at.desc(), runs.c.uid.desc())
     )

@@ -56,7 +56,7 @@ def table_prefix(instance_name: str) -> str:
 
 
 # The newest migration's revision (migrations/versions/); tests/unit/test_history_settings.py checks they agree.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 def version_table(prefix: str) -> str:
@@ -148,6 +148,8 @@ def history_tables(prefix: str) -> HistoryTables:
         Index(name("runs_namespace_ix"), "namespace", "scenario_id", "completed_at", "passed", "recovery_seconds"),
         # A workflow run's children (migration 0004).
         Index(name("runs_parent_ix"), "parent_uid"),
+        # coordinator history runs --phase (migration 0005).
+        Index(name("runs_phase_ix"), "phase", "completed_at"),
         comment="Finished TestRuns, one row per run UID.",
     )
     chaos_events = Table(
@@ -170,6 +172,10 @@ def history_tables(prefix: str) -> HistoryTables:
         Column("message", Text),
         UniqueConstraint("run_uid", "injection_id", name=name("events_key")),
         Index(name("events_target_ix"), "target_kind", "target_namespace", "target_name"),
+        # coordinator history --fault-type and --target NAME (migration 0005): the target index above leads with
+        # the kind, which the command line does not ask for.
+        Index(name("events_fault_ix"), "fault", "run_uid"),
+        Index(name("events_name_ix"), "target_name", "target_namespace"),
         comment="Every fault a run injected (its ledger), with when it was injected, reverted and recovered from.",
     )
     test_results = Table(
@@ -181,10 +187,15 @@ def history_tables(prefix: str) -> HistoryTables:
         Column("name", String(63), nullable=False),
         Column("type", String(32)),
         Column("passed", Boolean),
+        # Migration 0005: passed, failed, skipped (its probe never ran) or error (its probe errored); NULL for a
+        # probe without a verdict and for rows written before.
+        Column("state", String(16), comment="passed, failed, skipped or error"),
         Column("expected", Text),
         Column("actual", Text),
         Column("message", Text),
         UniqueConstraint("run_uid", "kind", "name", name=name("results_key")),
+        # coordinator history results --assertion-type (migration 0005).
+        Index(name("results_type_ix"), "type", "run_uid"),
         comment="Probe and assertion outcomes of each run.",
     )
     return HistoryTables(prefix, metadata, scenarios, test_runs, chaos_events, test_results)

@@ -77,6 +77,7 @@ class ResultRecord:
     expected: str | None = None
     actual: str | None = None
     message: str | None = None
+    state: str | None = None  # passed, failed, skipped or error; None for a probe without a verdict
 
 
 @dataclass(frozen=True)
@@ -244,20 +245,28 @@ def event_records(status: Mapping[str, Any]) -> tuple[EventRecord, ...]:
     return tuple(events)
 
 
+def outcome_state(passed: bool | None) -> str | None:
+    """The state of a result that records only whether it passed (runs from before ``state``)."""
+    return None if passed is None else "passed" if passed else "failed"
+
+
 def result_records(status: Mapping[str, Any]) -> tuple[ResultRecord, ...]:
     """Assertion results as they are, and one result per probe (its verdict and sample statistics)."""
-    results = [
-        ResultRecord(
-            kind="assertion",
-            name=str(item.get("name")),
-            type=_text(item.get("type")),
-            passed=bool(item["passed"]) if item.get("passed") is not None else None,
-            expected=_text(item.get("expected")),
-            actual=_text(item.get("actual")),
-            message=_text(item.get("message")),
+    results = []
+    for item in status.get("assertions") or []:
+        passed = bool(item["passed"]) if item.get("passed") is not None else None
+        results.append(
+            ResultRecord(
+                kind="assertion",
+                name=str(item.get("name")),
+                type=_text(item.get("type")),
+                passed=passed,
+                expected=_text(item.get("expected")),
+                actual=_text(item.get("actual")),
+                message=_text(item.get("message")),
+                state=_text(item.get("state")) or outcome_state(passed),
+            )
         )
-        for item in status.get("assertions") or []
-    ]
     for probe in status.get("probes") or []:
         verdict = probe.get("verdict")
         percent = _float(probe.get("successPercent"))
@@ -272,6 +281,7 @@ def result_records(status: Mapping[str, Any]) -> tuple[ResultRecord, ...]:
                 expected="Passed",
                 actual=f"{verdict}: {actual}" if verdict else actual,
                 message=_text(probe.get("lastError")),
+                state=str(verdict).lower() if verdict else None,
             )
         )
     return tuple(results)
