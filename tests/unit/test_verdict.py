@@ -9,6 +9,7 @@ from coordinator.api.probes import (
     RECENT_SAMPLES,
     Assertion,
     AssertionResult,
+    AssertionState,
     HttpProbe,
     K8sProbe,
     Probe,
@@ -24,6 +25,7 @@ from coordinator.domain.verdict import (
     scenario_ref,
 )
 from coordinator.engine.probing import RecoveryTracker
+from coordinator.engine.run.probes import assertion_failed
 from coordinator.probes.base import lookup
 from coordinator.probes.http import check_response
 from coordinator.probes.k8s import collection_path, evaluate
@@ -312,3 +314,87 @@ def test_a_run_is_named_by_the_scenario_its_spec_names() -> None:
     assert scenario_ref({"scenarioRef": {"name": "x", "namespace": "lib"}}, "shop") == "lib/x"
     record = scenario_record({"metadata": {"namespace": "shop"}, "spec": spec, "status": {}})
     assert f"{record.namespace}/{record.name}" == scenario_ref(spec, "shop")
+
+
+# --- assertion states ----------------------------------------------------------------------------------------
+
+
+def _judge(kind: str, stats: dict[str, ProbeStats], recovery: float | None = None) -> AssertionResult:
+    expected = None if kind in ("service_health", "data_consistency") else 50
+    return evaluate_assertion(Assertion(name="x", type=kind, probe="api", expected=expected), stats, recovery)
+
+
+def _sampled(*samples: Sample) -> dict[str, ProbeStats]:
+    stats = ProbeStats.of(Probe(name="api", type="http", mode="continuous", http={"url": "http://x/"}))
+    for sample in samples:
+        stats.record(sample)
+    return {"api": stats}
+
+
+ERRORED = Sample(ok=False, at=0.0, error="http://x/ unreachable: connection refused")
+MISSED = Sample(ok=False, at=1.0, value="503", error="503", latency_ms=4.0)
+MET = Sample(ok=True, at=2.0, value="200", latency_ms=3.0)
+
+
+@pytest.mark.parametrize("kind", ["availability", "error_rate", "latency", "throughput", "service_health"])
+def test_an_assertion_whose_probe_never_ran_is_skipped_never_passed(kind: str) -> None:
+    result = _judge(kind, _sampled())
+    assert (result.state, result.passed) == (AssertionState.SKIPPED, False)
+    assert result.message == "probe api never ran (no samples)"
+
+
+@pytest.mark.parametrize("kind", ["availability", "error_rate", "latency", "throughput", "service_health"])
+def test_an_assertion_whose_probe_errored_in_every_sample_is_an_error(kind: str) -> None:
+    result = _judge(kind, _sampled(ERRORED, ERRORED))
+    assert (result.state, result.passed) == (AssertionState.ERROR, False)
+    assert result.message == "probe api errored in all 2 sample(s): http://x/ unreachable: connection refused"
+
+
+def test_a_measured_miss_is_failed_and_a_measured_hit_passed() -> None:
+    """One errored sample among measured ones leaves the assertion judged on what was measured."""
+    missed = _judge("availability", _sampled(ERRORED, MISSED, MET))
+    assert (missed.state, missed.passed, missed.actual) == (AssertionState.FAILED, False, "33.33%")
+    held = _judge("availability", _sampled(MET, MET, ERRORED))
+    assert (held.state, held.passed) == (AssertionState.PASSED, True)
+
+
+def test_recovery_time_without_a_measurement_is_skipped_and_an_undeclared_probe_an_error() -> None:
+    unmeasured = evaluate_assertion(Assertion(name="r", type="recovery_time", expected=5), {}, None)
+    assert (unmeasured.state, unmeasured.passed) == (AssertionState.SKIPPED, False)
+    undeclared = evaluate_assertion(Assertion(name="m", type="availability", probe="nope", expected=9), {}, None)
+    assert (undeclared.state, undeclared.passed) == (AssertionState.ERROR, False)
+
+
+def test_a_status_from_before_states_reads_its_state_from_passed() -> None:
+    old = {"name": "a", "type": "availability", "expected": ">= 9"}
+    assert AssertionResult.model_validate({**old, "passed": True}).state == AssertionState.PASSED
+    assert AssertionResult.model_validate({**old, "passed": False}).state == AssertionState.FAILED
+
+
+@pytest.mark.parametrize("state", ["skipped", "error", "failed"])
+def test_an_unjudged_or_failed_state_never_says_passed(state: str) -> None:
+    with pytest.raises(ValueError, match=f"state {state} disagrees with passed=True"):
+        AssertionResult(name="a", type="availability", expected=">= 9", passed=True, state=state)
+    with pytest.raises(ValueError, match="state passed disagrees with passed=False"):
+        AssertionResult(name="a", type="availability", expected=">= 9", passed=False, state="passed")
+
+
+def test_restore_keeps_the_count_of_errored_samples() -> None:
+    before = _sampled(ERRORED, ERRORED)["api"].to_result()
+    assert before.errored == 2
+    after = ProbeStats.of(Probe(name="api", type="http", mode="continuous", http={"url": "http://x/"}))
+    after.restore(ProbeResult.model_validate(before.model_dump(mode="json")))
+    result = _judge("availability", {"api": after})
+    assert result.state == AssertionState.ERROR, "a resumed run judges the samples of the process before"
+
+
+def test_a_run_ended_by_an_unjudged_assertion_says_it_was_not_judged() -> None:
+    skipped = _judge("availability", _sampled())
+    assert assertion_failed(skipped).message == (
+        "assertion x (availability) was not judged (skipped): expected >= 50 — probe api never ran (no samples)"
+    )
+    missed = _judge("availability", _sampled(MISSED))
+    assert (
+        assertion_failed(missed).message
+        == "assertion x (availability) failed: expected >= 50, got 0% — 0% is not >= 50"
+    )

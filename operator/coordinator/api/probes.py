@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from coordinator.api.base import (
     DNS_LABEL_PATTERN,
@@ -424,6 +424,11 @@ class ProbeResult(Model):
     samples: int = Field(default=0, description="Samples taken.")
     passed: int = Field(default=0, description="Samples that passed.")
     failed: int = Field(default=0, description="Samples that failed.")
+    errored: int = Field(
+        default=0,
+        description="Failed samples that observed nothing: the probe could not be evaluated (unreachable, timed out, "
+        "a bad query, a missing object).",
+    )
     successPercent: float | None = Field(default=None, description="passed / samples * 100.")
     latencyP50Ms: float | None = Field(default=None, description="Median latency of http samples (ms).")
     latencyP95Ms: float | None = Field(default=None, description="95th percentile latency of http samples (ms).")
@@ -437,6 +442,15 @@ class ProbeResult(Model):
     )
 
 
+class AssertionState(StrEnum):
+    """How an assertion came out. Only ``passed`` counts as holding: what could not be judged never passes."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # its probe never ran: no sample, no recovery time measured
+    ERROR = "error"  # its probe could not be evaluated (every sample errored), or is not declared
+
+
 class AssertionResult(Model):
     name: str = Field(description="The assertion.")
     type: str = Field(description="Its type.")
@@ -448,3 +462,17 @@ class AssertionResult(Model):
         description="Why not, when it did not; for a pass, what it rests on when that is not obvious (an empty "
         "audit trail).",
     )
+    state: AssertionState | None = Field(
+        default=None,
+        description="passed; failed (measured, and it did not hold); skipped (its probe never ran, so nothing was "
+        "measured); or error (its probe could not be evaluated: every sample errored, or it is not declared). "
+        "Only passed has passed true. Set from passed when a status written before it lacks it.",
+    )
+
+    @model_validator(mode="after")
+    def _state_agrees_with_passed(self) -> AssertionResult:
+        if self.state is None:
+            self.state = AssertionState.PASSED if self.passed else AssertionState.FAILED
+        elif (self.state == AssertionState.PASSED) != self.passed:
+            raise ValueError(f"assertion {self.name}: state {self.state} disagrees with passed={self.passed}")
+        return self

@@ -23,6 +23,12 @@ class Sample:
     error: str | None = None
     latency_ms: float | None = None
 
+    @property
+    def errored(self) -> bool:
+        """Whether the probe could not be evaluated (it observed no value): unreachable, timed out, a bad query, a
+        missing object. A failed comparison observed a value."""
+        return not self.ok and self.value is None
+
 
 class ProbeError(Exception):
     """The probe could not be evaluated (unreachable URL, bad query, missing object): a failed sample with a reason."""

@@ -13,6 +13,7 @@ from coordinator.api.probes import (
     RECENT_SAMPLES,
     Assertion,
     AssertionResult,
+    AssertionState,
     AssertionType,
     Comparison,
     Probe,
@@ -39,6 +40,7 @@ class ProbeStats:
     samples: int = 0
     passed: int = 0
     failed: int = 0
+    errored: int = 0  # failed samples that observed nothing (Sample.errored)
     consecutive_failures: int = 0
     tripped: bool = False  # failureThreshold consecutive failures happened at some point
     checked: bool | None = None  # outcome of a before/after point check
@@ -67,6 +69,7 @@ class ProbeStats:
             self.consecutive_failures = 0
         else:
             self.failed += 1
+            self.errored += sample.errored
             self.consecutive_failures += 1
             if self.consecutive_failures >= self.failure_threshold:
                 self.tripped = True
@@ -100,6 +103,7 @@ class ProbeStats:
             samples=self.samples,
             passed=self.passed,
             failed=self.failed,
+            errored=self.errored,
             successPercent=self.success_percent,
             latencyP50Ms=round(p50, 2) if p50 is not None else None,
             latencyP95Ms=round(p95, 2) if p95 is not None else None,
@@ -113,6 +117,7 @@ class ProbeStats:
         """Carry counts over from a status written by an earlier operator process (of the samples themselves, only
         the recent marks remain)."""
         self.samples, self.passed, self.failed = result.samples, result.passed, result.failed
+        self.errored = result.errored
         self.recent.extend((mark.at.timestamp(), mark.ok) for mark in result.recent)
         self.tripped = result.verdict == "Failed" and self.mode in (ProbeMode.DURING, ProbeMode.CONTINUOUS)
         self.last_value, self.last_error = result.lastValue, result.lastError
@@ -137,22 +142,30 @@ def evaluate_assertion(
     base = {"name": assertion.name, "type": kind.value, "expected": expected_text}
     if kind == AssertionType.RECOVERY_TIME:
         if recovery_seconds is None:
-            return AssertionResult(**base, passed=False, message="no recovery time: the scenario has no probes")
+            return AssertionResult(
+                **base,
+                passed=False,
+                state=AssertionState.SKIPPED,
+                message="no recovery time: the scenario has no probes",
+            )
         ok = compare(recovery_seconds, op, assertion.expected)
         return AssertionResult(
             **base, actual=f"{recovery_seconds:g}s", passed=ok, message=None if ok else "recovery too slow"
         )
     probe = stats.get(assertion.probe or "")
     if probe is None:
-        return AssertionResult(**base, passed=False, message=f"probe {assertion.probe!r} is not declared")
+        return AssertionResult(
+            **base, passed=False, state=AssertionState.ERROR, message=f"probe {assertion.probe!r} is not declared"
+        )
+    unjudged = _unjudged(base, probe)
+    if unjudged is not None:
+        return unjudged
     if kind in (AssertionType.SERVICE_HEALTH, AssertionType.DATA_CONSISTENCY):
         verdict = probe.verdict or "NoSamples"
         ok = verdict == "Passed"
         return AssertionResult(
             **base, actual=verdict, passed=ok, message=None if ok else f"probe {probe.name}: {probe.last_error}"
         )
-    if not probe.samples:
-        return AssertionResult(**base, passed=False, message=f"probe {probe.name} took no samples")
     actual: float | None
     unit = ""
     if kind == AssertionType.AVAILABILITY:
@@ -162,11 +175,18 @@ def evaluate_assertion(
     elif kind in (AssertionType.LATENCY, AssertionType.RESPONSE_TIME):
         actual, unit = percentile(probe.latencies, assertion.percentile), "ms"
         if actual is None:
-            return AssertionResult(**base, passed=False, message=f"probe {probe.name} recorded no latencies")
+            return AssertionResult(
+                **base,
+                passed=False,
+                state=AssertionState.ERROR,
+                message=f"probe {probe.name} recorded no latencies",
+            )
         actual = round(actual, 2)
     else:  # throughput: the mean of the values the (prometheus) probe returned
         if not probe.values:
-            return AssertionResult(**base, passed=False, message=f"probe {probe.name} returned no numbers")
+            return AssertionResult(
+                **base, passed=False, state=AssertionState.ERROR, message=f"probe {probe.name} returned no numbers"
+            )
         actual = round(sum(probe.values) / len(probe.values), 4)
     assert actual is not None
     ok = compare(actual, op, assertion.expected)
@@ -176,6 +196,23 @@ def evaluate_assertion(
         passed=ok,
         message=None if ok else f"{actual:g}{unit} is not {expected_text}",
     )
+
+
+def _unjudged(base: Mapping[str, str], probe: ProbeStats) -> AssertionResult | None:
+    """The result of an assertion whose probe gave nothing to judge: ``skipped`` when it never ran, ``error`` when
+    every sample errored (it observed nothing); None when there is something to judge."""
+    if not probe.samples and probe.checked is None:
+        return AssertionResult(
+            **base, passed=False, state=AssertionState.SKIPPED, message=f"probe {probe.name} never ran (no samples)"
+        )
+    if probe.samples and probe.errored == probe.samples:
+        return AssertionResult(
+            **base,
+            passed=False,
+            state=AssertionState.ERROR,
+            message=f"probe {probe.name} errored in all {probe.samples} sample(s): {probe.last_error}",
+        )
+    return None
 
 
 AUDIT_EXPECTED = "every change reverted or one-shot; requester recorded"

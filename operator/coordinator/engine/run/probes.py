@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from coordinator.api.models import InjectionState, Phase
-from coordinator.api.probes import Assertion, AssertionResult, AssertionType, ProbeMode, SteadyState
+from coordinator.api.probes import Assertion, AssertionResult, AssertionState, AssertionType, ProbeMode, SteadyState
 from coordinator.domain.verdict import evaluate_assertion, evaluate_audit_trail, failed_probe, resilience_score
 from coordinator.engine.probing import ProbeReach, ProbeSession, RecoveryTracker
 from coordinator.engine.run.errors import RunEnded
@@ -216,11 +216,16 @@ class ProbeSupervisor:
 
 
 def assertion_failed(bad: AssertionResult) -> RunEnded:
+    """The run fails on an assertion that did not pass: failed, or skipped or errored (never judged, so never
+    passed); the message says which."""
+    if bad.state in (AssertionState.SKIPPED, AssertionState.ERROR):
+        outcome = f"was not judged ({bad.state}): expected {bad.expected}"
+    else:
+        outcome = f"failed: expected {bad.expected}, got {bad.actual}"
     return RunEnded(
         Phase.FAILED,
         "AssertionFailed",
-        f"assertion {bad.name} ({bad.type}) failed: expected {bad.expected}, got {bad.actual}"
-        + (f" — {bad.message}" if bad.message else ""),
+        f"assertion {bad.name} ({bad.type}) {outcome}" + (f" — {bad.message}" if bad.message else ""),
     )
 
 
