@@ -119,7 +119,7 @@ def _write_first_release_run(connection: Connection, prefix: str, uid: str) -> N
 
 async def test_a_first_release_database_upgrades_with_its_runs(database_url: str) -> None:
     """Tables made by revision 0001, with runs in them, reach the head: the runs stay, the namespace index
-    gains the report's columns (0002), the runs gain requested_by, NULL for them (0003), and the namespace report
+    gains the report's columns (0002, and the duration with 0005), the runs gain requested_by, NULL for them (0003), and the namespace report
     still counts them."""
     from coordinator.history import migrations
 
@@ -146,6 +146,7 @@ async def test_a_first_release_database_upgrades_with_its_runs(database_url: str
                 "completed_at",
                 "passed",
                 "recovery_seconds",
+                "duration_seconds",
             ]
         report = await history.report(ReportFilters(namespace="shop"))
         assert report.total_runs == 1
@@ -316,6 +317,23 @@ async def test_report_computes_mean_and_p95_recovery(filled: HistoryStore) -> No
     (stats,) = report.scenarios
     assert stats.mean_recovery == pytest.approx(sum(RECOVERIES) / len(RECOVERIES))
     assert stats.p95_recovery == percentile(RECOVERIES) == 10.0
+
+
+async def test_report_computes_the_mean_duration_per_scenario_and_overall(store: HistoryStore) -> None:
+    durations = {"kw-0": 10.0, "kw-1": 20.0, "kw-2": None, "dr-0": 40.0}
+    for name, seconds in durations.items():
+        run = finished_testrun(name=name, scenario="drain" if name.startswith("dr") else "kill-web")
+        if seconds is None:
+            del run["status"]["durationSeconds"]
+        else:
+            run["status"]["durationSeconds"] = seconds
+        await store.upsert_run(run)
+    report = await store.report(ReportFilters())
+    assert {s.scenario: (s.mean_duration, s.timed) for s in report.scenarios} == {
+        "shop/drain": (40.0, 1),
+        "shop/kill-web": (15.0, 2),
+    }
+    assert report.mean_duration == round(70.0 / 3, 3), "a run without a duration counts in neither mean"
 
 
 async def test_report_has_no_recovery_where_none_was_measured(filled: HistoryStore) -> None:

@@ -73,6 +73,8 @@ KILL = ScenarioStats(
     p95_recovery=10.0,
     last_failures=(KILL_RUNS[5], KILL_RUNS[4], KILL_RUNS[3]),
     trend=KILL_RUNS,
+    mean_duration=12.5,
+    timed=5,  # one run recorded no duration
 )
 DRAIN = ScenarioStats(
     scenario="shop/drain",
@@ -81,6 +83,8 @@ DRAIN = ScenarioStats(
     first_run_at=DRAIN_RUNS[0].completed_at,
     last_run_at=DRAIN_RUNS[1].completed_at,
     trend=DRAIN_RUNS,
+    mean_duration=3.0,
+    timed=2,
 )
 REPORT = Report(
     generated_at=T0 + timedelta(hours=1),
@@ -112,14 +116,21 @@ def test_table_has_one_row_per_scenario_with_its_numbers() -> None:
     lines = render_table(REPORT).splitlines()
     row = next(line for line in lines if line.startswith("shop/kill-web"))
     assert row.split() == [
-        "shop/kill-web", "6", "2", "0", "33.3%", "4.00s", "10.00s", "yes", "2026-03-01", "12:05:00Z"
+        "shop/kill-web", "6", "2", "0", "33.3%", "12.50s", "4.00s", "10.00s", "yes", "2026-03-01", "12:05:00Z"
     ]  # fmt: skip
 
 
 def test_table_headline_counts_everything() -> None:
     assert render_table(REPORT).splitlines()[0] == (
-        "8 run(s) of 2 scenario(s), 4 passed (50.0%); namespace shop, since 2026-02-22 12:00:00Z"
+        "8 run(s) of 2 scenario(s), 4 passed (50.0%), mean duration 9.79s; namespace shop, since 2026-02-22 12:00:00Z"
     )
+
+
+def test_the_mean_duration_overall_weighs_each_scenario_by_its_timed_runs() -> None:
+    assert REPORT.mean_duration == round((12.5 * 5 + 3.0 * 2) / 7, 3)
+    untimed = replace(REPORT, scenarios=(replace(DRAIN, mean_duration=None, timed=0),))
+    assert untimed.mean_duration is None
+    assert "mean duration" not in render_table(untimed).splitlines()[0], "nothing timed: no figure, not 0s"
 
 
 def test_table_lists_last_failures_newest_first() -> None:
@@ -151,7 +162,8 @@ def test_json_carries_derived_numbers_and_totals() -> None:
     data = json.loads(render_json(REPORT))
     kill = next(s for s in data["scenarios"] if s["scenario"] == "shop/kill-web")
     assert (kill["passRate"], kill["failed"], kill["flaky"]) == (33.33, 4, True)
-    assert data["totals"] == {"runs": 8, "passed": 4, "cancelled": 0, "scenarios": 2}
+    assert data["totals"] == {"runs": 8, "passed": 4, "cancelled": 0, "scenarios": 2, "meanDuration": 9.786}
+    assert (kill["mean_duration"], kill["timed"]) == (12.5, 5)
     assert kill["last_run_at"] == "2026-03-01T12:05:00Z"
 
 
@@ -493,3 +505,17 @@ def test_markdown_and_html_list_a_workflows_nodes_in_order() -> None:
     assert [nodes.index(f"<li>{name}:") for name in ("kill-cache", "approve", "kill-db")] == sorted(
         nodes.index(f"<li>{name}:") for name in ("kill-cache", "approve", "kill-db")
     )
+
+
+def test_every_format_shows_the_mean_duration_beside_the_recovery() -> None:
+    markdown = render_markdown(REPORT).splitlines()
+    header = next(line for line in markdown if line.startswith("| Scenario"))
+    kill = next(line for line in markdown if line.startswith("| shop/kill-web"))
+    assert [c.strip() for c in header.split("|")][5:8] == ["Pass Rate", "Mean Duration", "Mean Recovery"]
+    assert [c.strip() for c in kill.split("|")][5:8] == ["33.3%", "12.50s", "4.00s"]
+    assert "mean duration 9.79s" in markdown[2]
+    suite = next(s for s in _junit(REPORT) if s.get("name") == "shop/kill-web")
+    assert {p.get("name"): p.get("value") for p in suite.iter("property")}["meanDuration"] == "12.50s"
+    page = render_html(REPORT)
+    assert "<span>mean duration 12.50s</span>" in page
+    assert '<td class="num">12.50s</td><td class="num">4.00s</td>' in page

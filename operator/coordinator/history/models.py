@@ -142,10 +142,21 @@ def history_tables(prefix: str) -> HistoryTables:
         # scenario index also carries what the aggregates read (verdict, recovery), so per-scenario counts,
         # means, percentiles and "latest N" lookups never read the wide rows (index-only on both backends).
         Index(name("runs_completed_ix"), "completed_at"),
-        Index(name("runs_scenario_ix"), "scenario_id", "completed_at", "passed", "recovery_seconds"),
+        # Migration 0005 added the duration (the report's mean duration) to both.
+        Index(
+            name("runs_scenario_ix"), "scenario_id", "completed_at", "passed", "recovery_seconds", "duration_seconds"
+        ),
         # The namespace index carries the aggregates' columns too (migration 0002: SQLite otherwise groups through
         # the scenario index and reads every row to check its namespace).
-        Index(name("runs_namespace_ix"), "namespace", "scenario_id", "completed_at", "passed", "recovery_seconds"),
+        Index(
+            name("runs_namespace_ix"),
+            "namespace",
+            "scenario_id",
+            "completed_at",
+            "passed",
+            "recovery_seconds",
+            "duration_seconds",
+        ),
         # A workflow run's children (migration 0004).
         Index(name("runs_parent_ix"), "parent_uid"),
         # coordinator history runs --phase (migration 0005).

@@ -150,6 +150,8 @@ class ScenarioStats:
     trend: tuple[RunSummary, ...] = ()  # the latest runs, oldest first
     cancelled: int = 0  # aborted runs: shown, but left out of the pass rate
     workflow: bool = False  # a ChaosWorkflow's runs (``scenario`` is the workflow's namespace/name)
+    mean_duration: float | None = None  # seconds from start to completion, over the runs that recorded it
+    timed: int = 0  # the runs that recorded a duration (the weight of ``mean_duration`` in the overall mean)
 
     @property
     def decided(self) -> int:
@@ -191,6 +193,14 @@ class Report:
         return sum(s.passed for s in self.scenarios)
 
     @property
+    def mean_duration(self) -> float | None:
+        """The mean duration of every timed run in the report (each scenario's mean weighted by its timed runs)."""
+        timed = sum(s.timed for s in self.scenarios if s.mean_duration is not None)
+        if not timed:
+            return None
+        return round(sum(s.mean_duration * s.timed for s in self.scenarios if s.mean_duration is not None) / timed, 3)
+
+    @property
     def failures(self) -> list[RunSummary]:
         """The last failures of every scenario, newest first."""
         return sorted((f for s in self.scenarios for f in s.last_failures), key=lambda r: r.completed_at, reverse=True)
@@ -210,6 +220,7 @@ class Report:
             "passed": self.total_passed,
             "cancelled": self.total_cancelled,
             "scenarios": len(self.scenarios),
+            "meanDuration": self.mean_duration,
         }
         result: dict[str, Any] = _jsonable(data)  # type: ignore[assignment]
         return result
@@ -234,6 +245,8 @@ class Report:
                 trend=tuple(run(r) for r in raw.get("trend", [])),
                 cancelled=raw.get("cancelled", 0),
                 workflow=raw.get("workflow", False),
+                mean_duration=raw.get("mean_duration"),
+                timed=raw.get("timed", 0),
             )
             for raw in data["scenarios"]
         )
@@ -295,6 +308,7 @@ TABLE_COLUMNS = (
     "PASSED",
     "CANCELLED",
     "PASS RATE",
+    "MEAN DURATION",
     "MEAN RECOVERY",
     "P95 RECOVERY",
     "FLAKY",
@@ -314,6 +328,7 @@ def _rows(report: Report) -> list[tuple[str, ...]]:
             str(s.passed),
             str(s.cancelled),
             _percent(s.pass_rate),
+            _seconds(s.mean_duration),
             _seconds(s.mean_recovery),
             _seconds(s.p95_recovery),
             "yes" if s.flaky else "no",
@@ -365,9 +380,10 @@ def _headline(report: Report) -> str:
     decided = report.total_runs - report.total_cancelled
     rate = 100.0 * report.total_passed / decided if decided else 0.0
     cancelled = f", {report.total_cancelled} cancelled (not in the rate)" if report.total_cancelled else ""
+    duration = f", mean duration {_seconds(report.mean_duration)}" if report.mean_duration is not None else ""
     return (
         f"{report.total_runs} run(s) of {len(report.scenarios)} scenario(s){cancelled}, {report.total_passed} passed "
-        f"({_percent(rate)}); {report.filters.describe()}"
+        f"({_percent(rate)}){duration}; {report.filters.describe()}"
     )
 
 
@@ -378,7 +394,7 @@ def render_table(report: Report) -> str:
         return "\n".join([*lines, "no runs in the history match"]) + "\n"
     rows = [TABLE_COLUMNS, *_rows(report)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
-    numeric = {1, 2, 3, 4, 5}
+    numeric = {1, 2, 3, 4, 5, 6, 7}
     for row in rows:
         cells = [cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i]) for i, cell in enumerate(row)]
         lines.append("  ".join(cells).rstrip())
@@ -422,7 +438,7 @@ def render_markdown(report: Report) -> str:
     if not report.scenarios:
         return "\n".join([*lines, "No runs in the history match."]) + "\n"
     lines.append("| " + " | ".join(c.title() if c != "P95 RECOVERY" else "P95 Recovery" for c in TABLE_COLUMNS) + " |")
-    lines.append("| --- | " + " | ".join("---:" for _ in range(5)) + " | --- | --- |")
+    lines.append("| --- | " + " | ".join("---:" for _ in range(7)) + " | --- | --- |")
     for row in _rows(report):
         lines.append("| " + " | ".join(_md(cell) for cell in row) + " |")
     if report.failures:
@@ -581,6 +597,7 @@ def render_junit(report: Report) -> str:
             s = stats[scenario]
             for name, value in (
                 ("passRate", _percent(s.pass_rate)),
+                ("meanDuration", _seconds(s.mean_duration)),
                 ("meanRecovery", _seconds(s.mean_recovery)),
                 ("p95Recovery", _seconds(s.p95_recovery)),
                 ("flaky", str(s.flaky).lower()),
@@ -746,7 +763,8 @@ def render_html(report: Report) -> str:
             "<tr>"
             f'<td><a href="#{esc(_anchor(_label(s)))}">{esc(_label(s))}</a></td>'
             f'<td class="num">{s.runs}</td><td class="num">{s.passed}</td><td class="num">{s.cancelled}</td>'
-            f'<td class="num">{_percent(s.pass_rate)}</td><td class="num">{_seconds(s.mean_recovery)}</td>'
+            f'<td class="num">{_percent(s.pass_rate)}</td><td class="num">{_seconds(s.mean_duration)}</td>'
+            f'<td class="num">{_seconds(s.mean_recovery)}</td>'
             f'<td class="num">{_seconds(s.p95_recovery)}</td><td>{"yes" if s.flaky else "no"}</td>'
             f'<td class="when">{esc(_when(s.last_run_at))}</td></tr>'
         )
@@ -756,6 +774,7 @@ def render_html(report: Report) -> str:
         rate_class = "good" if s.failed == 0 else "bad"
         badges = [
             f'<span class="{rate_class}">{_percent(s.pass_rate)} passed ({s.passed}/{s.decided})</span>',
+            f"<span>mean duration {_seconds(s.mean_duration)}</span>",
             f"<span>mean recovery {_seconds(s.mean_recovery)}</span>",
             f"<span>p95 recovery {_seconds(s.p95_recovery)}</span>",
         ]
@@ -794,7 +813,7 @@ def render_html(report: Report) -> str:
             + "</section>"
         )
     header = "".join(
-        f'<th class="num">{esc(c.title())}</th>' if i in (1, 2, 3, 4, 5, 6) else f"<th>{esc(c.title())}</th>"
+        f'<th class="num">{esc(c.title())}</th>' if i in (1, 2, 3, 4, 5, 6, 7) else f"<th>{esc(c.title())}</th>"
         for i, c in enumerate(TABLE_COLUMNS)
     )
     body = (

@@ -3,7 +3,8 @@
 The correlation ID (the run's UID) and the scenario filters have their indexes already (the runs' primary key,
 the events' and results' ``(run_uid, ...)`` unique keys, the scenario index). New: the runs by phase, the events
 by fault type and by target name (the target index leads with the kind, which the command line does not take),
-and the results by type. ``state`` keeps an assertion's ``skipped`` and ``error`` apart from ``failed``; rows
+and the results by type. The report's covering indexes (scenario, namespace) gain the duration, which the report's
+mean duration reads: without it the aggregates would read every run's wide row. ``state`` keeps an assertion's ``skipped`` and ``error`` apart from ``failed``; rows
 written before keep NULL.
 
 Revision ID: 0005
@@ -29,10 +30,25 @@ def upgrade() -> None:
     op.create_index(f"{p}_events_fault_ix", f"{p}_chaos_events", ["fault", "run_uid"])
     op.create_index(f"{p}_events_name_ix", f"{p}_chaos_events", ["target_name", "target_namespace"])
     op.create_index(f"{p}_results_type_ix", f"{p}_test_results", ["type", "run_uid"])
+    _report_indexes(p, ["duration_seconds"])
+
+
+# The report's covering indexes before this revision; it appends the duration to both.
+REPORT_INDEXES = {
+    "runs_scenario_ix": ["scenario_id", "completed_at", "passed", "recovery_seconds"],
+    "runs_namespace_ix": ["namespace", "scenario_id", "completed_at", "passed", "recovery_seconds"],
+}
+
+
+def _report_indexes(p: str, extra: list[str]) -> None:
+    for suffix, columns in REPORT_INDEXES.items():
+        op.drop_index(f"{p}_{suffix}", table_name=f"{p}_test_runs")
+        op.create_index(f"{p}_{suffix}", f"{p}_test_runs", [*columns, *extra])
 
 
 def downgrade() -> None:
     p = context.config.attributes["table_prefix"]
+    _report_indexes(p, [])
     op.drop_index(f"{p}_results_type_ix", table_name=f"{p}_test_results")
     op.drop_index(f"{p}_events_name_ix", table_name=f"{p}_chaos_events")
     op.drop_index(f"{p}_events_fault_ix", table_name=f"{p}_chaos_events")
