@@ -324,3 +324,49 @@ def test_the_command_pages_through_runs_as_json_and_tables(database_url: str, tm
     since = _coordinator(database_url, instance, tmp_path, "history", "results", "--since", "1h", "--format", "json")
     assert since.returncode == 0, since.stderr
     assert json.loads(since.stdout)["items"] == [], "every stored run completed long before the last hour"
+
+
+# --- one run's report ----------------------------------------------------------------------------------------
+
+
+def test_report_run_gives_one_runs_full_report_in_every_format(database_url: str, tmp_path: Path) -> None:
+    """``coordinator report --run NS/NAME`` (the last stored run of that name) or ``--run UID``."""
+    instance = _instance()
+    runs = _runs()
+
+    async def fill() -> None:
+        history = HistoryStore(database_url, instance)
+        try:
+            await history.upgrade()
+            await history.upsert_records([run_record(run) for run in runs])
+        finally:
+            await history.close()
+
+    asyncio.run(fill())
+    drained = next(run for run in runs if run["metadata"]["name"] == "dr-1")
+    uid = drained["metadata"]["uid"]
+    by_name = _coordinator(database_url, instance, tmp_path, "report", "--run", "shop/dr-1", "--format", "json")
+    assert by_name.returncode == 0, by_name.stderr
+    data = json.loads(by_name.stdout)
+    assert (data["run"]["name"], data["run"]["correlationId"], data["run"]["scenario"]) == ("dr-1", uid, "shop/drain")
+    assert [(e["fault"], e["target_name"], e["state"]) for e in data["events"]] == [
+        ("node-drain", "node-1", "Reverted")
+    ]
+    assert [(a["name"], a["state"]) for a in data["assertions"]] == [("fast", "passed"), ("up", "skipped"),
+                                                                     ("quick", "error")]  # fmt: skip
+    assert [p["name"] for p in data["probes"]] == ["web-ready"]
+    for fmt, expected in (
+        ("table", "TestRun shop/dr-1"),
+        ("markdown", "# TestRun shop/dr-1"),
+        ("junit", '<testsuite name="shop/dr-1"'),
+        ("html", "<h1>TestRun shop/dr-1</h1>"),
+    ):
+        by_uid = _coordinator(database_url, instance, tmp_path, "report", "--run", uid, "--format", fmt)
+        assert by_uid.returncode == 0, by_uid.stderr
+        assert expected in by_uid.stdout, fmt
+    missing = _coordinator(database_url, instance, tmp_path, "report", "--run", "shop/nope")
+    assert missing.returncode == 1
+    assert "error: no stored run 'shop/nope'" in missing.stderr
+    mixed = _coordinator(database_url, instance, tmp_path, "report", "--run", uid, "--namespace", "shop")
+    assert mixed.returncode == 2
+    assert "--run reports one run" in mixed.stderr

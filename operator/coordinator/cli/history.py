@@ -66,25 +66,32 @@ def _settings() -> Settings | None:
 
 
 def report(args: argparse.Namespace) -> int:
-    """Print (or write to ``--output``) a report over the stored runs."""
+    """Print (or write to ``--output``) a report over the stored runs, or with ``--run`` one run's full report."""
     from coordinator.history.report import ReportFilters
 
+    if args.run and (args.namespace or args.scenario or args.since):
+        print("error: --run reports one run: it takes no --namespace, --scenario or --since", file=sys.stderr)
+        return 2
     settings = _settings()
     if settings is None:
         return 2
-    if settings.database_url is None and not settings.history_file.exists():
-        # Opening it would create an empty database and report "no runs": a wrong path must say so instead.
-        print(
-            f"error: no history at {settings.history_file} (COORDINATOR_HISTORY_PATH, or COORDINATOR_DATABASE_URL "
-            "for a shared database)",
-            file=sys.stderr,
-        )
+    if _no_history(settings):
         return 1
     # The window starts on a whole minute, so reports asked for within the same minute share the cache.
     since = (datetime.now(UTC) - args.since).replace(second=0, microsecond=0) if args.since else None
     filters = ReportFilters(namespace=args.namespace, scenario=args.scenario, since=since)
     try:
-        text = asyncio.run(_render_report(settings, filters, args.format))
+        if args.run:
+            text = asyncio.run(_render_run_report(settings, args.run, args.format))
+            if text is None:
+                print(
+                    f"error: no stored run {args.run!r} (NAMESPACE/NAME or its UID; `coordinator history runs` "
+                    "lists them)",
+                    file=sys.stderr,
+                )
+                return 1
+        else:
+            text = asyncio.run(_render_report(settings, filters, args.format))
     except Exception as exc:
         from coordinator.history.store import HistoryUnavailable
 
@@ -100,6 +107,21 @@ def report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+async def _render_run_report(settings: Settings, run: str, fmt: str) -> str | None:
+    """One run's report, the run named ``NAMESPACE/NAME`` (the last stored run of that name) or by its UID."""
+    from coordinator.history.run_report import render_run
+    from coordinator.history.store import HistoryStore
+
+    store = HistoryStore.from_settings(settings)
+    try:
+        namespace, slash, name = run.partition("/")
+        uid = await store.latest_uid(namespace, name) if slash else run
+        found = await store.run_report(uid) if uid else None
+        return render_run(found, fmt) if found is not None else None
+    finally:
+        await store.close()
 
 
 async def _render_report(settings: Settings, filters: ReportFilters, fmt: str) -> str:
@@ -156,18 +178,17 @@ def db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history_settings() -> Settings | None:
-    """The settings, when they name a history that exists (else the problem is printed)."""
-    settings = _settings()
-    if settings is not None and settings.database_url is None and not settings.history_file.exists():
+def _no_history(settings: Settings) -> bool:
+    """Whether the settings name an embedded history file that does not exist (and say so)."""
+    if settings.database_url is None and not settings.history_file.exists():
         # Opening it would create an empty database and answer "no runs": a wrong path must say so instead.
         print(
             f"error: no history at {settings.history_file} (COORDINATOR_HISTORY_PATH, or COORDINATOR_DATABASE_URL "
             "for a shared database)",
             file=sys.stderr,
         )
-        return None
-    return settings
+        return True
+    return False
 
 
 # The columns of each list as a table: (heading, how a row's value reads).
@@ -276,8 +297,10 @@ def history(args: argparse.Namespace) -> int:
         since=args.since,
         until=args.until,
     )
-    settings = _history_settings()
+    settings = _settings()
     if settings is None:
+        return 2
+    if _no_history(settings):
         return 1
     try:
         page = asyncio.run(_read_page(settings, what, query, after, args.limit))
@@ -343,6 +366,11 @@ def add_history_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     report_parser.add_argument("--scenario", help="only this scenario: NAME or NAMESPACE/NAME")
     report_parser.add_argument(
         "--since", type=parse_since, metavar="WINDOW", help="only runs completed within this window, e.g. 7d or 24h"
+    )
+    report_parser.add_argument(
+        "--run",
+        metavar="NAMESPACE/NAME|UID",
+        help="one run's full report instead: the run, its steps, chaos events, probe and assertion results",
     )
     report_parser.add_argument("--output", type=Path, metavar="FILE", help="write to FILE instead of stdout")
     report_parser.set_defaults(handler=report)

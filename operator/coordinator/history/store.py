@@ -47,6 +47,7 @@ from coordinator.history.report import (
     Report,
     ReportFilters,
 )
+from coordinator.history.run_report import RunReport, run_report_of
 from coordinator.history.urls import masked
 
 if TYPE_CHECKING:
@@ -328,6 +329,16 @@ class HistoryStore:
         """The UID of the last stored run named ``namespace/name``, or None."""
         async with self._transaction("latest_uid") as conn:
             return await queries.latest_uid(conn, self.tables, namespace, name)
+
+    async def run_report(self, uid: str) -> RunReport | None:
+        """One stored run's full report (history/run_report.py), read in one transaction; None when not stored."""
+        async with self._transaction("run_report") as conn:
+            run = await queries.get_run(conn, self.tables, uid)
+            if run is None:
+                return None
+            events = await queries.events(conn, self.tables, uid)
+            results = await queries.results(conn, self.tables, uid)
+        return run_report_of(run, events, results, source=self.description)
 
     async def read(self, query: Callable[[AsyncConnection, HistoryTables], Awaitable[T]]) -> T:
         """Run ``query`` (a read of another module's, such as the dashboard's queries) in a transaction of this
