@@ -126,6 +126,20 @@ ProbeUrl = Annotated[
 ]
 HeaderValue = Annotated[str, Field(pattern=HEADER_VALUE_PATTERN, max_length=4096)]
 
+# The host:port of a gRPC server: the host as in a URL (a DNS name, an IPv4 address or a bracketed IPv6 address),
+# the port required (a gRPC client has no scheme to take a default from).
+GRPC_ADDRESS_PATTERN = f"^({_HOSTNAME}|{_IPV4}|\\[({_IPV6})\\]):{_PORT}$"
+GRPC_ADDRESS_MESSAGE = (
+    "not host:port: the host must be a DNS name, an IPv4 address or a bracketed IPv6 address, the port 1-65535"
+)
+GrpcAddress = Annotated[
+    str,
+    _checked(GRPC_ADDRESS_PATTERN, GRPC_ADDRESS_MESSAGE, 300),
+    _strict(GRPC_ADDRESS_PATTERN, GRPC_ADDRESS_MESSAGE),
+]
+# A PEM certificate (or several): what grpcio's TLS accepts as root certificates.
+PEM_CERTIFICATE_PATTERN = "^\\s*-----BEGIN CERTIFICATE-----[-A-Za-z0-9+/=\\s]+-----END CERTIFICATE-----\\s*$"
+
 
 def check_header_names(headers: dict[str, str]) -> dict[str, str]:
     """``headers`` unchanged; ValueError when a name is not an RFC 7230 token."""
@@ -139,6 +153,7 @@ class ProbeType(StrEnum):
     K8S = "k8s"
     HTTP = "http"
     PROMETHEUS = "prometheus"
+    GRPC = "grpc"
 
 
 class ProbeMode(StrEnum):
@@ -277,9 +292,54 @@ class PrometheusProbe(Model):
     threshold: float = Field(description="The value to compare the query result with.")
 
 
+class GrpcTls(Model):
+    """TLS to a gRPC server. The server's certificate is always verified: grpcio offers no way to skip that."""
+
+    enabled: bool = Field(default=True, description="Speak TLS; plaintext when false.")
+    caCert: str | None = Field(
+        default=None,
+        max_length=65536,
+        pattern=PEM_CERTIFICATE_PATTERN,
+        description="PEM certificates of the CAs to trust (a CA certificate is public: it goes in the spec, "
+        "since probes never read Secrets); grpcio's bundled public roots when omitted.",
+    )
+    serverName: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=f"^{_HOSTNAME}$",
+        description="The name the server's certificate must carry (and the TLS server name sent); the address's "
+        "host when omitted.",
+    )
+
+    cel_rules = (
+        (
+            "!has(self.enabled) || self.enabled || (!has(self.caCert) && !has(self.serverName))",
+            "caCert and serverName need enabled: true",
+        ),
+    )
+
+
+class GrpcProbe(Model):
+    """A gRPC health check (grpc.health.v1.Health/Check): the sample passes when the server answers SERVING.
+    Latency is recorded for every sample."""
+
+    address: GrpcAddress = Field(
+        description="host:port of the server, e.g. cart.shop.svc:50051 or [fd00::1]:50051. Each sample resolves "
+        "the host and connects afresh; addresses in the operator's COORDINATOR_PROBE_DENY_CIDRS (link-local and "
+        "cloud metadata by default) are refused, whatever name leads to them."
+    )
+    service: str = Field(
+        default="",
+        max_length=256,
+        pattern="^[^\\x00-\\x1f\\x7f]*$",
+        description="The service whose health is asked, e.g. shop.Cart; the server's overall health when empty.",
+    )
+    tls: GrpcTls | None = Field(default=None, description="TLS options; plaintext when omitted.")
+
+
 class Probe(Model):
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The probe's name, unique in the scenario.")
-    type: ProbeType = Field(description="k8s, http or prometheus; the options go in the field of that name.")
+    type: ProbeType = Field(description="k8s, http, prometheus or grpc; the options go in the field of that name.")
     mode: ProbeMode = Field(
         default=ProbeMode.EDGE,
         description="before (baseline; no injection when it fails), after, edge (both), during (while faults are "
@@ -324,6 +384,7 @@ class Probe(Model):
     k8s: K8sProbe | None = Field(default=None, description="Options of a k8s probe.")
     http: HttpProbe | None = Field(default=None, description="Options of an http probe.")
     prometheus: PrometheusProbe | None = Field(default=None, description="Options of a prometheus probe.")
+    grpc: GrpcProbe | None = Field(default=None, description="Options of a grpc probe.")
 
     cel_rules = (
         ("self.type != 'k8s' || has(self.k8s)", "a k8s probe needs k8s options", ".k8s"),
@@ -333,6 +394,7 @@ class Probe(Model):
             "a prometheus probe needs prometheus options",
             ".prometheus",
         ),
+        ("self.type != 'grpc' || has(self.grpc)", "a grpc probe needs grpc options", ".grpc"),
     )
 
 
@@ -425,8 +487,10 @@ class ProbeResult(Model):
     passed: int = Field(default=0, description="Samples that passed.")
     failed: int = Field(default=0, description="Samples that failed.")
     successPercent: float | None = Field(default=None, description="passed / samples * 100.")
-    latencyP50Ms: float | None = Field(default=None, description="Median latency of http samples (ms).")
-    latencyP95Ms: float | None = Field(default=None, description="95th percentile latency of http samples (ms).")
+    latencyP50Ms: float | None = Field(default=None, description="Median latency of http and grpc samples (ms).")
+    latencyP95Ms: float | None = Field(
+        default=None, description="95th percentile latency of http and grpc samples (ms)."
+    )
     lastValue: str | None = Field(default=None, description="The last observed value (truncated).")
     lastError: str | None = Field(default=None, description="The last error or failed comparison (truncated).")
     verdict: str | None = Field(default=None, description="Passed, Failed or Error once decided.")
