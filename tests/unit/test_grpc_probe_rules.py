@@ -5,6 +5,7 @@ rules (a denied address is refused before anything is sent)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -229,6 +230,32 @@ def test_importing_the_probe_does_not_load_grpcio() -> None:
     code = "import sys, coordinator.engine.probing; print('grpc' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_grpcio_prints_nothing_past_the_operators_log() -> None:
+    """A failed TLS handshake made grpcio's C core print to stderr; the sample's message says it already. The
+    probe runs in a process of its own that has not loaded grpcio (the server runs here)."""
+    import subprocess
+
+    code = """
+import asyncio, sys
+from coordinator.api.probes import GrpcProbe, GrpcTls
+from coordinator.probes import grpc as grpc_probe
+from coordinator.probes.reach import GuardedResolver
+
+async def main() -> None:
+    probe = GrpcProbe(address=sys.argv[1], tls=GrpcTls(serverName="elsewhere.test"))
+    print((await grpc_probe.sample(probe, 5, GuardedResolver(()))).error)
+
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    with GrpcTarget(tls=True) as server:
+        done = subprocess.run(
+            [sys.executable, "-c", code, server.address], capture_output=True, text=True, check=True, env=env
+        )
+    assert "handshake failed" in done.stdout.lower(), done.stdout
+    assert done.stderr == ""
 
 
 # --- against a real health server on loopback ----------------------------------------------------------------

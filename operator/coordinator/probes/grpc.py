@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import re
 import socket
 import time
@@ -197,7 +198,10 @@ async def _check(
     started: float,
     clock: float,
 ) -> Sample:
-    # Imported here, not at the top: see the module's docstring.
+    # Imported here, not at the top: see the module's docstring. grpcio's C core would also print its own lines
+    # (a failed TLS handshake, at INFO) to stderr, past the operator's structured log: what went wrong is in the
+    # sample's message already. An explicit GRPC_VERBOSITY still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import grpc
     from grpc_health.v1 import health_pb2
 
