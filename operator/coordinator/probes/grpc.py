@@ -54,7 +54,7 @@ class Address:
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         elif ":" in host:
-            raise ValueError(f"{excerpt(address)!r}: an IPv6 address goes in brackets, [{host}]:{port}")
+            raise ValueError(f"{excerpt(address)!r}: an IPv6 address goes in brackets, [{excerpt(host)}]:{port}")
         if not host:
             raise ValueError(f"{excerpt(address)!r} names no host")
         return cls(host, int(port))
