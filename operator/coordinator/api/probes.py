@@ -321,7 +321,8 @@ class GrpcTls(Model):
 
 class GrpcProbe(Model):
     """A gRPC health check (grpc.health.v1.Health/Check): the sample passes when the server answers SERVING.
-    Latency is recorded for every sample."""
+    Latency is recorded for every answered sample, from resolving the name to the answer: each sample connects
+    afresh (with TLS, a new handshake)."""
 
     address: GrpcAddress = Field(
         description="host:port of the server, e.g. cart.shop.svc:50051 or [fd00::1]:50051. Each sample resolves "
