@@ -17,6 +17,7 @@ from coordinator.domain.samples import Sample
 from coordinator.domain.verdict import ProbeStats
 from coordinator.engine import observers
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
+from coordinator.probes import cmd as cmd_probe
 from coordinator.probes import grpc as grpc_probe
 from coordinator.probes import http as http_probe
 from coordinator.probes import k8s as k8s_probe
@@ -107,12 +108,15 @@ def refusal(probe: Probe, namespace: str, reach: ProbeReach, prometheus_url: str
             return http_probe.refusal(endpoint, reach.denied, "prometheus.endpoint")
     if probe.grpc is not None and probe.type == ProbeType.GRPC:
         return grpc_probe.refusal(probe.grpc.address, reach.denied)
+    if probe.cmd is not None and probe.type == ProbeType.CMD:
+        return cmd_probe.namespace_refusal(namespace, reach.protected)
     return None
 
 
 class ProbeSession:
     """The probes of one run, with their statistics; one HTTP session for the http and prometheus probes, one
-    guarded resolver for the grpc probes.
+    guarded resolver for the grpc probes. cmd probes create their Pods in ``namespace`` where ``namespaces`` (the
+    targets' namespace policy) allows it, owned by ``run``.
 
     Raises ProbeRefused, naming the probe's field in ``owner``'s spec, when a probe asks for what no probe may do:
     at once for what the spec shows (see ``refusal``), and from any sample for what only resolving a name shows.
@@ -129,7 +133,13 @@ class ProbeSession:
         owner: str = "ChaosScenario",
         clock: Clock = SYSTEM_CLOCK,
         correlation_id: str | None = None,
+        namespaces: cmd_probe.NamespaceCheck | None = None,
+        run: cmd_probe.RunOwner | None = None,
     ) -> None:
+        if namespaces is None and any(p.type == ProbeType.CMD for p in probes):
+            raise ValueError("cmd probes need the namespace policy that says where their Pods may run")
+        self.namespaces = namespaces
+        self.run = run
         self.client = client
         self.correlation_id = correlation_id  # the run's UID, sent with every http probe request
         self.clock = clock
@@ -186,6 +196,19 @@ class ProbeSession:
         if probe.type == ProbeType.GRPC:
             assert probe.grpc is not None
             return await grpc_probe.sample(probe.grpc, limit, self._guarded_resolver(), self.correlation_id)
+        if probe.type == ProbeType.CMD:
+            assert probe.cmd is not None
+            assert self.namespaces is not None
+            return await cmd_probe.sample(
+                self.client,
+                probe.cmd,
+                probe.name,
+                self.namespace,
+                limit,
+                allowed=self.namespaces,
+                protected=self.reach.protected,
+                run=self.run,
+            )
         assert probe.prometheus is not None
         return await prometheus_probe.sample(
             self._http(), probe.prometheus, self.prometheus_url, limit, self.reach.denied
