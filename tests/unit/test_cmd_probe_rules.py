@@ -105,6 +105,7 @@ def test_scheduling_fields_reach_the_pod() -> None:
         tolerations=[{"key": "chaos.coordinator.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
         resources={"requests": {"cpu": "50m"}, "limits": {"memory": "64Mi"}},
         serviceAccountName="reader",
+        imagePullPolicy="Never",
     )
     pod_spec = cmd_probe.pod_body(spec, "rows", NS, 5, None)["spec"]
     assert pod_spec["nodeSelector"] == {"chaos.coordinator.dev/real-node": "true"}
@@ -113,6 +114,7 @@ def test_scheduling_fields_reach_the_pod() -> None:
     ]
     assert pod_spec["containers"][0]["resources"] == {"requests": {"cpu": "50m"}, "limits": {"memory": "64Mi"}}
     assert pod_spec["serviceAccountName"] == "reader"
+    assert pod_spec["containers"][0]["imagePullPolicy"] == "Never"
     assert pod_spec["automountServiceAccountToken"] is True
 
 

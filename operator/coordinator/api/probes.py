@@ -397,6 +397,11 @@ class CmdProbe(Model):
     image: str = Field(
         min_length=1, max_length=512, pattern=IMAGE_PATTERN, description="The container image, e.g. postgres:16."
     )
+    imagePullPolicy: str | None = Field(
+        default=None,
+        pattern="^(Always|IfNotPresent|Never)$",
+        description="Always, IfNotPresent or Never; Kubernetes' default (Always for :latest) when omitted.",
+    )
     command: list[Annotated[str, Field(max_length=4096)]] = Field(
         min_length=1, max_length=64, description="The command (argv; no shell unless you run one)."
     )

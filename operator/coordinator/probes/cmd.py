@@ -94,6 +94,8 @@ def pod_body(
         "securityContext": security,
         "terminationMessagePolicy": "File",
     }
+    if spec.imagePullPolicy is not None:
+        container["imagePullPolicy"] = spec.imagePullPolicy
     if spec.args:
         container["args"] = list(spec.args)
     if spec.env:
