@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 from conftest import make_deployment, wait_ready
 from coordinator.testing.waiting import wait_for
 from support.chaos import GROUP, VERSION, Chaos
+from support.examples import CONTAINER_PROBE_EXAMPLES, WORKLOAD, in_namespace, kubectl_apply, load_docs
 from support.identities import user_kubeconfig
 
 pytestmark = pytest.mark.e2e
@@ -245,3 +246,35 @@ def test_a_requester_who_may_not_create_pods_cannot_declare_a_cmd_probe(
     plain = {**body, "spec": {**body["spec"], "steadyState": {"probes": []}, "assertions": []}}
     client.CustomObjectsApi(carol).create_namespaced_custom_object(GROUP, VERSION, ns, "chaosscenarios", plain)
     assert not probe_pods(core, ns)
+
+
+def test_the_container_probe_examples_are_admitted_and_the_cmd_example_passes(
+    chaos: Chaos, core: client.CoreV1Api, kubeconfig: Path
+) -> None:
+    """examples/cmd-probe-data-consistency.yaml applied as a user would (in the test's namespace, with the sample
+    workload), its command's Pod ended by the test with exit code 0; examples/grpc-probe.yaml admitted (its server needs a real
+    node: tests/real/test_real_probes.py runs a grpc probe against one)."""
+    assert {path.stem for path in CONTAINER_PROBE_EXAMPLES} == {"cmd-probe-data-consistency", "grpc-probe"}
+    ns = chaos.namespace
+    kubectl_apply(kubeconfig, in_namespace(load_docs(WORKLOAD), ns))
+    wait_ready(core, ns, "web", 3)
+    (grpc_example,) = [p for p in CONTAINER_PROBE_EXAMPLES if p.stem == "grpc-probe"]
+    kubectl_apply(kubeconfig, [d for d in in_namespace(load_docs(grpc_example), ns) if d["kind"] == "ChaosScenario"])
+    assert chaos.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "chaosscenarios", "grpc-probe")
+
+    (cmd_example,) = [p for p in CONTAINER_PROBE_EXAMPLES if p.stem == "cmd-probe-data-consistency"]
+    docs = in_namespace(load_docs(cmd_example), ns)
+    # kwok serves no container logs: the output check ($.welcome) is left out here; the real tier judges a
+    # command's real output (tests/real/test_real_probes.py).
+    (scenario,) = [d for d in docs if d["kind"] == "ChaosScenario"]
+    (probe,) = scenario["spec"]["steadyState"]["probes"]
+    assert [probe["cmd"].pop(key) for key in ("jsonPath", "operator", "value")] == ["$.welcome", ">=", 1]
+    with Kubelet(core, ns, 0) as kubelet:
+        kubectl_apply(kubeconfig, docs)
+        status = chaos.wait_phase("cmd-probe-data-consistency-run", {"Passed", "Failed", "Error"}, timeout=90)
+    assert status["phase"] == "Passed", status.get("message")
+    assert [a["passed"] for a in status["assertions"]] == [True]
+    pod = next(iter(kubelet.seen.values()))
+    assert pod.spec.containers[0].image == "busybox:1.36"
+    assert pod.spec.containers[0].security_context.run_as_user == 65534
+    wait_for(lambda: not probe_pods(core, ns), timeout=20, description="every probe Pod deleted")
