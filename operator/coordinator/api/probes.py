@@ -547,7 +547,9 @@ class Assertion(Model):
     type: AssertionType = Field(
         description="service_health (the probe passed), availability (% passing samples), latency/response_time "
         "(ms, at percentile), error_rate (% failing samples), throughput (prometheus value), recovery_time "
-        "(seconds, worst step), data_consistency (a user-defined probe passed), audit_trail (judged on the ledger "
+        "(seconds, worst step), data_consistency (the probe it names, typically a cmd probe running a query or a "
+        "checksum script, ended Passed: its point checks passed, or while sampled it never failed failureThreshold "
+        "times in a row; else it fails with the probe's last error), audit_trail (judged on the ledger "
         "once the run has reverted everything: every change it made is Reverted with a revertedAt or one-shot "
         "(Irreversible), and status.requestedBy names who asked for the run; a run that changed nothing passes "
         "only with a requester, and its message says the trail is empty)."
@@ -617,9 +619,9 @@ class ProbeResult(Model):
     passed: int = Field(default=0, description="Samples that passed.")
     failed: int = Field(default=0, description="Samples that failed.")
     successPercent: float | None = Field(default=None, description="passed / samples * 100.")
-    latencyP50Ms: float | None = Field(default=None, description="Median latency of http and grpc samples (ms).")
+    latencyP50Ms: float | None = Field(default=None, description="Median latency of http, grpc and cmd samples (ms).")
     latencyP95Ms: float | None = Field(
-        default=None, description="95th percentile latency of http and grpc samples (ms)."
+        default=None, description="95th percentile latency of http, grpc and cmd samples (ms)."
     )
     lastValue: str | None = Field(default=None, description="The last observed value (truncated).")
     lastError: str | None = Field(default=None, description="The last error or failed comparison (truncated).")
