@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
@@ -143,8 +143,32 @@ class Settings(BaseSettings):
         description="Redis URL (redis://...) for live progress, target locks and the report cache; in-process "
         "equivalents when unset.",
     )
+    database_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=200,
+        description="Connections the history database pool keeps open (PostgreSQL; SQLite opens one per use).",
+    )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Connections the history database pool may open beyond its size at peaks, closed when returned.",
+    )
+    redis_pool_size: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="Most Redis connections at once; more commands wait for a free one (up to 2 s) rather than fail.",
+    )
     report_cache_ttl: float = Field(
         default=60.0, ge=0, description="Seconds a report's aggregates stay cached; 0 disables the cache."
+    )
+    progress_ttl: float = Field(
+        default=24 * 3600.0,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="Seconds a run's live progress (Redis, or in-process) is kept after its last update.",
     )
     max_concurrent_runs: int = Field(
         default=0,
@@ -222,6 +246,14 @@ class Settings(BaseSettings):
     @property
     def lease_name(self) -> str:
         return self.leader_election_lease_name or f"{self.instance_name}-leader"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        # COORDINATOR_LOG_LEVEL=info is as clear as INFO; the message still lists the canonical spellings.
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if info.field_name == "log_level" else value.strip().lower()
 
     @field_validator("probe_deny_cidrs", mode="before")
     @classmethod

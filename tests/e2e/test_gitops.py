@@ -91,3 +91,31 @@ def test_a_new_run_now_token_starts_one_run(chaos: Chaos, core: client.CoreV1Api
     annotate("commit-b2")
     both = wait_for(lambda: r if len(r := runs()) == 2 else None, timeout=20, description="the run for commit-b2")
     assert first in both
+
+
+def test_kubectl_apply_warns_of_a_fault_that_misses_the_scenario_type(chaos: Chaos, kubeconfig: Path) -> None:
+    """The validating webhook's warnings reach the pipeline's log; the scenario is still created."""
+    ns = chaos.namespace
+    manifest = f"""\
+apiVersion: {GROUP}/{VERSION}
+kind: ChaosScenario
+metadata: {{name: mislabelled, namespace: {ns}}}
+spec:
+  type: data_corruption
+  target: {{kind: Pod, labelSelector: {{matchLabels: {{app: web}}}}}}
+  steps: [{{name: kill, faults: [{{type: pod-kill}}]}}]
+"""
+    applied = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
+        input=manifest, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert "Warning: spec.steps[0].faults[0].type: pod-kill does not test data_corruption" in applied.stderr
+    assert "chaosscenario.chaos.coordinator.dev/mislabelled created" in applied.stdout
+    fitting = manifest.replace("name: mislabelled", "name: fitting").replace("data_corruption", "service_restart")
+    applied = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
+        input=fitting, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert "Warning" not in applied.stderr

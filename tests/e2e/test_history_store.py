@@ -848,3 +848,143 @@ async def test_an_unwritable_sqlite_location_is_history_unavailable(tmp_path: Pa
             await store.upgrade()
     finally:
         await store.close()
+
+
+async def test_the_database_pool_never_opens_more_than_its_size_and_overflow(postgres: PostgresServer) -> None:
+    """COORDINATOR_DATABASE_POOL_SIZE / _MAX_OVERFLOW bound the connections PostgreSQL sees from one process."""
+    history = HistoryStore(postgres.url(), _instance(), pool_size=2, max_overflow=1)
+    watcher = HistoryStore(postgres.url(), _instance(), pool_size=1, max_overflow=0)
+    from sqlalchemy import text
+
+    async def ours() -> int:
+        async with watcher.engine.connect() as conn:
+            # Every backend but the watcher's own: the tests' database serves nobody else meanwhile.
+            found = await conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )
+            )
+            return int(found.scalar_one())
+
+    async def hold() -> None:
+        async with history.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_sleep(1.5)"))
+
+    try:
+        before = await ours()
+        holders = asyncio.gather(*(hold() for _ in range(6)))
+        seen: list[int] = []
+        while not holders.done():  # sampled for as long as the six callers take (two rounds of 1.5 s)
+            seen.append(await ours() - before)
+        await holders
+        assert max(seen) == 3, f"at most {max(seen)} connections while six callers wanted one (size 2 + overflow 1)"
+    finally:
+        await history.close()
+        await watcher.close()
+
+
+async def test_the_redis_pool_never_opens_more_than_its_size(redis_server: RedisServer) -> None:
+    """COORDINATOR_REDIS_POOL_SIZE bounds the connections Redis sees; the other commands wait for one."""
+    from coordinator.history.redis import redis_services
+
+    services = redis_services(redis_server.url, _instance(), announce=False, max_connections=2)
+    watcher = aioredis.Redis.from_url(redis_server.url)
+    assert services.client is not None
+    client = services.client
+    try:
+        before = len(await watcher.client_list())
+        # Four commands that each hold their connection for 1 s (BLPOP on an empty list): two rounds, the second
+        # waiting about 1 s for a connection (the pool's wait is bounded by 2 s).
+        waiting = asyncio.gather(*(client.blpop([f"{_instance()}-empty"], timeout=1) for _ in range(4)))
+        seen: list[int] = []
+        while not waiting.done():
+            seen.append(len(await watcher.client_list()) - before)
+        assert await waiting == [None] * 4, "every command ran, two at a time"
+        assert max(seen) == 2, f"at most {max(seen)} connections for four waiting commands (pool size 2)"
+    finally:
+        await services.close()
+        await watcher.aclose()
+
+
+# --- adapter metrics -------------------------------------------------------------------------------------------
+
+
+def _sample(name: str, **labels: str) -> float:
+    from coordinator.observability.metrics import REGISTRY
+
+    # The registry adds constant labels (service, instance, version) to every sample: match on the ones given.
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_history_operations_and_the_pool_are_measured(postgres: PostgresServer) -> None:
+    """Real PostgreSQL: each operation is counted with its result and timed; the pool gauge follows checkouts."""
+    from sqlalchemy import text
+
+    from coordinator.history.instruments import listen
+    from coordinator.observability.metrics import instrument_history
+
+    store = HistoryStore(postgres.url(), _instance(), pool_size=2, max_overflow=0)
+    instrument_history(store)
+    try:
+        await store.upgrade()
+        upserts = _sample("coordinator_history_operations_total", operation="upsert", result="ok")
+        timed = _sample("coordinator_history_operation_duration_seconds_count", operation="upsert")
+        await store.upsert_run(finished_testrun(name="measured"))
+        assert _sample("coordinator_history_operations_total", operation="upsert", result="ok") == upserts + 1
+        assert _sample("coordinator_history_operation_duration_seconds_count", operation="upsert") == timed + 1
+        async with store.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            assert _sample("coordinator_history_pool_connections", state="in_use") == 1
+        assert _sample("coordinator_history_pool_connections", state="in_use") == 0
+        assert _sample("coordinator_history_pool_connections", state="idle") >= 1
+    finally:
+        await store.close()
+    down = HistoryStore(f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/none", _instance())
+    instrument_history(down)
+    errors = _sample("coordinator_history_operations_total", operation="count_runs", result="error")
+    try:
+        with pytest.raises(HistoryUnavailable):
+            await down.count_runs()
+        assert _sample("coordinator_history_operations_total", operation="count_runs", result="error") == errors + 1
+    finally:
+        await down.close()
+        listen(None)
+
+
+async def test_report_cache_hits_and_misses_are_counted(store: HistoryStore, redis_server: RedisServer) -> None:
+    """Real Redis: the first report is a miss, the same one again a hit, and an unreachable Redis an error."""
+    from coordinator.history.instruments import listen
+    from coordinator.observability.metrics import instrument_history
+
+    instrument_history(store)
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        cache = RedisReportCache(client, _instance())
+        before = {r: _sample("coordinator_cache_requests_total", result=r) for r in ("hit", "miss", "error")}
+        await fetch_report(store, ReportFilters(namespace="shop"), cache)
+        await fetch_report(store, ReportFilters(namespace="shop"), cache)
+        gone = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+        await fetch_report(store, ReportFilters(namespace="shop"), RedisReportCache(gone, _instance()))
+        await gone.aclose()
+        after = {r: _sample("coordinator_cache_requests_total", result=r) for r in ("hit", "miss", "error")}
+        assert {r: after[r] - before[r] for r in after} == {"hit": 1, "miss": 1, "error": 1}
+    finally:
+        await client.aclose()
+        listen(None)
+
+
+async def test_live_progress_expires_after_its_own_ttl(redis_client: aioredis.Redis) -> None:
+    """COORDINATOR_PROGRESS_TTL: the hash's expiry in real Redis is the configured one, renewed by each update."""
+    progress = RedisProgress(redis_client, _instance(), ttl=120)
+    await progress.put("u1", {"phase": "Running"})
+    key = progress._key("u1")
+    assert 115 <= await redis_client.ttl(key) <= 120
+    await redis_client.expire(key, 5)
+    await progress.put("u1", {"step": 1})
+    assert 115 <= await redis_client.ttl(key) <= 120, "an update renews the expiry"
+    assert await progress.get("u1") == {"phase": "Running", "step": 1}

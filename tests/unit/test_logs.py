@@ -180,3 +180,20 @@ def test_kopfs_admission_successes_are_dropped_and_its_failures_kept() -> None:
     assert admission_chatter(record("Webhook 'rights-testruns' failed permanently: no", logging.ERROR))
     assert admission_chatter(record("Handler 'testrun_daemon' succeeded."))
     assert admission_chatter(record("Webhook 'x' succeeded.", name="coordinator"))
+
+
+def test_every_line_names_the_instance(captured: io.StringIO) -> None:
+    handler = configure_logging("json", logging.INFO, "shop-chaos")
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(captured)
+    logging.getLogger("kopf.objects").info("Handler 'x' succeeded.")
+    structlog.get_logger("coordinator.engine").warning("step reverted", step="kill")
+    records = _records(captured)
+    assert [r["instance"] for r in records] == ["shop-chaos", "shop-chaos"]
+    assert records[1]["step"] == "kill"
+
+
+def test_no_instance_field_without_one(captured: io.StringIO) -> None:
+    _configure(captured)
+    logging.getLogger("coordinator").warning("x")
+    assert "instance" not in _records(captured)[0]

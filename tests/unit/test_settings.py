@@ -121,6 +121,12 @@ def test_blank_watch_namespaces_means_cluster_wide(monkeypatch: pytest.MonkeyPat
         ("COORDINATOR_INSTANCE_NAME", "Test_Coordinator"),
         ("COORDINATOR_INSTANCE_NAME", "x" * 41),
         ("COORDINATOR_CLUSTER_WIDE_TARGETING", "sometimes"),
+        ("COORDINATOR_LOG_LEVEL", "verbose"),
+        ("COORDINATOR_LOG_FORMAT", "xml"),
+        ("COORDINATOR_DATABASE_POOL_SIZE", "0"),
+        ("COORDINATOR_DATABASE_MAX_OVERFLOW", "-1"),
+        ("COORDINATOR_REDIS_POOL_SIZE", "0"),
+        ("COORDINATOR_REDIS_POOL_SIZE", "many"),
     ],
 )
 def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -189,3 +195,31 @@ def test_get_settings_raises_configuration_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("COORDINATOR_API_QPS", "-1")
     with pytest.raises(ConfigurationError, match="COORDINATOR_API_QPS"):
         get_settings()
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"), [("info", "INFO"), ("Debug", "DEBUG"), (" warning ", "WARNING"), ("ERROR", "ERROR")]
+)
+def test_log_levels_in_any_case(monkeypatch: pytest.MonkeyPatch, raw: str, level: str) -> None:
+    monkeypatch.setenv("COORDINATOR_LOG_LEVEL", raw)
+    monkeypatch.setenv("COORDINATOR_LOG_FORMAT", "Console")
+    settings = load_settings()
+    assert settings.log_level == level
+    assert settings.log_format == "console"
+
+
+def test_pool_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COORDINATOR_DATABASE_POOL_SIZE", "20")
+    monkeypatch.setenv("COORDINATOR_DATABASE_MAX_OVERFLOW", "0")
+    monkeypatch.setenv("COORDINATOR_REDIS_POOL_SIZE", "8")
+    settings = load_settings()
+    assert (settings.database_pool_size, settings.database_max_overflow, settings.redis_pool_size) == (20, 0, 8)
+
+
+def test_progress_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().progress_ttl == 86400
+    monkeypatch.setenv("COORDINATOR_PROGRESS_TTL", "3600")
+    assert load_settings().progress_ttl == 3600
+    monkeypatch.setenv("COORDINATOR_PROGRESS_TTL", "10")
+    with pytest.raises(ConfigurationError, match="COORDINATOR_PROGRESS_TTL"):
+        load_settings()

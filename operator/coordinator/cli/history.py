@@ -94,7 +94,9 @@ async def _render_report(settings: Settings, filters: ReportFilters, fmt: str) -
     if redis_url:
         from coordinator.history.redis import redis_services
 
-        services = redis_services(redis_url, settings.instance_name, announce=False)
+        services = redis_services(
+            redis_url, settings.instance_name, announce=False, max_connections=settings.redis_pool_size
+        )
     try:
         result = await fetch_report(
             store,

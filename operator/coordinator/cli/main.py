@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.instance_name)
     try:
         return asyncio.run(run_operator(settings, settings.watched, args.kubeconfig))
     except KeyboardInterrupt:

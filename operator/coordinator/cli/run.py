@@ -96,8 +96,12 @@ async def run_operator(settings: Settings, namespaces: list[str], kubeconfig: st
     admission_client = await KubeClient.connect(kubeconfig, qps=settings.api_qps, burst=settings.api_burst)
     metrics.watch_kube_client(client)
     history = await open_history(settings)
+    metrics.instrument_history(history)
     redis = redis_services(
-        settings.redis_url.get_secret_value() if settings.redis_url else None, settings.instance_name
+        settings.redis_url.get_secret_value() if settings.redis_url else None,
+        settings.instance_name,
+        max_connections=settings.redis_pool_size,
+        progress_ttl=settings.progress_ttl,
     )
     progress = ProgressObserver(redis.progress)
     observers.register(progress)

@@ -25,7 +25,8 @@ def operator_limits() -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
 
 
 def validate(args: argparse.Namespace) -> int:
-    """Print every finding as ``file:line: field: message`` (or JSON); exit 1 when there is any."""
+    """Print every finding as ``file:line: field: message`` (or JSON); exit 1 when there is an error, or with
+    ``--strict`` a warning."""
     # Imported here: the checks load the CRD schemas and every fault driver, which other commands never need.
     from coordinator.validation import validate_paths
 
@@ -40,14 +41,16 @@ def validate(args: argparse.Namespace) -> int:
         else:
             print(f"error: {message}", file=sys.stderr)
         return 1
+    ok = report.ok and not (args.strict and report.warnings)
     if args.format == "json":
         print(
             json.dumps(
                 {
-                    "ok": report.ok,
+                    "ok": ok,
                     "files": report.files,
                     "documents": report.documents,
                     "errors": [finding.to_json() for finding in report.findings],
+                    "warnings": [finding.to_json() for finding in report.warnings],
                 },
                 indent=2,
             )
@@ -55,20 +58,29 @@ def validate(args: argparse.Namespace) -> int:
     else:
         for finding in report.findings:
             print(finding)
+        for finding in report.warnings:
+            print(finding.as_warning())
         summary = f"{report.documents} document(s) in {report.files} file(s)"
-        if report.ok:
-            print(f"ok: {summary}", file=sys.stderr)
+        counts = [f"{len(report.findings)} error(s)"] if report.findings else []
+        counts += [f"{len(report.warnings)} warning(s)"] if report.warnings else []
+        if ok:
+            print(f"ok: {summary}" + (f" ({', '.join(counts)})" if counts else ""), file=sys.stderr)
         else:
-            print(f"{len(report.findings)} error(s) in {summary}", file=sys.stderr)
-    return 0 if report.ok else 1
+            print(f"{' and '.join(counts)} in {summary}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "validate",
         help="check ChaosScenario/ChaosWorkflow/TestRun YAML offline (schema, CEL rules, semantic checks)",
-        description="Check ChaosScenario, ChaosWorkflow and TestRun YAML offline, without a cluster; exits 1 on any error.",
+        description="Check ChaosScenario, ChaosWorkflow and TestRun YAML offline, without a cluster; exits 1 on any error (and with --strict on any warning).",
     )
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="YAML files, or directories searched for them")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 on warnings too (a fault that does not serve its scenario's type: docs/scenario-types.md)",
+    )
     parser.set_defaults(handler=validate)

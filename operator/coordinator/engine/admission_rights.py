@@ -20,6 +20,7 @@ from coordinator.api.workflow import ChaosWorkflowSpec
 from coordinator.domain.admission import annotation_of, requester_in
 from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.permissions import scenario_read_need
+from coordinator.domain.scenario_types import type_mismatches
 from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.run.admission import render_scenario
 from coordinator.engine.run.errors import RunEnded
@@ -97,6 +98,15 @@ def _owner_check(
         raw,
         overrides if isinstance(overrides, Mapping) else {},
     )
+
+
+def scenario_admission_warnings(body: Mapping[str, Any]) -> list[str]:
+    """What kubectl shows as warnings for a ChaosScenario: each fault that does not serve its ``type``."""
+    spec = body.get("spec") or {}
+    return [
+        f"spec.steps[{m.step}].faults[{m.fault}].type: {m.message}"
+        for m in type_mismatches(str(spec.get("type") or ""), spec.get("steps") or [])
+    ]
 
 
 async def scenario_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from coordinator.api.models import REQUESTED_BY_ANNOTATION
 from coordinator.domain.admission import annotation_of, controlling_owner, recorded_requester
 from coordinator.engine.admission_rights import (
     scenario_admission_refusals,
+    scenario_admission_warnings,
     testrun_admission_refusals,
     workflow_admission_refusals,
     workflow_problems,
@@ -175,8 +176,12 @@ async def handle_validate_testrun(
         raise kopf.AdmissionError("; ".join(refusals), code=403)
 
 
-async def handle_validate_scenario(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> None:
-    """Refuse a ChaosScenario whose requester may not do what it would do (403, naming every refusal)."""
+async def handle_validate_scenario(
+    client: KubeApi, settings: Settings, body: Mapping[str, Any], warnings: list[str]
+) -> None:
+    """Refuse a ChaosScenario whose requester may not do what it would do (403, naming every refusal). Add a
+    warning (kubectl prints it) for each fault that does not serve the scenario's type."""
+    warnings += scenario_admission_warnings(body)
     refusals = await scenario_admission_refusals(client, settings, body)
     if refusals:
         raise kopf.AdmissionError("; ".join(refusals), code=403)

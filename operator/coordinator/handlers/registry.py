@@ -118,9 +118,9 @@ async def testrun_rights(body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Me
 @kopf.on.validate(
     GROUP, VERSION, "chaosscenarios", id=VALIDATE_SCENARIO, operations=["CREATE", "UPDATE"], persistent=True
 )
-async def scenario_rights(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Refuse a ChaosScenario whose requester lacks a right it needs."""
-    await handle_validate_scenario(memo.admission_client, memo.settings, body)
+async def scenario_rights(body: kopf.Body, memo: kopf.Memo, warnings: list[str], **_: Any) -> None:
+    """Refuse a ChaosScenario whose requester lacks a right it needs; warn of faults that miss its type."""
+    await handle_validate_scenario(memo.admission_client, memo.settings, body, warnings)
 
 
 @kopf.on.validate(

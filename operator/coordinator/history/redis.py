@@ -28,6 +28,7 @@ from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
 from coordinator.domain.timestamps import now_iso
 from coordinator.history.cache import ReportCache
+from coordinator.history.instruments import INSTRUMENTS
 from coordinator.history.urls import masked
 
 log = logging.getLogger(__name__)
@@ -136,14 +137,15 @@ class LiveProgress(Protocol):
 class LocalProgress:
     """In-process progress records (what this operator process has seen)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl: float = PROGRESS_TTL) -> None:
+        self.ttl = ttl
         self._records: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def put(self, uid: str, fields: dict[str, Any]) -> None:
         now = time.monotonic()
         record = dict(self._records.get(uid, ({}, 0.0))[0])
         record.update(fields)
-        self._records[uid] = (record, now + PROGRESS_TTL)
+        self._records[uid] = (record, now + self.ttl)
         if len(self._records) % 256 == 0:  # now and then, forget expired runs: a long-lived operator must not grow
             for key in [k for k, (_, expires) in self._records.items() if expires <= now]:
                 del self._records[key]
@@ -156,12 +158,13 @@ class LocalProgress:
 
 
 class RedisProgress:
-    """Each run's progress as a Redis hash ``<instance>:progress:<uid>`` of JSON values, expiring a day after
-    its last update."""
+    """Each run's progress as a Redis hash ``<instance>:progress:<uid>`` of JSON values, expiring ``ttl`` seconds
+    (COORDINATOR_PROGRESS_TTL, a day by default) after its last update."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl: float = PROGRESS_TTL) -> None:
         self.client = client
         self.prefix = prefix
+        self.ttl = ttl
 
     def _key(self, uid: str) -> str:
         return f"{self.prefix}:progress:{uid}"
@@ -170,7 +173,7 @@ class RedisProgress:
         key = self._key(uid)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={k: json.dumps(v) for k, v in fields.items()})
-            pipe.expire(key, int(PROGRESS_TTL))
+            pipe.expire(key, max(int(self.ttl), 1))
             await pipe.execute()
 
     async def get(self, uid: str) -> dict[str, Any] | None:
@@ -270,7 +273,9 @@ class LocalReportCache:
         found = self._entries.get(key)
         if found is None or found[1] <= time.monotonic():
             self._entries.pop(key, None)
+            INSTRUMENTS.cache_request("miss")
             return None
+        INSTRUMENTS.cache_request("hit")
         return found[0]
 
     async def put(self, key: str, value: str, ttl: float) -> None:
@@ -297,7 +302,9 @@ class RedisReportCache:
             value = await self.client.get(f"{self.prefix}:report:{key}")
         except (RedisError, OSError) as exc:
             _warn_once(self._warned, "down", "report cache unavailable, Redis unreachable: %s", exc)
+            INSTRUMENTS.cache_request("error")
             return None
+        INSTRUMENTS.cache_request("miss" if value is None else "hit")
         return value.decode() if isinstance(value, bytes) else value
 
     async def put(self, key: str, value: str, ttl: float) -> None:
@@ -341,11 +348,17 @@ class RedisServices:
             await self.client.aclose()
 
 
-def in_process_services() -> RedisServices:
-    return RedisServices(LocalProgress(), LocalReportCache(), "in-process")
+def in_process_services(progress_ttl: float = PROGRESS_TTL) -> RedisServices:
+    return RedisServices(LocalProgress(progress_ttl), LocalReportCache(), "in-process")
 
 
-def redis_services(url: str | None, instance_name: str, announce: bool = True) -> RedisServices:
+def redis_services(
+    url: str | None,
+    instance_name: str,
+    announce: bool = True,
+    max_connections: int = MAX_CONNECTIONS,
+    progress_ttl: float = PROGRESS_TTL,
+) -> RedisServices:
     """Services on the Redis at ``url``, or in-process ones when ``url`` is None (logged once when ``announce``).
 
     Nothing is sent to Redis here: the client connects on first use, so an unreachable Redis never stops the
@@ -357,12 +370,13 @@ def redis_services(url: str | None, instance_name: str, announce: bool = True) -
                 "COORDINATOR_REDIS_URL is not set: live progress, target locks and the report cache are "
                 "in-process (this operator process only)"
             )
-        return in_process_services()
+        return in_process_services(progress_ttl)
     # A blocking pool: with hundreds of runs in flight, commands wait (up to SOCKET_TIMEOUT) for one of
-    # MAX_CONNECTIONS connections instead of failing with "Too many connections" (redis-py's default pool).
+    # max_connections (COORDINATOR_REDIS_POOL_SIZE) connections instead of failing with "Too many connections"
+    # (redis-py's default pool).
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=MAX_CONNECTIONS,
+        max_connections=max_connections,
         timeout=SOCKET_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
@@ -372,7 +386,7 @@ def redis_services(url: str | None, instance_name: str, announce: bool = True) -
     if announce:
         log.info("live progress, target locks and the report cache in Redis at %s", description)
     return RedisServices(
-        progress=RedisProgress(client, instance_name),
+        progress=RedisProgress(client, instance_name, progress_ttl),
         cache=RedisReportCache(client, instance_name),
         description=description,
         client=client,

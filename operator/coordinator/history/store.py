@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from coordinator.history import queries
 from coordinator.history.availability import HistoryAvailability
 from coordinator.history.batching import GroupCommit
 from coordinator.history.cache import ReportCache
+from coordinator.history.instruments import INSTRUMENTS
 from coordinator.history.models import SCHEMA_HEAD, HistoryTables, history_tables, table_prefix, version_table
 from coordinator.history.records import RunRecord, run_record
 from coordinator.history.report import (
@@ -107,8 +109,12 @@ def _reason(exc: BaseException) -> str:
 class HistoryStore:
     """The history of one operator instance (its tables are prefixed with the instance name)."""
 
-    def __init__(self, url: str | URL, instance_name: str = "test-coordinator") -> None:
+    def __init__(
+        self, url: str | URL, instance_name: str = "test-coordinator", *, pool_size: int = 5, max_overflow: int = 10
+    ) -> None:
         self.url = make_url(url)
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
         self.tables: HistoryTables = history_tables(table_prefix(instance_name))
         self.description = masked(self.url)
         self.backend = self.url.get_backend_name()
@@ -130,7 +136,12 @@ class HistoryStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HistoryStore:
-        return cls(database_url(settings), settings.instance_name)
+        return cls(
+            database_url(settings),
+            settings.instance_name,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
 
     async def ping(self) -> bool:
         """Whether the database answers (for /readyz): one ``SELECT 1``. During an outage it does not ask: it
@@ -141,7 +152,7 @@ class HistoryStore:
         return True
 
     async def _probe(self) -> None:
-        async with self._transaction() as conn:
+        async with self._transaction("ping") as conn:
             await conn.execute(text("SELECT 1"))
 
     def _unavailable(self, exc: BaseException) -> HistoryUnavailable:
@@ -169,7 +180,8 @@ class HistoryStore:
         return create_async_engine(
             self.url,
             pool_pre_ping=True,
-            pool_size=5,
+            pool_size=self.pool_size,
+            max_overflow=self.max_overflow,
             connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": 60},
         )
 
@@ -222,15 +234,21 @@ class HistoryStore:
             return False
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        await self.ensure_schema()
+    async def _transaction(self, operation: str) -> AsyncIterator[AsyncConnection]:
+        """One transaction of ``operation`` (its name in ``coordinator_history_operations_total``)."""
+        started = time.perf_counter()
+        result = "error"
         try:
+            await self.ensure_schema()
             async with self.engine.begin() as conn:
                 yield conn
+            result = "ok"
         except (DBAPIError, OSError, TimeoutError) as exc:
             if isinstance(exc, IntegrityError | ProgrammingError | DataError):
                 raise
             raise self._unavailable(exc) from exc
+        finally:
+            INSTRUMENTS.operation(operation, result, time.perf_counter() - started)
         self.availability.succeeded()
 
     # --- writes --------------------------------------------------------------------------------------------
@@ -262,7 +280,7 @@ class HistoryStore:
     async def _write_batch(self, records: Sequence[RunRecord]) -> int:
         # A run mirrored twice in one batch (a retried delivery) counts once: the latest record wins.
         unique = list({r.uid: r for r in records}.values())
-        async with self._transaction() as conn:
+        async with self._transaction("upsert") as conn:
             return await queries.write_runs(conn, self.tables, self.backend, unique)
 
     async def purge(self, older_than: datetime) -> int:
@@ -270,7 +288,7 @@ class HistoryStore:
         left without runs; returns how many runs were deleted."""
         t = self.tables
         old = select(t.test_runs.c.uid).where(t.test_runs.c.completed_at < older_than.astimezone(UTC))
-        async with self._transaction() as conn:
+        async with self._transaction("purge") as conn:
             await conn.execute(delete(t.chaos_events).where(t.chaos_events.c.run_uid.in_(old)))
             await conn.execute(delete(t.test_results).where(t.test_results.c.run_uid.in_(old)))
             result = await conn.execute(
@@ -283,43 +301,43 @@ class HistoryStore:
     # --- reads (history/queries.py) ---------------------------------------------------------------------
 
     async def count_runs(self, namespace: str | None = None) -> int:
-        async with self._transaction() as conn:
+        async with self._transaction("count_runs") as conn:
             return await queries.count_runs(conn, self.tables, namespace)
 
     async def get_run(self, uid: str) -> dict[str, Any] | None:
         """One stored run as a dict of its columns, with its scenario as ``namespace/name``."""
-        async with self._transaction() as conn:
+        async with self._transaction("get_run") as conn:
             return await queries.get_run(conn, self.tables, uid)
 
     async def list_runs(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every stored run (of a namespace), oldest first: uid, name, phase, completed_at."""
-        async with self._transaction() as conn:
+        async with self._transaction("list_runs") as conn:
             return await queries.list_runs(conn, self.tables, namespace)
 
     async def events(self, uid: str) -> list[dict[str, Any]]:
         """A stored run's chaos events in ledger order."""
-        async with self._transaction() as conn:
+        async with self._transaction("events") as conn:
             return await queries.events(conn, self.tables, uid)
 
     async def results(self, uid: str) -> list[dict[str, Any]]:
         """A stored run's probe and assertion results."""
-        async with self._transaction() as conn:
+        async with self._transaction("results") as conn:
             return await queries.results(conn, self.tables, uid)
 
     async def latest_uid(self, namespace: str, name: str) -> str | None:
         """The UID of the last stored run named ``namespace/name``, or None."""
-        async with self._transaction() as conn:
+        async with self._transaction("latest_uid") as conn:
             return await queries.latest_uid(conn, self.tables, namespace, name)
 
     async def read(self, query: Callable[[AsyncConnection, HistoryTables], Awaitable[T]]) -> T:
         """Run ``query`` (a read of another module's, such as the dashboard's queries) in a transaction of this
         store, with its tables; raises ``HistoryUnavailable`` like the store's own reads."""
-        async with self._transaction() as conn:
+        async with self._transaction("read") as conn:
             return await query(conn, self.tables)
 
     async def report(self, filters: ReportFilters, include_runs: bool = False, runs_limit: int = 10000) -> Report:
         """The report's aggregates for the runs matching ``filters`` (history/queries.py ``report``)."""
-        async with self._transaction() as conn:
+        async with self._transaction("report") as conn:
             return await queries.report(conn, self.tables, filters, include_runs, runs_limit, self.description)
 
 

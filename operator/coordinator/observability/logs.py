@@ -1,8 +1,8 @@
 """structlog for everything the process logs: our modules, kopf and any library using stdlib ``logging``.
 
 One ``ProcessorFormatter`` on the root logger renders every record, so kopf's own messages come out in the same
-format as ours: JSON lines (``--log-format json``, the default: one object per line with ``timestamp``,
-``level``, ``logger``, ``event`` and the context) or coloured console lines for humans (``--log-format
+format as ours: JSON lines (``--log-format json``, the default: one object per line with ``instance``,
+``timestamp``, ``level``, ``logger``, ``event`` and the context) or coloured console lines for humans (``--log-format
 console``).
 
 Context: the kopf handler wrapper binds ``namespace``, ``run``, ``scenario`` and, for a TestRun, its
@@ -49,8 +49,20 @@ def kopf_object_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
     return event_dict
 
 
-def _shared_processors() -> list[Processor]:
+def _instance(name: str) -> Processor:
+    """Name the operator instance in every line, so the logs of several instances (sharding, one per team) can be
+    told apart once collected together."""
+
+    def add(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("instance", name)
+        return event_dict
+
+    return add
+
+
+def _shared_processors(instance: str | None) -> list[Processor]:
     return [
+        *([_instance(instance)] if instance else []),
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -68,9 +80,12 @@ def admission_chatter(record: logging.LogRecord) -> bool:
     return True
 
 
-def configure_logging(log_format: LogFormat = "json", level: int | str = logging.INFO) -> logging.Handler:
-    """Route structlog and stdlib logging to one handler on stderr, rendered as ``log_format``; return it."""
-    shared = _shared_processors()
+def configure_logging(
+    log_format: LogFormat = "json", level: int | str = logging.INFO, instance: str | None = None
+) -> logging.Handler:
+    """Route structlog and stdlib logging to one handler on stderr, rendered as ``log_format``; return it. With
+    ``instance``, every line carries ``instance`` (COORDINATOR_INSTANCE_NAME)."""
+    shared = _shared_processors(instance)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

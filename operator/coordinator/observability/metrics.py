@@ -15,6 +15,9 @@ The series (README "Metrics" lists them for users):
   ``coordinator_fault_overdue_seconds{type}`` (how long the most overdue active fault has outlived its step);
 * ``coordinator_probe_results_total{probe,result}``;
 * ``coordinator_kube_api_requests_total{method}``, ``coordinator_kube_api_throttled_seconds_total``;
+* ``coordinator_history_operations_total{operation,result}``, ``coordinator_history_operation_duration_seconds{operation}``,
+  ``coordinator_history_pool_connections{state}``, ``coordinator_cache_requests_total{result}`` — the history
+  adapters (reported through ``history/instruments.py``);
 * ``coordinator_leader`` (1 on the replica that executes runs), ``coordinator_build_info``.
 """
 
@@ -39,6 +42,7 @@ from coordinator.api.models import FaultType, Injection, TestRunStatus
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
 from coordinator.domain.timestamps import parse_iso
+from coordinator.history.instruments import listen
 
 SERVICE = "test-coordinator"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -122,6 +126,25 @@ leader = Gauge(
     "coordinator_leader", "1 on the replica that executes runs (holds the lease, or runs alone).", registry=REGISTRY
 )
 build_info = Gauge("coordinator_build_info", "Always 1; the labels say what is running.", registry=REGISTRY)
+history_operations = Counter(
+    "coordinator_history_operations_total",
+    "History database operations, by operation (upsert, report, get_run, ...) and result (ok or error).",
+    ["operation", "result"],
+    registry=REGISTRY,
+)
+history_operation_duration = Histogram(
+    "coordinator_history_operation_duration_seconds",
+    "Duration of history database operations (a whole transaction, waiting for a pooled connection included).",
+    ["operation"],
+    buckets=HANDLER_BUCKETS,
+    registry=REGISTRY,
+)
+cache_requests = Counter(
+    "coordinator_cache_requests_total",
+    "Report cache lookups, by result: hit, miss, or error (the cache unreachable).",
+    ["result"],
+    registry=REGISTRY,
+)
 build_info.set(1)
 
 
@@ -312,6 +335,54 @@ def watch_kube_client(client: CountingClient) -> None:
         REGISTRY.unregister(_kube_collector)
     _kube_collector = KubeApiCollector(client)
     REGISTRY.register(_kube_collector)
+
+
+class PooledEngine(Protocol):
+    """What the pool collector reads of a history store: its SQLAlchemy engine."""
+
+    @property
+    def engine(self) -> Any: ...
+
+
+class HistoryPoolCollector(Collector):
+    """``coordinator_history_pool_connections{state}``: the history database pool's connections in use and idle,
+    read at each scrape (no store yet, or a pool without counts, reports no sample)."""
+
+    def __init__(self) -> None:
+        self.store: PooledEngine | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "coordinator_history_pool_connections",
+            "History database connections, by state: in_use (checked out) or idle (open in the pool).",
+            labels=["state"],
+        )
+        pool: Any = self.store.engine.pool if self.store is not None else None
+        if pool is not None and hasattr(pool, "checkedout") and hasattr(pool, "checkedin"):
+            family.add_metric(["in_use"], pool.checkedout())
+            family.add_metric(["idle"], pool.checkedin())
+        yield family
+
+
+class HistoryMetrics:
+    """Counts what the history adapters report (``history/instruments.py``)."""
+
+    def operation(self, operation: str, result: str, seconds: float) -> None:
+        history_operations.labels(operation=operation, result=result).inc()
+        history_operation_duration.labels(operation=operation).observe(seconds)
+
+    def cache_request(self, result: str) -> None:
+        cache_requests.labels(result=result).inc()
+
+
+HISTORY_POOL = HistoryPoolCollector()
+REGISTRY.register(HISTORY_POOL)
+
+
+def instrument_history(store: PooledEngine) -> None:
+    """Export the history adapters' metrics, with ``store``'s pool (the operator calls this once; again replaces)."""
+    listen(HistoryMetrics())
+    HISTORY_POOL.store = store
 
 
 # --- the observer ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from coordinator.api.models import API_VERSION, DNS_SUBDOMAIN_PATTERN, GROUP, Pa
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
 from coordinator.engine.probing import ProbeReach
 from coordinator.validation.schema import apply_defaults, cel_findings, crd_schema, known_kinds, schema_findings
-from coordinator.validation.semantics import ScenarioFacts, scenario_findings, testrun_findings
+from coordinator.validation.semantics import ScenarioFacts, scenario_findings, scenario_type_warnings, testrun_findings
 from coordinator.validation.source import MAX_OBJECT_BYTES, Document, Finding, expand, json_size, load_file
 from coordinator.validation.triggers import trigger_rules
 from coordinator.validation.workflows import WorkflowFacts, workflow_findings, workflow_run_findings
@@ -34,6 +34,9 @@ class Report:
     """Everything found in the files checked."""
 
     findings: list[Finding] = field(default_factory=list)
+    # Accepted by the API server and the operator, but probably not meant: a fault that does not serve its
+    # scenario's type (domain/scenario_types.py). They fail nothing unless asked (``validate --strict``).
+    warnings: list[Finding] = field(default_factory=list)
     files: int = 0
     documents: int = 0  # ChaosScenario, ChaosWorkflow and TestRun documents checked
 
@@ -135,6 +138,7 @@ def validate_paths(
         elif document.kind == "ChaosScenario":
             own = _at_run_start(scenario_findings(document, spec, reach))
             report.findings += own
+            report.warnings += scenario_type_warnings(document, spec)
             declared = [Parameter.model_validate(p) for p in spec.get("parameters") or []]
             scenarios[(meta.get("namespace"), meta.get("name"))] = ScenarioFacts(
                 declared,
@@ -165,4 +169,5 @@ def validate_paths(
         scenario = scenarios.get((namespace, ref.get("name")))
         report.findings += _at_run_start(testrun_findings(document, spec, scenario, reach))
     report.findings = sorted(set(report.findings), key=lambda f: (f.file, f.line, f.field, f.message))
+    report.warnings = sorted(set(report.warnings), key=lambda f: (f.file, f.line, f.field, f.message))
     return report

@@ -22,6 +22,7 @@ from coordinator.api.models import (
 )
 from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.parameters import REFERENCE, ParameterError, Value, coerce, render, resolve_parameters
+from coordinator.domain.scenario_types import type_mismatches
 from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zone
 from coordinator.domain.selection import SelectionError, label_selector_to_string, namespace_allowed, select_targets
 from coordinator.engine.probing import ProbeReach
@@ -186,6 +187,14 @@ def scenario_findings(document: Document, spec: Mapping[str, Any], reach: ProbeR
     findings += [document.finding(path, message) for path, message in scenario_rules(scenario, reach, own)]
     findings += schedule_findings(document, scenario, declared)
     return findings
+
+
+def scenario_type_warnings(document: Document, spec: Mapping[str, Any]) -> list[Finding]:
+    """A fault that does not serve the scenario's ``type`` (domain/scenario_types.py), at the fault's ``type``."""
+    return [
+        document.finding(("spec", "steps", m.step, "faults", m.fault, "type"), m.message)
+        for m in type_mismatches(str(spec.get("type") or ""), spec.get("steps") or [])
+    ]
 
 
 def scenario_rules(

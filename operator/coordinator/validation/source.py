@@ -34,6 +34,11 @@ class Finding:
         where = f"{self.field}: " if self.field else ""
         return f"{self.file}:{self.line}: {where}{self.message}"
 
+    def as_warning(self) -> str:
+        """The finding as a warning line: ``file:line: field: warning: message``."""
+        where = f"{self.field}: " if self.field else ""
+        return f"{self.file}:{self.line}: {where}warning: {self.message}"
+
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
 
