@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Select, inspect, select, text
+from sqlalchemy import MetaData, Select, Table, inspect, select, text
 from sqlalchemy.engine import Connection
 
 from coordinator.history import browse
@@ -230,6 +230,54 @@ async def test_migration_0005_indexes_the_filters(store: HistoryStore) -> None:
     assert found[f"{prefix}_events_fault_ix"] == ["fault", "run_uid"]
     assert found[f"{prefix}_events_name_ix"] == ["target_name", "target_namespace"]
     assert found[f"{prefix}_results_type_ix"] == ["type", "run_uid"]
+
+
+def _write_0004_results(connection: Connection, prefix: str, uid: str) -> None:
+    """A run with results as revision 0004 stored them (no state), into the tables as they were then."""
+    metadata = MetaData()
+    scenarios, runs, results = (
+        Table(f"{prefix}_{name}", metadata, autoload_with=connection)
+        for name in ("scenarios", "test_runs", "test_results")
+    )
+    assert "state" not in results.c
+    scenario_id = connection.execute(
+        scenarios.insert().values(namespace="shop", name="kill-web", first_seen_at=T0, last_seen_at=T0)
+    ).inserted_primary_key[0]
+    connection.execute(
+        runs.insert().values(uid=uid, namespace="shop", name="old", scenario_id=scenario_id, phase="Failed",
+                             passed=False, dry_run=False, completed_at=T0, status={}, mirrored_at=T0)
+    )  # fmt: skip
+    connection.execute(
+        results.insert(),
+        [
+            # One set of keys for every row: an executemany takes its columns from the first.
+            {"run_uid": uid, "kind": "assertion", "name": "held", "passed": True, "actual": "2s"},
+            {"run_uid": uid, "kind": "assertion", "name": "missed", "passed": False, "actual": "Error: 40s"},
+            {"run_uid": uid, "kind": "probe", "name": "broke", "passed": False, "actual": "Error: 0 sample(s)"},
+            {"run_uid": uid, "kind": "probe", "name": "undecided", "passed": None, "actual": "0 sample(s)"},
+        ],
+    )
+
+
+async def test_migration_0005_gives_older_results_their_state(database_url: str) -> None:
+    from coordinator.history import migrations
+
+    history = HistoryStore(database_url, _instance())
+    uid = str(uuid.uuid4())
+    try:
+        async with history.engine.begin() as conn:
+            assert await conn.run_sync(migrations.upgrade, history.tables.prefix, "0004") == "0004"
+            await conn.run_sync(_write_0004_results, history.tables.prefix, uid)
+        await history.upgrade()
+        results = (await _page(history, "results", HistoryQuery(correlation_id=uid))).items
+        assert {r["name"]: r["state"] for r in results} == {
+            "held": "passed",
+            "missed": "failed",
+            "broke": "error",
+            "undecided": None,
+        }
+    finally:
+        await history.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

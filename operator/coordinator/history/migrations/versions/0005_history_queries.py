@@ -5,7 +5,8 @@ the events' and results' ``(run_uid, ...)`` unique keys, the scenario index). Ne
 by fault type and by target name (the target index leads with the kind, which the command line does not take),
 and the results by type. The report's covering indexes (scenario, namespace) gain the duration, which the report's
 mean duration reads: without it the aggregates would read every run's wide row. ``state`` keeps an assertion's ``skipped`` and ``error`` apart from ``failed``; rows
-written before keep NULL.
+written before get it from what they recorded (passed or failed; a probe whose verdict was Error, error; a probe
+without a verdict stays NULL), so ``--status`` finds them too.
 
 Revision ID: 0005
 Revises: 0004
@@ -31,6 +32,21 @@ def upgrade() -> None:
     op.create_index(f"{p}_events_name_ix", f"{p}_chaos_events", ["target_name", "target_namespace"])
     op.create_index(f"{p}_results_type_ix", f"{p}_test_results", ["type", "run_uid"])
     _report_indexes(p, ["duration_seconds"])
+    results = sa.table(
+        f"{p}_test_results",
+        sa.column("kind", sa.String),
+        sa.column("passed", sa.Boolean),
+        sa.column("actual", sa.Text),
+        sa.column("state", sa.String),
+    )
+    # history/records.py writes a probe's result as "<verdict>: <samples>"; an assertion had only passed.
+    state = sa.case(
+        (results.c.passed == sa.true(), "passed"),
+        (sa.and_(results.c.kind == "probe", results.c.actual.like("Error:%")), "error"),
+        (results.c.passed == sa.false(), "failed"),
+        else_=sa.null(),
+    )
+    op.execute(results.update().where(results.c.state.is_(None)).values(state=state))
 
 
 # The report's covering indexes before this revision; it appends the duration to both.
