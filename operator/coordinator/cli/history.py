@@ -1,7 +1,7 @@
 """``coordinator report``, ``coordinator history`` and ``coordinator db upgrade``: the history store from the command
 line.
 
-Both read the same settings as the operator (``COORDINATOR_DATABASE_URL`` or the embedded SQLite file,
+All three read the same settings as the operator (``COORDINATOR_DATABASE_URL`` or the embedded SQLite file,
 ``COORDINATOR_INSTANCE_NAME``, optionally ``COORDINATOR_REDIS_URL`` for the report cache).
 """
 
