@@ -56,4 +56,12 @@ echo "cycles ok: $ok; target $(kill -0 $t && echo alive); $("$OUT/skew" status $
 echo "== J: time namespaces offset only CLOCK_MONOTONIC and CLOCK_BOOTTIME"
 unshare --time --monotonic 86400 --boottime 86400 sh -c 'echo "in the new time namespace: date $(date -u +%T), uptime $(cut -d" " -f1 /proc/uptime)"; cat /proc/self/timens_offsets'
 echo "host: date $(date -u +%T), uptime $(cut -d' ' -f1 /proc/uptime)"
-unshare --time sh -c 'echo "realtime 86400 0" > /proc/self/timens_offsets' 2>&1 | sed 's/^/writing a realtime offset: /'
+unshare --time python3 -c '
+import os
+fd = os.open("/proc/self/timens_offsets", os.O_WRONLY)
+for line in (b"realtime 86400 0", b"monotonic 5 0"):
+    try:
+        os.write(fd, line)
+    except OSError as e:
+        print(line.split()[0].decode() + ":", e)
+'
