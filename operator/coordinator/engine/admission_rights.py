@@ -80,19 +80,31 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
     )
 
 
-async def scenario_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
-    """Why the ChaosScenario ``body`` must be refused: its requester may not do what it does with the parameters
-    its scheduled runs get (``spec.runTemplate.parameters`` over the declared defaults)."""
-    where = _where("ChaosScenario", body)
-    requester = requester_in(annotation_of(body))
-    if requester is None:
-        return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
-    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+def _owner_check(
+    kind: str, body: Mapping[str, Any]
+) -> tuple[str, Requester | None, str, Mapping[str, Any], Mapping[str, Any]]:
+    """What checking a ChaosScenario or ChaosWorkflow ``body`` needs: where it is (for messages), its recorded
+    requester (None without one), its namespace, its spec, and the parameters its scheduled and triggered runs get
+    (``spec.runTemplate.parameters``)."""
     raw = body.get("spec") or {}
     template = raw.get("runTemplate")
     overrides = template.get("parameters") if isinstance(template, Mapping) else None
-    if not isinstance(overrides, Mapping):
-        overrides = {}
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    return (
+        _where(kind, body),
+        requester_in(annotation_of(body)),
+        namespace,
+        raw,
+        overrides if isinstance(overrides, Mapping) else {},
+    )
+
+
+async def scenario_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
+    """Why the ChaosScenario ``body`` must be refused: its requester may not do what it does with the parameters
+    its scheduled runs get (``spec.runTemplate.parameters`` over the declared defaults)."""
+    where, requester, namespace, raw, overrides = _owner_check("ChaosScenario", body)
+    if requester is None:
+        return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
     return await _refusals(client, settings, requester, where, raw, overrides, namespace, where)
 
 
@@ -153,14 +165,7 @@ def workflow_problems(body: Mapping[str, Any]) -> list[str]:
 async def workflow_admission_refusals(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> list[str]:
     """Why the ChaosWorkflow ``body`` must be refused: its requester may not run one of its nodes' scenarios with
     the parameters its scheduled and triggered runs get (``spec.runTemplate.parameters``)."""
-    where = _where("ChaosWorkflow", body)
-    requester = requester_in(annotation_of(body))
+    where, requester, namespace, raw, overrides = _owner_check("ChaosWorkflow", body)
     if requester is None:
         return [f"{where}: no requester recorded in the annotation {REQUESTED_BY_ANNOTATION}"]
-    namespace = str((body.get("metadata") or {}).get("namespace") or "")
-    raw = body.get("spec") or {}
-    template = raw.get("runTemplate")
-    overrides = template.get("parameters") if isinstance(template, Mapping) else None
-    if not isinstance(overrides, Mapping):
-        overrides = {}
     return await _node_refusals(client, settings, requester, where, raw, overrides, namespace, where)

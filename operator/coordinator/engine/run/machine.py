@@ -61,15 +61,7 @@ class RunMachine:
         self.finisher = Finisher(self.state, self.probes, mirror)
 
     def _unexpected(self, exc: Exception) -> str:
-        """The message of an error no sub-step expected: where the run was, what was raised, and the line that
-        raised it (logged once at ERROR: a bug to report, not a state to retry)."""
-        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        origin = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
-        text = str(exc)[:MAX_ERROR_TEXT]
-        message = f"{self.state.doing}: unexpected {type(exc).__name__}: {text}{origin}; every change was reverted"
-        log.error("TestRun %s ended Error: %s", self.state.run.ref, message)
-        log.debug("TestRun %s: the unexpected error", self.state.run.ref, exc_info=exc)
-        return message
+        return unexpected_error(self.state, exc, "; every change was reverted")
 
     async def execute(self) -> None:
         """Drive the run to a terminal phase (or until interrupted, leaving a resumable status).
@@ -128,6 +120,18 @@ class RunMachine:
         state.doing = "the checks after the last step"
         await self.probes.after_checks()
         raise self.probes.verdict()
+
+
+def unexpected_error(state: RunState, exc: Exception, consequence: str = "") -> str:
+    """The message of an error no sub-step expected: where the run was, what was raised, and the line that raised
+    it, then ``consequence`` (logged once at ERROR: a bug to report, not a state to retry)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    origin = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    text = str(exc)[:MAX_ERROR_TEXT]
+    message = f"{state.doing}: unexpected {type(exc).__name__}: {text}{origin}{consequence}"
+    log.error("TestRun %s ended Error: %s", state.run.ref, message)
+    log.debug("TestRun %s: the unexpected error", state.run.ref, exc_info=exc)
+    return message
 
 
 async def revert_run(client: KubeApi, settings: Settings, body: Mapping[str, Any]) -> int:

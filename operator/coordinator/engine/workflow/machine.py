@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -52,8 +50,8 @@ from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.engine.run.admission import Admission, render_scenario
 from coordinator.engine.run.errors import WAITING_REASON, RetryLater, RunEnded, RunInterrupted, is_transient
 from coordinator.engine.run.finish import Finisher, Mirror
+from coordinator.engine.run.machine import unexpected_error
 from coordinator.engine.run.probes import ProbeSupervisor, assertion_failed
-from coordinator.engine.run.revert import MAX_ERROR_TEXT
 from coordinator.engine.run.state import RunHandle, RunState
 from coordinator.engine.targets import NamespacePolicy
 from coordinator.engine.workflow.children import WAKEUPS, Children, child_body
@@ -125,7 +123,7 @@ class WorkflowMachine:
             except (RunEnded, RunInterrupted, RetryLater, ApiError):
                 raise
             except Exception as exc:
-                raise RunEnded(Phase.ERROR, "InternalError", self._unexpected(exc)) from exc
+                raise RunEnded(Phase.ERROR, "InternalError", unexpected_error(state, exc)) from exc
         except RunEnded as end:
             await self.wind_down(end)
             await self.finisher.finish(end)
@@ -138,13 +136,6 @@ class WorkflowMachine:
         finally:
             WAKEUPS.forget(state.run.namespace, self.children.label)
             await self.probes.close()
-
-    def _unexpected(self, exc: Exception) -> str:
-        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        origin = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
-        message = f"{self.state.doing}: unexpected {type(exc).__name__}: {str(exc)[:MAX_ERROR_TEXT]}{origin}"
-        log.error("TestRun %s ended Error: %s", self.state.run.ref, message)
-        return message
 
     async def _advance(self) -> None:
         state = self.state
