@@ -97,9 +97,9 @@ def test_tools_stage_carries_the_in_pod_fault_tools() -> None:
     assert "--no-install-recommends" in installs
     assert "rm -rf /var/lib/apt/lists/*" in installs, "no package lists left in the layer"
     assert any(line.startswith("USER ") and not line.split()[1].startswith("0") for line in tools)
-    assert (
-        "COPY --from=clock-skew-build /coordinator-clock-skew /usr/local/bin/coordinator-clock-skew" in tools
-    ), "clock-skew's agent runs the tracer (faults/inpod/clock_skew.py TRACER) from the PATH"
+    assert "COPY --from=clock-skew-build /coordinator-clock-skew /usr/local/bin/coordinator-clock-skew" in tools, (
+        "clock-skew's agent runs the tracer (faults/inpod/clock_skew.py TRACER) from the PATH"
+    )
 
 
 def test_the_clock_skew_tracer_is_built_static_in_its_own_stage() -> None:
