@@ -104,10 +104,10 @@ def clock_offset_seconds(text: str) -> int:
     The skew adds whole seconds to what the target's clock reads (the vDSO patch adds to ``tv_sec``), so a
     fraction of a second is refused rather than rounded.
     """
-    sign = -1 if text.startswith("-") else 1
-    body = text[1:] if text[:1] in "+-" else text
-    if not re.fullmatch(CLOCK_OFFSET_PATTERN, body):
+    if not re.fullmatch(CLOCK_OFFSET_PATTERN, text):
         raise ValueError(f'offset "{text}" is not a signed duration such as -1h, +30m or +86400s')
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
     seconds = Fraction(0)
     for number, unit in re.findall(r"([0-9]+)(ms|s|m|h)", body):
         seconds += Fraction(int(number)) * _OFFSET_UNITS[unit]
