@@ -83,7 +83,7 @@ def test_commands_check_the_machine_patch_with_a_deadline_and_restore_only_their
         [TRACER, "apply", "-3600", "35", f"container:{CID}", tag],  # expires 5 s after the hold
     ]
     assert commands.revert == [[TRACER, "restore", f"container:{CID}", tag]]
-    assert commands.hold is None, "the hold is a sleep: the patch is in the target, not a process"
+    assert commands.hold == ["sleep", "30"], "the patch is in the target's memory: the agent only waits"
     assert len(tag) == 16
     assert int(tag, 16) >= 0
     assert patch_tag(FID) == tag
@@ -123,7 +123,7 @@ def test_the_agent_reports_the_tracers_own_reason_and_count(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert "coordinator-agent: coordinator-clock-skew: skewed 2 processes by +60s until 1" in lines
-    assert lines.index("coordinator-agent: holding for 1s") > lines.index(
+    assert lines.index("coordinator-agent: holding: sleep 1") > lines.index(
         "coordinator-agent: coordinator-clock-skew: skewed 2 processes by +60s until 1"
     ), "holding (what the operator waits for) only after the tracer confirmed"
 

@@ -66,7 +66,7 @@ _REPORT = """if [ -n "$out" ]; then printf '%s\\n' "$out" | while IFS= read -r l
 def _explains_itself(argv: Sequence[str]) -> bool:
     """A command whose own output is the report: its last line is the reason it failed (the clock-skew tracer
     and its architecture check), and what it did is printed when it succeeds (how many processes it patched)."""
-    return argv[0] == clock_skew.TRACER or argv[-1] == clock_skew.ARCH_CHECK
+    return clock_skew.explains_itself(list(argv))
 
 
 def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from dataclasses import dataclass
 
 TRACER = "coordinator-clock-skew"
@@ -24,11 +25,18 @@ MAX_OFFSET_SECONDS = 10 * 365 * 24 * 3600
 _CONTAINER = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{12,64}$")
 
-# Refuses every node but x86-64 with the reason as its last line (the agent reports a tool's last line).
-ARCH_CHECK = (
+# The first line of the checks below: the agent reports their last line of output as the reason they failed.
+CHECK = "# clock-skew check\n"
+# Refuses every node but x86-64.
+ARCH_CHECK = CHECK + (
     'machine=$(uname -m); if [ "$machine" != x86_64 ]; then '
     'echo "clock-skew patches x86-64 machine code; this node is $machine" >&2; exit 2; fi'
 )
+
+
+def explains_itself(argv: list[str] | tuple[str, ...]) -> bool:
+    """The tracer and the checks: their output is the report (the reason they failed, or what they did)."""
+    return argv[0] == TRACER or argv[-1].startswith(CHECK)
 
 
 @dataclass(frozen=True)
@@ -36,12 +44,13 @@ class ClockSkew:
     """``clock-skew``: CLOCK_REALTIME of ``container``'s running processes reads ``offset_seconds`` off.
 
     ``container_id`` (``status.containerStatuses[].containerID``, with or without its ``containerd://`` prefix)
-    is how the tracer finds the container's processes in the shared PID namespace.
+    is how the tracer finds the container's processes in the shared PID namespace. None (the status had none: the
+    container is not running, or the node runs no containers): the agent refuses with that reason.
     """
 
     container: str
     offset_seconds: int
-    container_id: str
+    container_id: str | None
 
     def __post_init__(self) -> None:
         if not _CONTAINER.match(self.container):
@@ -51,17 +60,26 @@ class ClockSkew:
                 f"clock-skew: offset_seconds must be non-zero and within {MAX_OFFSET_SECONDS} (10 years), "
                 f"got {self.offset_seconds}"
             )
-        if not _CONTAINER_ID.match(self.bare_container_id):
+        if self.container_id is not None and not _CONTAINER_ID.match(self.bare_container_id or ""):
             raise ValueError(f'clock-skew: container_id "{self.container_id}" is not a container ID')
 
     @property
-    def bare_container_id(self) -> str:
+    def bare_container_id(self) -> str | None:
         """``containerd://abc…`` -> ``abc…``."""
-        return self.container_id.split("://", 1)[-1]
+        return self.container_id.split("://", 1)[-1] if self.container_id else None
 
     @property
     def target(self) -> str:
         return f"container:{self.bare_container_id}"
+
+    @property
+    def unknown_container(self) -> list[str]:
+        """The command that refuses a fault whose container had no ID (its last line is the reason)."""
+        reason = (
+            f"container {self.container} had no containerID in the pod status when the agent was made "
+            "(not running?): its processes cannot be found"
+        )
+        return ["/bin/sh", "-c", f"{CHECK}echo {shlex.quote(reason)} >&2; exit 2"]
 
 
 def patch_tag(fault_id: str) -> str:
@@ -77,13 +95,23 @@ def apply_commands(fault: ClockSkew, fault_id: str, duration_seconds: int) -> li
     start, which is the moment the hold begins.
     """
     expire_after = duration_seconds + EXPIRY_MARGIN_SECONDS
+    if fault.bare_container_id is None:
+        return [["/bin/sh", "-c", ARCH_CHECK], fault.unknown_container]
     return [
         ["/bin/sh", "-c", ARCH_CHECK],
         [TRACER, "apply", str(fault.offset_seconds), str(expire_after), fault.target, patch_tag(fault_id)],
     ]
 
 
+def hold_command(duration_seconds: int) -> list[str]:
+    """The skew lives in the target's memory; the agent holds with a sleep (also when the apply can only refuse,
+    so the agent is never mistaken for a one-shot fault)."""
+    return ["sleep", str(duration_seconds)]
+
+
 def revert_commands(fault: ClockSkew, fault_id: str) -> list[list[str]]:
     """Put the original code back in every process of the container that holds this fault's patch (none:
     success)."""
+    if fault.bare_container_id is None:
+        return []  # nothing was applied
     return [[TRACER, "restore", fault.target, patch_tag(fault_id)]]

@@ -560,6 +560,8 @@ def revert_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
 
 def hold_command(fault: InPodFault, duration_seconds: int) -> list[str] | None:
     """The process that is the fault (stress-ng), ending by itself after ``duration_seconds``; else None."""
+    if isinstance(fault, ClockSkew):
+        return clock_skew.hold_command(duration_seconds)
     timeout = ["--timeout", f"{duration_seconds}s"]
     if isinstance(fault, CpuStress):
         return ["stress-ng", "--cpu", str(fault.workers), "--cpu-load", str(fault.load_percent), *timeout]
