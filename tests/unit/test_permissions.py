@@ -78,6 +78,11 @@ FAULTS: dict[str, tuple[str, dict[str, Any], set[ACCESS]]] = {
         {"containerKill": {"containerName": "app"}},
         {("patch", "", "pods", "ephemeralcontainers", "*")},
     ),
+    "dns-fault": (
+        "Pod",
+        {"dnsFault": {"patterns": ["*.example.com"], "error": {}}},
+        {("patch", "", "pods", "ephemeralcontainers", "*")},
+    ),
 }
 
 

@@ -31,10 +31,12 @@ from coordinator.faults.inpod.commands import (
     hold_command,
     revert_commands,
 )
+from coordinator.faults.inpod.dns import DnsFault
 
 __all__ = [
     "ContainerKill",
     "CpuStress",
+    "DnsFault",
     "FaultCommands",
     "InPodFault",
     "IoStress",

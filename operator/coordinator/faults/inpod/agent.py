@@ -96,7 +96,7 @@ def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
         elif argv[1] == "filter":
             reasons.append((("Unknown filter", "No such file or directory"), "kernel lacks cls_u32"))
     elif tool == "nft":
-        feature = "nft_numgen" if "numgen" in argv else "nf_tables"
+        feature = "nft_numgen" if "numgen" in argv else "nft_redir (nf_nat)" if "redirect" in argv else "nf_tables"
         reasons.append(
             (
                 ("Protocol not supported", "Operation not supported", "No such file or directory"),
@@ -109,12 +109,14 @@ def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
 def _apply_block(argv: Sequence[str], fault: str) -> str:
     line = shlex.join(argv)
     cases = "".join(f"    {_case(patterns)}) why={_q(why)} ;;\n" for patterns, why in _failure_reasons(argv))
+    # The agent's own programs (programs/) print their reason for failing as their last line.
+    otherwise = """$(printf '%s\\n' "$out" | tail -n 1)""" if argv[0] == "python3" else '"exit status $rc"'
     return (
         f"out=$({line} 2>&1); rc=$?\n"
         'if [ "$rc" -ne 0 ]; then\n'
         "  case $out in\n"
         f"{cases}"
-        f'    *) why="exit status $rc" ;;\n'
+        f"    *) why={otherwise} ;;\n"
         "  esac\n"
         f'  if [ "$rc" -eq 127 ]; then why={_q(argv[0] + " is not installed in the agent image")}; fi\n'
         f'  say {_q("apply failed: " + line)} "($out)"\n'
@@ -180,10 +182,14 @@ def render_script(commands: FaultCommands, duration_seconds: int, description: s
     apply = "".join(_apply_block(argv, commands.fault) for argv in commands.apply)
     if commands.hold is not None:
         tool = commands.hold[0]
+        start = f"{shlex.join(commands.hold)} &\nhold_pid=$!\n"
+        if commands.hold_first:
+            # A server the apply commands redirect traffic to: it listens before the first packet is redirected.
+            apply = f"say {_q('starting: ' + shlex.join(commands.hold))}\n{start}{apply}"
+            start = ""
         hold = (
             f"say {_q('holding: ' + shlex.join(commands.hold))}\n"
-            f"{shlex.join(commands.hold)} &\n"
-            "hold_pid=$!\n"
+            f"{start}"
             'wait "$hold_pid"; rc=$?\n'
             "hold_pid=\n"
             'if [ "$rc" -ne 0 ]; then\n'

@@ -13,6 +13,7 @@ Mechanisms, chosen per fault (docs/inpod-faults.md explains why):
 * ``network-partition`` (in-pod): nftables drop.
 * ``cpu-stress``, ``memory-stress``, ``io-stress``: stress-ng with ``--timeout`` (its own dead man's switch).
 * ``container-kill``: ``kill -s SIG`` to the target container's main process.
+* ``dns-fault``: an nftables redirect of the pod's DNS to a resolver in the agent (``dns.py``).
 
 tc shapes **egress only** (what the pod sends): ingress shaping needs an ifb device, which a pod cannot count
 on. With ``TrafficScope.cidrs``/``ports`` the tc faults hang the netem/tbf qdisc under an htb class that u32
@@ -29,6 +30,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+from coordinator.faults.inpod import dns
+from coordinator.faults.inpod.dns import DnsFault
 
 Direction = Literal["egress", "ingress", "both"]
 
@@ -361,6 +365,7 @@ InPodFault = (
     | MemoryStress
     | IoStress
     | ContainerKill
+    | DnsFault
 )
 
 _NAMES: dict[type, str] = {
@@ -374,6 +379,7 @@ _NAMES: dict[type, str] = {
     MemoryStress: "memory-stress",
     IoStress: "io-stress",
     ContainerKill: "container-kill",
+    DnsFault: "dns-fault",
 }
 
 
@@ -389,12 +395,17 @@ def fault_id_for(injection_id: str) -> str:
 
 @dataclass(frozen=True)
 class FaultCommands:
-    """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``."""
+    """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``.
+
+    ``hold_first``: the hold process is a server that the apply commands send traffic to (dns-fault's resolver),
+    so it starts before them, and the last apply command checks that the traffic reaches it.
+    """
 
     fault: str
     apply: list[list[str]]
     revert: list[list[str]]
     hold: list[str] | None = None
+    hold_first: bool = False
 
     @property
     def one_shot(self) -> bool:
@@ -531,6 +542,8 @@ def apply_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
         return _tc_apply(_tbf_args(fault), fault.scope, tc_handle(fault_id))
     if isinstance(fault, ContainerKill):
         return [["/bin/sh", "-c", container_kill_script(fault)]]
+    if isinstance(fault, DnsFault):
+        return dns.apply_commands(fault, nft_table(fault_id), fault_id)
     return []
 
 
@@ -538,6 +551,8 @@ def revert_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
     """The argv lists that remove everything ``apply_commands`` made (one command: the whole tree or table)."""
     if _uses_nftables(fault):
         return [["nft", "delete", "table", "inet", nft_table(fault_id)]]
+    if isinstance(fault, DnsFault):
+        return dns.revert_commands(nft_table(fault_id))
     if isinstance(fault, NetworkDelay | NetworkDuplicate | NetworkCorrupt | NetworkLoss | NetworkBandwidth):
         return [["tc", "qdisc", "del", "dev", fault.scope.interface, "root", "handle", tc_handle(fault_id)]]
     return []
@@ -572,7 +587,10 @@ def build_commands(fault: InPodFault, fault_id: str, duration_seconds: int) -> F
         fault=fault_name(fault),
         apply=apply_commands(fault, fault_id),
         revert=revert_commands(fault, fault_id),
-        hold=hold_command(fault, duration_seconds),
+        hold=dns.hold_command(fault, fault_id, duration_seconds)
+        if isinstance(fault, DnsFault)
+        else hold_command(fault, duration_seconds),
+        hold_first=isinstance(fault, DnsFault),
     )
 
 
