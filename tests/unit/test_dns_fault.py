@@ -141,11 +141,13 @@ def test_the_commands_redirect_dns_to_the_resolver_and_check_it() -> None:
     commands = build_commands(DnsFault(("*.example.com", "db.test"), "error", rcode="SERVFAIL"), FID, 30)
     table = f"coordinator_{FID}"
     assert commands.hold_first
+    chain = "dns_redirect"
     assert [shlex.join(argv) for argv in commands.apply] == [
+        f"python3 {PROGRAM} alone --id {FID}",
         f"nft add table inet {table}",
-        f"nft add chain inet {table} output '{{' type nat hook output priority -100 ';' policy accept ';' '}}'",
-        f"nft add rule inet {table} output meta mark 0x636f6f72 return",
-        f"nft add rule inet {table} output meta l4proto '{{ tcp, udp }}' th dport 53 counter redirect to :{port}",
+        f"nft add chain inet {table} {chain} '{{' type nat hook output priority -100 ';' policy accept ';' '}}'",
+        f"nft add rule inet {table} {chain} meta mark 0x636f6f72 return",
+        f"nft add rule inet {table} {chain} meta l4proto '{{ tcp, udp }}' th dport 53 counter redirect to :{port}",
         f"python3 {PROGRAM} check --id {FID}",
     ]
     assert commands.revert == [["nft", "delete", "table", "inet", table]]
@@ -174,11 +176,12 @@ def test_the_agent_starts_the_resolver_before_the_redirect_and_holds_only_once_c
     assert background.startswith(f"python3 {PROGRAM} serve --id {FID}")
     started = script.index(background)
     trap = script.index("trap 'finish 143' TERM")
+    guard = script.index("out=$(python3 /opt/coordinator-agent/dns_fault.py alone")
     redirect = script.index("out=$(nft add table")
     check = script.index("out=$(python3 /opt/coordinator-agent/dns_fault.py check")
     holding = script.index("say 'holding: ")
     waits = script.index('wait "$hold_pid"; rc=$?')
-    assert trap < started < redirect < check < holding < waits
+    assert trap < started < guard < redirect < check < holding < waits
     # The check's own last line is the reason the operator reports.
     assert "why=$(printf '%s\\n' \"$out\" | tail -n 1)" in script
     assert "kernel lacks nft_redir (nf_nat)" in script
@@ -338,6 +341,26 @@ def test_check_passes_against_the_resolver_and_names_what_answered_otherwise(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"queries to 127.0.0.1 port {upstream.port} over udp do not reach this fault's resolver")
     assert "(answered NXDOMAIN by another server)" in last
+
+
+def test_a_second_dns_fault_is_found_by_its_redirect_chain() -> None:
+    listing = """table inet coordinator_aaaa {
+	chain output {
+		type filter hook output priority filter; policy accept;
+	}
+}
+table ip nat {
+	chain dns_redirect_not {
+	}
+}
+table inet coordinator_bbbb {
+	chain dns_redirect {
+		type nat hook output priority dstnat; policy accept;
+	}
+}
+"""
+    assert program.redirect_tables(listing) == ["inet coordinator_bbbb"]
+    assert program.redirect_tables("table inet coordinator_aaaa {\n\tchain output {\n\t}\n}\n") == []
 
 
 def test_nameservers_are_read_like_glibc_reads_them(tmp_path: Path) -> None:

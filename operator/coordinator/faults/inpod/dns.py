@@ -1,7 +1,7 @@
 """``dns-fault``: the command lines of the agent's resolver and of the nftables redirect in front of it (pure).
 
-The agent starts the resolver first (its hold process, ``programs/dns_fault.py serve``), then adds an nftables
-table whose nat ``output`` chain redirects the pod's outbound DNS (UDP and TCP port 53) to it, then checks that a
+The agent starts the resolver first (its hold process, ``programs/dns_fault.py serve``), checks that no other
+dns-fault redirects the pod's DNS (``alone``), then adds an nftables table whose nat chain redirects the pod's outbound DNS (UDP and TCP port 53) to it, then checks that a
 query to each of the pod's nameservers reaches this fault's resolver (``programs/dns_fault.py check``). The
 resolver's own upstream sockets carry ``BYPASS_MARK``, which the chain lets pass. The revert deletes the table.
 """
@@ -56,20 +56,23 @@ def resolver_port(fault_id: str) -> int:
 
 
 def apply_commands(fault: DnsFault, table: str, fault_id: str) -> list[list[str]]:
-    """The nftables redirect (after the mark's exemption), then the check that it reaches the resolver."""
+    """No other dns-fault's redirect, then this one (after the mark's exemption), then the check that it reaches
+    the resolver."""
     port = resolver_port(fault_id)
+    chain = program.REDIRECT_CHAIN
     hook = ["{", "type", "nat", "hook", "output", "priority", "-100", ";", "policy", "accept", ";", "}"]
     return [
+        ["python3", PROGRAM, "alone", "--id", fault_id],
         ["nft", "add", "table", "inet", table],
-        ["nft", "add", "chain", "inet", table, "output", *hook],
-        ["nft", "add", "rule", "inet", table, "output", "meta", "mark", hex(BYPASS_MARK), "return"],
+        ["nft", "add", "chain", "inet", table, chain, *hook],
+        ["nft", "add", "rule", "inet", table, chain, "meta", "mark", hex(BYPASS_MARK), "return"],
         [
             "nft",
             "add",
             "rule",
             "inet",
             table,
-            "output",
+            chain,
             "meta",
             "l4proto",
             "{ tcp, udp }",

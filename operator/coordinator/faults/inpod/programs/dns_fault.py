@@ -11,9 +11,12 @@ Two commands:
 
 ``serve``  the resolver, the agent's hold process: it ends by itself after ``--duration`` seconds (its own dead
            man's switch, like stress-ng's ``--timeout``) or on SIGTERM/SIGINT, printing what it answered.
+``alone``  exit 0 when no other dns-fault redirects this pod's DNS (no nftables chain named ``dns_redirect``):
+           of two nat chains the kernel runs the newer first, so a second dns-fault would silently take the
+           pod's DNS from the first one.
 ``check``  asks every nameserver of resolv.conf, over UDP and TCP on port 53, for this fault's probe name; exit 0
            only when this fault's resolver answered each (the redirect is in place and the resolver listens).
-           The last line it prints on failure is the reason.
+The last line ``alone`` and ``check`` print on failure is the reason.
 
 Patterns (case-insensitive, a trailing dot ignored): an exact name (``api.example.com``); a leading ``*.`` label
 matching one or more labels (``*.example.com``: ``a.example.com``, ``a.b.example.com``, not ``example.com``);
@@ -34,6 +37,7 @@ import signal
 import socket
 import socketserver
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -54,6 +58,7 @@ RANDOM_V6 = "2001:db8::/32"
 ANSWER_TTL = 1  # seconds: a cache in the pod keeps a fault's answer no longer than this after the fault ends
 UPSTREAM_TIMEOUT = 2.0  # per nameserver; a pod's resolver library waits 5 s per try (resolv.conf's default)
 SO_MARK = getattr(socket, "SO_MARK", 36)
+REDIRECT_CHAIN = "dns_redirect"  # the nat chain of every dns-fault's table
 DNS_PORT = 53
 LOG_NAMES = 20  # distinct matched names logged one by one; the rest are counted
 
@@ -455,6 +460,35 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
+def redirect_tables(listing: str) -> list[str]:
+    """The tables of an ``nft list chains`` listing that hold a dns-fault redirect chain."""
+    tables: list[str] = []
+    table = ""
+    for line in listing.splitlines():
+        words = line.split()
+        if words[:1] == ["table"] and len(words) >= 3:
+            table = f"{words[1]} {words[2]}"
+        elif words[:2] == ["chain", REDIRECT_CHAIN]:
+            tables.append(table)
+    return tables
+
+
+def alone(args: argparse.Namespace) -> int:
+    listing = subprocess.run(["nft", "list", "chains"], capture_output=True, text=True, check=False)
+    if listing.returncode != 0:
+        print(f"nft list chains failed: {listing.stderr.strip()}", file=sys.stderr)
+        return 1
+    others = redirect_tables(listing.stdout)
+    if others:
+        print(
+            f"another dns-fault already redirects this pod's DNS (table {', '.join(others)}): "
+            "one dns-fault per pod at a time",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="dns_fault.py", description=__doc__.split("\n\n")[0] if __doc__ else None)
     commands = top.add_subparsers(dest="command", required=True)
@@ -471,6 +505,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--action", choices=("error", "random", "delay"), required=True)
     run.add_argument("--rcode", choices=tuple(RCODES), default="NXDOMAIN")
     run.add_argument("--delay-ms", type=int, default=0)
+    commands.add_parser("alone", parents=[common])
     probe = commands.add_parser("check", parents=[common])
     probe.add_argument("--port", type=int, default=DNS_PORT)
     probe.add_argument("--timeout", type=float, default=10.0)
@@ -479,7 +514,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    command: Callable[[argparse.Namespace], int] = serve if args.command == "serve" else check
+    command: Callable[[argparse.Namespace], int] = {"serve": serve, "alone": alone, "check": check}[args.command]
     return command(args)
 
 
