@@ -1,7 +1,7 @@
 """A tiny authoritative DNS server for the dns-fault tests: fixed A records, NXDOMAIN for every other name.
 
 Standalone (the standard library and dnslib), so the real tier runs this very file in a pod of the tools image
-(``python3 - --port 53 --record web.test=10.1.2.3 < dns_server.py``), and the unit tests and the network
+(``python3 -c "$(cat dns_server.py)" --port 53 --record web.test=10.1.2.3``), and the unit tests and the network
 namespace prototype run it in-process or as a subprocess. It serves UDP and TCP on ``--listen`` (0.0.0.0).
 """
 
