@@ -403,7 +403,8 @@ def serve(args: argparse.Namespace) -> int:
     threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True) for s in servers]
     for thread in threads:
         thread.start()
-    hosts = ", ".join(f"[{h}]" if ":" in h else h for h in args.listen)
+    bound = dict.fromkeys(str(s.socket.getsockname()[0]) for s in servers if isinstance(s, socketserver.TCPServer))
+    hosts = ", ".join(f"[{h}]" if ":" in h else h for h in bound)
     say(
         f"resolver listening on {hosts} port {args.port} (udp, tcp) for {args.duration}s; "
         f"{' '.join(args.pattern)}: {action.describe()}; other names forwarded to "
