@@ -39,8 +39,9 @@ def _agents(core: client.CoreV1Api, ns: str, name: str) -> list[client.V1Ephemer
         ({"type": "network-bandwidth", "networkBandwidth": {"rate": "1mbit"}}, "NET_ADMIN", "tbf"),
         ({"type": "cpu-stress", "cpuStress": {"workers": 2, "loadPercent": 50}}, None, "stress-ng"),
         ({"type": "container-kill", "containerKill": {"containerName": "app"}}, "KILL", "kill"),
+        ({"type": "dns-fault", "dnsFault": {"patterns": ["*.example.com"], "error": {}}}, "NET_ADMIN", "dns_fault.py"),
     ],
-    ids=["loss", "delay", "bandwidth", "cpu", "kill"],
+    ids=["loss", "delay", "bandwidth", "cpu", "kill", "dns"],
 )
 def test_agent_is_added_to_each_target_with_its_command(
     chaos: Chaos,

@@ -223,5 +223,5 @@ def test_dns_fault_dead_mans_switch_with_the_operator_gone(
         "dead man's switch (dns-fault)",
         f"every operator process SIGKILLed while {MATCHED} answered NXDOMAIN",
         f"the resolver ended and the agent deleted its nft table {finished - ends_at:+.0f} s from the step's end "
-        f"(exit 0); {MATCHED} resolved again {lag:.1f} s after it",
+        f"(exit 0); {MATCHED} resolved again {lag:+.1f} s from the step's end",
     )
