@@ -40,6 +40,8 @@ mkdir -p {programs}
 cp "$work/dns_fault.py" {programs}/
 python3 "$work/dns_server.py" --listen {upstream} --port 53 --record web.test=10.1.2.3 \
   --record api.example.com=10.1.2.4 > "$work/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null' EXIT  # it would otherwise outlive this shell, and keep the namespace
 lookups() {{
   if web=$(getent hosts web.test); then web=${{web%% *}}; else web=failed; fi
   if api=$(getent hosts api.example.com); then api=${{api%% *}}; else api=failed; fi
