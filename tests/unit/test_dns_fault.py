@@ -183,7 +183,7 @@ def test_the_agent_starts_the_resolver_before_the_redirect_and_holds_only_once_c
     waits = script.index('wait "$hold_pid"; rc=$?')
     assert trap < started < guard < redirect < check < holding < waits
     # The check's own last line is the reason the operator reports.
-    assert "why=\"$(printf '%s\\n' \"$out\" | tail -n 1)\"" in script
+    assert 'why="$(printf \'%s\\n\' "$out" | tail -n 1)"' in script
     assert "kernel lacks nft_redir (nf_nat)" in script
     assert f"nft delete table inet coordinator_{FID}" in revert_script(DnsFault(("a.test",), "error"), fault_id=FID)
 
