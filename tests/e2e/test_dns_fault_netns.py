@@ -152,3 +152,66 @@ lookups after
     assert "reverted: nft delete table inet coordinator_dnsfirst" in first
     assert "coordinator_" not in proc.stdout.split("tables listed")[0].split("first exit")[1]
     assert seen["after"] == {"web.test": "10.1.2.3", "api.example.com": "10.1.2.4"}
+
+
+# One UDP socket for every lookup, as a long-lived client keeps it: first used while the fault holds (its conntrack
+# flow is then redirected to the resolver), used again after the agent ended. Prints one JSON line.
+KEPT_SOCKET = r"""
+import json, os, socket, sys, time
+from dnslib import DNSRecord
+work = sys.argv[1]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(2)
+sock.connect(("{upstream}", 53))
+def ask(name):
+    sock.send(DNSRecord.question(name).pack())
+    try:
+        reply = DNSRecord.parse(sock.recv(4096))
+    except OSError as exc:
+        return type(exc).__name__
+    return str(reply.rr[0].rdata) if reply.rr else "rcode " + str(reply.header.rcode)
+during = ask("api.example.com")
+while not os.path.exists(work + "/agent-ended"):
+    time.sleep(0.05)
+print(json.dumps({{"during": during, "after": ask("api.example.com"), "web.test": ask("web.test")}}))
+"""
+
+
+@pytest.mark.parametrize("sidecar", [False, True], ids=["alone", "with-a-sidecar-nat-chain"])
+def test_a_kept_udp_socket_reaches_the_nameserver_again_after_the_revert(tmp_path: Path, sidecar: bool) -> None:
+    """A socket first used while the fault holds (its conntrack flow redirected to the resolver) reaches the real
+    nameserver again as soon as the table is deleted: it is not left talking to the resolver's closed port until
+    conntrack's entry expires. Also when the pod has a NAT chain of its own (a service mesh sidecar's), so the
+    kernel still has NAT hooks in the namespace after the fault's go."""
+    write_agent(tmp_path, "agent.sh", DnsFault(("api.example.com",), "error"), 3, "dnskept1")
+    (tmp_path / "kept.py").write_text(KEPT_SOCKET.format(upstream=UPSTREAM))
+    proc = run_in_namespace(
+        tmp_path,
+        r"""
+SIDECAR
+sh "$work/agent.sh" 2> "$work/agent.log" &
+agent=$!
+tries=0
+until grep -q 'coordinator-agent: holding' "$work/agent.log"; do
+  tries=$((tries + 1)); [ $tries -lt 100 ] || exit 8; sleep 0.1
+done
+/usr/bin/python3 "$work/kept.py" "$work" &
+client=$!
+rc=0; wait $agent || rc=$?; echo "agent exit $rc"
+touch "$work/agent-ended"
+wait $client
+""".replace(
+            "SIDECAR",
+            "nft add table ip sidecar\nnft add chain ip sidecar out '{ type nat hook output priority 0; policy accept; }'"
+            if sidecar
+            else "",
+        ),
+    )
+    log = (tmp_path / "agent.log").read_text()
+    assert proc.returncode == 0, proc.stderr + proc.stdout + log
+    assert "agent exit 0" in proc.stdout
+    [line] = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")][-1:]
+    assert line["during"] == "rcode 3", "the fault answered NXDOMAIN on the kept socket"
+    assert line["after"] == "10.1.2.4", "after the revert the same socket reaches the real nameserver"
+    assert line["web.test"] == "10.1.2.3"
+    assert "reverted: nft delete table inet coordinator_dnskept1" in log
