@@ -29,6 +29,7 @@ from build import (
     binary_dirs,
     cache_root,
     ensure_binaries,
+    ensure_helm,
     ensure_node_binaries,
     read_versions,
 )
@@ -905,6 +906,8 @@ def main(argv: list[str]) -> int:
         )
         if command == "build":
             ensure_binaries()
+        elif command == "build-helm":
+            print(ensure_helm())
         elif command == "build-real":
             # Everything a real node needs that takes minutes the first time: kubelet, kube-proxy, kube-router, images.
             reason = real.host_unsupported_reason()

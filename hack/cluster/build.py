@@ -47,6 +47,7 @@ class Versions:
     etcd: str
     kwok: str
     kube_router: str
+    helm: str
 
 
 def read_versions(path: Path = VERSIONS_FILE) -> Versions:
@@ -64,6 +65,7 @@ def read_versions(path: Path = VERSIONS_FILE) -> Versions:
             etcd=values["ETCD_VERSION"],
             kwok=values["KWOK_VERSION"],
             kube_router=values["KUBE_ROUTER_VERSION"],
+            helm=values["HELM_VERSION"],
         )
     except KeyError as exc:
         raise BuildError(f"{path}: missing {exc.args[0]}") from None
@@ -105,6 +107,7 @@ def binary_dirs(versions: Versions, root: Path | None = None) -> dict[str, Path]
         "kwok": bin_root / f"kwok-{versions.kwok}",
         "node": bin_root / f"kube-node-{versions.kube}",
         "kube-router": bin_root / f"kube-router-{versions.kube_router}",
+        "helm": bin_root / f"helm-{versions.helm}",
     }
 
 
@@ -313,6 +316,36 @@ def build_kwok(versions: Versions, cache: Path, log: Path) -> None:
             log,
         )
         _install(binary_dirs(versions, cache)["kwok"], out)
+
+
+def build_helm(versions: Versions, cache: Path, log: Path) -> None:
+    """helm, for the chart's tests (``helm lint``, ``helm template``) and for installing with it."""
+    env = _go_env(cache)
+    with tempfile.TemporaryDirectory(prefix="helm-build-", dir=cache) as tmp:
+        out = Path(tmp) / "out"
+        out.mkdir()
+        env["GOBIN"] = str(out)
+        env["GOFLAGS"] = "-buildvcs=false"
+        stamp = f"-s -w -X helm.sh/helm/v3/internal/version.version={versions.helm}"
+        _run_logged(
+            f"helm {versions.helm}",
+            [_go(), "install", "-trimpath", "-ldflags", stamp, f"helm.sh/helm/v3/cmd/helm@{versions.helm}"],
+            Path(tmp),
+            env,
+            log,
+        )
+        _install(binary_dirs(versions, cache)["helm"], out)
+
+
+def ensure_helm(versions: Versions | None = None, cache: Path | None = None) -> Path:
+    """Build helm if missing; return its path."""
+    versions = versions or read_versions()
+    cache = cache or cache_root()
+    _build_missing(versions, cache, [("helm", build_helm)])
+    helm = binary_dirs(versions, cache)["helm"] / "helm"
+    if not helm.is_file():
+        raise BuildError(f"build finished but {helm} is missing")
+    return helm
 
 
 POD_STAGES = ("pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml")

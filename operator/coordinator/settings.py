@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # NoDecode: the variable is a comma-separated list (like the namespace lists), not JSON.
     probe_deny_cidrs: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
         default=parse_cidrs(DEFAULT_DENIED_CIDRS),
-        description="Comma-separated CIDRs that http and prometheus probes never connect to, whatever name "
+        description="Comma-separated CIDRs that http, prometheus and grpc probes never connect to, whatever name "
         "resolves to them: link-local and cloud metadata addresses by default (docs/probe-reach.md); empty "
         "denies nothing.",
     )

@@ -80,4 +80,22 @@ def fault_types(path: Path) -> set[str]:
 INPOD_EXAMPLES = [path for path in EXAMPLES if fault_types(path) & set(INPOD_OPTION_FIELDS)]
 # Workflow examples chain several scenarios (and may wait for a person): tests/e2e/test_workflows.py runs them.
 WORKFLOW_EXAMPLES = [path for path in EXAMPLES if any(doc["kind"] == "ChaosWorkflow" for doc in load_docs(path))]
-KWOK_EXAMPLES = [path for path in EXAMPLES if path not in INPOD_EXAMPLES and path not in WORKFLOW_EXAMPLES]
+
+
+def probe_types(path: Path) -> set[str]:
+    return {
+        probe["type"]
+        for doc in load_docs(path)
+        if doc["kind"] == "ChaosScenario"
+        for probe in (doc["spec"].get("steadyState") or {}).get("probes") or []
+    }
+
+
+# grpc and cmd probes need running containers (a gRPC server, the command's Pod), which kwok does not run:
+# tests/e2e/test_cmd_probe.py runs them, playing the kubelet for the command's Pod.
+CONTAINER_PROBE_EXAMPLES = [path for path in EXAMPLES if probe_types(path) & {"grpc", "cmd"}]
+KWOK_EXAMPLES = [
+    path
+    for path in EXAMPLES
+    if path not in INPOD_EXAMPLES and path not in WORKFLOW_EXAMPLES and path not in CONTAINER_PROBE_EXAMPLES
+]

@@ -25,7 +25,7 @@ from coordinator.api.crd import (
     render_crd,
     rendered_crds,
 )
-from coordinator.api.probes import URL_PATTERN, cel_string
+from coordinator.api.probes import GRPC_ADDRESS_PATTERN, URL_PATTERN, cel_string
 from coordinator.cli.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -336,18 +336,22 @@ def test_every_cel_rule_is_emitted_with_its_message_and_field_path() -> None:
 
 
 def test_bounded_values_carry_their_cel_rule_on_the_field_itself() -> None:
-    """Durations, CIDRs and URLs are checked by the API server where they stand (the rule's error names the field)."""
+    """Durations, CIDRs, URLs and gRPC addresses are checked by the API server where they stand (the rule's error
+    names the field)."""
     rules = {
         path: [rule["rule"] for rule in node.get("x-kubernetes-validations", [])]
         for kind, path, node in _all_nodes()
         if node.get("type") == "string"
     }
     bounded = {path for path, found in rules.items() if found}
-    for field in ("duration", "timeout", "interval", "initialDelay", "cidr", "url", "endpoint"):
+    for field in ("duration", "timeout", "interval", "initialDelay", "cidr", "url", "endpoint", "address"):
         assert any(path.endswith(f".{field}") for path in bounded), field
     url_rule = f"self.matches({cel_string(templatable(URL_PATTERN))})"
+    address_rule = f"self.matches({cel_string(templatable(GRPC_ADDRESS_PATTERN))})"
     assert all(
-        "duration(self)" in rule or rule in ("isCIDR(self)", url_rule) for path in bounded for rule in rules[path]
+        "duration(self)" in rule or rule in ("isCIDR(self)", url_rule, address_rule)
+        for path in bounded
+        for rule in rules[path]
     ), "string fields carry only the bound rules"
 
 

@@ -38,10 +38,11 @@ EXPECTED_RULES = {
     ("", "events"): {"create"},
     ("", "namespaces"): {"get", "list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-    ("", "pods"): {"get", "list", "watch", "patch", "delete"},  # watch: triggers (engine/triggers.py)
+    # watch: triggers (engine/triggers.py); create: cmd probes (probes/cmd.py)
+    ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods/eviction"): {"create"},
     ("", "pods/ephemeralcontainers"): {"patch"},
-    ("", "pods/log"): {"get"},  # faults/ephemeral.py: an agent confirms its fault in its log
+    ("", "pods/log"): {"get"},  # faults/ephemeral.py: an agent confirms its fault in its log; cmd probes' output
     ("apps", "deployments"): {"get", "list", "watch", "patch"},
     ("apps", "statefulsets"): {"get", "list", "watch", "patch"},
     ("apps", "daemonsets"): {"get", "list", "watch", "patch"},

@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from coordinator.api.base import (
     DNS_LABEL_PATTERN,
@@ -126,6 +126,20 @@ ProbeUrl = Annotated[
 ]
 HeaderValue = Annotated[str, Field(pattern=HEADER_VALUE_PATTERN, max_length=4096)]
 
+# The host:port of a gRPC server: the host as in a URL (a DNS name, an IPv4 address or a bracketed IPv6 address),
+# the port required (a gRPC client has no scheme to take a default from).
+GRPC_ADDRESS_PATTERN = f"^({_HOSTNAME}|{_IPV4}|\\[({_IPV6})\\]):{_PORT}$"
+GRPC_ADDRESS_MESSAGE = (
+    "not host:port: the host must be a DNS name, an IPv4 address or a bracketed IPv6 address, the port 1-65535"
+)
+GrpcAddress = Annotated[
+    str,
+    _checked(GRPC_ADDRESS_PATTERN, GRPC_ADDRESS_MESSAGE, 300),
+    _strict(GRPC_ADDRESS_PATTERN, GRPC_ADDRESS_MESSAGE),
+]
+# A PEM certificate (or several): what grpcio's TLS accepts as root certificates.
+PEM_CERTIFICATE_PATTERN = "^\\s*-----BEGIN CERTIFICATE-----[-A-Za-z0-9+/=\\s]+-----END CERTIFICATE-----\\s*$"
+
 
 def check_header_names(headers: dict[str, str]) -> dict[str, str]:
     """``headers`` unchanged; ValueError when a name is not an RFC 7230 token."""
@@ -139,6 +153,8 @@ class ProbeType(StrEnum):
     K8S = "k8s"
     HTTP = "http"
     PROMETHEUS = "prometheus"
+    GRPC = "grpc"
+    CMD = "cmd"
 
 
 class ProbeMode(StrEnum):
@@ -277,9 +293,181 @@ class PrometheusProbe(Model):
     threshold: float = Field(description="The value to compare the query result with.")
 
 
+class GrpcTls(Model):
+    """TLS to a gRPC server. The server's certificate is always verified: grpcio offers no way to skip that."""
+
+    enabled: bool = Field(default=True, description="Speak TLS; plaintext when false.")
+    caCert: str | None = Field(
+        default=None,
+        max_length=65536,
+        pattern=PEM_CERTIFICATE_PATTERN,
+        description="PEM certificates of the CAs to trust (a CA certificate is public: it goes in the spec, "
+        "since probes never read Secrets); grpcio's bundled public roots when omitted.",
+    )
+    serverName: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=f"^{_HOSTNAME}$",
+        description="The name the server's certificate must carry (and the TLS server name sent); the address's "
+        "host when omitted.",
+    )
+
+    cel_rules = (
+        (
+            "!has(self.enabled) || self.enabled || (!has(self.caCert) && !has(self.serverName))",
+            "caCert and serverName need enabled: true",
+        ),
+    )
+
+
+class GrpcProbe(Model):
+    """A gRPC health check (grpc.health.v1.Health/Check): the sample passes when the server answers SERVING.
+    Latency is recorded for every answered sample, from resolving the name to the answer: each sample connects
+    afresh (with TLS, a new handshake)."""
+
+    address: GrpcAddress = Field(
+        description="host:port of the server, e.g. cart.shop.svc:50051 or [fd00::1]:50051. Each sample resolves "
+        "the host and connects afresh; addresses in the operator's COORDINATOR_PROBE_DENY_CIDRS (link-local and "
+        "cloud metadata by default) are refused, whatever name leads to them."
+    )
+    service: str = Field(
+        default="",
+        max_length=256,
+        pattern="^[^\\x00-\\x1f\\x7f]*$",
+        description="The service whose health is asked, e.g. shop.Cart; the server's overall health when empty.",
+    )
+    tls: GrpcTls | None = Field(default=None, description="TLS options; plaintext when omitted.")
+
+
+ENV_NAME_PATTERN = "^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# An image reference as a container runtime takes it: no white space or control characters.
+IMAGE_PATTERN = "^[^\\s\\x00-\\x1f\\x7f]+$"
+QUANTITY_PATTERN = "^[0-9]+(\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+JSON_PATH_PATTERN = "^[$]?[A-Za-z0-9_.\\[\\]-]+$"
+
+
+class EnvVar(Model):
+    """One environment variable of a cmd probe's container (a plain value: probes never read Secrets)."""
+
+    name: str = Field(pattern=ENV_NAME_PATTERN, max_length=253, description="The variable's name.")
+    value: str = Field(default="", max_length=32768, description="Its value.")
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TolerationEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(Model):
+    """A toleration of the cmd probe's Pod, as in a Pod spec."""
+
+    key: str | None = Field(default=None, max_length=317, description="The taint key; every key with Exists.")
+    operator: TolerationOperator = Field(default=TolerationOperator.EQUAL, description="Exists or Equal.")
+    value: str | None = Field(default=None, max_length=63, description="The taint value for Equal.")
+    effect: TolerationEffect | None = Field(
+        default=None, description="NoSchedule, PreferNoSchedule or NoExecute; every effect when omitted."
+    )
+    tolerationSeconds: int | None = Field(default=None, ge=0, description="How long a NoExecute taint is tolerated.")
+
+
+ResourceQuantities = Annotated[dict[str, Annotated[str, Field(pattern=QUANTITY_PATTERN)]], Field(max_length=8)]
+
+
+class CmdResources(Model):
+    """CPU and memory of the cmd probe's container, as in a Pod spec (e.g. cpu: 100m, memory: 64Mi)."""
+
+    requests: ResourceQuantities = Field(default_factory=dict, description="Requested quantities.")
+    limits: ResourceQuantities = Field(default_factory=dict, description="Limits.")
+
+
+class CmdProbe(Model):
+    """A command run in a short-lived Pod in the scenario's namespace, created for each sample with the
+    requester's rights checked (create pods there). The sample passes when the command exits with expectedExitCode
+    and its output passes the optional stdoutRegex and jsonPath checks; its latency runs from creating the Pod to
+    the command's end (image pull and start included). A Pod that cannot start (an image that cannot be pulled, no
+    node to run it, a config error) fails the sample with the reason. The Pod is deleted after each sample, and
+    owned by the TestRun (in the same namespace) so that it is collected if the operator is gone."""
+
+    image: str = Field(
+        min_length=1, max_length=512, pattern=IMAGE_PATTERN, description="The container image, e.g. postgres:16."
+    )
+    imagePullPolicy: str | None = Field(
+        default=None,
+        pattern="^(Always|IfNotPresent|Never)$",
+        description="Always, IfNotPresent or Never; Kubernetes' default (Always for :latest) when omitted.",
+    )
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(
+        min_length=1, max_length=64, description="The command (argv; no shell unless you run one)."
+    )
+    args: list[Annotated[str, Field(max_length=32768)]] = Field(
+        default_factory=list, max_length=64, description="Arguments after the command."
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Environment variables.")
+    expectedExitCode: int = Field(default=0, ge=0, le=255, description="The exit code that passes.")
+    stdoutRegex: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="A regular expression the output must match (searched anywhere in it). The output is the "
+        "container's log, stdout and stderr together, its first 64 KiB.",
+    )
+    jsonPath: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=JSON_PATH_PATTERN,
+        description="A path into the JSON the command prints, compared with value: $.rows[0].count, "
+        "rows[0].count or rows.0.count (keys and indices only). The whole output is parsed, else its last "
+        "non-empty line.",
+    )
+    operator: Comparison = Field(default=Comparison.EQ, description="How the JSON value compares with value.")
+    value: int | str | None = Field(default=None, description="The value for jsonPath.")
+    nodeSelector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=16, description="The Pod's nodeSelector."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=16, description="The Pod's tolerations.")
+    resources: CmdResources | None = Field(default=None, description="The container's resources.")
+    serviceAccountName: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="The Pod's ServiceAccount, whose token is then mounted; without one, the namespace's default "
+        "ServiceAccount and no token.",
+    )
+    runAsUser: int | None = Field(
+        default=None,
+        ge=1,
+        le=2147483647,
+        description="The user ID the command runs as. The Pod always runs as non-root: an image whose user is "
+        "root (or a name) needs a numeric user here.",
+    )
+
+    cel_rules = (("!has(self.jsonPath) || has(self.value)", "jsonPath needs a value", ".value"),)
+
+    @model_validator(mode="after")
+    def _value_for_path(self) -> CmdProbe:
+        if self.jsonPath is not None and self.value is None:
+            raise ValueError("jsonPath needs a value")
+        return self
+
+    @field_validator("stdoutRegex")
+    @classmethod
+    def _compiles(cls, regex: str | None) -> str | None:
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return regex
+
+
 class Probe(Model):
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="The probe's name, unique in the scenario.")
-    type: ProbeType = Field(description="k8s, http or prometheus; the options go in the field of that name.")
+    type: ProbeType = Field(description="k8s, http, prometheus, grpc or cmd; the options go in the field of that name.")
     mode: ProbeMode = Field(
         default=ProbeMode.EDGE,
         description="before (baseline; no injection when it fails), after, edge (both), during (while faults are "
@@ -324,6 +512,8 @@ class Probe(Model):
     k8s: K8sProbe | None = Field(default=None, description="Options of a k8s probe.")
     http: HttpProbe | None = Field(default=None, description="Options of an http probe.")
     prometheus: PrometheusProbe | None = Field(default=None, description="Options of a prometheus probe.")
+    grpc: GrpcProbe | None = Field(default=None, description="Options of a grpc probe.")
+    cmd: CmdProbe | None = Field(default=None, description="Options of a cmd probe.")
 
     cel_rules = (
         ("self.type != 'k8s' || has(self.k8s)", "a k8s probe needs k8s options", ".k8s"),
@@ -333,6 +523,8 @@ class Probe(Model):
             "a prometheus probe needs prometheus options",
             ".prometheus",
         ),
+        ("self.type != 'grpc' || has(self.grpc)", "a grpc probe needs grpc options", ".grpc"),
+        ("self.type != 'cmd' || has(self.cmd)", "a cmd probe needs cmd options", ".cmd"),
     )
 
 
@@ -355,7 +547,9 @@ class Assertion(Model):
     type: AssertionType = Field(
         description="service_health (the probe passed), availability (% passing samples), latency/response_time "
         "(ms, at percentile), error_rate (% failing samples), throughput (prometheus value), recovery_time "
-        "(seconds, worst step), data_consistency (a user-defined probe passed), audit_trail (judged on the ledger "
+        "(seconds, worst step), data_consistency (the probe it names, typically a cmd probe running a query or a "
+        "checksum script, ended Passed: its point checks passed, or while sampled it never failed failureThreshold "
+        "times in a row; else it fails with the probe's last error), audit_trail (judged on the ledger "
         "once the run has reverted everything: every change it made is Reverted with a revertedAt or one-shot "
         "(Irreversible), and status.requestedBy names who asked for the run; a run that changed nothing passes "
         "only with a requester, and its message says the trail is empty)."
@@ -425,8 +619,10 @@ class ProbeResult(Model):
     passed: int = Field(default=0, description="Samples that passed.")
     failed: int = Field(default=0, description="Samples that failed.")
     successPercent: float | None = Field(default=None, description="passed / samples * 100.")
-    latencyP50Ms: float | None = Field(default=None, description="Median latency of http samples (ms).")
-    latencyP95Ms: float | None = Field(default=None, description="95th percentile latency of http samples (ms).")
+    latencyP50Ms: float | None = Field(default=None, description="Median latency of http, grpc and cmd samples (ms).")
+    latencyP95Ms: float | None = Field(
+        default=None, description="95th percentile latency of http, grpc and cmd samples (ms)."
+    )
     lastValue: str | None = Field(default=None, description="The last observed value (truncated).")
     lastError: str | None = Field(default=None, description="The last error or failed comparison (truncated).")
     verdict: str | None = Field(default=None, description="Passed, Failed or Error once decided.")

@@ -27,7 +27,7 @@ from coordinator.api.base import (
 from coordinator.api.models import ChaosScenarioStatus as _ScenarioStatus
 from coordinator.api.models import Parameter, Resource, ScenarioScheduling
 from coordinator.api.notifications import Notifications
-from coordinator.api.probes import Assertion, AssertionType, SteadyState
+from coordinator.api.probes import Assertion, AssertionType, ProbeType, SteadyState
 from coordinator.api.triggers import Triggers
 
 # Node names go into the child TestRuns' names (<run>-<node>) and into a label value.
@@ -144,6 +144,9 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     return None
 
 
+CMD_PROBES_IN_SCENARIOS = "cmd probes belong in the nodes' scenarios, not in a workflow's steady state"
+
+
 class ChaosWorkflowSpec(ScenarioScheduling, Triggers, Notifications):
     """Scenarios run as a DAG: in series, in parallel and on conditions, under one steady state."""
 
@@ -178,7 +181,22 @@ class ChaosWorkflowSpec(ScenarioScheduling, Triggers, Notifications):
             "node names must be unique",
             ".nodes",
         ),
+        (
+            "!has(self.steadyState) || !has(self.steadyState.probes) || "
+            "self.steadyState.probes.all(p, p.type != 'cmd')",
+            CMD_PROBES_IN_SCENARIOS,
+            ".steadyState",
+        ),
     )
+
+    @field_validator("steadyState")
+    @classmethod
+    def _no_cmd_probes(cls, steady: SteadyState | None) -> SteadyState | None:
+        # A cmd probe creates Pods: the requester's right to create them is checked for scenarios
+        # (domain/permissions.py), not yet for a workflow's own steady state.
+        if steady is not None and any(p.type == ProbeType.CMD for p in steady.probes):
+            raise ValueError(CMD_PROBES_IN_SCENARIOS)
+        return steady
 
     @field_validator("nodes")
     @classmethod

@@ -1,6 +1,7 @@
-"""Denied address ranges of http and prometheus probes (COORDINATOR_PROBE_DENY_CIDRS), pure.
+"""Denied address ranges of http, prometheus and grpc probes (COORDINATOR_PROBE_DENY_CIDRS), pure.
 
-Enforced by the probes' HTTP session (coordinator.probes.reach); docs/probe-reach.md says what the default holds.
+Enforced by the probes' HTTP session and resolver (coordinator.probes.reach) and by the grpc probe, which dials
+only addresses that resolver checked (coordinator.probes.grpc); docs/probe-reach.md says what the default holds.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The operator's ServiceAccount may do far more than most of the people who create scenarios, so a run acts only
 with its requester's rights (docs/security.md). ``scenario_needs`` lists every verb on every resource that a
-rendered scenario's target selection, faults and k8s probes use, in every namespace they use it, or at the
+rendered scenario's target selection, faults, k8s probes and cmd probes use, in every namespace they use it, or at the
 cluster scope; engine/authorization.py asks the API server, by SubjectAccessReview, whether the requester may do
 each, and words each refusal as Kubernetes' RBAC errors do (``refusal_message``).
 
@@ -118,6 +118,7 @@ def scenario_needs(spec: ChaosScenarioSpec, scenario_namespace: str) -> list[Nee
       namespace, or at the cluster scope where it acts in any namespace (node-drain's evictions).
     - Each k8s probe reads its kind in its namespace (the scenario's when omitted): ``get`` one object by name,
       else ``list``.
+    - Each cmd probe creates a Pod in the scenario's namespace for each sample: ``create pods`` there.
     """
     kind = str(spec.target.kind)
     target = TARGET_RESOURCES[kind]
@@ -131,6 +132,9 @@ def scenario_needs(spec: ChaosScenarioSpec, scenario_namespace: str) -> list[Nee
                     continue
                 needs += _fault_needs(right, target, namespaces, str(fault.type))
     for probe in spec.steadyState.probes if spec.steadyState else []:
+        if probe.type == ProbeType.CMD and probe.cmd is not None:
+            needs.append(Need("create", "", "pods", "", scenario_namespace, f"probe {probe.name}"))
+            continue
         if probe.type != ProbeType.K8S or probe.k8s is None:
             continue
         k8s = probe.k8s

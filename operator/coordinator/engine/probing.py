@@ -17,11 +17,13 @@ from coordinator.domain.samples import Sample
 from coordinator.domain.verdict import ProbeStats
 from coordinator.engine import observers
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
+from coordinator.probes import cmd as cmd_probe
+from coordinator.probes import grpc as grpc_probe
 from coordinator.probes import http as http_probe
 from coordinator.probes import k8s as k8s_probe
 from coordinator.probes import prometheus as prometheus_probe
 from coordinator.probes.base import ProbeRefused
-from coordinator.probes.reach import guarded_session
+from coordinator.probes.reach import GuardedResolver, guarded_session
 from coordinator.settings import Settings
 
 T = TypeVar("T")
@@ -104,11 +106,17 @@ def refusal(probe: Probe, namespace: str, reach: ProbeReach, prometheus_url: str
         endpoint = probe.prometheus.endpoint or prometheus_url
         if endpoint:
             return http_probe.refusal(endpoint, reach.denied, "prometheus.endpoint")
+    if probe.grpc is not None and probe.type == ProbeType.GRPC:
+        return grpc_probe.refusal(probe.grpc.address, reach.denied)
+    if probe.cmd is not None and probe.type == ProbeType.CMD:
+        return cmd_probe.namespace_refusal(namespace, reach.protected)
     return None
 
 
 class ProbeSession:
-    """The probes of one run, with their statistics; one HTTP session for the http and prometheus probes.
+    """The probes of one run, with their statistics; one HTTP session for the http and prometheus probes, one
+    guarded resolver for the grpc probes. cmd probes create their Pods in ``namespace`` where ``namespaces`` (the
+    targets' namespace policy) allows it, owned by ``run``.
 
     Raises ProbeRefused, naming the probe's field in ``owner``'s spec, when a probe asks for what no probe may do:
     at once for what the spec shows (see ``refusal``), and from any sample for what only resolving a name shows.
@@ -125,7 +133,13 @@ class ProbeSession:
         owner: str = "ChaosScenario",
         clock: Clock = SYSTEM_CLOCK,
         correlation_id: str | None = None,
+        namespaces: cmd_probe.NamespaceCheck | None = None,
+        run: cmd_probe.RunOwner | None = None,
     ) -> None:
+        if namespaces is None and any(p.type == ProbeType.CMD for p in probes):
+            raise ValueError("cmd probes need the namespace policy that says where their Pods may run")
+        self.namespaces = namespaces
+        self.run = run
         self.client = client
         self.correlation_id = correlation_id  # the run's UID, sent with every http probe request
         self.clock = clock
@@ -137,6 +151,7 @@ class ProbeSession:
         self.stats = {p.name: ProbeStats.of(p) for p in probes}
         self._next_due: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
         for probe in probes:
             refused = refusal(probe, namespace, reach, prometheus_url)
             if refused is not None:
@@ -149,11 +164,18 @@ class ProbeSession:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._resolver is not None:
+            await self._resolver.close()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = guarded_session(self.reach.denied, self.reach.resolver)
         return self._session
+
+    def _guarded_resolver(self) -> GuardedResolver:
+        if self._resolver is None:
+            self._resolver = GuardedResolver(self.reach.denied, self.reach.resolver)
+        return self._resolver
 
     async def sample(self, probe: Probe) -> Sample:
         try:
@@ -171,6 +193,22 @@ class ProbeSession:
         if probe.type == ProbeType.HTTP:
             assert probe.http is not None
             return await http_probe.sample(self._http(), probe.http, limit, self.reach.denied, self.correlation_id)
+        if probe.type == ProbeType.GRPC:
+            assert probe.grpc is not None
+            return await grpc_probe.sample(probe.grpc, limit, self._guarded_resolver(), self.correlation_id)
+        if probe.type == ProbeType.CMD:
+            assert probe.cmd is not None
+            assert self.namespaces is not None
+            return await cmd_probe.sample(
+                self.client,
+                probe.cmd,
+                probe.name,
+                self.namespace,
+                limit,
+                allowed=self.namespaces,
+                protected=self.reach.protected,
+                run=self.run,
+            )
         assert probe.prometheus is not None
         return await prometheus_probe.sample(
             self._http(), probe.prometheus, self.prometheus_url, limit, self.reach.denied

@@ -1,5 +1,5 @@
-"""What probes may reach: the denied address ranges of http and prometheus probes, and the HTTP session that
-enforces them.
+"""What probes may reach: the denied address ranges of http, prometheus and grpc probes, and the HTTP session and
+resolver that enforce them (grpc probes use the resolver alone: ``probes/grpc.py`` says why).
 
 A probe runs from the operator's pod, with the operator's network position: left alone, an http probe could call
 the cloud's metadata service (169.254.169.254) and put the answer in a TestRun's status. The session therefore

@@ -11,6 +11,8 @@ from coordinator.domain.verdict import evaluate_assertion, evaluate_audit_trail,
 from coordinator.engine.probing import ProbeReach, ProbeSession, RecoveryTracker
 from coordinator.engine.run.errors import RunEnded
 from coordinator.engine.run.state import RunState
+from coordinator.engine.targets import NamespacePolicy
+from coordinator.probes.cmd import RunOwner
 
 # While faults hold, new probe samples are written into status at most this often (seconds): whoever watches the
 # run (the dashboard's timeline) sees them during a long hold, at one status write per run per interval.
@@ -67,6 +69,8 @@ class ProbeSupervisor:
             owner=self.owner(),
             clock=state.clock,
             correlation_id=state.run.uid,
+            namespaces=NamespacePolicy(state.client, state.settings),
+            run=RunOwner(state.run.namespace, state.run.name, state.run.uid),
         )
         for result in state.status.probes:  # counts from an earlier operator process
             if result.name in self.session.stats:
