@@ -104,7 +104,8 @@ async def resume(state: RunState) -> None:
 
 
 async def drain() -> None:
-    """Wait for every delivery in flight (tests, and an orderly shutdown)."""
+    """Wait for every delivery in flight (tests; at shutdown they are cancelled, and their records stay Pending
+    for the next operator to deliver)."""
     while _IN_FLIGHT:
         await asyncio.gather(*list(_IN_FLIGHT), return_exceptions=True)
 
