@@ -68,6 +68,7 @@ INPOD_FAULTS = [
     "memory-stress",
     "io-stress",
     "container-kill",
+    "clock-skew",
 ]
 
 FAST = settings(max_examples=60, deadline=None)

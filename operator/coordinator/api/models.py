@@ -73,6 +73,7 @@ from coordinator.api.base import (
 )
 from coordinator.api.durations import parse_duration
 from coordinator.api.inpod import (
+    ClockSkewOptions,
     ContainerKillOptions,
     CpuStressOptions,
     IoStressOptions,
@@ -190,6 +191,7 @@ class FaultType(StrEnum):
     MEMORY_STRESS = "memory-stress"
     IO_STRESS = "io-stress"
     CONTAINER_KILL = "container-kill"
+    CLOCK_SKEW = "clock-skew"
 
 
 class PodKillOptions(Model):
@@ -408,6 +410,7 @@ CPU_STRESS = _in_pod(FaultType.CPU_STRESS, "cpuStress", CpuStressOptions, "stres
 MEMORY_STRESS = _in_pod(FaultType.MEMORY_STRESS, "memoryStress", MemoryStressOptions, "stress-ng", required=False)
 IO_STRESS = _in_pod(FaultType.IO_STRESS, "ioStress", IoStressOptions, "stress-ng", required=False)
 CONTAINER_KILL = _in_pod(FaultType.CONTAINER_KILL, "containerKill", ContainerKillOptions, "", required=True)
+CLOCK_SKEW = _in_pod(FaultType.CLOCK_SKEW, "clockSkew", ClockSkewOptions, "vDSO patch through ptrace", required=True)
 
 # Every fault type, in FaultType's order (the order of Fault's fields and of the CRD's rules).
 FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
@@ -427,6 +430,7 @@ FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
     MEMORY_STRESS,
     IO_STRESS,
     CONTAINER_KILL,
+    CLOCK_SKEW,
 )
 if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time
     raise ImportError("FAULT_TYPES must declare every FaultType once, in FaultType's order")
