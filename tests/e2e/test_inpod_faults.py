@@ -45,8 +45,9 @@ def _agents(core: client.CoreV1Api, ns: str, name: str) -> list[client.V1Ephemer
             # kwok's pods have no container IDs: the agent would refuse (the tracer's line is in the unit tests).
             "container app had no containerID in the pod status",
         ),
+        ({"type": "dns-fault", "dnsFault": {"patterns": ["*.example.com"], "error": {}}}, "NET_ADMIN", "dns_fault.py"),
     ],
-    ids=["loss", "delay", "bandwidth", "cpu", "kill", "clock"],
+    ids=["loss", "delay", "bandwidth", "cpu", "kill", "clock", "dns"],
 )
 def test_agent_is_added_to_each_target_with_its_command(
     chaos: Chaos,

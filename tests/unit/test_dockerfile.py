@@ -94,6 +94,9 @@ def test_tools_stage_carries_the_in_pod_fault_tools() -> None:
     assert "iproute2" in installs
     assert "nftables" in installs, "network-loss and in-pod partitions use nft (faults/inpod/agent.py)"
     assert "stress-ng" in installs
+    assert "python3-dnslib" in installs, "dns-fault's resolver (faults/inpod/programs/dns_fault.py) needs dnslib"
+    programs = "COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/"
+    assert programs in tools, "the agent runs its programs as python3 /opt/coordinator-agent/<program>.py"
     assert "--no-install-recommends" in installs
     assert "rm -rf /var/lib/apt/lists/*" in installs, "no package lists left in the layer"
     assert any(line.startswith("USER ") and not line.split()[1].startswith("0") for line in tools)

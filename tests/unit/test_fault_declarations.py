@@ -190,6 +190,7 @@ def test_required_options_are_the_ones_a_fault_cannot_do_without() -> None:
         "network-bandwidth",
         "container-kill",
         "clock-skew",
+        "dns-fault",
     }
     assert SCALE.options_of(Fault(type=FaultType.SCALE, scale=ScaleOptions(replicas=2))) == ScaleOptions(replicas=2)
 
@@ -226,6 +227,7 @@ MINIMAL_OPTIONS: dict[str, dict[str, Any]] = {
     "network-bandwidth": {"rate": "1mbit"},
     "container-kill": {"containerName": "app"},
     "clock-skew": {"containerName": "app", "offset": "-1h"},
+    "dns-fault": {"patterns": ["*.example.com"], "error": {}},
 }
 AGENT_FAULT = {
     "network-delay": commands.NetworkDelay,
@@ -238,6 +240,7 @@ AGENT_FAULT = {
     "io-stress": commands.IoStress,
     "container-kill": commands.ContainerKill,
     "clock-skew": commands.ClockSkew,
+    "dns-fault": commands.DnsFault,
 }
 
 
@@ -271,6 +274,7 @@ def test_each_in_pod_fault_maps_onto_its_agent_fault(fault_type: str) -> None:
         ("cpu-stress", None),
         ("container-kill", ["KILL"]),
         ("clock-skew", ["SYS_PTRACE"]),
+        ("dns-fault", ["NET_ADMIN"]),
     ],
 )
 def test_the_agent_gets_only_the_capability_its_fault_needs(fault_type: str, capability: list[str] | None) -> None:

@@ -69,6 +69,7 @@ INPOD_FAULTS = [
     "io-stress",
     "container-kill",
     "clock-skew",
+    "dns-fault",
 ]
 
 FAST = settings(max_examples=60, deadline=None)

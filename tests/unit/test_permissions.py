@@ -83,6 +83,11 @@ FAULTS: dict[str, tuple[str, dict[str, Any], set[ACCESS]]] = {
         {"clockSkew": {"containerName": "app", "offset": "-1h"}},
         {("patch", "", "pods", "ephemeralcontainers", "*")},
     ),
+    "dns-fault": (
+        "Pod",
+        {"dnsFault": {"patterns": ["*.example.com"], "error": {}}},
+        {("patch", "", "pods", "ephemeralcontainers", "*")},
+    ),
 }
 
 

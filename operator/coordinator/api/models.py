@@ -71,6 +71,7 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     templatable as templatable,
 )
+from coordinator.api.dns_fault import DnsFaultOptions
 from coordinator.api.durations import parse_duration
 from coordinator.api.inpod import (
     ClockSkewOptions,
@@ -192,6 +193,7 @@ class FaultType(StrEnum):
     IO_STRESS = "io-stress"
     CONTAINER_KILL = "container-kill"
     CLOCK_SKEW = "clock-skew"
+    DNS_FAULT = "dns-fault"
 
 
 class PodKillOptions(Model):
@@ -411,6 +413,9 @@ MEMORY_STRESS = _in_pod(FaultType.MEMORY_STRESS, "memoryStress", MemoryStressOpt
 IO_STRESS = _in_pod(FaultType.IO_STRESS, "ioStress", IoStressOptions, "stress-ng", required=False)
 CONTAINER_KILL = _in_pod(FaultType.CONTAINER_KILL, "containerKill", ContainerKillOptions, "", required=True)
 CLOCK_SKEW = _in_pod(FaultType.CLOCK_SKEW, "clockSkew", ClockSkewOptions, "vDSO patch through ptrace", required=True)
+DNS_FAULT = _in_pod(
+    FaultType.DNS_FAULT, "dnsFault", DnsFaultOptions, "nftables and a resolver in the pod", required=True
+)
 
 # Every fault type, in FaultType's order (the order of Fault's fields and of the CRD's rules).
 FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
@@ -431,6 +436,7 @@ FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
     IO_STRESS,
     CONTAINER_KILL,
     CLOCK_SKEW,
+    DNS_FAULT,
 )
 if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time
     raise ImportError("FAULT_TYPES must declare every FaultType once, in FaultType's order")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from coordinator.api.models import (
     CPU_STRESS,
+    DNS_FAULT,
     IO_STRESS,
     MEMORY_STRESS,
     NETWORK_BANDWIDTH,
@@ -49,6 +50,7 @@ DRIVERS: dict[str, FaultDriver] = {
         InPodFault(IO_STRESS, ephemeral.io_stress, NO_CAPABILITY),
         ContainerKillFault(),
         ClockSkewFault(),
+        InPodFault(DNS_FAULT, ephemeral.dns_fault, NET_ADMIN),
     )
 }
 

@@ -23,6 +23,8 @@ from enum import StrEnum
 from typing import Any, Generic
 
 from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeApi
+from coordinator.api.dns_fault import DnsFaultOptions
+from coordinator.api.durations import parse_duration
 from coordinator.api.inpod import (
     ClockSkewOptions,
     ContainerKillOptions,
@@ -37,6 +39,7 @@ from coordinator.api.inpod import (
 from coordinator.api.models import (
     CLOCK_SKEW,
     CONTAINER_KILL,
+    DNS_FAULT,
     NETWORK_BANDWIDTH,
     NETWORK_CORRUPT,
     NETWORK_DELAY,
@@ -50,6 +53,7 @@ from coordinator.api.models import (
 )
 from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path, unless_gone
 from coordinator.faults.inpod import agent, commands
+from coordinator.faults.inpod.dns import DnsFault
 
 
 class AgentNotRunningError(FaultError):
@@ -237,6 +241,16 @@ def clock_skew(o: ClockSkewOptions | None, pod: Mapping[str, Any]) -> commands.I
     c = given(o, CLOCK_SKEW)
     # Without an ID (a container not running, a node without containers) the agent refuses with that reason.
     return commands.ClockSkew(c.containerName, c.offset_seconds, _container_id(pod, c.containerName))
+
+
+def dns_fault(o: DnsFaultOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    d = given(o, DNS_FAULT)
+    patterns = tuple(d.patterns)
+    if d.error is not None:
+        return DnsFault(patterns, "error", rcode=str(d.error.rcode))
+    if d.delay is not None:
+        return DnsFault(patterns, "delay", delay_ms=max(1, round(parse_duration(d.delay.duration) * 1000)))
+    return DnsFault(patterns, "random")
 
 
 def hold_seconds(step_duration: float | None) -> int:

@@ -33,11 +33,13 @@ from coordinator.faults.inpod.commands import (
     hold_command,
     revert_commands,
 )
+from coordinator.faults.inpod.dns import DnsFault
 
 __all__ = [
     "ClockSkew",
     "ContainerKill",
     "CpuStress",
+    "DnsFault",
     "FaultCommands",
     "InPodFault",
     "IoStress",

@@ -109,7 +109,7 @@ def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
         elif argv[1] == "filter":
             reasons.append((("Unknown filter", "No such file or directory"), "kernel lacks cls_u32"))
     elif tool == "nft":
-        feature = "nft_numgen" if "numgen" in argv else "nf_tables"
+        feature = "nft_numgen" if "numgen" in argv else "nft_redir (nf_nat)" if "redirect" in argv else "nf_tables"
         reasons.append(
             (
                 ("Protocol not supported", "Operation not supported", "No such file or directory"),
@@ -122,7 +122,10 @@ def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
 def _apply_block(argv: Sequence[str], fault: str) -> str:
     line = shlex.join(argv)
     cases = "".join(f"    {_case(patterns)}) why={_q(why)} ;;\n" for patterns, why in _failure_reasons(argv))
-    otherwise = '"$(printf \'%s\\n\' "$out" | tail -n 1)"' if _explains_itself(argv) else '"exit status $rc"'
+    # The agent's own programs (programs/) and the clock-skew tracer print their reason for failing as their last
+    # line.
+    explains = _explains_itself(argv) or argv[0] == "python3"
+    otherwise = '"$(printf \'%s\\n\' "$out" | tail -n 1)"' if explains else '"exit status $rc"'
     report = _REPORT + "\n" if _explains_itself(argv) else ""
     return (
         f"out=$({line} 2>&1); rc=$?\n"
@@ -197,10 +200,14 @@ def render_script(commands: FaultCommands, duration_seconds: int, description: s
     apply = "".join(_apply_block(argv, commands.fault) for argv in commands.apply)
     if commands.hold is not None:
         tool = commands.hold[0]
+        start = f"{shlex.join(commands.hold)} &\nhold_pid=$!\n"
+        if commands.hold_first:
+            # A server the apply commands redirect traffic to: it listens before the first packet is redirected.
+            apply = f"say {_q('starting: ' + shlex.join(commands.hold))}\n{start}{apply}"
+            start = ""
         hold = (
             f"say {_q('holding: ' + shlex.join(commands.hold))}\n"
-            f"{shlex.join(commands.hold)} &\n"
-            "hold_pid=$!\n"
+            f"{start}"
             'wait "$hold_pid"; rc=$?\n'
             "hold_pid=\n"
             'if [ "$rc" -ne 0 ]; then\n'

@@ -14,6 +14,7 @@ Mechanisms, chosen per fault (docs/inpod-faults.md explains why):
 * ``cpu-stress``, ``memory-stress``, ``io-stress``: stress-ng with ``--timeout`` (its own dead man's switch).
 * ``container-kill``: ``kill -s SIG`` to the target container's main process.
 * ``clock-skew``: the ``coordinator-clock-skew`` tracer patches the vDSO of the container's processes (``clock_skew``).
+* ``dns-fault``: an nftables redirect of the pod's DNS to a resolver in the agent (``dns.py``).
 
 tc shapes **egress only** (what the pod sends): ingress shaping needs an ifb device, which a pod cannot count
 on. With ``TrafficScope.cidrs``/``ports`` the tc faults hang the netem/tbf qdisc under an htb class that u32
@@ -31,8 +32,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from coordinator.faults.inpod import clock_skew
+from coordinator.faults.inpod import clock_skew, dns
 from coordinator.faults.inpod.clock_skew import ClockSkew as ClockSkew
+from coordinator.faults.inpod.dns import DnsFault
 
 Direction = Literal["egress", "ingress", "both"]
 
@@ -366,6 +368,7 @@ InPodFault = (
     | IoStress
     | ContainerKill
     | ClockSkew
+    | DnsFault
 )
 
 _NAMES: dict[type, str] = {
@@ -380,6 +383,7 @@ _NAMES: dict[type, str] = {
     IoStress: "io-stress",
     ContainerKill: "container-kill",
     ClockSkew: "clock-skew",
+    DnsFault: "dns-fault",
 }
 
 
@@ -395,12 +399,17 @@ def fault_id_for(injection_id: str) -> str:
 
 @dataclass(frozen=True)
 class FaultCommands:
-    """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``."""
+    """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``.
+
+    ``hold_first``: the hold process is a server that the apply commands send traffic to (dns-fault's resolver),
+    so it starts before them, and the last apply command checks that the traffic reaches it.
+    """
 
     fault: str
     apply: list[list[str]]
     revert: list[list[str]]
     hold: list[str] | None = None
+    hold_first: bool = False
 
     @property
     def one_shot(self) -> bool:
@@ -544,6 +553,8 @@ def apply_commands(fault: InPodFault, fault_id: str, duration_seconds: int | Non
         return _tc_apply(_tbf_args(fault), fault.scope, tc_handle(fault_id))
     if isinstance(fault, ContainerKill):
         return [["/bin/sh", "-c", container_kill_script(fault)]]
+    if isinstance(fault, DnsFault):
+        return dns.apply_commands(fault, nft_table(fault_id), fault_id)
     return []
 
 
@@ -551,6 +562,8 @@ def revert_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
     """The argv lists that remove everything ``apply_commands`` made (one command: the whole tree or table)."""
     if _uses_nftables(fault):
         return [["nft", "delete", "table", "inet", nft_table(fault_id)]]
+    if isinstance(fault, DnsFault):
+        return dns.revert_commands(nft_table(fault_id))
     if isinstance(fault, NetworkDelay | NetworkDuplicate | NetworkCorrupt | NetworkLoss | NetworkBandwidth):
         return [["tc", "qdisc", "del", "dev", fault.scope.interface, "root", "handle", tc_handle(fault_id)]]
     if isinstance(fault, ClockSkew):
@@ -589,7 +602,10 @@ def build_commands(fault: InPodFault, fault_id: str, duration_seconds: int) -> F
         fault=fault_name(fault),
         apply=apply_commands(fault, fault_id, duration_seconds),
         revert=revert_commands(fault, fault_id),
-        hold=hold_command(fault, duration_seconds),
+        hold=dns.hold_command(fault, fault_id, duration_seconds)
+        if isinstance(fault, DnsFault)
+        else hold_command(fault, duration_seconds),
+        hold_first=isinstance(fault, DnsFault),
     )
 
 
