@@ -83,6 +83,7 @@ from coordinator.api.inpod import (
     NetworkDelayOptions,
     NetworkPercentOptions,
 )
+from coordinator.api.notifications import NotificationRecord, Notifications
 from coordinator.api.probes import Assertion, AssertionResult, ProbeResult, SteadyState
 from coordinator.api.triggers import Triggers, TriggerStatus
 
@@ -627,7 +628,7 @@ class ScenarioScheduling(Model):
     runTemplate: RunTemplate | None = Field(default=None, description="How the scheduled TestRuns are created.")
 
 
-class ChaosScenarioSpec(ScenarioScheduling, Triggers):
+class ChaosScenarioSpec(ScenarioScheduling, Triggers, Notifications):
     """The experiment: which targets to hit, how many of them, and the steps of faults to inject."""
 
     description: str | None = Field(default=None, max_length=4096, description="What this scenario tests and why.")
@@ -1089,6 +1090,11 @@ class TestRunStatus(Model):
     )
     nodes: list[WorkflowNodeStatus] = Field(
         default_factory=list, description="A workflow run's nodes, in the workflow's order."
+    )
+    notifications: list[NotificationRecord] = Field(
+        default_factory=list,
+        description="Each webhook delivery of the scenario's (or workflow's) spec.notifications: Pending once its "
+        "event is written, then Delivered or Failed with the tries made.",
     )
 
 
