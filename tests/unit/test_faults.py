@@ -68,6 +68,8 @@ INPOD_FAULTS = [
     "memory-stress",
     "io-stress",
     "container-kill",
+    "clock-skew",
+    "dns-fault",
 ]
 
 FAST = settings(max_examples=60, deadline=None)

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, InjectionState, Phase, TargetRef, TestRunStatus
+from coordinator.api.notifications import NotificationEvent, NotificationRecord, NotificationState
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.timestamps import format_iso, now_iso
 from coordinator.engine import observers
@@ -77,6 +78,7 @@ def test_documented_series_are_declared() -> None:
         "coordinator_faults_active",
         "coordinator_fault_overdue_seconds",
         "coordinator_probe_results_total",
+        "coordinator_notifications_total",
         "coordinator_leader",
         "coordinator_build_info",
     ):
@@ -207,3 +209,13 @@ def test_kube_api_requests_and_throttling_are_exported() -> None:
     stub.requests_by_method["DELETE"] = 2
     metrics.watch_kube_client(stub)  # registering again replaces, never duplicates, the collector
     assert value("coordinator_kube_api_requests_total", method="DELETE") == 2
+
+
+def test_notification_deliveries_are_counted_by_result() -> None:
+    run = RunInfo("shop", "run-1", "uid-1", "shop/checkout")
+    before = {r: value("coordinator_notifications_total", result=r) for r in ("delivered", "failed")}
+    observer = metrics.MetricsObserver()
+    for state in (NotificationState.DELIVERED, NotificationState.DELIVERED, NotificationState.FAILED):
+        observer.notification_sent(run, NotificationRecord(name="hook", event=NotificationEvent.FAILED, state=state))
+    assert value("coordinator_notifications_total", result="delivered") == before["delivered"] + 2
+    assert value("coordinator_notifications_total", result="failed") == before["failed"] + 1

@@ -38,6 +38,8 @@ class Recorder:
     def probe_sampled(self, probe: str, sample: Sample) -> None:
         self.samples.append((probe, sample.ok))
 
+    def notification_sent(self, run: RunInfo, record: Any) -> None: ...
+
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:

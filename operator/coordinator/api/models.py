@@ -71,8 +71,10 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     templatable as templatable,
 )
+from coordinator.api.dns_fault import DnsFaultOptions
 from coordinator.api.durations import parse_duration
 from coordinator.api.inpod import (
+    ClockSkewOptions,
     ContainerKillOptions,
     CpuStressOptions,
     IoStressOptions,
@@ -81,6 +83,7 @@ from coordinator.api.inpod import (
     NetworkDelayOptions,
     NetworkPercentOptions,
 )
+from coordinator.api.notifications import NotificationRecord, Notifications
 from coordinator.api.probes import Assertion, AssertionResult, ProbeResult, SteadyState
 from coordinator.api.triggers import Triggers, TriggerStatus
 
@@ -189,6 +192,8 @@ class FaultType(StrEnum):
     MEMORY_STRESS = "memory-stress"
     IO_STRESS = "io-stress"
     CONTAINER_KILL = "container-kill"
+    CLOCK_SKEW = "clock-skew"
+    DNS_FAULT = "dns-fault"
 
 
 class PodKillOptions(Model):
@@ -407,6 +412,10 @@ CPU_STRESS = _in_pod(FaultType.CPU_STRESS, "cpuStress", CpuStressOptions, "stres
 MEMORY_STRESS = _in_pod(FaultType.MEMORY_STRESS, "memoryStress", MemoryStressOptions, "stress-ng", required=False)
 IO_STRESS = _in_pod(FaultType.IO_STRESS, "ioStress", IoStressOptions, "stress-ng", required=False)
 CONTAINER_KILL = _in_pod(FaultType.CONTAINER_KILL, "containerKill", ContainerKillOptions, "", required=True)
+CLOCK_SKEW = _in_pod(FaultType.CLOCK_SKEW, "clockSkew", ClockSkewOptions, "vDSO patch through ptrace", required=True)
+DNS_FAULT = _in_pod(
+    FaultType.DNS_FAULT, "dnsFault", DnsFaultOptions, "nftables and a resolver in the pod", required=True
+)
 
 # Every fault type, in FaultType's order (the order of Fault's fields and of the CRD's rules).
 FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
@@ -426,6 +435,8 @@ FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
     MEMORY_STRESS,
     IO_STRESS,
     CONTAINER_KILL,
+    CLOCK_SKEW,
+    DNS_FAULT,
 )
 if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time
     raise ImportError("FAULT_TYPES must declare every FaultType once, in FaultType's order")
@@ -617,7 +628,7 @@ class ScenarioScheduling(Model):
     runTemplate: RunTemplate | None = Field(default=None, description="How the scheduled TestRuns are created.")
 
 
-class ChaosScenarioSpec(ScenarioScheduling, Triggers):
+class ChaosScenarioSpec(ScenarioScheduling, Triggers, Notifications):
     """The experiment: which targets to hit, how many of them, and the steps of faults to inject."""
 
     description: str | None = Field(default=None, max_length=4096, description="What this scenario tests and why.")
@@ -1079,6 +1090,11 @@ class TestRunStatus(Model):
     )
     nodes: list[WorkflowNodeStatus] = Field(
         default_factory=list, description="A workflow run's nodes, in the workflow's order."
+    )
+    notifications: list[NotificationRecord] = Field(
+        default_factory=list,
+        description="Each webhook delivery of the scenario's (or workflow's) spec.notifications: Pending once its "
+        "event is written, then Delivered or Failed with the tries made.",
     )
 
 

@@ -26,6 +26,7 @@ from coordinator.api.base import (
 )
 from coordinator.api.models import ChaosScenarioStatus as _ScenarioStatus
 from coordinator.api.models import Parameter, Resource, ScenarioScheduling
+from coordinator.api.notifications import Notifications
 from coordinator.api.probes import Assertion, AssertionType, ProbeType, SteadyState
 from coordinator.api.triggers import Triggers
 
@@ -146,7 +147,7 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
 CMD_PROBES_IN_SCENARIOS = "cmd probes belong in the nodes' scenarios, not in a workflow's steady state"
 
 
-class ChaosWorkflowSpec(ScenarioScheduling, Triggers):
+class ChaosWorkflowSpec(ScenarioScheduling, Triggers, Notifications):
     """Scenarios run as a DAG: in series, in parallel and on conditions, under one steady state."""
 
     description: str | None = Field(default=None, max_length=4096, description="What this workflow tests and why.")

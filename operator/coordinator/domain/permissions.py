@@ -25,6 +25,7 @@ from coordinator.api.models import (
     TargetKind,
     declaration_of,
 )
+from coordinator.api.notifications import Notification
 from coordinator.api.probes import ProbeType
 from coordinator.domain.parameters import REFERENCE
 from coordinator.domain.resources import CLUSTER_SCOPED_KINDS, group_of, plural
@@ -43,7 +44,8 @@ if set(TARGET_RESOURCES) != set(TargetKind):  # a new target kind needs its reso
 SELECTION = "target selection"
 NODE_TARGETING_SETTING = "COORDINATOR_NODE_TARGETING"
 
-Access = tuple[str, str, str, str, str | None]  # verb, group, resource, subresource, namespace (None: cluster)
+# verb, group, resource, subresource, namespace (None: cluster)[, name: the access to that one object only]
+Access = tuple[str, str, str, str, str | None] | tuple[str, str, str, str, str | None, str]
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,30 @@ class Need:
     subresource: str  # "" or e.g. scale, eviction, ephemeralcontainers
     namespace: str | None  # None: at the cluster scope
     needed_by: str  # what needs it: a fault type, "probe <name>", "target selection", a field
+    name: str = ""  # one object by name (a notification's Secret), or "" for any
 
     @property
     def access(self) -> Access:
         """The need without who needs it: what one SubjectAccessReview asks."""
+        if self.name:
+            return (self.verb, self.group, self.resource, self.subresource, self.namespace, self.name)
         return (self.verb, self.group, self.resource, self.subresource, self.namespace)
+
+
+def access_name(access: Access) -> str:
+    """The one object ``access`` is limited to, or "" for any."""
+    return access[5] if len(access) > 5 else ""
+
+
+def notification_needs(notifications: Sequence[Notification], namespace: str, owner: str = "spec") -> list[Need]:
+    """Reading each notification's Secret (``urlFrom.secretKeyRef``) in the scenario's or workflow's namespace:
+    the operator reads it with its own rights, so the requester must be allowed to get that Secret."""
+    return [
+        Need("get", "", "secrets", "", namespace, f"{owner}.notifications[{index}].urlFrom", ref.name)
+        for index, notification in enumerate(notifications)
+        if notification.urlFrom is not None
+        for ref in [notification.urlFrom.secretKeyRef]
+    ]
 
 
 def scenario_read_need(namespace: str) -> Need:
@@ -120,6 +141,7 @@ def scenario_needs(spec: ChaosScenarioSpec, scenario_namespace: str) -> list[Nee
         namespace = None if k8s.kind in CLUSTER_SCOPED_KINDS else (k8s.namespace or scenario_namespace)
         verb = "get" if k8s.name and not k8s.count else "list"
         needs.append(Need(verb, group_of(k8s.apiVersion), plural(k8s.kind), "", namespace, f"probe {probe.name}"))
+    needs += notification_needs(spec.notifications, scenario_namespace)
     unrendered = sorted({n.namespace or n.resource for n in needs if REFERENCE.search(f"{n.namespace} {n.resource}")})
     if unrendered:  # a right on "{{ params.ns }}" would be asked of the API server and mean nothing
         raise ValueError(f"render the scenario's parameters before asking what it needs: {', '.join(unrendered)}")
@@ -141,11 +163,12 @@ def refusal_message(subject: str, access: Access, needed_by: Sequence[str]) -> s
     ``alice cannot patch resource "nodes" at the cluster scope (needed by node-drain)``,
     ``alice cannot patch resource "deployments/scale" in API group "apps" in the namespace "shop" (needed by scale)``.
     """
-    verb, group, resource, subresource, namespace = access
+    verb, group, resource, subresource, namespace = access[:5]
     name = f"{resource}/{subresource}" if subresource else resource
     in_group = f' in API group "{group}"' if group else ""
     where = "at the cluster scope" if namespace is None else f'in the namespace "{namespace}"'
-    return f'{subject} cannot {verb} resource "{name}"{in_group} {where} (needed by {", ".join(needed_by)})'
+    named = f' named "{access_name(access)}"' if access_name(access) else ""
+    return f'{subject} cannot {verb} resource "{name}"{named}{in_group} {where} (needed by {", ".join(needed_by)})'
 
 
 def node_targeting_refusal(spec: ChaosScenarioSpec, enabled: bool) -> str | None:

@@ -20,7 +20,7 @@ from coordinator.api.workflow import ChaosWorkflowSpec
 from coordinator.domain.admission import annotation_of, requester_in
 from coordinator.domain.fieldpaths import validation_problem
 from coordinator.domain.lifecycle import ARCHIVED_REASON, DEPRECATED, deprecation_warning, lifecycle_of, run_refusal
-from coordinator.domain.permissions import scenario_read_need
+from coordinator.domain.permissions import notification_needs, scenario_read_need
 from coordinator.domain.scenario_types import type_mismatches
 from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.run.admission import render_scenario
@@ -144,7 +144,8 @@ async def _node_refusals(
         workflow = ChaosWorkflowSpec.model_validate(render_scenario(where, named, raw, overrides))
     except (RunEnded, ValidationError):
         return []  # the schema or the run names the problem
-    found: list[str] = []
+    # The workflow's own webhooks: reading a urlFrom Secret (the nodes' scenarios name theirs below).
+    found = await refusals(client, requester, notification_needs(workflow.notifications, namespace))
     checked: set[str] = set()
     for node in workflow.nodes:
         if node.scenarioRef is None:

@@ -16,6 +16,7 @@ from coordinator.api.models import ChaosScenarioSpec, Requester
 from coordinator.domain.permissions import (
     Access,
     Need,
+    access_name,
     distinct,
     node_targeting_refusal,
     refusal_message,
@@ -30,10 +31,12 @@ CONCURRENT_REVIEWS = 8
 
 def review(requester: Requester, access: Access) -> JSON:
     """The SubjectAccessReview asking whether ``requester`` may do ``access``."""
-    verb, group, resource, subresource, namespace = access
+    verb, group, resource, subresource, namespace = access[:5]
     attributes: dict[str, str] = {"verb": verb, "group": group, "resource": resource}
     if subresource:
         attributes["subresource"] = subresource
+    if access_name(access):
+        attributes["name"] = access_name(access)
     if namespace is not None:
         attributes["namespace"] = namespace
     spec: JSON = {"user": requester.username, "groups": list(requester.groups), "resourceAttributes": attributes}

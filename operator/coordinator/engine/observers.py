@@ -11,6 +11,7 @@ import logging
 from typing import Protocol
 
 from coordinator.api.models import Injection, TestRunStatus
+from coordinator.api.notifications import NotificationRecord
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
 
@@ -28,6 +29,10 @@ class RunObserver(Protocol):
 
     def probe_sampled(self, probe: str, sample: Sample) -> None:
         """One sample a run's probe took (point checks and sampling, not the unrecorded recovery checks)."""
+        ...
+
+    def notification_sent(self, run: RunInfo, record: NotificationRecord) -> None:
+        """A webhook delivery ended: ``record.state`` is Delivered or Failed (engine/notifications.py)."""
         ...
 
 

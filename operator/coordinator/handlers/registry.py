@@ -178,13 +178,20 @@ def _active(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in TERMINAL_PHASES
 
 
+def _running_or_notifying(status: kopf.Status, **_: Any) -> bool:
+    """An active run, or a finished one whose webhook delivery a crash left Pending (engine/notifications.py)."""
+    return _active(status) or any(
+        (record or {}).get("state") == "Pending" for record in status.get("notifications") or []
+    )
+
+
 # cancellation_backoff: a stop request (deletion, shutdown, the run's own terminal phase) is noticed through
 # ``stopped`` within one poll interval; cancelling at once would cut a run off between two of its writes.
 @kopf.daemon(
     GROUP,
     VERSION,
     "testruns",
-    when=_sharded(_active),
+    when=_sharded(_running_or_notifying),
     cancellation_backoff=30.0,
     cancellation_timeout=10.0,
 )

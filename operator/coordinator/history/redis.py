@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from coordinator.api.base import format_timestamp
 from coordinator.api.models import Injection, TestRunStatus
+from coordinator.api.notifications import NotificationRecord
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
 from coordinator.domain.timestamps import now_iso
@@ -254,6 +255,9 @@ class ProgressObserver:
 
     def probe_sampled(self, probe: str, sample: Sample) -> None:
         pass  # progress tells where a run is, not how each of its probes fared
+
+    def notification_sent(self, run: RunInfo, record: NotificationRecord) -> None:
+        pass  # the run's status records its deliveries
 
     async def drain(self) -> None:
         """Wait for the writes in flight (at shutdown)."""

@@ -24,6 +24,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from coordinator.api.models import Injection, TestRunStatus
+from coordinator.api.notifications import NotificationRecord
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
 
@@ -192,6 +193,18 @@ class RunLogger:
 
     def probe_sampled(self, probe: str, sample: Sample) -> None:
         pass  # samples are counted in the metrics and summed up in the status, not logged one by one
+
+    def notification_sent(self, run: RunInfo, record: NotificationRecord) -> None:
+        delivered = str(record.state) == "Delivered"
+        self.log.log(
+            logging.INFO if delivered else logging.WARNING,
+            "notification delivered" if delivered else "notification failed",
+            **self._context(run),
+            notification=record.name,
+            event=str(record.event),
+            attempts=record.attempts,
+            error=record.lastError,
+        )
 
 
 def _describe(injection: Injection) -> str:

@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 
 from coordinator import __version__
 from coordinator.api.models import FaultType, Injection, TestRunStatus
+from coordinator.api.notifications import NotificationRecord
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
 from coordinator.domain.timestamps import parse_iso
@@ -111,6 +112,12 @@ recovery_time = Histogram(
     "Measured recovery time of ended TestRuns (status.recoveryTimeSeconds: the slowest step).",
     ["scenario"],
     buckets=RECOVERY_BUCKETS,
+    registry=REGISTRY,
+)
+notifications_sent = Counter(
+    "coordinator_notifications_total",
+    "Webhook deliveries of run events (spec.notifications) that ended, by result: delivered or failed.",
+    ["result"],
     registry=REGISTRY,
 )
 faults_injected = Counter(
@@ -416,6 +423,9 @@ class MetricsObserver:
 
     def probe_sampled(self, probe: str, sample: Sample) -> None:
         probe_result(probe, "pass" if sample.ok else "fail")
+
+    def notification_sent(self, run: RunInfo, record: NotificationRecord) -> None:
+        notifications_sent.labels(result=str(record.state).lower()).inc()
 
 
 def _recovery_seconds(status: TestRunStatus) -> float | None:

@@ -30,7 +30,7 @@ from coordinator.domain.fieldpaths import format_path, validation_problem
 from coordinator.domain.lifecycle import DEPRECATED, deprecation_warning, run_refusal
 from coordinator.domain.parameters import REFERENCE, ParameterError, render, resolve_parameters
 from coordinator.domain.permissions import scenario_read_need
-from coordinator.engine import observers
+from coordinator.engine import notifications, observers
 from coordinator.engine.authorization import refusals, scenario_refusals
 from coordinator.engine.pausing import PAUSES, run_scope
 from coordinator.engine.run.errors import RunEnded, Waiting
@@ -167,8 +167,11 @@ class Admission:
             # status write fewer per run; a crash before it leaves the run Pending, with nothing touched). A run
             # that waited (queued or paused) says at once that it no longer waits.
             waited = state.position.stage is Stage.QUEUED
-            if state.settings.max_concurrent_runs or scenario.steadyState or not scenario.steps or waited:
+            # A webhook that wants ``started`` is called after the write that says so (engine/notifications.py).
+            event = notifications.queue(state)
+            if state.settings.max_concurrent_runs or scenario.steadyState or not scenario.steps or waited or event:
                 await state.persist()
+        notifications.send(state, event)
         observers.notify("run_started", state.info)
         await state.event("Started", f"running scenario {name}")
         if scenario.lifecycle == DEPRECATED:

@@ -15,7 +15,7 @@ from coordinator.api.base import format_timestamp
 from coordinator.api.durations import format_duration
 from coordinator.api.models import HistorySync, Phase, RunEnding, StepOutcome
 from coordinator.domain import conditions as cond
-from coordinator.engine import observers
+from coordinator.engine import notifications, observers
 from coordinator.engine.run.errors import RunEnded
 from coordinator.engine.run.probes import ProbeSupervisor
 from coordinator.engine.run.revert import revert
@@ -69,8 +69,12 @@ class Finisher:
         # run that is already finished does nothing), which a summary can afford; counting twice it could not.
         counted = bool(status.scenarioCounted)
         status.scenarioCounted = True
+        # Each webhook that wants this end is recorded Pending with the final write, then called in the background:
+        # the verdict is written first, whatever the receivers do.
+        event = notifications.queue(state)
         await self.mirror_finished()
         await state.persist()  # -> FINISHED
+        notifications.send(state, event)
         observers.notify("run_finished", state.info, status)
         warning = end.phase != Phase.PASSED
         await state.event("Completed" if not warning else end.phase.value, end.message, warning=warning)

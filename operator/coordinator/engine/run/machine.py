@@ -23,6 +23,7 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeApi
 from coordinator.api.models import TERMINAL_PHASES, Phase
+from coordinator.engine import notifications
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.engine.locks import TargetLocks
 from coordinator.engine.run.admission import Admission, load_snapshot
@@ -73,6 +74,7 @@ class RunMachine:
         """
         state = self.state
         if state.status.phase in TERMINAL_PHASES:
+            await notifications.resume(state)  # deliveries a crash left Pending
             return
         try:
             try:

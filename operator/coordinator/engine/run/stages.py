@@ -149,6 +149,11 @@ TRANSITIONS: dict[tuple[Stage, Stage], tuple[Step, str]] = {
 }
 
 
+# The one status write that is not a move: ``RunState.record_notifications`` writes status.notifications alone (a
+# webhook delivery's outcome, engine/notifications.py), at any position: it holds no field ``position_of`` reads,
+# so it cannot move the run. The Pending records themselves ride on the moves above (Running, the terminal write).
+NOTIFICATION_WRITE = "status.notifications alone: a delivery's outcome; the position stays"
+
 # Moves only a workflow run makes (engine/workflow/): tests/unit/test_workflow_resume.py crashes after them. A
 # workflow run has no steps, so its status always reads STARTED while it runs (baseline checked or not).
 WORKFLOW_ONLY = frozenset({(Stage.STARTED, Stage.ENDING)})

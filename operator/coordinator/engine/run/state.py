@@ -137,6 +137,35 @@ class RunState:
             raise
         self.position = after
 
+    async def record_notifications(self) -> None:
+        """Write ``status.notifications`` alone: a delivery's outcome, which never moves the run (the one status
+        write outside the transition table, stages.NOTIFICATION_WRITE: it holds no field ``position_of`` reads).
+
+        A merge patch replaces the list wholesale, and a delivery can outlive the machine that started it (a retry
+        builds a new one): the stored list is read and only this state's ended deliveries are put into it, so no
+        other record is lost or set back to Pending."""
+        path = resource_path("TestRun", self.run.namespace, self.run.name)
+        try:
+            stored = await self.client.get(path)
+        except ApiError as exc:
+            if exc.not_found:  # a deleted TestRun needs no record
+                return
+            raise
+        if stored["metadata"].get("uid") != self.run.uid:
+            return
+        ended = {(r.name, str(r.event)): r for r in self.status.notifications if r.state != "Pending"}
+        records: list[Any] = []
+        for raw in (stored.get("status") or {}).get("notifications") or []:
+            ours = ended.pop((raw.get("name"), raw.get("event")), None)
+            records.append(ours.model_dump(mode="json", exclude_none=True) if ours is not None else raw)
+        records += [r.model_dump(mode="json", exclude_none=True) for r in ended.values()]
+        try:
+            status = resource_path("TestRun", self.run.namespace, self.run.name, "status")
+            await self.client.patch(status, {"status": {"notifications": records}})
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
     async def event(self, reason: str, message: str, warning: bool = False) -> None:
         await post_event(self.client, self.run_object, reason, message, "Warning" if warning else "Normal")
 

@@ -34,6 +34,7 @@ from coordinator.api.probes import AssertionType
 from coordinator.api.workflow import ChaosWorkflowSpec, WorkflowNode
 from coordinator.domain import conditions as cond
 from coordinator.domain.fieldpaths import validation_problem
+from coordinator.domain.permissions import notification_needs
 from coordinator.domain.timestamps import parse_iso
 from coordinator.domain.verdict import evaluate_assertion, failed_probe, resilience_score
 from coordinator.domain.workflow import (
@@ -45,9 +46,10 @@ from coordinator.domain.workflow import (
     plan,
     verdict,
 )
-from coordinator.engine import observers
+from coordinator.engine import notifications, observers
+from coordinator.engine.authorization import refusals
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
-from coordinator.engine.run.admission import Admission, render_scenario
+from coordinator.engine.run.admission import FORBIDDEN, Admission, render_scenario
 from coordinator.engine.run.errors import WAITING_REASON, RetryLater, RunEnded, RunInterrupted, is_transient
 from coordinator.engine.run.finish import Finisher, Mirror
 from coordinator.engine.run.machine import unexpected_error
@@ -116,6 +118,7 @@ class WorkflowMachine:
         """Drive the run to a terminal phase; every way out through ``finish`` first stops every active node."""
         state = self.state
         if state.status.phase in TERMINAL_PHASES:
+            await notifications.resume(state)  # deliveries a crash left Pending
             return
         try:
             try:
@@ -162,9 +165,15 @@ class WorkflowMachine:
         """PENDING -> STARTED: the requester, a pause, the workflow read and rendered; every node Pending."""
         state = self.state
         admission = Admission(state, NamespacePolicy(state.client, state.settings))
-        await admission.requester()
+        requester = await admission.requester()
         await admission.wait_while_paused()
         workflow, name, generation = await self.read_workflow()
+        # The nodes' children check their own scenarios' rights; the workflow's own webhooks are checked here.
+        refused = await refusals(
+            state.client, requester, notification_needs(workflow.notifications, state.run.namespace)
+        )
+        if refused:
+            raise RunEnded(Phase.ERROR, FORBIDDEN, "; ".join(refused))
         started = state.clock.now()
         status = state.status
         status.phase = Phase.RUNNING
@@ -178,7 +187,9 @@ class WorkflowMachine:
         status.workflowSnapshot = json.dumps(workflow.model_dump(mode="json", exclude_none=True))
         status.conditions = cond.running_conditions(status.conditions, state.generation)
         self.workflow = workflow
+        event = notifications.queue(state)
         await state.persist()
+        notifications.send(state, event)
         observers.notify("run_started", state.info)
         await state.event("Started", f"running workflow {name}")
 
