@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # Three stages:
 #   build   - installs the operator and its dependencies into a virtual environment (/opt/venv);
-#   tools   - a small Debian image with iproute2 (tc), nftables (nft) and stress-ng: the agent image of in-pod faults
-#             (network delay/loss, CPU/memory stress): `docker build --target tools -t test-coordinator-tools:0.1.0 .`;
+#   tools   - a small Debian image with iproute2 (tc), nftables (nft), stress-ng and python3 (+ h11): the agent image
+#             of in-pod faults (network delay/loss, CPU/memory stress, http-fault's proxy):
+#             `docker build --target tools -t test-coordinator-tools:0.1.0 .`;
 #   runtime - the operator image (the default target): the venv on a slim Python, as a non-root user.
 # Base images are Docker Hub short names pinned by tag; no registry host is written here.
 # tests/unit/test_dockerfile.py lints this file (hadolint) and checks its structure.
@@ -20,8 +21,10 @@ FROM debian:bookworm-slim AS tools
 # Versions follow the bookworm release (security updates included), as the python base does.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iproute2 nftables stress-ng \
+    && apt-get install -y --no-install-recommends iproute2 nftables stress-ng python3 python3-h11 \
     && rm -rf /var/lib/apt/lists/*
+# Agent-side programs (standalone: stdlib and Debian-packaged libraries), e.g. http-fault's proxy.
+COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/
 # Unprivileged by default; the in-pod network faults run this image with runAsUser 0 and the NET_ADMIN
 # capability set in the pod spec, only where they need it.
 USER 65534:65534

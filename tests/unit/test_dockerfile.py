@@ -92,6 +92,8 @@ def test_tools_stage_carries_the_in_pod_fault_tools() -> None:
     assert "iproute2" in installs
     assert "nftables" in installs, "network-loss and in-pod partitions use nft (faults/inpod/agent.py)"
     assert "stress-ng" in installs
+    assert "python3 python3-h11" in installs, "http-fault's proxy (faults/inpod/programs/http_fault.py)"
+    assert "COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/" in tools
     assert "--no-install-recommends" in installs
     assert "rm -rf /var/lib/apt/lists/*" in installs, "no package lists left in the layer"
     assert any(line.startswith("USER ") and not line.split()[1].startswith("0") for line in tools)

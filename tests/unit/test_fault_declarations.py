@@ -189,6 +189,7 @@ def test_required_options_are_the_ones_a_fault_cannot_do_without() -> None:
         "network-corrupt",
         "network-bandwidth",
         "container-kill",
+        "http-fault",
     }
     assert SCALE.options_of(Fault(type=FaultType.SCALE, scale=ScaleOptions(replicas=2))) == ScaleOptions(replicas=2)
 
@@ -219,6 +220,7 @@ MINIMAL_OPTIONS: dict[str, dict[str, Any]] = {
     "network-corrupt": {"percent": 10},
     "network-bandwidth": {"rate": "1mbit"},
     "container-kill": {"containerName": "app"},
+    "http-fault": {"port": 8080, "abort": {"statusCode": 503}},
 }
 AGENT_FAULT = {
     "network-delay": commands.NetworkDelay,
@@ -230,6 +232,7 @@ AGENT_FAULT = {
     "memory-stress": commands.MemoryStress,
     "io-stress": commands.IoStress,
     "container-kill": commands.ContainerKill,
+    "http-fault": commands.HttpFault,
 }
 
 
@@ -262,6 +265,7 @@ def test_each_in_pod_fault_maps_onto_its_agent_fault(fault_type: str) -> None:
         ("network-loss", ["NET_ADMIN"]),
         ("cpu-stress", None),
         ("container-kill", ["KILL"]),
+        ("http-fault", ["NET_ADMIN"]),
     ],
 )
 def test_the_agent_gets_only_the_capability_its_fault_needs(fault_type: str, capability: list[str] | None) -> None:

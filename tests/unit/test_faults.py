@@ -68,6 +68,7 @@ INPOD_FAULTS = [
     "memory-stress",
     "io-stress",
     "container-kill",
+    "http-fault",
 ]
 
 FAST = settings(max_examples=60, deadline=None)

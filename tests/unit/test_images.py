@@ -38,6 +38,9 @@ def _fake_repo(root: Path) -> Path:
     """The files the image recipes read, with the real Dockerfile and web/pause sources."""
     (root / "operator" / "coordinator" / "__pycache__").mkdir(parents=True)
     (root / "operator" / "coordinator" / "__init__.py").write_text("VALUE = 1\n")
+    # The agent-side programs the tools stage copies (Dockerfile: COPY operator/coordinator/faults/inpod/programs/).
+    (root / "operator" / "coordinator" / "faults" / "inpod" / "programs").mkdir(parents=True)
+    (root / "operator" / "coordinator" / "faults" / "inpod" / "programs" / "http_fault.py").write_text("VALUE = 1\n")
     (root / "operator" / "coordinator" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0")
     (root / "operator" / "test_coordinator.egg-info").mkdir()
     (root / "operator" / "test_coordinator.egg-info" / "PKG-INFO").write_text("Name: test-coordinator\n")
@@ -101,6 +104,7 @@ def test_files_the_ignore_file_leaves_out_change_nothing(tmp_path: Path, relativ
         ("README.md", {"operator"}),  # the Dockerfile copies it into the build stage
         ("pyproject.toml", {"operator"}),
         ("Dockerfile", {"operator", "tools"}),
+        ("operator/coordinator/faults/inpod/programs/http_fault.py", {"operator", "tools"}),
         ("hack/images/web/server.py", {"web"}),
         ("hack/images/web/Containerfile", {"web"}),
         ("hack/images/pause/main.go", {"pause"}),
@@ -171,7 +175,7 @@ def test_the_dockerfile_targets_start_from_the_local_base_images() -> None:
     assert images.external_bases(stages, "runtime") == ["python:3.11.10-slim-bookworm"]
     assert [stage.name for stage in images.stages_for(stages, "runtime")] == ["build", "runtime"]
     assert images.context_sources(stages, "runtime") == ["pyproject.toml", "README.md", "operator"]
-    assert images.context_sources(stages, "tools") == []
+    assert images.context_sources(stages, "tools") == ["operator/coordinator/faults/inpod/programs/"]
     refs = {image.ref for image in images.catalog("0.1.0").values()}
     assert set(images.external_bases(stages, None)) <= refs
 

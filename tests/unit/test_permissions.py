@@ -78,6 +78,11 @@ FAULTS: dict[str, tuple[str, dict[str, Any], set[ACCESS]]] = {
         {"containerKill": {"containerName": "app"}},
         {("patch", "", "pods", "ephemeralcontainers", "*")},
     ),
+    "http-fault": (
+        "Pod",
+        {"httpFault": {"port": 8080, "abort": {"statusCode": 503}}},
+        {("patch", "", "pods", "ephemeralcontainers", "*")},
+    ),
 }
 
 

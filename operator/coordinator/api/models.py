@@ -72,6 +72,7 @@ from coordinator.api.base import (
     templatable as templatable,
 )
 from coordinator.api.durations import parse_duration
+from coordinator.api.http_fault import HttpFaultOptions
 from coordinator.api.inpod import (
     ContainerKillOptions,
     CpuStressOptions,
@@ -189,6 +190,7 @@ class FaultType(StrEnum):
     MEMORY_STRESS = "memory-stress"
     IO_STRESS = "io-stress"
     CONTAINER_KILL = "container-kill"
+    HTTP_FAULT = "http-fault"
 
 
 class PodKillOptions(Model):
@@ -407,6 +409,7 @@ CPU_STRESS = _in_pod(FaultType.CPU_STRESS, "cpuStress", CpuStressOptions, "stres
 MEMORY_STRESS = _in_pod(FaultType.MEMORY_STRESS, "memoryStress", MemoryStressOptions, "stress-ng", required=False)
 IO_STRESS = _in_pod(FaultType.IO_STRESS, "ioStress", IoStressOptions, "stress-ng", required=False)
 CONTAINER_KILL = _in_pod(FaultType.CONTAINER_KILL, "containerKill", ContainerKillOptions, "", required=True)
+HTTP_FAULT = _in_pod(FaultType.HTTP_FAULT, "httpFault", HttpFaultOptions, "a transparent HTTP/1.1 proxy", required=True)
 
 # Every fault type, in FaultType's order (the order of Fault's fields and of the CRD's rules).
 FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
@@ -426,6 +429,7 @@ FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
     MEMORY_STRESS,
     IO_STRESS,
     CONTAINER_KILL,
+    HTTP_FAULT,
 )
 if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time
     raise ImportError("FAULT_TYPES must declare every FaultType once, in FaultType's order")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from coordinator.api.models import (
     CPU_STRESS,
+    HTTP_FAULT,
     IO_STRESS,
     MEMORY_STRESS,
     NETWORK_BANDWIDTH,
@@ -48,6 +49,7 @@ DRIVERS: dict[str, FaultDriver] = {
         InPodFault(MEMORY_STRESS, ephemeral.memory_stress, NO_CAPABILITY),
         InPodFault(IO_STRESS, ephemeral.io_stress, NO_CAPABILITY),
         ContainerKillFault(),
+        InPodFault(HTTP_FAULT, ephemeral.http_fault, NET_ADMIN),
     )
 }
 

@@ -23,6 +23,8 @@ from enum import StrEnum
 from typing import Any, Generic
 
 from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeApi
+from coordinator.api.durations import parse_duration
+from coordinator.api.http_fault import HttpFaultOptions
 from coordinator.api.inpod import (
     ContainerKillOptions,
     CpuStressOptions,
@@ -35,6 +37,7 @@ from coordinator.api.inpod import (
 )
 from coordinator.api.models import (
     CONTAINER_KILL,
+    HTTP_FAULT,
     NETWORK_BANDWIDTH,
     NETWORK_CORRUPT,
     NETWORK_DELAY,
@@ -223,6 +226,23 @@ def container_kill(o: ContainerKillOptions | None, pod: Mapping[str, Any]) -> co
         if status.get("name") == k.containerName and status.get("containerID"):
             container_id = str(status["containerID"]).split("://", 1)[-1]
     return commands.ContainerKill(k.containerName, k.signal, container_id)
+
+
+def http_fault(o: HttpFaultOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    h = given(o, HTTP_FAULT)
+    action = h.action
+    options = getattr(h, action).model_dump(mode="json", exclude_none=True)
+    if action == "delay":
+        options = {"delayMs": max(1, round(parse_duration(options["duration"]) * 1000))}
+    return commands.HttpFault(
+        h.port,
+        {action: options},
+        h.percent,
+        path=h.path,
+        path_regex=h.pathRegex,
+        method=h.method,
+        headers=dict(h.headers or {}),
+    )
 
 
 def hold_seconds(step_duration: float | None) -> int:

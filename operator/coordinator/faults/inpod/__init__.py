@@ -1,4 +1,4 @@
-"""What runs inside a target pod for the in-pod faults (network shaping and filtering, stress, container kill).
+"""What runs inside a target pod for the in-pod faults (network shaping and filtering, stress, container kill, HTTP).
 
 The operator adds an ephemeral container to the target pod; the container shares the pod's network namespace
 (and, with ``targetContainerName``, the target container's PID namespace) and runs one POSIX ``sh`` script, the
@@ -31,11 +31,13 @@ from coordinator.faults.inpod.commands import (
     hold_command,
     revert_commands,
 )
+from coordinator.faults.inpod.http import HttpFault
 
 __all__ = [
     "ContainerKill",
     "CpuStress",
     "FaultCommands",
+    "HttpFault",
     "InPodFault",
     "IoStress",
     "MemoryStress",

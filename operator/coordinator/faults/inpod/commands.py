@@ -13,6 +13,7 @@ Mechanisms, chosen per fault (docs/inpod-faults.md explains why):
 * ``network-partition`` (in-pod): nftables drop.
 * ``cpu-stress``, ``memory-stress``, ``io-stress``: stress-ng with ``--timeout`` (its own dead man's switch).
 * ``container-kill``: ``kill -s SIG`` to the target container's main process.
+* ``http-fault``: a transparent HTTP/1.1 proxy in the agent, with an nftables redirect to it (``http.py``).
 
 tc shapes **egress only** (what the pod sends): ingress shaping needs an ifb device, which a pod cannot count
 on. With ``TrafficScope.cidrs``/``ports`` the tc faults hang the netem/tbf qdisc under an htb class that u32
@@ -29,6 +30,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+from coordinator.faults.inpod import http
+from coordinator.faults.inpod.http import HttpFault as HttpFault  # re-exported: one module names every fault
 
 Direction = Literal["egress", "ingress", "both"]
 
@@ -361,6 +365,7 @@ InPodFault = (
     | MemoryStress
     | IoStress
     | ContainerKill
+    | HttpFault
 )
 
 _NAMES: dict[type, str] = {
@@ -374,6 +379,7 @@ _NAMES: dict[type, str] = {
     MemoryStress: "memory-stress",
     IoStress: "io-stress",
     ContainerKill: "container-kill",
+    HttpFault: "http-fault",
 }
 
 
@@ -389,12 +395,17 @@ def fault_id_for(injection_id: str) -> str:
 
 @dataclass(frozen=True)
 class FaultCommands:
-    """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``."""
+    """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``.
+
+    With ``ready_file`` the hold process is a server the fault needs (http-fault's proxy): the agent starts it
+    *first*, waits until it creates ``ready_file``, and only then applies (the redirect to it).
+    """
 
     fault: str
     apply: list[list[str]]
     revert: list[list[str]]
     hold: list[str] | None = None
+    ready_file: str | None = None
 
     @property
     def one_shot(self) -> bool:
@@ -516,11 +527,15 @@ def _loss_verdict(percent: float) -> list[str]:
 
 
 def _uses_nftables(fault: InPodFault) -> bool:
-    return isinstance(fault, NetworkPartition) or (isinstance(fault, NetworkLoss) and fault.mechanism == "nftables")
+    return isinstance(fault, NetworkPartition | HttpFault) or (
+        isinstance(fault, NetworkLoss) and fault.mechanism == "nftables"
+    )
 
 
 def apply_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
     """The argv lists that put ``fault`` in place, in order (none for the stress faults: they are a process)."""
+    if isinstance(fault, HttpFault):
+        return http.apply_commands(fault, fault_id, nft_table(fault_id))
     if isinstance(fault, NetworkLoss | NetworkPartition) and _uses_nftables(fault):
         table = nft_table(fault_id)
         verdict = _loss_verdict(fault.percent) if isinstance(fault, NetworkLoss) else ["counter", "drop"]
@@ -543,8 +558,11 @@ def revert_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
     return []
 
 
-def hold_command(fault: InPodFault, duration_seconds: int) -> list[str] | None:
-    """The process that is the fault (stress-ng), ending by itself after ``duration_seconds``; else None."""
+def hold_command(fault: InPodFault, duration_seconds: int, fault_id: str = "agent") -> list[str] | None:
+    """The process that is the fault (stress-ng, http-fault's proxy), ending by itself after ``duration_seconds``;
+    else None."""
+    if isinstance(fault, HttpFault):
+        return http.hold_command(fault, fault_id, duration_seconds)
     timeout = ["--timeout", f"{duration_seconds}s"]
     if isinstance(fault, CpuStress):
         return ["stress-ng", "--cpu", str(fault.workers), "--cpu-load", str(fault.load_percent), *timeout]
@@ -572,7 +590,8 @@ def build_commands(fault: InPodFault, fault_id: str, duration_seconds: int) -> F
         fault=fault_name(fault),
         apply=apply_commands(fault, fault_id),
         revert=revert_commands(fault, fault_id),
-        hold=hold_command(fault, duration_seconds),
+        hold=hold_command(fault, duration_seconds, fault_id),
+        ready_file=http.ready_file(fault_id) if isinstance(fault, HttpFault) else None,
     )
 
 
