@@ -29,6 +29,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "network-corrupt",
     ),
     "resource": ("cpu-stress", "memory-stress", "io-stress"),
+    # Faults at the application protocol: what serves which type depends on the action (its variant).
+    "application": ("http-fault",),
 }
 
 COMBINED = "combined"
@@ -60,12 +62,18 @@ class Serves:
 
 # The mapping (docs/scenario-types.md explains each row). ``combined`` accepts every fault.
 SCENARIO_TYPES: dict[str, Serves] = {
-    "service_restart": Serves(families=("lifecycle", "node")),
+    # An http-fault abort answers as a failing or restarting instance does: an error status, or a reset connection.
+    "service_restart": Serves(families=("lifecycle", "node"), variants=(("http-fault", "abort"),)),
     "network_partition": Serves(faults=("network-partition", "network-loss")),
-    "network_latency": Serves(faults=("network-delay", "network-bandwidth", "network-loss")),
+    "network_latency": Serves(
+        faults=("network-delay", "network-bandwidth", "network-loss"), variants=(("http-fault", "delay"),)
+    ),
     # Taking replicas away exhausts what is left: scale belongs here as well as to service restarts.
     "resource_exhaustion": Serves(families=("resource",), faults=("scale",)),
-    "data_corruption": Serves(faults=("network-corrupt", "network-duplicate")),
+    "data_corruption": Serves(
+        faults=("network-corrupt", "network-duplicate"),
+        variants=(("http-fault", "corrupt"), ("http-fault", "replace"), ("http-fault", "patch")),
+    ),
 }
 
 
@@ -78,7 +86,14 @@ def family_of(fault_type: str) -> str | None:
 
 
 def fault_variant(fault: Mapping[str, Any]) -> str | None:
-    """The variant of a fault (a spec mapping: ``type`` and its options field) when its family is not enough."""
+    """The variant of a fault (a spec mapping: ``type`` and its options field) when its family is not enough:
+    an http-fault's action (abort, delay, replace, patch or corrupt)."""
+    if fault.get("type") == "http-fault":
+        options = fault.get("httpFault")
+        if isinstance(options, Mapping):
+            given = [action for action in ("abort", "delay", "replace", "patch", "corrupt") if action in options]
+            if len(given) == 1:
+                return given[0]
     return None
 
 
