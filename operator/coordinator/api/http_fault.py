@@ -10,7 +10,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
 
 from coordinator.api.base import Model, duration_check, duration_field
 
@@ -107,11 +107,25 @@ class HttpCorruptOptions(Model):
     bytes: int | None = Field(
         default=None, ge=1, le=1 << 20, description="How many bytes of each faulted body change (default 1)."
     )
+    # Not gt=0: pydantic writes exclusiveMinimum as a number, which a CRD's schema (a boolean there) refuses.
     ratio: float | None = Field(
-        default=None, gt=0, le=1, description="Or: the share of each faulted body's bytes that change (at least one)."
+        default=None,
+        ge=0,
+        le=1,
+        description="Or: the share of each faulted body's bytes that change, above 0 (at least one byte).",
     )
 
-    cel_rules = (("!(has(self.bytes) && has(self.ratio))", "corrupt takes bytes or ratio, not both"),)
+    cel_rules = (
+        ("!(has(self.bytes) && has(self.ratio))", "corrupt takes bytes or ratio, not both"),
+        ("!has(self.ratio) || self.ratio > 0.0", "ratio must be above 0", ".ratio"),
+    )
+
+    @field_validator("ratio")
+    @classmethod
+    def _above_zero(cls, ratio: float | None) -> float | None:
+        if ratio is not None and ratio <= 0:
+            raise ValueError("ratio must be above 0")
+        return ratio
 
 
 _ACTIONS = ("abort", "delay", "replace", "patch", "corrupt")

@@ -274,6 +274,15 @@ class ProtocolBreak(Exception):
     """The exchange cannot go on (a peer closed or broke HTTP/1.1); the client connection is closed."""
 
 
+def _no_delay(writer: asyncio.StreamWriter) -> None:
+    """Send each write at once: a response's head and body are separate writes, which Nagle's algorithm would
+    hold for the peer's delayed ACK (40 ms a response)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class Endpoint:
     """One side of the proxy: a stream and its h11 connection."""
 
@@ -281,6 +290,7 @@ class Endpoint:
         self, role: type[h11.CLIENT] | type[h11.SERVER], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.conn = h11.Connection(role, max_incomplete_event_size=64 * 1024)
+        _no_delay(writer)
         self.reader = reader
         self.writer = writer
 
@@ -311,9 +321,13 @@ class Endpoint:
 
 
 class Proxy:
-    def __init__(self, fault: Fault, rng: random.Random | None = None) -> None:
+    """Serves the redirected connections. ``upstream`` replaces the original destination (tests on loopback,
+    where nothing is redirected)."""
+
+    def __init__(self, fault: Fault, rng: random.Random | None = None, upstream: tuple[str, int] | None = None) -> None:
         self.fault = fault
         self.rng = rng or random.Random()  # noqa: S311 - fault sampling, not cryptography
+        self.upstream = upstream
         self.stopped = asyncio.Event()
         self.exit_status = 0
         self.requests = self.matched = self.faulted = 0
@@ -321,7 +335,7 @@ class Proxy:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
-            destination = original_destination(writer.get_extra_info("socket"))
+            destination = self.upstream or original_destination(writer.get_extra_info("socket"))
         except OSError:
             writer.close()  # reached the proxy's own port directly, not through the redirect
             return
@@ -358,11 +372,9 @@ class Proxy:
             "http-fault handles plain HTTP/1.1 only, so the fault was removed"
         )
         say(reason)
-        try:
-            with open(TERMINATION_LOG, "w") as log:
+        if os.path.exists(TERMINATION_LOG):  # the kubelet's file; never created elsewhere (a host's /dev)
+            with contextlib.suppress(OSError), open(TERMINATION_LOG, "w") as log:
                 log.write(reason + "\n")
-        except OSError:
-            pass
         self.exit_status = EXIT_NOT_HELD
         self.stopped.set()
 
