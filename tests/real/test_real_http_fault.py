@@ -199,5 +199,6 @@ def test_dead_mans_switch_removes_the_http_fault_with_the_operator_gone(
         "dead man's switch (http-fault)",
         "every operator process SIGKILLed while a 100 % abort held",
         f"the proxy ended and the agent removed its table {finished - ends_at:+.0f} s from the step's end (kubelet's "
-        f"finishedAt, 1 s resolution); GETs served again {lag:.1f} s after it",
+        f"finishedAt, 1 s resolution; the proxy counts the duration from its own start, before the operator's "
+        f"confirmation); GETs served again {lag:+.1f} s from the step's end",
     )
