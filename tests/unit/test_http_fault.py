@@ -340,6 +340,33 @@ async def test_unmatched_requests_pass_through_on_one_keep_alive_connection(upst
         assert (posted[0].status, posted[0].body) == (201, b"x" * 100_000)
 
 
+class ImpatientUpstream(Upstream):
+    timeout = 0.2  # closes a keep-alive connection idle this long, as servers' idle timeouts do
+
+
+async def test_an_upstream_connection_the_application_closed_is_replaced() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ImpatientUpstream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        async for run in _proxy(("127.0.0.1", server.server_address[1]), path="/faulted", **ABORT):
+            conn = http.client.HTTPConnection("127.0.0.1", run.port, timeout=10)
+
+            def get(conn: http.client.HTTPConnection = conn) -> int:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status
+
+            assert await asyncio.to_thread(get) == 200
+            await asyncio.sleep(0.6)  # the upstream connection behind this client connection is closed by now
+            assert await asyncio.to_thread(get) == 200
+            conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 async def test_abort_answers_the_status_to_about_percent_of_matching_requests(upstream: tuple[str, int]) -> None:
     async for run in _proxy(upstream, percent=50, **ABORT):
         answers = await asyncio.to_thread(_get, run.port, ["/"] * 200)

@@ -403,6 +403,11 @@ class Proxy:
             return upstream
         if isinstance(action, Delay):
             await asyncio.sleep(action.seconds)
+        if upstream is not None and upstream.reader.at_eof():
+            # The application closed the idle keep-alive connection (its idle timeout): a new one, or the client
+            # would see a closed connection the application never caused it.
+            upstream.close()
+            upstream = None
         if upstream is None:
             try:
                 reader, writer = await asyncio.open_connection(*destination)
