@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
-# Three stages:
+# Four stages:
 #   build   - installs the operator and its dependencies into a virtual environment (/opt/venv);
-#   tools   - a small Debian image with iproute2 (tc), nftables (nft), stress-ng and python3 (+ h11): the agent image
-#             of in-pod faults (network delay/loss, CPU/memory stress, http-fault's proxy):
-#             `docker build --target tools -t test-coordinator-tools:0.1.0 .`;
+#   clock-skew-build - compiles the clock-skew fault's tracer (hack/agent/clock-skew), a static binary;
+#   tools   - a small Debian image with iproute2 (tc), nftables (nft), stress-ng, the clock-skew tracer and python3
+#             with the agent's programs (operator/coordinator/faults/inpod/programs/): the agent image of in-pod
+#             faults: `docker build --target tools -t test-coordinator-tools:0.1.0 .`;
 #   runtime - the operator image (the default target): the venv on a slim Python, as a non-root user.
 # Base images are Docker Hub short names pinned by tag; no registry host is written here.
 # tests/unit/test_dockerfile.py lints this file (hadolint) and checks its structure.
@@ -17,13 +18,22 @@ COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN /opt/venv/bin/pip install --no-cache-dir .
 
+FROM debian:bookworm-slim AS clock-skew-build
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY hack/agent/clock-skew/clock-skew.c ./
+RUN gcc -O2 -Wall -Wextra -Werror -static -o /coordinator-clock-skew clock-skew.c
+
 FROM debian:bookworm-slim AS tools
 # Versions follow the bookworm release (security updates included), as the python base does.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iproute2 nftables stress-ng python3 python3-h11 \
+    && apt-get install -y --no-install-recommends iproute2 nftables stress-ng python3 python3-dnslib python3-h11 \
     && rm -rf /var/lib/apt/lists/*
-# Agent-side programs (standalone: stdlib and Debian-packaged libraries), e.g. http-fault's proxy.
+COPY --from=clock-skew-build /coordinator-clock-skew /usr/local/bin/coordinator-clock-skew
 COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/
 # Unprivileged by default; the in-pod network faults run this image with runAsUser 0 and the NET_ADMIN
 # capability set in the pod spec, only where they need it.

@@ -39,8 +39,15 @@ def _agents(core: client.CoreV1Api, ns: str, name: str) -> list[client.V1Ephemer
         ({"type": "network-bandwidth", "networkBandwidth": {"rate": "1mbit"}}, "NET_ADMIN", "tbf"),
         ({"type": "cpu-stress", "cpuStress": {"workers": 2, "loadPercent": 50}}, None, "stress-ng"),
         ({"type": "container-kill", "containerKill": {"containerName": "app"}}, "KILL", "kill"),
+        (
+            {"type": "clock-skew", "clockSkew": {"containerName": "app", "offset": "-1h"}},
+            "SYS_PTRACE",
+            # kwok's pods have no container IDs: the agent would refuse (the tracer's line is in the unit tests).
+            "container app had no containerID in the pod status",
+        ),
+        ({"type": "dns-fault", "dnsFault": {"patterns": ["*.example.com"], "error": {}}}, "NET_ADMIN", "dns_fault.py"),
     ],
-    ids=["loss", "delay", "bandwidth", "cpu", "kill"],
+    ids=["loss", "delay", "bandwidth", "cpu", "kill", "clock", "dns"],
 )
 def test_agent_is_added_to_each_target_with_its_command(
     chaos: Chaos,
@@ -68,7 +75,7 @@ def test_agent_is_added_to_each_target_with_its_command(
         assert caps.drop == ["ALL"]
         assert (caps.add or []) == ([capability] if capability else [])
         assert not agent.security_context.allow_privilege_escalation
-        if fault["type"] == "container-kill":
+        if fault["type"] in ("container-kill", "clock-skew"):
             assert agent.target_container_name == "app"
     # No kubelet ever starts the agent: the fault is not applied, and the run says so instead of passing.
     status = chaos.wait_phase(run, "Error", timeout=60)

@@ -60,13 +60,15 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
 
 def test_stages_bases_are_pinned_short_names() -> None:
     stages = _stages()
-    assert [name for _, name, _ in stages] == ["build", "tools", "runtime"], "the operator image is the last stage"
+    assert [name for _, name, _ in stages] == ["build", "clock-skew-build", "tools", "runtime"], (
+        "the operator image is the last stage"
+    )
     for image, name, _ in stages:
         repository, _, tag = image.partition(":")
         assert tag not in ("", "latest"), f"stage {name}: {image} is not pinned by tag"
         assert "/" not in repository, f"stage {name}: {image} names a registry or an organisation"
         assert "." not in repository, f"stage {name}: {image} names a registry"
-    assert stages[0][0] == stages[2][0], "build and runtime share one Python base (the venv is copied across)"
+    assert stages[0][0] == stages[-1][0], "build and runtime share one Python base (the venv is copied across)"
 
 
 def test_no_registry_host_anywhere() -> None:
@@ -87,13 +89,30 @@ def test_runtime_runs_the_operator_as_a_non_root_user() -> None:
 
 
 def test_tools_stage_carries_the_in_pod_fault_tools() -> None:
-    _, _, tools = _stages()[1]
+    _, _, tools = _stages()[2]
     installs = " ".join(line for line in tools if "apt-get install" in line)
     assert "iproute2" in installs
     assert "nftables" in installs, "network-loss and in-pod partitions use nft (faults/inpod/agent.py)"
     assert "stress-ng" in installs
-    assert "python3 python3-h11" in installs, "http-fault's proxy (faults/inpod/programs/http_fault.py)"
-    assert "COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/" in tools
+    assert "python3-dnslib" in installs, "dns-fault's resolver (faults/inpod/programs/dns_fault.py) needs dnslib"
+    assert "python3-h11" in installs, "http-fault's proxy (faults/inpod/programs/http_fault.py) needs h11"
+    programs = "COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/"
+    assert programs in tools, "the agent runs its programs as python3 /opt/coordinator-agent/<program>.py"
     assert "--no-install-recommends" in installs
     assert "rm -rf /var/lib/apt/lists/*" in installs, "no package lists left in the layer"
     assert any(line.startswith("USER ") and not line.split()[1].startswith("0") for line in tools)
+    assert "COPY --from=clock-skew-build /coordinator-clock-skew /usr/local/bin/coordinator-clock-skew" in tools, (
+        "clock-skew's agent runs the tracer (faults/inpod/clock_skew.py TRACER) from the PATH"
+    )
+
+
+def test_the_clock_skew_tracer_is_built_static_in_its_own_stage() -> None:
+    _, name, build = _stages()[1]
+    assert name == "clock-skew-build"
+    installs = " ".join(line for line in build if "apt-get install" in line)
+    assert "gcc" in installs
+    assert "libc6-dev" in installs
+    assert "COPY hack/agent/clock-skew/clock-skew.c ./" in build
+    compile_line = next(line for line in build if line.startswith("RUN gcc"))
+    assert "-static" in compile_line, "the tools image has no C library development files: a static binary"
+    assert "-Werror" in compile_line

@@ -189,6 +189,8 @@ def test_required_options_are_the_ones_a_fault_cannot_do_without() -> None:
         "network-corrupt",
         "network-bandwidth",
         "container-kill",
+        "clock-skew",
+        "dns-fault",
         "http-fault",
     }
     assert SCALE.options_of(Fault(type=FaultType.SCALE, scale=ScaleOptions(replicas=2))) == ScaleOptions(replicas=2)
@@ -212,7 +214,12 @@ def test_the_kind_check_names_each_misplaced_fault() -> None:
 
 # --- the in-pod agent mapping --------------------------------------------------------------------------------
 
-POD = {"metadata": {"name": "checkout-1"}, "spec": {"containers": [{"name": "app", "image": "shop:1"}]}}
+APP_ID = "4f" * 32
+POD = {
+    "metadata": {"name": "checkout-1"},
+    "spec": {"containers": [{"name": "app", "image": "shop:1"}]},
+    "status": {"containerStatuses": [{"name": "app", "containerID": f"containerd://{APP_ID}"}]},
+}
 MINIMAL_OPTIONS: dict[str, dict[str, Any]] = {
     "network-delay": {"latencyMs": 100},
     "network-loss": {"percent": 10},
@@ -220,6 +227,8 @@ MINIMAL_OPTIONS: dict[str, dict[str, Any]] = {
     "network-corrupt": {"percent": 10},
     "network-bandwidth": {"rate": "1mbit"},
     "container-kill": {"containerName": "app"},
+    "clock-skew": {"containerName": "app", "offset": "-1h"},
+    "dns-fault": {"patterns": ["*.example.com"], "error": {}},
     "http-fault": {"port": 8080, "abort": {"statusCode": 503}},
 }
 AGENT_FAULT = {
@@ -232,6 +241,8 @@ AGENT_FAULT = {
     "memory-stress": commands.MemoryStress,
     "io-stress": commands.IoStress,
     "container-kill": commands.ContainerKill,
+    "clock-skew": commands.ClockSkew,
+    "dns-fault": commands.DnsFault,
     "http-fault": commands.HttpFault,
 }
 
@@ -265,13 +276,15 @@ def test_each_in_pod_fault_maps_onto_its_agent_fault(fault_type: str) -> None:
         ("network-loss", ["NET_ADMIN"]),
         ("cpu-stress", None),
         ("container-kill", ["KILL"]),
+        ("clock-skew", ["SYS_PTRACE"]),
+        ("dns-fault", ["NET_ADMIN"]),
         ("http-fault", ["NET_ADMIN"]),
     ],
 )
 def test_the_agent_gets_only_the_capability_its_fault_needs(fault_type: str, capability: list[str] | None) -> None:
     container = agent_container(in_pod_fault(fault_type))
     assert container["securityContext"]["capabilities"].get("add") == capability
-    assert ("targetContainerName" in container) == (fault_type == "container-kill")
+    assert ("targetContainerName" in container) == (fault_type in ("container-kill", "clock-skew"))
 
 
 def test_missing_required_options_are_refused_by_name() -> None:
@@ -280,16 +293,28 @@ def test_missing_required_options_are_refused_by_name() -> None:
         agent_container(fault)
 
 
+@pytest.mark.parametrize("fault_type", ["container-kill", "clock-skew"])
 @pytest.mark.parametrize(
     ("pod_spec", "refusal"),
     [({"hostPID": True}, "hostPID"), ({"containers": [{"name": "sidecar"}]}, "has no container 'app'")],
 )
-def test_container_kill_refuses_the_node_processes_and_a_missing_container(
-    pod_spec: dict[str, Any], refusal: str
+def test_process_faults_refuse_the_node_processes_and_a_missing_container(
+    fault_type: str, pod_spec: dict[str, Any], refusal: str
 ) -> None:
     pod = {**POD, "spec": {**POD["spec"], **pod_spec}}
     with pytest.raises(FaultError, match=refusal):
-        agent_container(in_pod_fault("container-kill"), pod)
+        agent_container(in_pod_fault(fault_type), pod)
+
+
+def test_clock_skew_finds_the_container_by_its_id_and_needs_one() -> None:
+    container = agent_container(in_pod_fault("clock-skew"), POD, seconds=30)
+    assert container["targetContainerName"] == "app"
+    script = container["command"][2]
+    assert f"coordinator-clock-skew apply -3600 35 container:{APP_ID} " in script, "expires 5 s after the hold"
+    not_started = {**POD, "status": {"containerStatuses": [{"name": "app"}]}}
+    script = agent_container(in_pod_fault("clock-skew"), not_started)["command"][2]
+    assert "coordinator-clock-skew apply" not in script
+    assert "container app had no containerID in the pod status when the agent was made" in script
 
 
 def test_a_network_fault_refuses_a_pod_on_the_node_network() -> None:

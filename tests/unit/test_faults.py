@@ -68,6 +68,8 @@ INPOD_FAULTS = [
     "memory-stress",
     "io-stress",
     "container-kill",
+    "clock-skew",
+    "dns-fault",
     "http-fault",
 ]
 

@@ -38,9 +38,6 @@ def _fake_repo(root: Path) -> Path:
     """The files the image recipes read, with the real Dockerfile and web/pause sources."""
     (root / "operator" / "coordinator" / "__pycache__").mkdir(parents=True)
     (root / "operator" / "coordinator" / "__init__.py").write_text("VALUE = 1\n")
-    # The agent-side programs the tools stage copies (Dockerfile: COPY operator/coordinator/faults/inpod/programs/).
-    (root / "operator" / "coordinator" / "faults" / "inpod" / "programs").mkdir(parents=True)
-    (root / "operator" / "coordinator" / "faults" / "inpod" / "programs" / "http_fault.py").write_text("VALUE = 1\n")
     (root / "operator" / "coordinator" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0")
     (root / "operator" / "test_coordinator.egg-info").mkdir()
     (root / "operator" / "test_coordinator.egg-info" / "PKG-INFO").write_text("Name: test-coordinator\n")
@@ -53,6 +50,8 @@ def _fake_repo(root: Path) -> Path:
         "hack/images/pause/main.go",
         "hack/images/postgres/Containerfile",
         "hack/images/postgres/entrypoint.sh",
+        "hack/agent/clock-skew/clock-skew.c",
+        "operator/coordinator/faults/inpod/programs/dns_fault.py",
     ):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text((REPO_ROOT / relative).read_text())
@@ -104,11 +103,13 @@ def test_files_the_ignore_file_leaves_out_change_nothing(tmp_path: Path, relativ
         ("README.md", {"operator"}),  # the Dockerfile copies it into the build stage
         ("pyproject.toml", {"operator"}),
         ("Dockerfile", {"operator", "tools"}),
-        ("operator/coordinator/faults/inpod/programs/http_fault.py", {"operator", "tools"}),
         ("hack/images/web/server.py", {"web"}),
         ("hack/images/web/Containerfile", {"web"}),
         ("hack/images/pause/main.go", {"pause"}),
         ("hack/images/postgres/entrypoint.sh", {"postgres"}),
+        ("hack/agent/clock-skew/clock-skew.c", {"tools"}),  # the clock-skew-build stage compiles it for tools
+        # The tools stage copies the agent's programs; the operator's build stage copies all of operator/.
+        ("operator/coordinator/faults/inpod/programs/dns_fault.py", {"operator", "tools"}),
     ],
 )
 def test_each_input_rebuilds_the_images_made_from_it(tmp_path: Path, relative: str, changed: set[str]) -> None:
@@ -175,7 +176,11 @@ def test_the_dockerfile_targets_start_from_the_local_base_images() -> None:
     assert images.external_bases(stages, "runtime") == ["python:3.11.10-slim-bookworm"]
     assert [stage.name for stage in images.stages_for(stages, "runtime")] == ["build", "runtime"]
     assert images.context_sources(stages, "runtime") == ["pyproject.toml", "README.md", "operator"]
-    assert images.context_sources(stages, "tools") == ["operator/coordinator/faults/inpod/programs/"]
+    assert [stage.name for stage in images.stages_for(stages, "tools")] == ["clock-skew-build", "tools"]
+    assert images.context_sources(stages, "tools") == [
+        "hack/agent/clock-skew/clock-skew.c",
+        "operator/coordinator/faults/inpod/programs/",
+    ]
     refs = {image.ref for image in images.catalog("0.1.0").values()}
     assert set(images.external_bases(stages, None)) <= refs
 

@@ -78,6 +78,16 @@ FAULTS: dict[str, tuple[str, dict[str, Any], set[ACCESS]]] = {
         {"containerKill": {"containerName": "app"}},
         {("patch", "", "pods", "ephemeralcontainers", "*")},
     ),
+    "clock-skew": (
+        "Pod",
+        {"clockSkew": {"containerName": "app", "offset": "-1h"}},
+        {("patch", "", "pods", "ephemeralcontainers", "*")},
+    ),
+    "dns-fault": (
+        "Pod",
+        {"dnsFault": {"patterns": ["*.example.com"], "error": {}}},
+        {("patch", "", "pods", "ephemeralcontainers", "*")},
+    ),
     "http-fault": (
         "Pod",
         {"httpFault": {"port": 8080, "abort": {"statusCode": 503}}},

@@ -9,6 +9,8 @@
                              "status", "time"}; a read of /served is itself not counted
     GET  /bytes?n=N          N bytes (at most 1 GiB), streamed: a bandwidth probe
     GET  /metrics            Prometheus text: web_requests_served_total, web_ready (not counted as served)
+    GET  /time               this process's clock: time.time() as text (the clock-skew fault's real-node test; not
+                             counted as served)
 
 Environment: PORT (8080), SERVED_HISTORY (1000), SHUTDOWN_DELAY (seconds to keep serving after SIGTERM, 0).
 SIGTERM and SIGINT stop it within SHUTDOWN_DELAY plus a fraction of a second, exit status 0.
@@ -95,6 +97,9 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, json.dumps(self.served.snapshot()) + "\n", "application/json", record=False)
         elif url.path == "/bytes":
             self._stream_bytes(parse_qs(url.query).get("n", ["0"])[0])
+        elif url.path == "/time":
+            # time.time() reads CLOCK_REALTIME through the vDSO: what a clock-skew fault shifts in this process.
+            self._reply(HTTPStatus.OK, f"{time.time():.3f}\n", record=False)
         elif url.path == "/metrics":
             self._reply(HTTPStatus.OK, self._metrics(), "text/plain; version=0.0.4", record=False)
         else:

@@ -71,9 +71,11 @@ from coordinator.api.base import (
 from coordinator.api.base import (
     templatable as templatable,
 )
+from coordinator.api.dns_fault import DnsFaultOptions
 from coordinator.api.durations import parse_duration
 from coordinator.api.http_fault import HttpFaultOptions
 from coordinator.api.inpod import (
+    ClockSkewOptions,
     ContainerKillOptions,
     CpuStressOptions,
     IoStressOptions,
@@ -190,6 +192,8 @@ class FaultType(StrEnum):
     MEMORY_STRESS = "memory-stress"
     IO_STRESS = "io-stress"
     CONTAINER_KILL = "container-kill"
+    CLOCK_SKEW = "clock-skew"
+    DNS_FAULT = "dns-fault"
     HTTP_FAULT = "http-fault"
 
 
@@ -409,6 +413,10 @@ CPU_STRESS = _in_pod(FaultType.CPU_STRESS, "cpuStress", CpuStressOptions, "stres
 MEMORY_STRESS = _in_pod(FaultType.MEMORY_STRESS, "memoryStress", MemoryStressOptions, "stress-ng", required=False)
 IO_STRESS = _in_pod(FaultType.IO_STRESS, "ioStress", IoStressOptions, "stress-ng", required=False)
 CONTAINER_KILL = _in_pod(FaultType.CONTAINER_KILL, "containerKill", ContainerKillOptions, "", required=True)
+CLOCK_SKEW = _in_pod(FaultType.CLOCK_SKEW, "clockSkew", ClockSkewOptions, "vDSO patch through ptrace", required=True)
+DNS_FAULT = _in_pod(
+    FaultType.DNS_FAULT, "dnsFault", DnsFaultOptions, "nftables and a resolver in the pod", required=True
+)
 HTTP_FAULT = _in_pod(FaultType.HTTP_FAULT, "httpFault", HttpFaultOptions, "a transparent HTTP/1.1 proxy", required=True)
 
 # Every fault type, in FaultType's order (the order of Fault's fields and of the CRD's rules).
@@ -429,6 +437,8 @@ FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
     MEMORY_STRESS,
     IO_STRESS,
     CONTAINER_KILL,
+    CLOCK_SKEW,
+    DNS_FAULT,
     HTTP_FAULT,
 )
 if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time

@@ -30,7 +30,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     ),
     "resource": ("cpu-stress", "memory-stress", "io-stress"),
     # Faults at the application protocol: what serves which type depends on the action (its variant).
-    "application": ("http-fault",),
+    "application": ("dns-fault", "http-fault"),
+    "time": ("clock-skew",),
 }
 
 COMBINED = "combined"
@@ -64,15 +65,24 @@ class Serves:
 SCENARIO_TYPES: dict[str, Serves] = {
     # An http-fault abort answers as a failing or restarting instance does: an error status, or a reset connection.
     "service_restart": Serves(families=("lifecycle", "node"), variants=(("http-fault", "abort"),)),
-    "network_partition": Serves(faults=("network-partition", "network-loss")),
+    # A name that does not resolve cuts the caller off from its peer as surely as a dropped route.
+    "network_partition": Serves(faults=("network-partition", "network-loss"), variants=(("dns-fault", "error"),)),
     "network_latency": Serves(
-        faults=("network-delay", "network-bandwidth", "network-loss"), variants=(("http-fault", "delay"),)
+        faults=("network-delay", "network-bandwidth", "network-loss"),
+        variants=(("http-fault", "delay"), ("dns-fault", "delay")),
     ),
     # Taking replicas away exhausts what is left: scale belongs here as well as to service restarts.
     "resource_exhaustion": Serves(families=("resource",), faults=("scale",)),
+    # A skewed clock writes wrong timestamps (ordering, expiry, TTLs): the data is what suffers.
     "data_corruption": Serves(
+        families=("time",),
         faults=("network-corrupt", "network-duplicate"),
-        variants=(("http-fault", "corrupt"), ("http-fault", "replace"), ("http-fault", "patch")),
+        variants=(
+            ("http-fault", "corrupt"),
+            ("http-fault", "replace"),
+            ("http-fault", "patch"),
+            ("dns-fault", "random"),
+        ),
     ),
 }
 
@@ -85,13 +95,22 @@ def family_of(fault_type: str) -> str | None:
     return None
 
 
+# The faults whose action decides the type they serve: options field and action names.
+_ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "http-fault": ("httpFault", ("abort", "delay", "replace", "patch", "corrupt")),
+    "dns-fault": ("dnsFault", ("error", "random", "delay")),
+}
+
+
 def fault_variant(fault: Mapping[str, Any]) -> str | None:
     """The variant of a fault (a spec mapping: ``type`` and its options field) when its family is not enough:
-    an http-fault's action (abort, delay, replace, patch or corrupt)."""
-    if fault.get("type") == "http-fault":
-        options = fault.get("httpFault")
+    an http-fault's action (abort, delay, replace, patch or corrupt), a dns-fault's (error, random or delay)."""
+    actions = _ACTIONS.get(str(fault.get("type") or ""))
+    if actions is not None:
+        field, names = actions
+        options = fault.get(field)
         if isinstance(options, Mapping):
-            given = [action for action in ("abort", "delay", "replace", "patch", "corrupt") if action in options]
+            given = [action for action in names if action in options]
             if len(given) == 1:
                 return given[0]
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from coordinator.api.models import (
     CPU_STRESS,
+    DNS_FAULT,
     HTTP_FAULT,
     IO_STRESS,
     MEMORY_STRESS,
@@ -20,7 +21,7 @@ from coordinator.api.models import (
 )
 from coordinator.faults import ephemeral
 from coordinator.faults.base import FaultDriver
-from coordinator.faults.ephemeral import NET_ADMIN, NO_CAPABILITY, ContainerKillFault, InPodFault
+from coordinator.faults.ephemeral import NET_ADMIN, NO_CAPABILITY, ClockSkewFault, ContainerKillFault, InPodFault
 from coordinator.faults.network_partition import NetworkPartitionFault
 from coordinator.faults.node_cordon import NodeCordonFault
 from coordinator.faults.node_drain import NodeDrainFault
@@ -49,6 +50,8 @@ DRIVERS: dict[str, FaultDriver] = {
         InPodFault(MEMORY_STRESS, ephemeral.memory_stress, NO_CAPABILITY),
         InPodFault(IO_STRESS, ephemeral.io_stress, NO_CAPABILITY),
         ContainerKillFault(),
+        ClockSkewFault(),
+        InPodFault(DNS_FAULT, ephemeral.dns_fault, NET_ADMIN),
         InPodFault(HTTP_FAULT, ephemeral.http_fault, NET_ADMIN),
     )
 }

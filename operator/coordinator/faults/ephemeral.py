@@ -23,9 +23,11 @@ from enum import StrEnum
 from typing import Any, Generic
 
 from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeApi
+from coordinator.api.dns_fault import DnsFaultOptions
 from coordinator.api.durations import parse_duration
 from coordinator.api.http_fault import HttpFaultOptions
 from coordinator.api.inpod import (
+    ClockSkewOptions,
     ContainerKillOptions,
     CpuStressOptions,
     IoStressOptions,
@@ -36,7 +38,9 @@ from coordinator.api.inpod import (
     TrafficScopeOptions,
 )
 from coordinator.api.models import (
+    CLOCK_SKEW,
     CONTAINER_KILL,
+    DNS_FAULT,
     HTTP_FAULT,
     NETWORK_BANDWIDTH,
     NETWORK_CORRUPT,
@@ -51,6 +55,7 @@ from coordinator.api.models import (
 )
 from coordinator.faults.base import FaultContext, FaultDriver, FaultError, original_of, target_path, unless_gone
 from coordinator.faults.inpod import agent, commands
+from coordinator.faults.inpod.dns import DnsFault
 
 
 class AgentNotRunningError(FaultError):
@@ -65,6 +70,8 @@ class AgentFailedError(FaultError):
 DEFAULT_AGENT_IMAGE = "test-coordinator-tools:0.1.0"
 # The capability an agent adds (everything else is dropped): network faults shape the pod's network namespace.
 NET_ADMIN, KILL, NO_CAPABILITY = "NET_ADMIN", "KILL", ""
+# clock-skew's tracer: ptrace of the target container's processes (not in Pod Security baseline's list).
+SYS_PTRACE = "SYS_PTRACE"
 # Container waiting reasons that will not resolve by themselves while a step lasts.
 AGENT_CANNOT_START = frozenset(
     {
@@ -219,13 +226,33 @@ def io_stress(i: IoStressOptions | None, pod: Mapping[str, Any]) -> commands.InP
     return commands.IoStress(i.workers, i.size) if i else commands.IoStress()
 
 
+def _container_id(pod: Mapping[str, Any], container: str) -> str | None:
+    """The running container's ID from the pod's status, without its ``containerd://`` prefix."""
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == container and status.get("containerID"):
+            return str(status["containerID"]).split("://", 1)[-1]
+    return None
+
+
 def container_kill(o: ContainerKillOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
     k = given(o, CONTAINER_KILL)
-    container_id = None
-    for status in pod.get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == k.containerName and status.get("containerID"):
-            container_id = str(status["containerID"]).split("://", 1)[-1]
-    return commands.ContainerKill(k.containerName, k.signal, container_id)
+    return commands.ContainerKill(k.containerName, k.signal, _container_id(pod, k.containerName))
+
+
+def clock_skew(o: ClockSkewOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    c = given(o, CLOCK_SKEW)
+    # Without an ID (a container not running, a node without containers) the agent refuses with that reason.
+    return commands.ClockSkew(c.containerName, c.offset_seconds, _container_id(pod, c.containerName))
+
+
+def dns_fault(o: DnsFaultOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    d = given(o, DNS_FAULT)
+    patterns = tuple(d.patterns)
+    if d.error is not None:
+        return DnsFault(patterns, "error", rcode=str(d.error.rcode))
+    if d.delay is not None:
+        return DnsFault(patterns, "delay", delay_ms=max(1, round(parse_duration(d.delay.duration) * 1000)))
+    return DnsFault(patterns, "random")
 
 
 def http_fault(o: HttpFaultOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
@@ -408,6 +435,16 @@ class InPodFault(FaultDriver, Generic[OptionsT]):
         await unless_gone(client.get(target_path(injection.target)))
 
 
+def _guard_process_target(fault: Fault, pod: Mapping[str, Any], container: str, option: str) -> None:
+    """A fault that joins a container's process namespace: never a hostPID pod, and the container must exist."""
+    spec = pod.get("spec", {})
+    name = pod.get("metadata", {}).get("name")
+    if spec.get("hostPID"):
+        raise FaultError(f"pod {name} uses hostPID: {fault.type} could reach the node's processes")
+    if container not in {c.get("name") for c in spec.get("containers", [])}:
+        raise FaultError(f"pod {name} has no container {container!r} ({option})")
+
+
 class ContainerKillFault(InPodFault[ContainerKillOptions]):
     """container-kill: the agent joins the target container's process namespace and sends the signal once; there
     is nothing to hold or undo."""
@@ -421,17 +458,30 @@ class ContainerKillFault(InPodFault[ContainerKillOptions]):
         return given(CONTAINER_KILL.options_of(fault), CONTAINER_KILL).containerName
 
     def guard_pod(self, fault: Fault, pod: Mapping[str, Any]) -> None:
-        spec = pod.get("spec", {})
-        name = pod.get("metadata", {}).get("name")
-        if spec.get("hostPID"):
-            raise FaultError(f"pod {name} uses hostPID: container-kill could signal the node's processes")
         try:
-            container = self.target_container(fault)
+            container = given(CONTAINER_KILL.options_of(fault), CONTAINER_KILL).containerName
         except ValueError as exc:
             raise FaultError(str(exc)) from exc
-        if container not in {c.get("name") for c in spec.get("containers", [])}:
-            raise FaultError(f"pod {name} has no container {container!r} (containerKill.containerName)")
+        _guard_process_target(fault, pod, container, "containerKill.containerName")
 
     async def apply(self, ctx: FaultContext, fault: Fault, injection: Injection) -> InjectionState:
         await super().apply(ctx, fault, injection)
         return InjectionState.IRREVERSIBLE
+
+
+class ClockSkewFault(InPodFault[ClockSkewOptions]):
+    """clock-skew: the agent joins the target container's process namespace with SYS_PTRACE, patches the vDSO of
+    its running processes (faults/inpod/clock_skew.py), holds, and restores the original code."""
+
+    def __init__(self, image: str = DEFAULT_AGENT_IMAGE) -> None:
+        super().__init__(CLOCK_SKEW, clock_skew, SYS_PTRACE, image)
+
+    def target_container(self, fault: Fault) -> str | None:
+        return given(CLOCK_SKEW.options_of(fault), CLOCK_SKEW).containerName
+
+    def guard_pod(self, fault: Fault, pod: Mapping[str, Any]) -> None:
+        try:
+            container = given(CLOCK_SKEW.options_of(fault), CLOCK_SKEW).containerName
+        except ValueError as exc:
+            raise FaultError(str(exc)) from exc
+        _guard_process_target(fault, pod, container, "clockSkew.containerName")

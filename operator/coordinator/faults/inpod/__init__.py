@@ -1,4 +1,5 @@
-"""What runs inside a target pod for the in-pod faults (network shaping and filtering, stress, container kill, HTTP).
+"""What runs inside a target pod for the in-pod faults (network shaping and filtering, stress, container kill,
+clock skew, DNS, HTTP).
 
 The operator adds an ephemeral container to the target pod; the container shares the pod's network namespace
 (and, with ``targetContainerName``, the target container's PID namespace) and runs one POSIX ``sh`` script, the
@@ -10,6 +11,7 @@ See docs/inpod-faults.md for the mechanism and the kernel features each fault ne
 from __future__ import annotations
 
 from coordinator.faults.inpod.agent import agent_command, agent_script, revert_agent_command, revert_script
+from coordinator.faults.inpod.clock_skew import ClockSkew
 from coordinator.faults.inpod.commands import (
     ContainerKill,
     CpuStress,
@@ -31,11 +33,14 @@ from coordinator.faults.inpod.commands import (
     hold_command,
     revert_commands,
 )
+from coordinator.faults.inpod.dns import DnsFault
 from coordinator.faults.inpod.http import HttpFault
 
 __all__ = [
+    "ClockSkew",
     "ContainerKill",
     "CpuStress",
+    "DnsFault",
     "FaultCommands",
     "HttpFault",
     "InPodFault",

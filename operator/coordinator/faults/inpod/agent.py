@@ -23,6 +23,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from coordinator.faults.inpod import clock_skew
 from coordinator.faults.inpod.commands import FaultCommands, InPodFault, build_commands, fault_name, revert_commands
 
 EXIT_NOT_APPLIED = 2
@@ -58,9 +59,21 @@ def _case(substrings: Sequence[str]) -> str:
     return "|".join(f"*{_q(s)}*" for s in substrings)
 
 
+# A self-explaining command's output, line by line, in the agent's log.
+_REPORT = """if [ -n "$out" ]; then printf '%s\\n' "$out" | while IFS= read -r line; do say "$line"; done; fi"""
+
+
+def _explains_itself(argv: Sequence[str]) -> bool:
+    """A command whose own output is the report: its last line is the reason it failed (the clock-skew tracer
+    and its architecture check), and what it did is printed when it succeeds (how many processes it patched)."""
+    return clock_skew.explains_itself(list(argv))
+
+
 def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
     """(shell case patterns, reason) for an apply command's error output, most specific first."""
     tool = argv[0]
+    if _explains_itself(argv):
+        return []
     reasons: list[tuple[tuple[str, ...], str]] = [
         (
             ("Operation not permitted",),
@@ -99,7 +112,7 @@ def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
         feature = (
             "nft_numgen"
             if "numgen" in argv
-            else "nft_redir"
+            else "nft_redir (nf_nat)"
             if "redirect" in argv
             else "nft_chain_nat"
             if "nat" in argv
@@ -117,12 +130,17 @@ def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
 def _apply_block(argv: Sequence[str], fault: str) -> str:
     line = shlex.join(argv)
     cases = "".join(f"    {_case(patterns)}) why={_q(why)} ;;\n" for patterns, why in _failure_reasons(argv))
+    # The agent's own programs (programs/) and the clock-skew tracer print their reason for failing as their last
+    # line.
+    explains = _explains_itself(argv) or argv[0] == "python3"
+    otherwise = '"$(printf \'%s\\n\' "$out" | tail -n 1)"' if explains else '"exit status $rc"'
+    report = _REPORT + "\n" if _explains_itself(argv) else ""
     return (
         f"out=$({line} 2>&1); rc=$?\n"
         'if [ "$rc" -ne 0 ]; then\n'
         "  case $out in\n"
         f"{cases}"
-        f'    *) why="exit status $rc" ;;\n'
+        f"    *) why={otherwise} ;;\n"
         "  esac\n"
         f'  if [ "$rc" -eq 127 ]; then why={_q(argv[0] + " is not installed in the agent image")}; fi\n'
         f'  say {_q("apply failed: " + line)} "($out)"\n'
@@ -130,6 +148,7 @@ def _apply_block(argv: Sequence[str], fault: str) -> str:
         f"  finish {EXIT_NOT_APPLIED}\n"
         "fi\n"
         f"say {_q('applied: ' + line)}\n"
+        f"{report}"
     )
 
 
@@ -138,6 +157,7 @@ def _revert_block(argv: Sequence[str], indent: str = "  ") -> str:
     lines = [
         f"if out=$({line} 2>&1); then",
         f"  say {_q('reverted: ' + line)}",
+        *([f"  {_REPORT}"] if _explains_itself(argv) else []),
         "else",
         "  case $out in",
         f"    {_case(_NOTHING_TO_REVERT)}) say {_q('nothing to revert: ' + line)} ;;",
@@ -190,10 +210,14 @@ def render_script(commands: FaultCommands, duration_seconds: int, description: s
         return header + prologue + finish + _serve_then_apply(commands, apply) + "say 'duration over'\nfinish 0\n"
     if commands.hold is not None:
         tool = commands.hold[0]
+        start = f"{shlex.join(commands.hold)} &\nhold_pid=$!\n"
+        if commands.hold_first:
+            # A server the apply commands redirect traffic to: it listens before the first packet is redirected.
+            apply = f"say {_q('starting: ' + shlex.join(commands.hold))}\n{start}{apply}"
+            start = ""
         hold = (
             f"say {_q('holding: ' + shlex.join(commands.hold))}\n"
-            f"{shlex.join(commands.hold)} &\n"
-            "hold_pid=$!\n"
+            f"{start}"
             'wait "$hold_pid"; rc=$?\n'
             "hold_pid=\n"
             'if [ "$rc" -ne 0 ]; then\n'

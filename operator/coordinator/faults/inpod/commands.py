@@ -13,6 +13,8 @@ Mechanisms, chosen per fault (docs/inpod-faults.md explains why):
 * ``network-partition`` (in-pod): nftables drop.
 * ``cpu-stress``, ``memory-stress``, ``io-stress``: stress-ng with ``--timeout`` (its own dead man's switch).
 * ``container-kill``: ``kill -s SIG`` to the target container's main process.
+* ``clock-skew``: the ``coordinator-clock-skew`` tracer patches the vDSO of the container's processes (``clock_skew``).
+* ``dns-fault``: an nftables redirect of the pod's DNS to a resolver in the agent (``dns.py``).
 * ``http-fault``: a transparent HTTP/1.1 proxy in the agent, with an nftables redirect to it (``http.py``).
 
 tc shapes **egress only** (what the pod sends): ingress shaping needs an ifb device, which a pod cannot count
@@ -31,7 +33,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from coordinator.faults.inpod import http
+from coordinator.faults.inpod import clock_skew, dns, http
+from coordinator.faults.inpod.clock_skew import ClockSkew as ClockSkew
+from coordinator.faults.inpod.dns import DnsFault
 from coordinator.faults.inpod.http import HttpFault as HttpFault  # re-exported: one module names every fault
 
 Direction = Literal["egress", "ingress", "both"]
@@ -365,6 +369,8 @@ InPodFault = (
     | MemoryStress
     | IoStress
     | ContainerKill
+    | ClockSkew
+    | DnsFault
     | HttpFault
 )
 
@@ -379,6 +385,8 @@ _NAMES: dict[type, str] = {
     MemoryStress: "memory-stress",
     IoStress: "io-stress",
     ContainerKill: "container-kill",
+    ClockSkew: "clock-skew",
+    DnsFault: "dns-fault",
     HttpFault: "http-fault",
 }
 
@@ -397,14 +405,16 @@ def fault_id_for(injection_id: str) -> str:
 class FaultCommands:
     """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``.
 
-    With ``ready_file`` the hold process is a server the fault needs (http-fault's proxy): the agent starts it
-    *first*, waits until it creates ``ready_file``, and only then applies (the redirect to it).
+    ``hold_first``: the hold process is a server that the apply commands send traffic to (dns-fault's resolver),
+    so it starts before them, and the last apply command checks that the traffic reaches it. ``ready_file``
+    (http-fault's proxy): such a server creates it once it listens, and the agent waits for it before applying.
     """
 
     fault: str
     apply: list[list[str]]
     revert: list[list[str]]
     hold: list[str] | None = None
+    hold_first: bool = False
     ready_file: str | None = None
 
     @property
@@ -532,10 +542,15 @@ def _uses_nftables(fault: InPodFault) -> bool:
     )
 
 
-def apply_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
-    """The argv lists that put ``fault`` in place, in order (none for the stress faults: they are a process)."""
-    if isinstance(fault, HttpFault):
-        return http.apply_commands(fault, fault_id, nft_table(fault_id))
+def apply_commands(fault: InPodFault, fault_id: str, duration_seconds: int | None = None) -> list[list[str]]:
+    """The argv lists that put ``fault`` in place, in order (none for the stress faults: they are a process).
+
+    ``duration_seconds``: clock-skew's patch expires by itself a little after the hold (its dead man's switch).
+    """
+    if isinstance(fault, ClockSkew):
+        if duration_seconds is None:
+            raise ValueError("clock-skew: the apply commands need the duration (the patch's own deadline)")
+        return clock_skew.apply_commands(fault, fault_id, duration_seconds)
     if isinstance(fault, NetworkLoss | NetworkPartition) and _uses_nftables(fault):
         table = nft_table(fault_id)
         verdict = _loss_verdict(fault.percent) if isinstance(fault, NetworkLoss) else ["counter", "drop"]
@@ -546,6 +561,10 @@ def apply_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
         return _tc_apply(_tbf_args(fault), fault.scope, tc_handle(fault_id))
     if isinstance(fault, ContainerKill):
         return [["/bin/sh", "-c", container_kill_script(fault)]]
+    if isinstance(fault, DnsFault):
+        return dns.apply_commands(fault, nft_table(fault_id), fault_id)
+    if isinstance(fault, HttpFault):
+        return http.apply_commands(fault, fault_id, nft_table(fault_id))
     return []
 
 
@@ -553,16 +572,19 @@ def revert_commands(fault: InPodFault, fault_id: str) -> list[list[str]]:
     """The argv lists that remove everything ``apply_commands`` made (one command: the whole tree or table)."""
     if _uses_nftables(fault):
         return [["nft", "delete", "table", "inet", nft_table(fault_id)]]
+    if isinstance(fault, DnsFault):
+        return dns.revert_commands(nft_table(fault_id))
     if isinstance(fault, NetworkDelay | NetworkDuplicate | NetworkCorrupt | NetworkLoss | NetworkBandwidth):
         return [["tc", "qdisc", "del", "dev", fault.scope.interface, "root", "handle", tc_handle(fault_id)]]
+    if isinstance(fault, ClockSkew):
+        return clock_skew.revert_commands(fault, fault_id)
     return []
 
 
-def hold_command(fault: InPodFault, duration_seconds: int, fault_id: str = "agent") -> list[str] | None:
-    """The process that is the fault (stress-ng, http-fault's proxy), ending by itself after ``duration_seconds``;
-    else None."""
-    if isinstance(fault, HttpFault):
-        return http.hold_command(fault, fault_id, duration_seconds)
+def hold_command(fault: InPodFault, duration_seconds: int) -> list[str] | None:
+    """The process that is the fault (stress-ng), ending by itself after ``duration_seconds``; else None."""
+    if isinstance(fault, ClockSkew):
+        return clock_skew.hold_command(duration_seconds)
     timeout = ["--timeout", f"{duration_seconds}s"]
     if isinstance(fault, CpuStress):
         return ["stress-ng", "--cpu", str(fault.workers), "--cpu-load", str(fault.load_percent), *timeout]
@@ -588,9 +610,14 @@ def build_commands(fault: InPodFault, fault_id: str, duration_seconds: int) -> F
     _positive(fault_name(fault), "duration_seconds", duration_seconds, 7 * 24 * 3600)
     return FaultCommands(
         fault=fault_name(fault),
-        apply=apply_commands(fault, fault_id),
+        apply=apply_commands(fault, fault_id, duration_seconds),
         revert=revert_commands(fault, fault_id),
-        hold=hold_command(fault, duration_seconds, fault_id),
+        hold=dns.hold_command(fault, fault_id, duration_seconds)
+        if isinstance(fault, DnsFault)
+        else http.hold_command(fault, fault_id, duration_seconds)
+        if isinstance(fault, HttpFault)
+        else hold_command(fault, duration_seconds),
+        hold_first=isinstance(fault, DnsFault | HttpFault),
         ready_file=http.ready_file(fault_id) if isinstance(fault, HttpFault) else None,
     )
 
