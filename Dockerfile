@@ -31,7 +31,7 @@ FROM debian:bookworm-slim AS tools
 # Versions follow the bookworm release (security updates included), as the python base does.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iproute2 nftables stress-ng python3 python3-dnslib \
+    && apt-get install -y --no-install-recommends iproute2 nftables stress-ng python3 python3-dnslib python3-h11 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=clock-skew-build /coordinator-clock-skew /usr/local/bin/coordinator-clock-skew
 COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/

@@ -95,6 +95,7 @@ def test_tools_stage_carries_the_in_pod_fault_tools() -> None:
     assert "nftables" in installs, "network-loss and in-pod partitions use nft (faults/inpod/agent.py)"
     assert "stress-ng" in installs
     assert "python3-dnslib" in installs, "dns-fault's resolver (faults/inpod/programs/dns_fault.py) needs dnslib"
+    assert "python3-h11" in installs, "http-fault's proxy (faults/inpod/programs/http_fault.py) needs h11"
     programs = "COPY operator/coordinator/faults/inpod/programs/ /opt/coordinator-agent/"
     assert programs in tools, "the agent runs its programs as python3 /opt/coordinator-agent/<program>.py"
     assert "--no-install-recommends" in installs

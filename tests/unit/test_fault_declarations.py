@@ -191,6 +191,7 @@ def test_required_options_are_the_ones_a_fault_cannot_do_without() -> None:
         "container-kill",
         "clock-skew",
         "dns-fault",
+        "http-fault",
     }
     assert SCALE.options_of(Fault(type=FaultType.SCALE, scale=ScaleOptions(replicas=2))) == ScaleOptions(replicas=2)
 
@@ -228,6 +229,7 @@ MINIMAL_OPTIONS: dict[str, dict[str, Any]] = {
     "container-kill": {"containerName": "app"},
     "clock-skew": {"containerName": "app", "offset": "-1h"},
     "dns-fault": {"patterns": ["*.example.com"], "error": {}},
+    "http-fault": {"port": 8080, "abort": {"statusCode": 503}},
 }
 AGENT_FAULT = {
     "network-delay": commands.NetworkDelay,
@@ -241,6 +243,7 @@ AGENT_FAULT = {
     "container-kill": commands.ContainerKill,
     "clock-skew": commands.ClockSkew,
     "dns-fault": commands.DnsFault,
+    "http-fault": commands.HttpFault,
 }
 
 
@@ -275,6 +278,7 @@ def test_each_in_pod_fault_maps_onto_its_agent_fault(fault_type: str) -> None:
         ("container-kill", ["KILL"]),
         ("clock-skew", ["SYS_PTRACE"]),
         ("dns-fault", ["NET_ADMIN"]),
+        ("http-fault", ["NET_ADMIN"]),
     ],
 )
 def test_the_agent_gets_only_the_capability_its_fault_needs(fault_type: str, capability: list[str] | None) -> None:

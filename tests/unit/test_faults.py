@@ -70,6 +70,7 @@ INPOD_FAULTS = [
     "container-kill",
     "clock-skew",
     "dns-fault",
+    "http-fault",
 ]
 
 FAST = settings(max_examples=60, deadline=None)

@@ -88,6 +88,11 @@ FAULTS: dict[str, tuple[str, dict[str, Any], set[ACCESS]]] = {
         {"dnsFault": {"patterns": ["*.example.com"], "error": {}}},
         {("patch", "", "pods", "ephemeralcontainers", "*")},
     ),
+    "http-fault": (
+        "Pod",
+        {"httpFault": {"port": 8080, "abort": {"statusCode": 503}}},
+        {("patch", "", "pods", "ephemeralcontainers", "*")},
+    ),
 }
 
 

@@ -55,6 +55,23 @@ def test_which_faults_serve_which_type(scenario_type: str, fault: str, fits: boo
     assert (not list(type_mismatches(scenario_type, _steps(fault)))) is fits
 
 
+@pytest.mark.parametrize(
+    ("action", "fits"),
+    [
+        ({"corrupt": {"mode": "flip"}}, {"data_corruption"}),
+        ({"patch": {"jsonMergePatch": {}}}, {"data_corruption"}),
+        ({"replace": {"body": "x"}}, {"data_corruption"}),
+        ({"delay": {"duration": "1s"}}, {"network_latency"}),
+        ({"abort": {"statusCode": 503}}, {"service_restart"}),
+    ],
+)
+def test_an_http_fault_serves_the_type_of_its_action(action: dict[str, object], fits: set[str]) -> None:
+    steps = [{"name": "s", "faults": [{"type": "http-fault", "httpFault": {"port": 80, **action}}]}]
+    assert {t for t in SCENARIO_TYPES if not list(type_mismatches(t, steps))} == fits
+    (mismatch,) = type_mismatches("resource_exhaustion", steps)
+    assert mismatch.message.startswith(f"http-fault ({next(iter(action))}) does not test resource_exhaustion")
+
+
 def test_a_mismatch_names_the_fault_its_place_and_what_would_fit() -> None:
     (mismatch,) = type_mismatches("data_corruption", _steps("network-corrupt", "pod-kill"))
     assert (mismatch.step, mismatch.fault) == (1, 0)

@@ -73,6 +73,7 @@ from coordinator.api.base import (
 )
 from coordinator.api.dns_fault import DnsFaultOptions
 from coordinator.api.durations import parse_duration
+from coordinator.api.http_fault import HttpFaultOptions
 from coordinator.api.inpod import (
     ClockSkewOptions,
     ContainerKillOptions,
@@ -194,6 +195,7 @@ class FaultType(StrEnum):
     CONTAINER_KILL = "container-kill"
     CLOCK_SKEW = "clock-skew"
     DNS_FAULT = "dns-fault"
+    HTTP_FAULT = "http-fault"
 
 
 class PodKillOptions(Model):
@@ -416,6 +418,7 @@ CLOCK_SKEW = _in_pod(FaultType.CLOCK_SKEW, "clockSkew", ClockSkewOptions, "vDSO 
 DNS_FAULT = _in_pod(
     FaultType.DNS_FAULT, "dnsFault", DnsFaultOptions, "nftables and a resolver in the pod", required=True
 )
+HTTP_FAULT = _in_pod(FaultType.HTTP_FAULT, "httpFault", HttpFaultOptions, "a transparent HTTP/1.1 proxy", required=True)
 
 # Every fault type, in FaultType's order (the order of Fault's fields and of the CRD's rules).
 FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
@@ -437,6 +440,7 @@ FAULT_TYPES: tuple[FaultDeclaration[Any], ...] = (
     CONTAINER_KILL,
     CLOCK_SKEW,
     DNS_FAULT,
+    HTTP_FAULT,
 )
 if [d.type for d in FAULT_TYPES] != list(FaultType):  # a newcomer's first hint, at import time
     raise ImportError("FAULT_TYPES must declare every FaultType once, in FaultType's order")

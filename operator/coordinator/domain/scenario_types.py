@@ -30,7 +30,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     ),
     "resource": ("cpu-stress", "memory-stress", "io-stress"),
     # Faults at the application protocol: what serves which type depends on the action (its variant).
-    "application": ("dns-fault",),
+    "application": ("dns-fault", "http-fault"),
     "time": ("clock-skew",),
 }
 

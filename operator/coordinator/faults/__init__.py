@@ -9,6 +9,7 @@ from __future__ import annotations
 from coordinator.api.models import (
     CPU_STRESS,
     DNS_FAULT,
+    HTTP_FAULT,
     IO_STRESS,
     MEMORY_STRESS,
     NETWORK_BANDWIDTH,
@@ -51,6 +52,7 @@ DRIVERS: dict[str, FaultDriver] = {
         ContainerKillFault(),
         ClockSkewFault(),
         InPodFault(DNS_FAULT, ephemeral.dns_fault, NET_ADMIN),
+        InPodFault(HTTP_FAULT, ephemeral.http_fault, NET_ADMIN),
     )
 }
 

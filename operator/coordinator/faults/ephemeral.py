@@ -25,6 +25,7 @@ from typing import Any, Generic
 from coordinator.adapters.kube import STRATEGIC_PATCH, ApiError, KubeApi
 from coordinator.api.dns_fault import DnsFaultOptions
 from coordinator.api.durations import parse_duration
+from coordinator.api.http_fault import HttpFaultOptions
 from coordinator.api.inpod import (
     ClockSkewOptions,
     ContainerKillOptions,
@@ -40,6 +41,7 @@ from coordinator.api.models import (
     CLOCK_SKEW,
     CONTAINER_KILL,
     DNS_FAULT,
+    HTTP_FAULT,
     NETWORK_BANDWIDTH,
     NETWORK_CORRUPT,
     NETWORK_DELAY,
@@ -251,6 +253,23 @@ def dns_fault(o: DnsFaultOptions | None, pod: Mapping[str, Any]) -> commands.InP
     if d.delay is not None:
         return DnsFault(patterns, "delay", delay_ms=max(1, round(parse_duration(d.delay.duration) * 1000)))
     return DnsFault(patterns, "random")
+
+
+def http_fault(o: HttpFaultOptions | None, pod: Mapping[str, Any]) -> commands.InPodFault:
+    h = given(o, HTTP_FAULT)
+    action = h.action
+    options = getattr(h, action).model_dump(mode="json", exclude_none=True)
+    if action == "delay":
+        options = {"delayMs": max(1, round(parse_duration(options["duration"]) * 1000))}
+    return commands.HttpFault(
+        h.port,
+        {action: options},
+        h.percent,
+        path=h.path,
+        path_regex=h.pathRegex,
+        method=h.method,
+        headers=dict(h.headers or {}),
+    )
 
 
 def hold_seconds(step_duration: float | None) -> int:

@@ -1,5 +1,5 @@
 """What runs inside a target pod for the in-pod faults (network shaping and filtering, stress, container kill,
-clock skew).
+clock skew, DNS, HTTP).
 
 The operator adds an ephemeral container to the target pod; the container shares the pod's network namespace
 (and, with ``targetContainerName``, the target container's PID namespace) and runs one POSIX ``sh`` script, the
@@ -34,6 +34,7 @@ from coordinator.faults.inpod.commands import (
     revert_commands,
 )
 from coordinator.faults.inpod.dns import DnsFault
+from coordinator.faults.inpod.http import HttpFault
 
 __all__ = [
     "ClockSkew",
@@ -41,6 +42,7 @@ __all__ = [
     "CpuStress",
     "DnsFault",
     "FaultCommands",
+    "HttpFault",
     "InPodFault",
     "IoStress",
     "MemoryStress",

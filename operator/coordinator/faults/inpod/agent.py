@@ -109,7 +109,15 @@ def _failure_reasons(argv: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
         elif argv[1] == "filter":
             reasons.append((("Unknown filter", "No such file or directory"), "kernel lacks cls_u32"))
     elif tool == "nft":
-        feature = "nft_numgen" if "numgen" in argv else "nft_redir (nf_nat)" if "redirect" in argv else "nf_tables"
+        feature = (
+            "nft_numgen"
+            if "numgen" in argv
+            else "nft_redir (nf_nat)"
+            if "redirect" in argv
+            else "nft_chain_nat"
+            if "nat" in argv
+            else "nf_tables"
+        )
         reasons.append(
             (
                 ("Protocol not supported", "Operation not supported", "No such file or directory"),
@@ -198,6 +206,8 @@ def render_script(commands: FaultCommands, duration_seconds: int, description: s
         "trap 'finish $?' EXIT\n"
     )
     apply = "".join(_apply_block(argv, commands.fault) for argv in commands.apply)
+    if commands.ready_file is not None and commands.hold is not None:
+        return header + prologue + finish + _serve_then_apply(commands, apply) + "say 'duration over'\nfinish 0\n"
     if commands.hold is not None:
         tool = commands.hold[0]
         start = f"{shlex.join(commands.hold)} &\nhold_pid=$!\n"
@@ -226,6 +236,57 @@ def render_script(commands: FaultCommands, duration_seconds: int, description: s
             "hold_pid=\n"
         )
     return header + prologue + finish + apply + hold + "say 'duration over'\nfinish 0\n"
+
+
+# How long a server hold (http-fault's proxy) may take to listen before the agent gives up.
+READY_TIMEOUT_SECONDS = 20
+
+
+def _hold_failed(commands: FaultCommands, what: str) -> str:
+    """The branch for a hold process that exited with ``$rc``; a reason the program wrote itself is kept."""
+    tool = commands.hold[0] if commands.hold else "?"
+    return (
+        f'  if [ "$rc" -eq 127 ]; then why={_q(tool + " is not installed in the agent image")}; '
+        f'else why="{tool} exited with status $rc{what}"; fi\n'
+        f'  if [ -s {TERMINATION_LOG} ]; then say "$why"; else reason {_q(commands.fault + " not held:")} "$why"; fi\n'
+        f"  finish {EXIT_NOT_APPLIED}\n"
+    )
+
+
+def _serve_then_apply(commands: FaultCommands, apply: str) -> str:
+    """Start the server, wait for its ready file, apply (e.g. the redirect to it), then hold it.
+
+    "holding" is said only once the server listens *and* the rules are in place: the operator's confirmation.
+    """
+    assert commands.hold is not None
+    assert commands.ready_file is not None
+    line, ready = shlex.join(commands.hold), _q(commands.ready_file)
+    return (
+        f"rm -f {ready}\n"
+        f"say {_q('starting: ' + line)}\n"
+        f"{line} &\n"
+        "hold_pid=$!\n"
+        "waited=0\n"
+        f"while [ ! -e {ready} ]; do\n"
+        '  if ! kill -0 "$hold_pid" 2>/dev/null; then\n'
+        '    wait "$hold_pid"; rc=$?; hold_pid=\n'
+        + "".join(f"  {text}\n" for text in _hold_failed(commands, " before it was ready").splitlines())
+        + "  fi\n"
+        f'  if [ "$waited" -ge {READY_TIMEOUT_SECONDS * 10} ]; then\n'
+        f"    reason {_q(f'{commands.fault} not held: {commands.hold[0]} was not ready within {READY_TIMEOUT_SECONDS}s')}\n"
+        f"    finish {EXIT_NOT_APPLIED}\n"
+        "  fi\n"
+        "  sleep 0.1\n"
+        "  waited=$((waited + 1))\n"
+        "done\n"
+        f"{apply}"
+        f"say {_q('holding: ' + line)}\n"
+        'wait "$hold_pid"; rc=$?\n'
+        "hold_pid=\n"
+        'if [ "$rc" -ne 0 ]; then\n'
+        f"{_hold_failed(commands, '')}"
+        "fi\n"
+    )
 
 
 def agent_script(fault: InPodFault, duration_seconds: int, *, fault_id: str = "agent") -> str:

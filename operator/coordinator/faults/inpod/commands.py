@@ -15,6 +15,7 @@ Mechanisms, chosen per fault (docs/inpod-faults.md explains why):
 * ``container-kill``: ``kill -s SIG`` to the target container's main process.
 * ``clock-skew``: the ``coordinator-clock-skew`` tracer patches the vDSO of the container's processes (``clock_skew``).
 * ``dns-fault``: an nftables redirect of the pod's DNS to a resolver in the agent (``dns.py``).
+* ``http-fault``: a transparent HTTP/1.1 proxy in the agent, with an nftables redirect to it (``http.py``).
 
 tc shapes **egress only** (what the pod sends): ingress shaping needs an ifb device, which a pod cannot count
 on. With ``TrafficScope.cidrs``/``ports`` the tc faults hang the netem/tbf qdisc under an htb class that u32
@@ -32,9 +33,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from coordinator.faults.inpod import clock_skew, dns
+from coordinator.faults.inpod import clock_skew, dns, http
 from coordinator.faults.inpod.clock_skew import ClockSkew as ClockSkew
 from coordinator.faults.inpod.dns import DnsFault
+from coordinator.faults.inpod.http import HttpFault as HttpFault  # re-exported: one module names every fault
 
 Direction = Literal["egress", "ingress", "both"]
 
@@ -369,6 +371,7 @@ InPodFault = (
     | ContainerKill
     | ClockSkew
     | DnsFault
+    | HttpFault
 )
 
 _NAMES: dict[type, str] = {
@@ -384,6 +387,7 @@ _NAMES: dict[type, str] = {
     ContainerKill: "container-kill",
     ClockSkew: "clock-skew",
     DnsFault: "dns-fault",
+    HttpFault: "http-fault",
 }
 
 
@@ -402,7 +406,8 @@ class FaultCommands:
     """What the agent runs: ``apply`` in order, then ``hold`` (or a sleep) for the duration, then ``revert``.
 
     ``hold_first``: the hold process is a server that the apply commands send traffic to (dns-fault's resolver),
-    so it starts before them, and the last apply command checks that the traffic reaches it.
+    so it starts before them, and the last apply command checks that the traffic reaches it. ``ready_file``
+    (http-fault's proxy): such a server creates it once it listens, and the agent waits for it before applying.
     """
 
     fault: str
@@ -410,6 +415,7 @@ class FaultCommands:
     revert: list[list[str]]
     hold: list[str] | None = None
     hold_first: bool = False
+    ready_file: str | None = None
 
     @property
     def one_shot(self) -> bool:
@@ -531,7 +537,9 @@ def _loss_verdict(percent: float) -> list[str]:
 
 
 def _uses_nftables(fault: InPodFault) -> bool:
-    return isinstance(fault, NetworkPartition) or (isinstance(fault, NetworkLoss) and fault.mechanism == "nftables")
+    return isinstance(fault, NetworkPartition | HttpFault) or (
+        isinstance(fault, NetworkLoss) and fault.mechanism == "nftables"
+    )
 
 
 def apply_commands(fault: InPodFault, fault_id: str, duration_seconds: int | None = None) -> list[list[str]]:
@@ -555,6 +563,8 @@ def apply_commands(fault: InPodFault, fault_id: str, duration_seconds: int | Non
         return [["/bin/sh", "-c", container_kill_script(fault)]]
     if isinstance(fault, DnsFault):
         return dns.apply_commands(fault, nft_table(fault_id), fault_id)
+    if isinstance(fault, HttpFault):
+        return http.apply_commands(fault, fault_id, nft_table(fault_id))
     return []
 
 
@@ -604,8 +614,11 @@ def build_commands(fault: InPodFault, fault_id: str, duration_seconds: int) -> F
         revert=revert_commands(fault, fault_id),
         hold=dns.hold_command(fault, fault_id, duration_seconds)
         if isinstance(fault, DnsFault)
+        else http.hold_command(fault, fault_id, duration_seconds)
+        if isinstance(fault, HttpFault)
         else hold_command(fault, duration_seconds),
-        hold_first=isinstance(fault, DnsFault),
+        hold_first=isinstance(fault, DnsFault | HttpFault),
+        ready_file=http.ready_file(fault_id) if isinstance(fault, HttpFault) else None,
     )
 
 
