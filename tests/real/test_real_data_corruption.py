@@ -69,7 +69,9 @@ def test_body_corruption_is_caught_by_a_cmd_probe_and_fails_data_consistency(
     assert [i for i in status.get("injections", []) if i.get("appliedAt")], "the baseline passed and the fault held"
     (result,) = status["probes"]
     assert result["failed"] >= 1, result
-    assert result["failed"] < result["samples"], "samples before and after the fault passed"
+    # The baseline passed (the fault was injected after it), and the check passed again after the revert: the
+    # recovery time is when it did.
+    assert status.get("recoveryTimeSeconds") is not None, status
     (assertion,) = status["assertions"]
     assert assertion["passed"] is False
     assert "probe body: $.nonzero=16, want == 0" in assertion["message"], assertion
