@@ -73,6 +73,10 @@ def test_validate_judges_runs_by_their_scenarios_lifecycle(
     path.write_text(FILES.format(lifecycle=lifecycle, dry_run=dry_run))
     report = validate_paths([path], PROTECTED)
     assert [f.field for f in report.findings] == [field for field, _ in errors]
+    # The webhook refuses an archived scenario's run (admission); a draft's run is admitted and ends Error.
+    assert [f.stage for f in report.findings] == [
+        "admission" if field == "spec.scenarioRef.name" else "run start" for field, _ in errors
+    ]
     assert all(text in f.message for f, (_, text) in zip(report.findings, errors, strict=True))
     assert [f.field for f in report.warnings] == [field for field, _ in warnings]
     assert all(text in f.message for f, (_, text) in zip(report.warnings, warnings, strict=True))

@@ -19,7 +19,13 @@ from coordinator.api.models import API_VERSION, DNS_SUBDOMAIN_PATTERN, GROUP, Pa
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, IPNetwork, parse_cidrs
 from coordinator.engine.probing import ProbeReach
 from coordinator.validation.schema import apply_defaults, cel_findings, crd_schema, known_kinds, schema_findings
-from coordinator.validation.semantics import ScenarioFacts, scenario_findings, scenario_warnings, testrun_findings
+from coordinator.validation.semantics import (
+    ScenarioFacts,
+    scenario_findings,
+    scenario_warnings,
+    testrun_admission_findings,
+    testrun_findings,
+)
 from coordinator.validation.source import MAX_OBJECT_BYTES, Document, Finding, expand, json_size, load_file
 from coordinator.validation.triggers import trigger_rules
 from coordinator.validation.workflows import WorkflowFacts, workflow_findings, workflow_run_findings
@@ -167,6 +173,7 @@ def validate_paths(
         assert isinstance(ref, dict)
         namespace = ref.get("namespace") or document.data["metadata"].get("namespace")
         scenario = scenarios.get((namespace, ref.get("name")))
+        report.findings += testrun_admission_findings(document, spec, scenario)
         report.findings += _at_run_start(testrun_findings(document, spec, scenario, reach))
     report.findings = sorted(set(report.findings), key=lambda f: (f.file, f.line, f.field, f.message))
     report.warnings = sorted(set(report.warnings), key=lambda f: (f.file, f.line, f.field, f.message))

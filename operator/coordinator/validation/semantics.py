@@ -21,7 +21,14 @@ from coordinator.api.models import (
     TestRunSpec,
 )
 from coordinator.domain.fieldpaths import validation_problem
-from coordinator.domain.lifecycle import DEPRECATED, DRAFT_REASON, deprecation_warning, lifecycle_of, run_refusal
+from coordinator.domain.lifecycle import (
+    ARCHIVED_REASON,
+    DEPRECATED,
+    DRAFT_REASON,
+    deprecation_warning,
+    lifecycle_of,
+    run_refusal,
+)
 from coordinator.domain.parameters import REFERENCE, ParameterError, Value, coerce, render, resolve_parameters
 from coordinator.domain.scenario_types import type_mismatches
 from coordinator.domain.schedule import ScheduleError, parse_schedule, parse_zone
@@ -315,8 +322,9 @@ def testrun_findings(
         return []
     stopped = run_refusal(scenario.name, lifecycle_of(scenario.spec), run.dryRun)
     if stopped is not None:
-        where: FieldPath = ("spec", "dryRun") if stopped[0] == DRAFT_REASON else ("spec", "scenarioRef", "name")
-        return [document.finding(where, stopped[1])]
+        # A draft's run is admitted and ends Error when it starts; an archived scenario's run is refused at
+        # admission instead (testrun_admission_findings).
+        return [document.finding(("spec", "dryRun"), stopped[1])] if stopped[0] == DRAFT_REASON else []
     findings = []
     try:
         values = resolve_parameters(scenario.declared, run.parameters)
@@ -327,6 +335,19 @@ def testrun_findings(
                 findings.append(document.finding(path, problem.message))
         return findings
     return _rendered_findings(document, run, scenario, values, reach)
+
+
+def testrun_admission_findings(
+    document: Document, spec: Mapping[str, Any], scenario: ScenarioFacts | None
+) -> list[Finding]:
+    """What the TestRun webhook refuses besides rights: a run of an archived scenario (when it is in the files)."""
+    ref = spec.get("scenarioRef")
+    if scenario is None or not isinstance(ref, Mapping):
+        return []
+    stopped = run_refusal(scenario.name, lifecycle_of(scenario.spec), bool(spec.get("dryRun")))
+    if stopped is None or stopped[0] != ARCHIVED_REASON:
+        return []
+    return [document.finding(("spec", "scenarioRef", "name"), stopped[1])]
 
 
 def _references_under(raw: Any) -> list[str]:
