@@ -82,6 +82,7 @@ fuzz: venv cluster-build
 cluster-build:
 	$(PYTHON) hack/cluster build
 	$(PYTHON) hack/cluster build-helm
+	$(PYTHON) hack/cluster build-otelcol
 	$(PYTHON) hack/cluster build-real
 
 images:

@@ -31,6 +31,7 @@ from build import (
     ensure_binaries,
     ensure_helm,
     ensure_node_binaries,
+    ensure_otelcol,
     read_versions,
 )
 
@@ -908,6 +909,8 @@ def main(argv: list[str]) -> int:
             ensure_binaries()
         elif command == "build-helm":
             print(ensure_helm())
+        elif command == "build-otelcol":
+            print(ensure_otelcol())
         elif command == "build-real":
             # Everything a real node needs that takes minutes the first time: kubelet, kube-proxy, kube-router, images.
             reason = real.host_unsupported_reason()

@@ -48,6 +48,7 @@ class Versions:
     kwok: str
     kube_router: str
     helm: str
+    otelcol: str
 
 
 def read_versions(path: Path = VERSIONS_FILE) -> Versions:
@@ -66,6 +67,7 @@ def read_versions(path: Path = VERSIONS_FILE) -> Versions:
             kwok=values["KWOK_VERSION"],
             kube_router=values["KUBE_ROUTER_VERSION"],
             helm=values["HELM_VERSION"],
+            otelcol=values["OTELCOL_VERSION"],
         )
     except KeyError as exc:
         raise BuildError(f"{path}: missing {exc.args[0]}") from None
@@ -108,6 +110,7 @@ def binary_dirs(versions: Versions, root: Path | None = None) -> dict[str, Path]
         "node": bin_root / f"kube-node-{versions.kube}",
         "kube-router": bin_root / f"kube-router-{versions.kube_router}",
         "helm": bin_root / f"helm-{versions.helm}",
+        "otelcol": bin_root / f"otelcol-{versions.otelcol}",
     }
 
 
@@ -335,6 +338,93 @@ def build_helm(versions: Versions, cache: Path, log: Path) -> None:
             log,
         )
         _install(binary_dirs(versions, cache)["helm"], out)
+
+
+# The tracing tests' receiver: an OpenTelemetry Collector of two components, OTLP in (HTTP and gRPC) and a file
+# out, built from the collector's Go modules (the released distributions are not Go-installable). The program is
+# what the collector's builder (ocb) generates for such a manifest, written out here.
+OTELCOL_MAIN = """package main
+
+import (
+\t"log"
+
+\t"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+\t"go.opentelemetry.io/collector/component"
+\t"go.opentelemetry.io/collector/confmap"
+\t"go.opentelemetry.io/collector/confmap/provider/fileprovider"
+\t"go.opentelemetry.io/collector/exporter"
+\t"go.opentelemetry.io/collector/otelcol"
+\t"go.opentelemetry.io/collector/receiver"
+\t"go.opentelemetry.io/collector/receiver/otlpreceiver"
+\t"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
+)
+
+var version = "dev"
+
+func components() (otelcol.Factories, error) {
+\tvar err error
+\tfactories := otelcol.Factories{Telemetry: otelconftelemetry.NewFactory()}
+\tif factories.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](otlpreceiver.NewFactory()); err != nil {
+\t\treturn otelcol.Factories{}, err
+\t}
+\tif factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory()); err != nil {
+\t\treturn otelcol.Factories{}, err
+\t}
+\treturn factories, nil
+}
+
+func main() {
+\tsettings := otelcol.CollectorSettings{
+\t\tBuildInfo: component.BuildInfo{Command: "otelcol", Description: "OTLP receiver and file exporter", Version: version},
+\t\tFactories: components,
+\t\tConfigProviderSettings: otelcol.ConfigProviderSettings{
+\t\t\tResolverSettings: confmap.ResolverSettings{
+\t\t\t\tProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory()},
+\t\t\t\tDefaultScheme:     "file",
+\t\t\t},
+\t\t},
+\t}
+\tif err := otelcol.NewCommand(settings).Execute(); err != nil {
+\t\tlog.Fatal(err)
+\t}
+}
+"""
+
+
+def build_otelcol(versions: Versions, cache: Path, log: Path) -> None:
+    """The OpenTelemetry Collector the tracing tests export to and read spans back from (its file exporter)."""
+    env = _go_env(cache)
+    release = versions.otelcol
+    with tempfile.TemporaryDirectory(prefix="otelcol-build-", dir=cache) as tmp:
+        work = Path(tmp)
+        (work / "main.go").write_text(OTELCOL_MAIN)
+        (work / "go.mod").write_text("module local/otelcol-build\n\ngo 1.24.0\n")
+        out = work / "out"
+        out.mkdir()
+        name = f"otelcol {release}"
+        modules = [
+            f"go.opentelemetry.io/collector/otelcol@{release}",
+            f"go.opentelemetry.io/collector/receiver/otlpreceiver@{release}",
+            f"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter@{release}",
+        ]
+        _run_logged(name, [_go(), "get", *modules], work, env, log)
+        _run_logged(name, [_go(), "mod", "tidy"], work, env, log)
+        stamp = f"-s -w -X main.version={release}"
+        _run_logged(
+            name, [_go(), "build", "-trimpath", "-ldflags", stamp, "-o", str(out / "otelcol"), "."], work, env, log
+        )
+        _install(binary_dirs(versions, cache)["otelcol"], out)
+
+
+def ensure_otelcol(versions: Versions | None = None, cache: Path | None = None) -> Path:
+    """Build the collector if missing; return its path."""
+    versions = versions or read_versions()
+    cache = cache or cache_root()
+    _build_missing(versions, cache, [("otelcol", build_otelcol)])
+    otelcol = binary_dirs(versions, cache)["otelcol"] / "otelcol"
+    if not otelcol.is_file():
+        raise BuildError(f"build finished but {otelcol} is missing")
+    return otelcol
 
 
 def ensure_helm(versions: Versions | None = None, cache: Path | None = None) -> Path:

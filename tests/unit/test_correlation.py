@@ -13,6 +13,7 @@ from coordinator.adapters.kube import KubeClient
 from coordinator.api.models import TargetRef
 from coordinator.api.probes import Probe
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, parse_cidrs
+from coordinator.domain.tracing import trace_id, traceparent
 from coordinator.engine.events import CORRELATION_ANNOTATION, event_metadata, involved_object, target_object
 from coordinator.engine.probing import ProbeReach, ProbeSession
 from coordinator.probes import http as http_probe
@@ -26,27 +27,27 @@ TRACEPARENT = re.compile(r"00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-01"
 
 
 def test_the_trace_id_is_the_uids_hex_digits() -> None:
-    assert http_probe.trace_id(UID) == "0b6f1f8e5c1a4d1e9a532f3c7f1b9e10"
-    assert http_probe.trace_id(UID.upper()) == http_probe.trace_id(UID)
+    assert trace_id(UID) == "0b6f1f8e5c1a4d1e9a532f3c7f1b9e10"
+    assert trace_id(UID.upper()) == trace_id(UID)
 
 
 def test_an_id_that_is_not_a_uuid_still_gives_a_valid_trace_id() -> None:
     for odd in ("run-uid-1", "00000000-0000-0000-0000-000000000000"):
-        trace = http_probe.trace_id(odd)
+        trace = trace_id(odd)
         assert re.fullmatch("[0-9a-f]{32}", trace), trace
         assert trace != "0" * 32, "all zeros is W3C's invalid trace ID"
-    assert http_probe.trace_id("run-uid-1") == http_probe.trace_id("run-uid-1"), "stable: one run, one trace"
+    assert trace_id("run-uid-1") == trace_id("run-uid-1"), "stable: one run, one trace"
 
 
 def test_traceparent_is_version_00_sampled_with_a_fresh_span_per_request() -> None:
-    first, second = http_probe.traceparent(UID), http_probe.traceparent(UID)
+    first, second = traceparent(UID), traceparent(UID)
     for value in (first, second):
         found = TRACEPARENT.fullmatch(value)
         assert found is not None, value
         assert found["trace"] == "0b6f1f8e5c1a4d1e9a532f3c7f1b9e10"
         assert found["span"] != "0" * 16
     assert first != second, "each request is its own span of the run's trace"
-    assert http_probe.traceparent(UID, "00f067aa0ba902b7") == "00-0b6f1f8e5c1a4d1e9a532f3c7f1b9e10-00f067aa0ba902b7-01"
+    assert traceparent(UID, "00f067aa0ba902b7") == "00-0b6f1f8e5c1a4d1e9a532f3c7f1b9e10-00f067aa0ba902b7-01"
 
 
 def test_headers_the_probe_sets_win_case_insensitively() -> None:

@@ -21,10 +21,11 @@ from coordinator.adapters.kube import KubeClient
 from coordinator.api.crd import build_crd
 from coordinator.api.probes import GrpcProbe, GrpcTls, Probe
 from coordinator.domain.addresses import DEFAULT_DENIED_CIDRS, parse_cidrs
+from coordinator.domain.tracing import trace_id
 from coordinator.engine.probing import ProbeReach, ProbeSession
 from coordinator.probes import grpc as grpc_probe
 from coordinator.probes.base import ProbeRefused
-from coordinator.probes.http import CORRELATION_HEADER, trace_id
+from coordinator.probes.http import CORRELATION_HEADER
 from coordinator.probes.reach import GuardedResolver
 from support.grpc_target import NOT_SERVING, SERVING, GrpcTarget
 

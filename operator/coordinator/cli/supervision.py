@@ -35,6 +35,7 @@ from coordinator.engine.leadership import LeaderElector
 from coordinator.observability import metrics
 from coordinator.observability.logs import RunLogger
 from coordinator.observability.server import HealthService, start_server
+from coordinator.observability.tracing import Tracing, start_tracing
 from coordinator.settings import ConfigurationError, Settings
 
 log = logging.getLogger("coordinator")
@@ -62,6 +63,7 @@ class Supervisor:
         self._runner: web.AppRunner | None = None
         self._holder: asyncio.Task[None] | None = None
         self._observers: list[observers.RunObserver] = [metrics.MetricsObserver(), RunLogger()]
+        self.tracing: Tracing | None = None
 
     @property
     def leading(self) -> bool:
@@ -81,6 +83,8 @@ class Supervisor:
 
     async def _start(self) -> None:
         metrics.configure(instance=self.settings.instance_name)
+        # OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_ENDPOINT); unset, tracing is off and costs nothing.
+        self.tracing = start_tracing(os.environ, self.settings.instance_name)
         for observer in self._observers:
             observers.register(observer)
         self._install_signals()
@@ -160,6 +164,9 @@ class Supervisor:
             await self._election_client.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.tracing is not None:
+            await self.tracing.stop()
+            self.tracing = None
         for observer in self._observers:
             observers.unregister(observer)
         loop = asyncio.get_running_loop()

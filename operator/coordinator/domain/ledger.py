@@ -4,7 +4,13 @@ both read them here, so they never disagree about what a change is."""
 
 from __future__ import annotations
 
-from coordinator.api.models import Injection, InjectionState
+from coordinator.api.models import Injection, InjectionState, TargetRef
+
+
+def describe_target(target: TargetRef) -> str:
+    """``Kind namespace/name`` (``Kind name`` for a cluster-scoped target), as messages, logs and spans name it."""
+    where = f"{target.namespace}/{target.name}" if target.namespace else target.name
+    return f"{target.kind} {where}"
 
 
 def made_change(injection: Injection) -> bool:

@@ -178,12 +178,19 @@ class ProbeSession:
         return self._resolver
 
     async def sample(self, probe: Probe) -> Sample:
-        try:
-            return await self._sample(probe)
-        except ProbeRefused as refused:
-            raise self._located(probe, refused) from None
+        with observers.activity("probe", probe.name, type=str(probe.type), mode=str(probe.mode)) as check:
+            try:
+                sample = await self._sample(probe, check.span_id)
+            except ProbeRefused as refused:
+                raise self._located(probe, refused) from None
+            check.set(ok=sample.ok, value=sample.value, latency_ms=sample.latency_ms)
+            if not sample.ok:
+                check.fail(sample.error or f"observed {sample.value}")
+            return sample
 
-    async def _sample(self, probe: Probe) -> Sample:
+    async def _sample(self, probe: Probe, span_id: str | None) -> Sample:
+        """One sample; ``span_id`` (the probe check's span, with tracing on) is the parent of an http or grpc
+        probe's ``traceparent``."""
         limit = probe.timeout_seconds
         if probe.type == ProbeType.K8S:
             assert probe.k8s is not None
@@ -192,10 +199,12 @@ class ProbeSession:
             )
         if probe.type == ProbeType.HTTP:
             assert probe.http is not None
-            return await http_probe.sample(self._http(), probe.http, limit, self.reach.denied, self.correlation_id)
+            return await http_probe.sample(
+                self._http(), probe.http, limit, self.reach.denied, self.correlation_id, span_id
+            )
         if probe.type == ProbeType.GRPC:
             assert probe.grpc is not None
-            return await grpc_probe.sample(probe.grpc, limit, self._guarded_resolver(), self.correlation_id)
+            return await grpc_probe.sample(probe.grpc, limit, self._guarded_resolver(), self.correlation_id, span_id)
         if probe.type == ProbeType.CMD:
             assert probe.cmd is not None
             assert self.namespaces is not None

@@ -10,7 +10,8 @@ Context: the kopf handler wrapper binds ``namespace``, ``run``, ``scenario`` and
 in its own task, so contexts never mix); kopf's per-object records carry the same fields from their ``k8s_ref``.
 :class:`RunLogger` logs the executor's run events. The correlation ID is the one the run's Events carry (annotation
 ``chaos.coordinator.dev/correlation-id``), the history keys its rows by and its http probes send (``traceparent``,
-``X-Correlation-ID``): one value finds a run everywhere.
+``X-Correlation-ID``): one value finds a run everywhere. Every line with a correlation ID also has ``trace_id``,
+the same ID as a W3C trace ID (the trace of the run's spans with tracing on, ``observability/tracing.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from coordinator.api.models import Injection, TestRunStatus
 from coordinator.api.notifications import NotificationRecord
+from coordinator.domain.ledger import describe_target
 from coordinator.domain.runs import RunInfo
 from coordinator.domain.samples import Sample
+from coordinator.domain.tracing import trace_id
+from coordinator.engine import observers
 
 LogFormat = Literal["json", "console"]
 
@@ -50,6 +54,18 @@ def kopf_object_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
     return event_dict
 
 
+def trace_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """A run's line names its trace: ``trace_id`` (the run's UID as a W3C trace ID, ``domain/tracing.py``) and,
+    with tracing on, ``span_id`` of the activity (step, injection, ...) that logged it."""
+    correlation = event_dict.get("correlation_id")
+    if isinstance(correlation, str) and correlation and "trace_id" not in event_dict:
+        event_dict["trace_id"] = trace_id(correlation)
+        current = observers.current_activity()
+        if current is not None and current.span_id and current.run.uid == correlation:
+            event_dict.setdefault("span_id", current.span_id)
+    return event_dict
+
+
 def _instance(name: str) -> Processor:
     """Name the operator instance in every line, so the logs of several instances (sharding, one per team) can be
     told apart once collected together."""
@@ -68,6 +84,7 @@ def _shared_processors(instance: str | None) -> list[Processor]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         kopf_object_fields,
+        trace_fields,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
 
@@ -164,7 +181,7 @@ class RunLogger:
             "fault injected",
             **self._context(run),
             fault=str(injection.fault),
-            target=_describe(injection),
+            target=describe_target(injection.target),
             step=injection.step,
             injection=injection.id,
         )
@@ -174,7 +191,7 @@ class RunLogger:
             "fault reverted",
             **self._context(run),
             fault=str(injection.fault),
-            target=_describe(injection),
+            target=describe_target(injection.target),
             step=injection.step,
             injection=injection.id,
         )
@@ -205,9 +222,3 @@ class RunLogger:
             attempts=record.attempts,
             error=record.lastError,
         )
-
-
-def _describe(injection: Injection) -> str:
-    target = injection.target
-    where = f"{target.namespace}/{target.name}" if target.namespace else target.name
-    return f"{target.kind} {where}"

@@ -27,8 +27,9 @@ from typing import Any
 from coordinator.api.probes import GrpcProbe, GrpcTls
 from coordinator.domain.addresses import IPNetwork, denied_by
 from coordinator.domain.samples import Sample
+from coordinator.domain.tracing import traceparent
 from coordinator.probes.base import ProbeRefused, excerpt, short
-from coordinator.probes.http import CORRELATION_HEADER, TRACEPARENT_HEADER, traceparent
+from coordinator.probes.http import CORRELATION_HEADER, TRACEPARENT_HEADER
 from coordinator.probes.reach import AddressDenied, GuardedResolver
 
 FIELD = "grpc.address"
@@ -147,13 +148,13 @@ def rpc_failure(code: str, details: str, address: str, service: str, limit_secon
     return short(f"{address}: {HEALTH_METHOD} failed: {code} {details}")
 
 
-def correlation_metadata(correlation_id: str | None) -> tuple[tuple[str, str], ...]:
+def correlation_metadata(correlation_id: str | None, parent_span: str | None = None) -> tuple[tuple[str, str], ...]:
     """The run's correlation ID as gRPC metadata, as http probes send it in headers (names in lower case, as
     HTTP/2 requires)."""
     if not correlation_id:
         return ()
     return (
-        (TRACEPARENT_HEADER, traceparent(correlation_id)),
+        (TRACEPARENT_HEADER, traceparent(correlation_id, parent_span)),
         (CORRELATION_HEADER.lower(), correlation_id),
     )
 
@@ -168,7 +169,11 @@ async def resolve(address: Address, resolver: GuardedResolver) -> list[str]:
 
 
 async def sample(
-    spec: GrpcProbe, limit_seconds: float, resolver: GuardedResolver, correlation_id: str | None = None
+    spec: GrpcProbe,
+    limit_seconds: float,
+    resolver: GuardedResolver,
+    correlation_id: str | None = None,
+    parent_span: str | None = None,
 ) -> Sample:
     """One health check, with the run's correlation ID as metadata. ProbeRefused (not a failed sample) when an
     address is denied (``resolver.denied``), before anything is sent."""
@@ -186,7 +191,9 @@ async def sample(
         raise ProbeRefused(FIELD, str(exc)) from None
     except OSError as exc:
         return Sample(ok=False, at=started, error=short(f"{spec.address} unreachable: {address.host}: {exc}"))
-    return await _check(spec, address, dialled, limit_seconds, correlation_id, started, clock)
+    return await _check(
+        spec, address, dialled, limit_seconds, correlation_metadata(correlation_id, parent_span), started, clock
+    )
 
 
 async def _check(
@@ -194,7 +201,7 @@ async def _check(
     address: Address,
     dialled: list[str],
     limit_seconds: float,
-    correlation_id: str | None,
+    metadata: tuple[tuple[str, str], ...],
     started: float,
     clock: float,
 ) -> Sample:
@@ -230,7 +237,7 @@ async def _check(
                 answer = await check(
                     health_pb2.HealthCheckRequest(service=spec.service),
                     timeout=remaining,
-                    metadata=correlation_metadata(correlation_id),
+                    metadata=metadata,
                 )
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name

@@ -10,13 +10,10 @@ means it, and the probe never rewrites a request the user spelled out.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import json
 import re
-import secrets
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 
 import aiohttp
@@ -25,6 +22,7 @@ from yarl import URL
 from coordinator.api.probes import HttpProbe
 from coordinator.domain.addresses import IPNetwork, denied_by
 from coordinator.domain.samples import ProbeError, Sample, compare
+from coordinator.domain.tracing import traceparent
 from coordinator.probes.base import ProbeRefused, excerpt, lookup, short
 from coordinator.probes.reach import AddressDenied
 
@@ -51,37 +49,20 @@ def check_response(spec: HttpProbe, status: int, body: str) -> tuple[bool, str]:
 
 CORRELATION_HEADER = "X-Correlation-ID"
 TRACEPARENT_HEADER = "traceparent"
-_INVALID_TRACE_ID = "0" * 32
 
 
-def trace_id(correlation_id: str) -> str:
-    """The W3C trace ID of a run: its UID's 32 hex digits (Kubernetes UIDs are UUIDs); any other ID is hashed to
-    32 hex digits, as is the all-zero UUID, which W3C reserves as invalid."""
-    try:
-        digits = uuid.UUID(correlation_id).hex
-    except ValueError:
-        digits = _INVALID_TRACE_ID
-    if digits == _INVALID_TRACE_ID:
-        digits = hashlib.sha256(correlation_id.encode()).hexdigest()[:32]
-    return digits
-
-
-def traceparent(correlation_id: str, span_id: str | None = None) -> str:
-    """``00-<trace id>-<span id>-01`` (version 00, sampled); a fresh non-zero span ID unless one is given."""
-    while span_id is None or span_id == "0" * 16:
-        span_id = secrets.token_hex(8)
-    return f"00-{trace_id(correlation_id)}-{span_id}-01"
-
-
-def request_headers(headers: Mapping[str, str], correlation_id: str | None) -> dict[str, str]:
+def request_headers(
+    headers: Mapping[str, str], correlation_id: str | None, parent_span: str | None = None
+) -> dict[str, str]:
     """The probe's headers plus the correlation headers of the run, unless the probe sets a header of that name
-    (compared case-insensitively, as HTTP does)."""
+    (compared case-insensitively, as HTTP does); ``parent_span`` (the probe check's span, with tracing on) is the
+    parent ID in ``traceparent``."""
     merged = dict(headers)
     if not correlation_id:
         return merged
     taken = {name.lower() for name in headers}
     if TRACEPARENT_HEADER not in taken:
-        merged[TRACEPARENT_HEADER] = traceparent(correlation_id)
+        merged[TRACEPARENT_HEADER] = traceparent(correlation_id, parent_span)
     if CORRELATION_HEADER.lower() not in taken:
         merged[CORRELATION_HEADER] = correlation_id
     return merged
@@ -109,6 +90,7 @@ async def sample(
     limit_seconds: float,
     denied: Sequence[IPNetwork] = (),
     correlation_id: str | None = None,
+    parent_span: str | None = None,
 ) -> Sample:
     """One request, with the correlation headers of the run ``correlation_id`` (see ``request_headers``).
     ProbeRefused (not a failed sample) when the address is denied or the request cannot be sent."""
@@ -121,7 +103,7 @@ async def sample(
         async with session.request(
             spec.method,
             spec.url,
-            headers=request_headers(spec.headers, correlation_id),
+            headers=request_headers(spec.headers, correlation_id, parent_span),
             data=spec.body,
             timeout=aiohttp.ClientTimeout(total=limit_seconds, sock_connect=limit_seconds),
             allow_redirects=False,

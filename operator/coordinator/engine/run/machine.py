@@ -23,7 +23,7 @@ from typing import Any
 
 from coordinator.adapters.kube import ApiError, KubeApi
 from coordinator.api.models import TERMINAL_PHASES, Phase
-from coordinator.engine import notifications
+from coordinator.engine import notifications, observers
 from coordinator.engine.clock import SYSTEM_CLOCK, Clock
 from coordinator.engine.locks import TargetLocks
 from coordinator.engine.run.admission import Admission, load_snapshot
@@ -76,6 +76,13 @@ class RunMachine:
         if state.status.phase in TERMINAL_PHASES:
             await notifications.resume(state)  # deliveries a crash left Pending
             return
+        # The run's activity (its span, with tracing on) began at its startedAt, also when this process resumes it.
+        with observers.activity(
+            "run", state.run.ref, run=state.info, started=state.status.startedAt, scenario=state.info.scenario
+        ):
+            await self._execute()
+
+    async def _execute(self) -> None:
         try:
             try:
                 await self._advance()
@@ -117,7 +124,8 @@ class RunMachine:
             status.currentStep = index
             status.step = f"{index + 1}/{len(scenario.steps)} {scenario.steps[index].name}"
             state.doing = f"spec.steps[{index}] ({scenario.steps[index].name})"
-            await self.steps.run(index)
+            with observers.activity("step", scenario.steps[index].name, index=index):
+                await self.steps.run(index)
         status.currentStep = len(scenario.steps)
         state.doing = "the checks after the last step"
         await self.probes.after_checks()

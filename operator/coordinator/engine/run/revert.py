@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from coordinator.adapters.kube import ApiError
 from coordinator.api.models import Injection, InjectionState
-from coordinator.domain.ledger import made_change
+from coordinator.domain.ledger import describe_target, made_change
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
 from coordinator.engine.run.errors import RetryLater
@@ -39,17 +39,29 @@ async def revert(state: RunState, which: Callable[[Injection], bool]) -> None:
         if not which(injection) or not pending(injection):
             continue
         driver = driver_for(injection.fault)
-        try:
-            await driver.revert(state.client, injection)
-            if driver.reversible:
-                await clear_on_target(state.client, injection.target, annotation_key(state.run.uid, injection.id))
-        except ApiError as exc:
-            failures.append(f"{injection.id}: {exc}")
-            continue
-        except Exception as exc:  # kept in the ledger and retried: a revert is never given up on
-            log.error("TestRun %s: reverting %s failed: %s: %s", state.run.ref, injection.id, type(exc).__name__, exc)
-            failures.append(f"{injection.id}: unexpected {type(exc).__name__}: {str(exc)[:MAX_ERROR_TEXT]}")
-            continue
+        with observers.activity(
+            "revert",
+            injection.id,
+            run=state.info,
+            fault=str(injection.fault),
+            target=describe_target(injection.target),
+            step=injection.step,
+        ) as marked:
+            try:
+                await driver.revert(state.client, injection)
+                if driver.reversible:
+                    await clear_on_target(state.client, injection.target, annotation_key(state.run.uid, injection.id))
+            except ApiError as exc:
+                failures.append(f"{injection.id}: {exc}")
+                marked.fail(str(exc))
+                continue
+            except Exception as exc:  # kept in the ledger and retried: a revert is never given up on
+                log.error(
+                    "TestRun %s: reverting %s failed: %s: %s", state.run.ref, injection.id, type(exc).__name__, exc
+                )
+                failures.append(f"{injection.id}: unexpected {type(exc).__name__}: {str(exc)[:MAX_ERROR_TEXT]}")
+                marked.fail(f"{type(exc).__name__}: {exc}")
+                continue
         injection.state = InjectionState.REVERTED
         injection.revertedAt = state.clock.now()
         observers.notify("fault_reverted", state.info, injection)

@@ -13,8 +13,9 @@ import contextlib
 from datetime import timedelta
 
 from coordinator.adapters.kube import ApiError
-from coordinator.api.models import Fault, Injection, InjectionState, Phase, RunEnding, StepOutcome, TargetRef
+from coordinator.api.models import Fault, Injection, InjectionState, Phase, RunEnding, StepOutcome
 from coordinator.domain import conditions as cond
+from coordinator.domain.ledger import describe_target
 from coordinator.engine import observers
 from coordinator.engine.events import post_event, target_object
 from coordinator.engine.locks import TargetLocks
@@ -29,11 +30,6 @@ from coordinator.faults.base import FaultContext, FaultError, ProtectedTargetErr
 
 MAX_LISTED_TARGETS = 100
 APPLY_PARALLELISM = 32  # changes of one step in flight at once (the client's QPS limit still applies)
-
-
-def describe(target: TargetRef) -> str:
-    where = f"{target.namespace}/{target.name}" if target.namespace else target.name
-    return f"{target.kind} {where}"
 
 
 class StepRunner:
@@ -213,6 +209,19 @@ class StepRunner:
     async def apply_one(self, ctx: FaultContext, step_name: str, injection: Injection, announce: bool) -> None:
         """One change: its record on the target, then the change itself; raises FaultError for a change that
         failed for good (the injection says why), ApiError for a transient failure (retried later)."""
+        with observers.activity(
+            "injection",
+            injection.id,
+            fault=str(injection.fault),
+            target=describe_target(injection.target),
+            step=injection.step,
+        ) as marked:
+            await self._apply_one(ctx, step_name, injection, announce)
+            marked.set(state=str(injection.state), message=injection.message)
+            if injection.state == InjectionState.FAILED:
+                marked.fail(injection.message or "failed")
+
+    async def _apply_one(self, ctx: FaultContext, step_name: str, injection: Injection, announce: bool) -> None:
         state = self.state
         driver = driver_for(injection.fault)
         try:
@@ -236,7 +245,7 @@ class StepRunner:
             injection.state = InjectionState.FAILED
             injection.message = f"{exc}"
             raise FaultError(
-                f"step {step_name}: {injection.fault} on {describe(injection.target)} failed: {exc.message}"
+                f"step {step_name}: {injection.fault} on {describe_target(injection.target)} failed: {exc.message}"
             ) from exc
         injection.appliedAt = state.clock.now()
         observers.notify("fault_injected", state.info, injection)
