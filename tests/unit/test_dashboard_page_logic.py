@@ -20,6 +20,7 @@ from coordinator.api.models import Parameter
 from coordinator.dashboard import history, pages, queries, scenarios
 from coordinator.dashboard.rows import active_rows
 from coordinator.dashboard.server import static_dir
+from coordinator.history.browse import HistoryQuery
 from support.fake_kube import FakeKube
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,6 +202,20 @@ def test_filters_come_from_the_url_and_go_back_into_it() -> None:
     assert queries.HistoryFilters.from_query(MultiDict()).query() == {}
     timed = queries.HistoryFilters.from_query(MultiDict(**{"from": "2026-12-01T14:30"}))
     assert timed.since == datetime(2026, 12, 1, 14, 30, tzinfo=UTC)
+
+
+def test_filters_select_the_runs_as_the_history_command_does() -> None:
+    filters = queries.HistoryFilters.from_query(
+        MultiDict(namespace="shop", scenario="kill", phase="Failed", **{"from": "2026-12-01", "to": "2026-12-02"})
+    )
+    assert filters.history_query() == HistoryQuery(
+        namespace="shop",
+        scenario="kill",
+        phase="Failed",
+        since=datetime(2026, 12, 1, tzinfo=UTC),
+        until=datetime(2026, 12, 3, tzinfo=UTC) - timedelta(microseconds=1),
+    )
+    assert queries.HistoryFilters.from_query(MultiDict()).history_query() == HistoryQuery(), "no filter: every run"
 
 
 def test_a_bad_date_names_its_parameter() -> None:

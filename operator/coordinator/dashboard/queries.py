@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, select, true
+from sqlalchemy import and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator.api.models import TERMINAL_PHASES
-from coordinator.history.browse import BadQuery, run_keyset
+from coordinator.history.browse import BadQuery, HistoryQuery, run_conditions, run_keyset, utc
 from coordinator.history.browse import Cursor as Cursor  # the history list's position, shared with the CLI
 from coordinator.history.models import HistoryTables
 
@@ -27,13 +27,6 @@ TREND_LIMIT = 500  # a scenario's newest stored runs its charts draw
 PAGE_SIZE = 50
 # The phases a stored (finished) run may have, for the phase filter.
 STORED_PHASES = tuple(sorted(str(phase) for phase in TERMINAL_PHASES))
-
-
-def utc(value: datetime | str) -> datetime:
-    """SQLite hands back naive datetimes (and aggregates of them as text); everything stored is UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -197,6 +190,17 @@ class HistoryFilters:
             out["to"] = self.until.strftime("%Y-%m-%dT%H:%M")
         return {k: v for k, v in out.items() if v}
 
+    def history_query(self) -> HistoryQuery:
+        """The same selection as ``coordinator history runs`` takes it, so both read the runs by one set of rules
+        (history/browse.py ``run_conditions``)."""
+        return HistoryQuery(
+            namespace=self.namespace or None,
+            scenario=self.scenario or None,
+            phase=self.phase or None,
+            since=self.since,
+            until=self.until,
+        )
+
 
 def parse_time(text: str, parameter: str, end_of_day: bool = False) -> datetime | None:
     """A date (``2026-12-06``) or a time (``2026-12-06T14:30``), UTC when no offset is given. A date as ``to``
@@ -246,24 +250,9 @@ async def history_page(
     """One page of stored runs matching ``filters``, newest first: those older than ``after``, or the page just
     newer than ``before``, or the newest. Fetches one row more than the page to know whether another follows."""
     runs, scenarios = t.test_runs, t.scenarios
-    where: list[ColumnElement[bool]] = []
-    if filters.scenario:
-        namespace, _, name = filters.scenario.rpartition("/")
-        found = select(scenarios.c.id).where(scenarios.c.name == name)
-        if namespace:
-            found = found.where(scenarios.c.namespace == namespace)
-        ids = list((await conn.execute(found)).scalars())
-        if not ids:
-            return HistoryPage([], unknown_scenario=True)
-        where.append(runs.c.scenario_id.in_(ids))
-    if filters.namespace:
-        where.append(runs.c.namespace == filters.namespace)
-    if filters.phase:
-        where.append(runs.c.phase == filters.phase)
-    if filters.since is not None:
-        where.append(runs.c.completed_at >= filters.since.astimezone(UTC))
-    if filters.until is not None:
-        where.append(runs.c.completed_at <= filters.until.astimezone(UTC))
+    where = await run_conditions(conn, t, filters.history_query())
+    if where is None:
+        return HistoryPage([], unknown_scenario=True)
     backwards = before is not None and after is None
     cursor = before if backwards else after
     if cursor is not None:

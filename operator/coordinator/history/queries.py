@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator.domain.percentiles import percentile_rank
+from coordinator.history.browse import HistoryQuery, run_conditions, utc
 from coordinator.history.models import HistoryTables
 from coordinator.history.records import RunRecord
 from coordinator.history.report import LAST_FAILURES, TREND_POINTS, Report, ReportFilters, RunSummary, ScenarioStats
@@ -186,20 +187,10 @@ async def report(
     p95 (nearest rank) recovery time, last failures and the recent trend; with ``include_runs`` also the
     runs themselves (newest ``runs_limit``), which JUnit output lists."""
     runs, scenarios = t.test_runs, t.scenarios
-    where: list[ColumnElement[bool]] = []
-    if filters.scenario:
-        namespace, _, name = filters.scenario.rpartition("/")
-        found = select(scenarios.c.id).where(scenarios.c.name == name)
-        if namespace:
-            found = found.where(scenarios.c.namespace == namespace)
-        ids = list((await conn.execute(found)).scalars())
-        if not ids:
-            return Report(datetime.now(UTC), filters, (), source=source)
-        where.append(runs.c.scenario_id.in_(ids))
-    if filters.namespace:
-        where.append(runs.c.namespace == filters.namespace)
-    if filters.since:
-        where.append(runs.c.completed_at >= filters.since.astimezone(UTC))
+    selected = HistoryQuery(namespace=filters.namespace, scenario=filters.scenario, since=filters.since)
+    where = await run_conditions(conn, t, selected)
+    if where is None:
+        return Report(datetime.now(UTC), filters, (), source=source)
     condition = and_(true(), *where)
     is_workflow = runs.c.workflow.is_not(None)
     aggregates = (
@@ -303,8 +294,8 @@ async def report(
             runs=int(row.runs),
             passed=int(row.passed or 0),
             cancelled=int(row.cancelled or 0),
-            first_run_at=_utc(row.first),
-            last_run_at=_utc(row.last),
+            first_run_at=utc(row.first),
+            last_run_at=utc(row.last),
             mean_recovery=None if row.mean_recovery is None else round(float(row.mean_recovery), 3),
             mean_duration=None if row.mean_duration is None else round(float(row.mean_duration), 3),
             timed=int(row.timed or 0),
@@ -336,15 +327,8 @@ def _newest_first(run: RunSummary) -> float:
     return -run.completed_at.timestamp()
 
 
-def _utc(value: datetime | str) -> datetime:
-    """SQLite returns naive datetimes (and aggregates of them as text); everything stored is UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _aware(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+    return {k: utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def _summary(row: Any, scenario: str) -> RunSummary:
@@ -353,7 +337,7 @@ def _summary(row: Any, scenario: str) -> RunSummary:
         name=row.name,
         scenario=scenario,
         phase=row.phase,
-        completed_at=_utc(row.completed_at),
+        completed_at=utc(row.completed_at),
         reason=row.reason,
         message=row.message,
         duration_seconds=row.duration_seconds,
