@@ -13,7 +13,8 @@ What becomes a value:
 * ``mode``: ``cluster-wide`` or ``single-namespace`` (with ``watchNamespace``): the objects that differ between
   the two overlays are rendered for one mode or the other;
 * ``replicas``, ``image.repository``/``image.tag``/``image.pullPolicy``;
-* ``settings``: extra ``COORDINATOR_*`` environment variables of the operator (README "Settings").
+* ``settings``: extra ``COORDINATOR_*`` environment variables of the operator (README "Settings"), and
+  OpenTelemetry's ``OTEL_*`` ones (README "Tracing").
 
 The CRDs go to the chart's ``crds/`` directory (Helm installs them before the templates and never deletes them).
 
@@ -83,8 +84,8 @@ def templated(obj: dict[str, Any], single: bool) -> dict[str, Any]:
 
 SETTINGS_BLOCK = """\
 {{- range $name, $value := .Values.settings }}
-{{- if not (hasPrefix "COORDINATOR_" $name) }}
-{{- fail (printf "settings.%s: only COORDINATOR_* variables are settings (README, Settings)" $name) }}
+{{- if not (or (hasPrefix "COORDINATOR_" $name) (hasPrefix "OTEL_" $name)) }}
+{{- fail (printf "settings.%s: only COORDINATOR_* and OTEL_* variables are settings (README, Settings and Tracing)" $name) }}
 {{- end }}
 INDENT- name: {{ $name }}
 INDENT  value: {{ $value | toString | quote }}
@@ -198,10 +199,12 @@ image:
   tag: {version}
   pullPolicy: IfNotPresent
 
-# Extra settings of the operator: COORDINATOR_* environment variables (README, Settings), e.g.
+# Extra settings of the operator: COORDINATOR_* environment variables (README, Settings) and OpenTelemetry's
+# OTEL_* ones (README, Tracing), e.g.
 #   settings:
 #     COORDINATOR_LOG_LEVEL: debug
 #     COORDINATOR_MAX_CONCURRENT_RUNS: "20"
+#     OTEL_EXPORTER_OTLP_ENDPOINT: http://otel-collector.monitoring:4318
 settings: {{}}
 """
 

@@ -97,6 +97,7 @@ def test_values_take_effect(helm: str) -> None:
         "--set", "image.pullPolicy=Always",
         "--set", "settings.COORDINATOR_LOG_LEVEL=debug",
         "--set", "settings.COORDINATOR_MAX_CONCURRENT_RUNS=20",
+        "--set-string", "settings.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector.monitoring:4318",
         "--set", "namespace.create=false",
         "--set", "mode=single-namespace",
         "--set", "watchNamespace=team-a",
@@ -112,6 +113,7 @@ def test_values_take_effect(helm: str) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["COORDINATOR_LOG_LEVEL"] == "debug"
     assert env["COORDINATOR_MAX_CONCURRENT_RUNS"] == "20"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4318"
     assert "--namespace=team-a" in container["args"]
     assert "Namespace" not in {o["kind"] for o in objects}
     namespaced = [o for o in objects if o["metadata"].get("namespace")]
@@ -126,7 +128,10 @@ def test_values_take_effect(helm: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "settings.LOG_LEVEL=debug"], "settings.LOG_LEVEL: only COORDINATOR_* variables are settings"),
+        (
+            ["--set", "settings.LOG_LEVEL=debug"],
+            "settings.LOG_LEVEL: only COORDINATOR_* and OTEL_* variables are settings",
+        ),
         (["--set", "mode=everywhere"], 'mode: "everywhere": cluster-wide or single-namespace'),
         (["--set", "mode=single-namespace", "--set", "watchNamespace="], "watchNamespace: the namespace"),
     ],
