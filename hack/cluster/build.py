@@ -416,26 +416,25 @@ def build_otelcol(versions: Versions, cache: Path, log: Path) -> None:
         _install(binary_dirs(versions, cache)["otelcol"], out)
 
 
-def ensure_otelcol(versions: Versions | None = None, cache: Path | None = None) -> Path:
-    """Build the collector if missing; return its path."""
+def _ensure_tool(name: str, builder: Builder, versions: Versions | None, cache: Path | None) -> Path:
+    """Build the single-binary tool ``name`` if missing; return its path."""
     versions = versions or read_versions()
     cache = cache or cache_root()
-    _build_missing(versions, cache, [("otelcol", build_otelcol)])
-    otelcol = binary_dirs(versions, cache)["otelcol"] / "otelcol"
-    if not otelcol.is_file():
-        raise BuildError(f"build finished but {otelcol} is missing")
-    return otelcol
+    _build_missing(versions, cache, [(name, builder)])
+    binary = binary_dirs(versions, cache)[name] / name
+    if not binary.is_file():
+        raise BuildError(f"build finished but {binary} is missing")
+    return binary
+
+
+def ensure_otelcol(versions: Versions | None = None, cache: Path | None = None) -> Path:
+    """Build the collector if missing; return its path."""
+    return _ensure_tool("otelcol", build_otelcol, versions, cache)
 
 
 def ensure_helm(versions: Versions | None = None, cache: Path | None = None) -> Path:
     """Build helm if missing; return its path."""
-    versions = versions or read_versions()
-    cache = cache or cache_root()
-    _build_missing(versions, cache, [("helm", build_helm)])
-    helm = binary_dirs(versions, cache)["helm"] / "helm"
-    if not helm.is_file():
-        raise BuildError(f"build finished but {helm} is missing")
-    return helm
+    return _ensure_tool("helm", build_helm, versions, cache)
 
 
 POD_STAGES = ("pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml")

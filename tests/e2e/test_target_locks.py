@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
-from conftest import OPT_IN, SESSION_PREFIX, make_deployment, wait_ready
+from conftest import SESSION_PREFIX, make_deployment, own_operator_namespace, wait_ready
 from coordinator.testing.process import OperatorProcess
 from coordinator.testing.servers import RedisServer
 from coordinator.testing.waiting import wait_for
@@ -59,24 +58,8 @@ def locked_operator(kubeconfig: Path, crds_installed: list[str], lock_store: Red
 
 @pytest.fixture
 def lock_namespace(core: client.CoreV1Api, locked_operator: OperatorProcess) -> Iterator[str]:
-    name = f"{NAMESPACE_PREFIX}-overlap-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"test": "e2e", **OPT_IN})))
-    yield name
-    # The operator lets the runs go before it stops; the namespace itself goes without waiting.
-    custom = client.CustomObjectsApi(core.api_client)
-    custom.delete_collection_namespaced_custom_object("chaos.coordinator.dev", "v1alpha1", name, "testruns")
-    wait_for(
-        lambda: (
-            not custom.list_namespaced_custom_object("chaos.coordinator.dev", "v1alpha1", name, "testruns")["items"]
-        ),
-        timeout=60,
-        description=f"the TestRuns of {name} deleted",
-    )
-    try:
-        core.delete_namespace(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    with own_operator_namespace(core, f"{NAMESPACE_PREFIX}-overlap-{uuid.uuid4().hex[:6]}") as name:
+        yield name
 
 
 def _scale(replicas: int, duration: str) -> dict[str, Any]:

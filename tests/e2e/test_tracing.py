@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
-from conftest import OPT_IN, SESSION_PREFIX, make_deployment, wait_ready
+from conftest import SESSION_PREFIX, make_deployment, own_operator_namespace, wait_ready
 from coordinator.domain.tracing import run_span_id, trace_id
 from coordinator.testing.process import OperatorProcess, free_port
 from coordinator.testing.waiting import wait_for
@@ -149,23 +148,8 @@ def traced_operator(
 
 @pytest.fixture
 def trace_namespace(core: client.CoreV1Api, traced_operator: OperatorProcess) -> Iterator[str]:
-    name = f"{NAMESPACE_PREFIX}-trace-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"test": "e2e", **OPT_IN})))
-    yield name
-    custom = client.CustomObjectsApi(core.api_client)
-    custom.delete_collection_namespaced_custom_object("chaos.coordinator.dev", "v1alpha1", name, "testruns")
-    wait_for(
-        lambda: (
-            not custom.list_namespaced_custom_object("chaos.coordinator.dev", "v1alpha1", name, "testruns")["items"]
-        ),
-        timeout=60,
-        description=f"the TestRuns of {name} deleted",
-    )
-    try:
-        core.delete_namespace(name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    with own_operator_namespace(core, f"{NAMESPACE_PREFIX}-trace-{uuid.uuid4().hex[:6]}") as name:
+        yield name
 
 
 def _of_trace(collector: Collector, trace: str) -> list[dict[str, Any]]:
