@@ -30,7 +30,7 @@ from support.realnode import (
 
 GRPC_PORT = 50051
 # The server's overall health ("") follows /tmp/health (SERVING or NOT_SERVING), which the test writes with kubectl
-# exec; the service "ready" stays SERVING for the kubelet's own gRPC readiness probe, so the pod stays an endpoint
+# exec (the server writes what it applied to /tmp/health.applied); the service "ready" stays SERVING for the kubelet's own gRPC readiness probe, so the pod stays an endpoint
 # of its Service whatever the overall status says.
 HEALTH_SERVER = f"""
 import pathlib, time
@@ -43,11 +43,12 @@ health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
 server.add_insecure_port("[::]:{GRPC_PORT}")
 server.start()
 servicer.set("ready", health_pb2.HealthCheckResponse.SERVING)
-state = pathlib.Path("/tmp/health")
+state, applied = pathlib.Path("/tmp/health"), pathlib.Path("/tmp/health.applied")
 state.write_text("SERVING")
 while True:
     wanted = state.read_text().strip() or "SERVING"
     servicer.set("", health_pb2.HealthCheckResponse.ServingStatus.Value(wanted))
+    applied.write_text(wanted)
     time.sleep(0.1)
 """
 
@@ -92,7 +93,17 @@ def grpc_server(core: client.CoreV1Api, namespace: str) -> str:
 
 
 def set_health(kubeconfig: Path, namespace: str, status: str) -> None:
+    """Write the wanted status, then wait until the server says it serves it (/tmp/health.applied): the server
+    reads the file every 0.1 s, and a run created at once could otherwise take its baseline before that."""
     kubectl(kubeconfig, "exec", "-n", namespace, "grpc-health", "--", "sh", "-c", f"echo {status} > /tmp/health")
+    wait_for(
+        lambda: (
+            kubectl(kubeconfig, "exec", "-n", namespace, "grpc-health", "--", "cat", "/tmp/health.applied").stdout
+            == status
+        ),
+        timeout=30,
+        description=f"the health server to serve {status}",
+    )
 
 
 def kill_step() -> dict[str, Any]:
