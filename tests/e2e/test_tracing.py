@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from coordinator.domain.tracing import run_span_id, trace_id
 from coordinator.testing.process import OperatorProcess, free_port
 from coordinator.testing.waiting import wait_for
 from support.chaos import Chaos, ready_probe
+from support.hackmodules import hack_module
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE_PREFIX = f"{SESSION_PREFIX}t"  # not matched by the session operator's "<prefix>-*"
-sys.path.insert(0, str(REPO / "hack" / "cluster"))
-import build  # noqa: E402  (hack/cluster/build.py: where the pinned collector is cached)
+build = hack_module("coordinator_build", "cluster/build.py")  # where the pinned collector is cached
 
 COLLECTOR_CONFIG = """
 receivers:

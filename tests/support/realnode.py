@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +14,7 @@ from kubernetes import client
 
 from coordinator.testing.waiting import wait_for
 from support.cluster import REPO_ROOT
+from support.hackmodules import hack_module
 
 REAL_CLUSTER_DIR = REPO_ROOT / ".cluster-real"
 REAL_CLUSTER_ENV = {
@@ -29,17 +28,7 @@ OPERATOR_IMAGE = "test-coordinator:0.1.0"
 WEB_PORT = 8080
 
 
-def _node_module() -> Any:
-    spec = importlib.util.spec_from_file_location("coordinator_real_node", REPO_ROOT / "hack" / "cluster" / "node.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-NODE = _node_module()
+NODE = hack_module("coordinator_real_node", "cluster/node.py")
 # The real tier runs on this host's own real node, or on an existing cluster (kind) whose node is named here.
 EXTERNAL_KUBECONFIG = os.environ.get("COORDINATOR_TEST_KUBECONFIG")
 REAL_NODE_NAME = os.environ.get("COORDINATOR_REAL_NODE") or f"{NODE.REAL_NODE_PREFIX}0"

@@ -4,31 +4,21 @@ take effect. helm is built from its Go module by ``make cluster-build`` (hack/cl
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from support.hackmodules import hack_module
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "test-coordinator"
 
 
-def _module(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-chart_generator = _module("coordinator_chart", REPO_ROOT / "hack" / "chart.py")
-build = _module("coordinator_build", REPO_ROOT / "hack" / "cluster" / "build.py")
+chart_generator = hack_module("coordinator_chart", "chart.py")
+build = hack_module("coordinator_build", "cluster/build.py")
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
-import sys
 import tarfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from support.hackmodules import hack_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = REPO_ROOT / "hack" / "images"
@@ -19,18 +18,7 @@ IMAGES_DIR = REPO_ROOT / "hack" / "images"
 REGISTRY_HOSTS = re.compile(r"\b(docker\.io|ghcr\.io|quay\.io|gcr\.io|[a-z0-9-]+\.pkg\.dev|registry\.[a-z.]+|ecr\.)")
 
 
-def _load() -> ModuleType:
-    # Loaded by path under its own name: hack/images is not a package, and "images" is too common a module name.
-    spec = importlib.util.spec_from_file_location("hack_images", IMAGES_DIR / "images.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-images = _load()
+images = hack_module("hack_images", "images/images.py")
 SOURCES = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n"
 
 
