@@ -31,10 +31,7 @@ def trace_id(correlation_id: str) -> str:
 def run_span_id(correlation_id: str) -> str:
     """The span ID (16 hex digits, never all zero) of the run's own span, the same in every process."""
     digest = hashlib.sha256(f"run-span:{correlation_id}".encode()).hexdigest()
-    return next(
-        (digest[i : i + 16] for i in range(0, len(digest) - 15, 16) if digest[i : i + 16] != _INVALID_SPAN_ID),
-        "0000000000000001",
-    )
+    return format(int(digest[:16], 16) or 1, "016x")
 
 
 def traceparent(correlation_id: str, span_id: str | None = None) -> str:

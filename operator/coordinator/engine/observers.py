@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -167,17 +167,17 @@ def _mark(made: Activity) -> Iterator[Activity]:
 
 
 def _tell(event: str, made: Activity) -> None:
-    for listener in list(_listeners):
-        try:
-            getattr(listener, event)(made)
-        except Exception:
-            log.exception("activity listener %r failed on %s", listener, event)
+    _call_each(_listeners, event, made)
 
 
 def notify(event: str, *args: object) -> None:
     """Call ``event`` on every registered observer, isolating the run from observer failures."""
-    for observer in list(_observers):
+    _call_each(_observers, event, *args)
+
+
+def _call_each(listeners: Sequence[object], event: str, *args: object) -> None:
+    for listener in list(listeners):
         try:
-            getattr(observer, event)(*args)
+            getattr(listener, event)(*args)
         except Exception:
-            log.exception("observer %r failed on %s", observer, event)
+            log.exception("%r failed on %s", listener, event)

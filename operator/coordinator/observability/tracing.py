@@ -107,6 +107,11 @@ def tracing_config(environ: Mapping[str, str]) -> TracingConfig | None:
     return TracingConfig(endpoint=endpoint, variable=variable, protocol=protocol)
 
 
+def _run_ids(uid: str) -> tuple[int, int]:
+    """The trace ID and the run span's ID of the run ``uid`` (domain/tracing.py), as the SDK takes them."""
+    return int(trace_id(uid), 16), int(run_span_id(uid), 16)
+
+
 def _nanos(when: datetime | None) -> int | None:
     return int(when.timestamp() * 1e9) if when is not None else None
 
@@ -141,24 +146,23 @@ class RunTracer:
                 return trace.set_span_in_context(span)
             enclosing = enclosing.parent
         # The run's span, maybe made (and exported) by another process: its IDs are known from the UID.
-        uid = made.run.uid
+        run_trace, run_span = _run_ids(made.run.uid)
         context = trace.SpanContext(
-            trace_id=int(trace_id(uid), 16),
-            span_id=int(run_span_id(uid), 16),
+            trace_id=run_trace,
+            span_id=run_span,
             is_remote=True,
             trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
         )
         return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
     def _start(self, made: Activity) -> Span:
+        """The activity's span, with the run's attributes (its own are set as it ends, when all are known)."""
         attributes = self._common(made.run)
         attributes[f"coordinator.{made.kind}.name"] = made.name
-        attributes.update({f"coordinator.{made.kind}.{key}": value for key, value in made.attributes.items()})
         kind = self._trace.SpanKind.CLIENT if made.kind == "probe" else self._trace.SpanKind.INTERNAL
         name = SPAN_NAMES.get(made.kind, f"coordinator.{made.kind}")
         if made.kind == "run":
-            uid = made.run.uid
-            token = self._forced.set((int(trace_id(uid), 16), int(run_span_id(uid), 16)))
+            token = self._forced.set(_run_ids(made.run.uid))
             try:
                 return self._tracer.start_span(
                     name, context=None, kind=kind, attributes=attributes, start_time=_nanos(made.started)
@@ -187,12 +191,9 @@ class RunTracer:
                 # The run stopped here unfinished (the process stops, a transient error is retried): whichever
                 # process finishes it exports its one run span, so this one is dropped, never ended.
                 return
-        else:
-            span.set_attributes(
-                {f"coordinator.{activity.kind}.{key}": value for key, value in activity.attributes.items()}
-            )
-            if activity.error is not None:
-                span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, activity.error))
+        elif activity.error is not None:
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, activity.error))
+        span.set_attributes({f"coordinator.{activity.kind}.{key}": value for key, value in activity.attributes.items()})
         span.end()
 
     # --- RunObserver ------------------------------------------------------------------------------------------
