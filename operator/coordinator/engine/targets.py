@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from coordinator.adapters.kube import ApiError, KubeApi, Listed, resource_path
+from coordinator.adapters.sharedreads import shared_get
 from coordinator.api.models import Target, TargetKind
 from coordinator.domain.selection import (
     Candidate,
@@ -41,7 +42,8 @@ class NamespacePolicy:
             labels: dict[str, str] = {}
             if namespace not in self._settings.protected:
                 try:
-                    ns = await self._client.get(resource_path("Namespace", name=namespace))
+                    # read after this step asked, shared with the runs asking at the same time
+                    ns = await shared_get(self._client, resource_path("Namespace", name=namespace))
                     labels = ns.get("metadata", {}).get("labels") or {}
                     if (ns.get("status") or {}).get("phase") == "Terminating":
                         self._cache[namespace] = (False, f"namespace {namespace} is being deleted")

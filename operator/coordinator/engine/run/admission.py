@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import ApiError, resource_path
+from coordinator.adapters.sharedreads import shared_get
 from coordinator.api.models import (
     REQUESTED_BY_ANNOTATION,
     ChaosScenarioSpec,
@@ -103,7 +104,8 @@ class Admission:
             if not allowed:
                 raise RunEnded(Phase.ERROR, "ScenarioNotAllowed", f"{where}: spec.scenarioRef.namespace: {reason}")
         try:
-            obj = await state.client.get(resource_path("ChaosScenario", namespace, ref.name))
+            # shared with the runs that ask for it at the same time, read after this one asked (adapters/sharedreads.py)
+            obj = await shared_get(state.client, resource_path("ChaosScenario", namespace, ref.name))
         except ApiError as exc:
             if exc.not_found:
                 raise RunEnded(
