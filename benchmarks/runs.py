@@ -306,8 +306,9 @@ class ClosedLoop:
         return out
 
 
-async def _setup(client: KubeClient, namespace: str) -> None:
-    await fresh_namespace(client, namespace)
+async def _scenario(client: KubeClient, namespace: str) -> None:
+    """The benchmark's scenario, created once the operator serves its admission webhooks: an earlier round's
+    operator left their configurations registered, and they fail closed while no operator answers them."""
     await client.create(resource_path("ChaosScenario", namespace), SCENARIO)
 
 
@@ -325,8 +326,9 @@ async def one_level(
     client = await connect(cluster)
     namespace = f"{NAMESPACE_PREFIX}-{tag}"
     try:
-        await _setup(client, namespace)
+        await fresh_namespace(client, namespace)
         with operator(cluster, [namespace], backend_env, name=f"runs-{tag}") as proc:
+            await _scenario(client, namespace)
             spread = parse_seconds(hold) + 0.5 if stagger else 0.0
             loop = ClosedLoop(client, concurrency, total, tag, namespace, hold=hold, stagger=spread)
             await loop.prepare()
@@ -519,8 +521,9 @@ async def bench_footprint(args: argparse.Namespace) -> dict[str, Any]:
         client = await connect(cluster)
         try:
             namespace = f"{NAMESPACE_PREFIX}-footprint"
-            await _setup(client, namespace)
+            await fresh_namespace(client, namespace)
             with operator(cluster, [namespace], env, name="footprint") as proc:
+                await _scenario(client, namespace)
                 assert proc.proc is not None
                 pid = proc.proc.pid
                 await asyncio.sleep(5)  # start-up work done

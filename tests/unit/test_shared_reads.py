@@ -8,7 +8,13 @@ from typing import Any, cast
 import pytest
 
 from coordinator.adapters.kube import ApiError, KubeApi
-from coordinator.adapters.sharedreads import SharedReads, shared_get, shared_reads
+from coordinator.adapters.sharedreads import (
+    SharedReads,
+    shared_get,
+    shared_get_or_none,
+    shared_reads,
+    shared_review,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -102,7 +108,7 @@ async def test_a_path_has_one_get_in_flight_and_one_waiting() -> None:
     await server.answer(3)
     await asyncio.gather(*tasks)
     assert len(server.sent) == 4, "31 callers over 4 GETs"
-    assert reads._paths == {}, "a path with nothing in flight is forgotten"
+    assert reads._reads == {}, "a read with nothing in flight is forgotten"
 
 
 async def test_other_paths_are_not_shared() -> None:
@@ -178,3 +184,56 @@ async def test_one_shared_reads_per_client() -> None:
     task = asyncio.create_task(shared_get(client, PATH))
     await server.answer(0)
     assert (await task)["spec"]["value"] == 1
+
+
+class Reviewer:
+    """A client answering SubjectAccessReviews, counting them; each waits until the test lets it answer."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.allowed = True
+        self.gate = asyncio.Event()
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        allowed = self.allowed  # the authorizer answers as things are when the review arrives
+        self.bodies.append(body)
+        await self.gate.wait()
+        return {**body, "status": {"allowed": allowed}}
+
+    async def get(self, path: str, params: Any = None) -> dict[str, Any]:
+        raise ApiError(404, "NotFound", f"{path} not found")
+
+
+def sar(user: str, verb: str) -> dict[str, Any]:
+    attributes = {"verb": verb, "resource": "pods", "namespace": "team"}
+    return {"kind": "SubjectAccessReview", "spec": {"user": user, "resourceAttributes": attributes}}
+
+
+async def test_the_same_review_asked_meanwhile_is_shared_and_another_is_not() -> None:
+    reviewer = Reviewer()
+    client = cast(KubeApi, reviewer)
+    path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    first = asyncio.create_task(shared_review(client, path, sar("alice", "delete")))
+    await settle()
+    reviewer.allowed = False  # the right is revoked after the first review was sent
+    same = [asyncio.create_task(shared_review(client, path, sar("alice", "delete"))) for _ in range(20)]
+    # the same review with its keys in another order is the same review
+    reordered = {"spec": {"resourceAttributes": sar("alice", "delete")["spec"]["resourceAttributes"], "user": "alice"}}
+    same.append(asyncio.create_task(shared_review(client, path, {**reordered, "kind": "SubjectAccessReview"})))
+    other = asyncio.create_task(shared_review(client, path, sar("bob", "delete")))
+    await settle()
+    assert len(reviewer.bodies) == 2, "alice's review in flight, bob's sent; alice's second waits"
+    reviewer.gate.set()
+    assert (await first)["status"]["allowed"] is True
+    answers = [await t for t in same]
+    assert len(reviewer.bodies) == 3
+    assert {a["status"]["allowed"] for a in answers} == {False}, "the revocation is seen by every later asker"
+    assert (await other)["spec"]["user"] == "bob"
+
+
+async def test_shared_get_or_none_is_none_for_an_object_that_does_not_exist() -> None:
+    assert await shared_get_or_none(cast(KubeApi, Reviewer()), PATH) is None
+    server = GatedServer()
+    task = asyncio.create_task(shared_get_or_none(cast(KubeApi, server), PATH))
+    await server.answer(0)
+    assert await task == {"spec": {"value": 1, "path": PATH}}

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from coordinator.adapters.kube import KubeApi, resource_path
+from coordinator.adapters.sharedreads import shared_get_or_none
 from coordinator.api.models import REQUESTED_BY_ANNOTATION, ChaosScenarioSpec, Requester, TestRunSpec
 from coordinator.api.workflow import ChaosWorkflowSpec
 from coordinator.domain.admission import annotation_of, requester_in
@@ -62,7 +63,7 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
         return []  # the CRD schema refuses it with its own message
     own = str((body.get("metadata") or {}).get("namespace") or "")
     if spec.workflowRef is not None:
-        workflow = await client.get_or_none(resource_path("ChaosWorkflow", own, spec.workflowRef.name))
+        workflow = await shared_get_or_none(client, resource_path("ChaosWorkflow", own, spec.workflowRef.name))
         if workflow is None:
             return []  # the run ends Error, naming the missing workflow
         named = f"ChaosWorkflow {own}/{spec.workflowRef.name}"
@@ -73,7 +74,7 @@ async def testrun_admission_refusals(client: KubeApi, settings: Settings, body: 
     # A scenario in another namespace is read with the requester's rights too, before the webhook reads it.
     if namespace != own and (refused := await refusals(client, requester, [scenario_read_need(namespace)])):
         return refused
-    scenario = await client.get_or_none(resource_path("ChaosScenario", namespace, spec.scenario.name))
+    scenario = await shared_get_or_none(client, resource_path("ChaosScenario", namespace, spec.scenario.name))
     if scenario is None:
         return []
     named = f"ChaosScenario {namespace}/{spec.scenario.name}"

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 
 from coordinator.adapters.kube import JSON, KubeApi
+from coordinator.adapters.sharedreads import shared_review
 from coordinator.api.models import ChaosScenarioSpec, Requester
 from coordinator.domain.permissions import (
     Access,
@@ -47,7 +48,8 @@ def review(requester: Requester, access: Access) -> JSON:
 
 async def may(client: KubeApi, requester: Requester, access: Access) -> bool:
     """Whether the API server's authorizers allow ``access`` to ``requester`` (an ApiError when it cannot say)."""
-    answer = await client.create(SUBJECT_ACCESS_REVIEWS, review(requester, access))
+    # shared with the same review asked meanwhile, sent after they all asked (adapters/sharedreads.py)
+    answer = await shared_review(client, SUBJECT_ACCESS_REVIEWS, review(requester, access))
     status = answer.get("status") or {}
     return bool(status.get("allowed")) and not status.get("denied")
 
