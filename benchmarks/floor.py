@@ -37,6 +37,7 @@ from harness import (
     median,
     pod_manifest,
     resource_path,
+    round_namespace,
     summary,
 )
 
@@ -147,7 +148,7 @@ async def one_run(client: KubeClient, namespace: str, scenario: dict[str, Any], 
 async def floor_round(cluster: BenchCluster, scenario: dict[str, Any], runs: int, tag: str) -> dict[str, Any]:
     """``runs`` plain-client runs started at one instant in a fresh namespace, each with a Running slot pod."""
     client = await connect(cluster)
-    namespace = f"bench-floor-{tag}"
+    namespace = round_namespace(f"bench-floor-{tag}")
     try:
         await fresh_namespace(client, namespace)
         await client.create(resource_path("ChaosScenario", namespace), scenario)

@@ -53,6 +53,7 @@ from harness import (
     operator,
     pod_manifest,
     resource_path,
+    round_namespace,
     stores,
     summary,
     table,
@@ -324,7 +325,7 @@ async def one_level(
 ) -> dict[str, Any]:
     """A fresh namespace and operator; ``total`` runs at ``concurrency`` in flight."""
     client = await connect(cluster)
-    namespace = f"{NAMESPACE_PREFIX}-{tag}"
+    namespace = round_namespace(f"{NAMESPACE_PREFIX}-{tag}")
     try:
         await fresh_namespace(client, namespace)
         with operator(cluster, [namespace], backend_env, name=f"runs-{tag}") as proc:
@@ -520,7 +521,7 @@ async def bench_footprint(args: argparse.Namespace) -> dict[str, Any]:
         env = {**stored, **args.operator_env}
         client = await connect(cluster)
         try:
-            namespace = f"{NAMESPACE_PREFIX}-footprint"
+            namespace = round_namespace(f"{NAMESPACE_PREFIX}-footprint")
             await fresh_namespace(client, namespace)
             with operator(cluster, [namespace], env, name="footprint") as proc:
                 await _scenario(client, namespace)
