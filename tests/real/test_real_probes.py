@@ -30,8 +30,8 @@ from support.realnode import (
 
 GRPC_PORT = 50051
 # The server's overall health ("") follows /tmp/health (SERVING or NOT_SERVING), which the test writes with kubectl
-# exec (the server writes what it applied to /tmp/health.applied); the service "ready" stays SERVING for the kubelet's own gRPC readiness probe, so the pod stays an endpoint
-# of its Service whatever the overall status says.
+# exec (the server writes what it applied to /tmp/health.applied); the service "ready" stays SERVING for the
+# kubelet's own gRPC readiness probe, so the pod stays an endpoint of its Service whatever the overall status says.
 HEALTH_SERVER = f"""
 import pathlib, time
 from concurrent import futures

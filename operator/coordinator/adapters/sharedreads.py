@@ -55,7 +55,7 @@ class SharedReads:
         self._client = client
         self._reads: dict[Hashable, _Read] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.sent = 0  # requests sent, for tests and the benchmarks
+        self.sent = 0  # requests sent (the tests count them)
 
     async def get(self, path: str) -> JSON:
         """GET ``path``."""
@@ -72,9 +72,9 @@ class SharedReads:
         loop = asyncio.get_running_loop()
         entry = self._reads.get(key)
         if entry is None or entry.loop is not loop:  # an entry left by a loop that has closed is dropped
-            answer: asyncio.Future[bytes] = loop.create_future()
-            self._reads[key] = _Read(loop, send, answer)
-            self._send(key, send, answer)
+            entry = self._reads[key] = _Read(loop, send, loop.create_future())
+            answer = entry.sent
+            self._send(key, entry)
         else:
             if entry.waiting is None:
                 entry.waiting = loop.create_future()
@@ -82,9 +82,10 @@ class SharedReads:
         # shield: a cancelled caller must not cancel the answer the others wait for
         return orjson.loads(await asyncio.shield(answer))  # type: ignore[no-any-return]
 
-    def _send(self, key: Hashable, send: Callable[[], Awaitable[JSON]], answer: asyncio.Future[bytes]) -> None:
+    def _send(self, key: Hashable, entry: _Read) -> None:
+        """Send ``entry``'s request now, to settle ``entry.sent``."""
         self.sent += 1
-        task = answer.get_loop().create_task(self._fetch(key, send, answer))
+        task = entry.loop.create_task(self._fetch(key, entry.send, entry.sent))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -112,7 +113,7 @@ class SharedReads:
             del self._reads[key]
             return
         entry.sent, entry.waiting = entry.waiting, None
-        self._send(key, entry.send, entry.sent)
+        self._send(key, entry)
 
 
 _READERS: weakref.WeakKeyDictionary[KubeApi, SharedReads] = weakref.WeakKeyDictionary()
